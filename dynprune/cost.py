@@ -1,0 +1,191 @@
+"""One cost model for every method: MACs and parameters for any choice of kept channels, and latency.
+
+Units: MACs are multiply-accumulates for ONE sample. Papers' CNN "FLOPs" are MACs;
+``torch.utils.flop_counter.FlopCounterMode`` counts FLOPs = 2 x MACs. Only convolutions and linear layers
+are counted (the convention of the pruning literature); BN, activations, pooling and sums are not.
+
+Every counted layer records which channel site governs its output channels and which governs its input
+channels. A layer's MACs are linear in each, so with keep fractions ``f`` the effective cost is exactly
+``dense * f[out_site] * f[in_site]`` (a channel-wise layer, depthwise conv or BN, scales by one factor).
+The same formula serves static keep ratios (floats) and per-sample gate decisions (tensors [B]).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.benchmark import Timer
+from torch.utils.flop_counter import FlopCounterMode
+
+from .sites import ChannelSite
+
+Fraction = float | torch.Tensor
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    name: str
+    macs: int  # dense, one sample
+    weight_params: int
+    bias_params: int
+    in_site: str | None
+    out_site: str | None
+    channelwise: bool  # depthwise conv or BN: its in and out channels are the same channels
+
+    def scale(self, keep: Mapping[str, Fraction]) -> tuple[Fraction, Fraction]:
+        """(factor for the weights/MACs, factor for the bias)."""
+        f_out = keep.get(self.out_site, 1.0) if self.out_site else 1.0
+        if self.channelwise:
+            return f_out, f_out
+        f_in = keep.get(self.in_site, 1.0) if self.in_site else 1.0
+        return f_out * f_in, f_out
+
+
+class CostModel:
+    """MACs/params of a model for dense, per-site (static) and per-sample (dynamic) channel choices."""
+
+    def __init__(self, layers: Sequence[LayerCost], site_widths: Mapping[str, int]) -> None:
+        self.layers = list(layers)
+        self.site_widths = dict(site_widths)
+        self.dense_macs = int(sum(layer.macs for layer in self.layers))
+        self.dense_params = int(sum(layer.weight_params + layer.bias_params for layer in self.layers))
+
+    @classmethod
+    def from_model(
+        cls, model: nn.Module, input_shape: Sequence[int], sites: Sequence[ChannelSite] | None = None
+    ) -> CostModel:
+        """Trace one forward pass of a [1, *input_shape] input to read every layer's output size."""
+        sites = list(sites if sites is not None else model.channel_sites())
+        out_site, in_site, channelwise_site = {}, {}, {}
+        for s in sites:
+            out_site[s.producer] = s.name
+            if s.bn:
+                channelwise_site[s.bn] = s.name
+            for p in s.passthrough:
+                channelwise_site[p] = s.name
+            for c in s.consumers:
+                in_site[c] = s.name
+        records: dict[str, int] = {}
+        handles = []
+        for name, module in model.named_modules():
+            if isinstance(module, nn.Conv2d | nn.Linear):
+                handles.append(module.register_forward_hook(_recorder(records, name)))
+        param = next(model.parameters())
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                model(torch.zeros(1, *input_shape, device=param.device, dtype=param.dtype))
+        finally:
+            for h in handles:
+                h.remove()
+            model.train(was_training)
+        layers = []
+        for name, module in model.named_modules():
+            bias = module.bias.numel() if getattr(module, "bias", None) is not None else 0
+            if isinstance(module, nn.Conv2d | nn.Linear):
+                if name not in records:
+                    continue  # a layer the forward pass never ran costs nothing
+                depthwise = isinstance(module, nn.Conv2d) and module.groups > 1
+                site = channelwise_site.get(name) if depthwise else out_site.get(name)
+                layers.append(
+                    LayerCost(
+                        name, records[name], module.weight.numel(), bias, in_site.get(name), site, depthwise
+                    )
+                )
+            elif isinstance(module, nn.BatchNorm2d) and module.affine:
+                layers.append(
+                    LayerCost(name, 0, module.weight.numel(), bias, None, channelwise_site.get(name), True)
+                )
+        widths = {s.name: _width(model, s) for s in sites}
+        return cls(layers, widths)
+
+    def macs(self, keep: Mapping[str, Fraction] | None = None) -> Fraction:
+        """Effective MACs per sample; ``keep`` maps site name -> kept fraction (float, or tensor [B])."""
+        keep = keep or {}
+        self._check_sites(keep)
+        return sum(layer.macs * layer.scale(keep)[0] for layer in self.layers)
+
+    def params(self, keep: Mapping[str, float] | None = None) -> float:
+        keep = keep or {}
+        self._check_sites(keep)
+        total = 0.0
+        for layer in self.layers:
+            w, b = layer.scale(keep)
+            total += layer.weight_params * w + layer.bias_params * b
+        return total
+
+    def macs_from_masks(self, masks: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Per-sample MACs [B] from per-sample 0/1 (or soft) channel masks [B, C] per site."""
+        return self.macs({name: m.float().mean(dim=1) for name, m in masks.items()})
+
+    def site_macs(self, site: str) -> int:
+        """Dense MACs of every layer whose cost depends on ``site`` (producer, passthrough, consumers)."""
+        return sum(layer.macs for layer in self.layers if site in (layer.in_site, layer.out_site))
+
+    def _check_sites(self, keep: Mapping[str, Fraction]) -> None:
+        unknown = set(keep) - set(self.site_widths)
+        if unknown:
+            raise KeyError(f"unknown sites {sorted(unknown)}; known: {list(self.site_widths)}")
+
+
+def _width(model: nn.Module, site: ChannelSite) -> int:
+    producer = model.get_submodule(site.producer)
+    return producer.out_channels if isinstance(producer, nn.Conv2d) else producer.out_features
+
+
+def _recorder(records: dict[str, int], name: str):
+    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        if isinstance(module, nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+            records[name] = records.get(name, 0) + output[0].numel() * k
+        else:
+            records[name] = records.get(name, 0) + output[0].numel() * module.in_features
+
+    return hook
+
+
+def flop_counter_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
+    """MACs per sample as PyTorch's shape-based FlopCounterMode sees them (its FLOPs / 2)."""
+    param = next(model.parameters())
+    was_training = model.training
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(torch.zeros(1, *input_shape, device=param.device, dtype=param.dtype))
+    model.train(was_training)
+    return counter.get_total_flops() // 2
+
+
+def measure_latency(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    batch_sizes: Sequence[int] = (1, 64),
+    threads: int | None = None,
+    min_run_time: float = 0.3,
+    channels_last: bool = False,
+) -> dict[str, float]:
+    """Median inference latency in milliseconds per batch, keyed ``b1``, ``b64``...
+
+    ``torch.utils.benchmark.Timer`` warms up, fixes the thread count and reports robust statistics.
+    """
+    param = next(model.parameters())
+    threads = threads or torch.get_num_threads()
+    was_training = model.training
+    model.eval()
+    out = {}
+    try:
+        for b in batch_sizes:
+            x = torch.randn(b, *input_shape, device=param.device, dtype=param.dtype)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.no_grad():
+                model(x)  # warm-up outside the timer (first call allocates)
+                timer = Timer("model(x)", globals={"model": model, "x": x}, num_threads=threads)
+                out[f"b{b}"] = timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
+    finally:
+        model.train(was_training)
+    return out

@@ -1,0 +1,339 @@
+"""The training spine every method runs through: fit, evaluate, atomic checkpoints, resume.
+
+A checkpoint holds everything needed to continue bit-for-bit (model, optimizer, schedule, data-order and
+global RNG states), plus the architecture it belongs to, so a checkpoint of another model is refused with a
+clear message. Checkpoints are data, never code: they are loaded with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from .data import BatchLoader
+from .methods import Method
+
+CHECKPOINT = "checkpoint.pt"
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+# ------------------------------------------------------------------------------------------- checkpoints
+def atomic_write_bytes(path: Path, payload: Callable[[Any], None]) -> None:
+    """Write through a temp file in the same folder and rename it over ``path``: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            payload(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    atomic_write_bytes(path, lambda fh: torch.save(state, fh))
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write_bytes(path, lambda fh: fh.write(json.dumps(data, indent=2).encode()))
+
+
+def load_checkpoint(path: str | Path, arch: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Load a checkpoint safely; if ``arch`` is given, refuse one made for another architecture."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a loadable dynprune checkpoint ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{path}: not a dynprune checkpoint (no 'model' entry)")
+    if arch is not None and state.get("arch") != arch:
+        raise CheckpointError(f"{path}: made for {state.get('arch')}, but this run is {arch}")
+    return state
+
+
+def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        detail = first[1].strip() if len(first) > 1 else first[0]
+        raise CheckpointError(f"{source}: weights do not fit this model ({detail})") from None
+
+
+# ------------------------------------------------------------------------------------------- evaluation
+@dataclass
+class EvalResult:
+    loss: float
+    top1: float  # percent
+    macs: torch.Tensor  # per-sample MACs [N]
+
+
+def evaluate(
+    model: nn.Module, loader: BatchLoader, method: Method, amp_dtype: torch.dtype | None
+) -> EvalResult:
+    was_training = model.training
+    model.eval()
+    total_loss, correct, n = 0.0, 0, 0
+    macs = []
+    with torch.no_grad(), _autocast(loader.device, amp_dtype):
+        for x, y in loader:
+            logits = model(x)
+            total_loss += F.cross_entropy(logits.float(), y, reduction="sum").item()
+            correct += (logits.argmax(1) == y).sum().item()
+            n += len(y)
+            macs.append(method.per_sample_macs(model, len(y)).detach().cpu())
+    model.train(was_training)
+    return EvalResult(
+        total_loss / max(n, 1), 100.0 * correct / max(n, 1), torch.cat(macs) if macs else torch.zeros(0)
+    )
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return torch.autocast(device.type, enabled=False)
+    return torch.autocast(device.type, dtype=dtype)
+
+
+# ------------------------------------------------------------------------------------------- optimisation
+def make_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
+    # Weight decay on BN scales and biases only hurts; the usual split applies it to weights of rank > 1.
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0)
+
+
+def make_schedule(
+    optimizer: torch.optim.Optimizer, kind: str, total_steps: int, warmup_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    if kind == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer,
+            max_lr=[g["lr"] for g in optimizer.param_groups],
+            total_steps=max(total_steps, 1),
+            pct_start=0.25,
+            div_factor=10.0,
+            final_div_factor=100.0,
+        )
+
+    def cosine(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
+
+
+# ------------------------------------------------------------------------------------------- trainer
+@dataclass
+class FitState:
+    epoch: int = 0  # epochs completed
+    step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    train_seconds: float = 0.0
+
+
+class Trainer:
+    """Runs ``epochs`` of SGD on ``train_loader``, validating on ``val_loader`` after each epoch."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        method: Method,
+        train_loader: BatchLoader,
+        val_loader: BatchLoader,
+        *,
+        epochs: int,
+        lr: float,
+        momentum: float,
+        weight_decay: float,
+        label_smoothing: float,
+        schedule: str,
+        warmup_epochs: float,
+        out_dir: Path,
+        arch: dict[str, Any],
+        config: dict[str, Any],
+        tracker: Any,
+        amp_dtype: torch.dtype | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.model = model
+        self.method = method
+        self.train_loader = train_loader
+        self.val_loader = val_loader
+        self.epochs = epochs
+        self.out_dir = out_dir
+        self.arch = arch
+        self.config = config
+        self.tracker = tracker
+        self.amp_dtype = amp_dtype
+        self.progress = progress and sys.stderr.isatty()
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.optimizer = make_optimizer(model, lr, momentum, weight_decay)
+        steps_per_epoch = len(train_loader)
+        if steps_per_epoch == 0:
+            raise ValueError("the training set is smaller than one batch; lower --batch-size")
+        self.scheduler = make_schedule(
+            self.optimizer, schedule, epochs * steps_per_epoch, int(warmup_epochs * steps_per_epoch)
+        )
+        self.state = FitState()
+
+    # -- checkpoints
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / CHECKPOINT
+
+    def save(self) -> None:
+        save_checkpoint(
+            self.checkpoint_path,
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "loader": self.train_loader.state_dict(),
+                "rng": torch.get_rng_state(),
+                "epoch": self.state.epoch,
+                "step": self.state.step,
+                "train_seconds": self.state.train_seconds,
+                "history": self.state.history,
+                "arch": self.arch,
+                "config": self.config,
+            },
+        )
+
+    def resume(self) -> None:
+        ckpt = load_checkpoint(self.checkpoint_path, self.arch)
+        load_weights(self.model, ckpt["model"], str(self.checkpoint_path))
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.train_loader.load_state_dict(ckpt["loader"])
+        torch.set_rng_state(ckpt["rng"])
+        self.state = FitState(ckpt["epoch"], ckpt["step"], list(ckpt["history"]), ckpt["train_seconds"])
+
+    # -- loop
+    def fit(self) -> FitState:
+        with (self.out_dir / "metrics.jsonl").open("a") as metrics_file:
+            while self.state.epoch < self.epochs:
+                started = time.perf_counter()
+                train_stats = self._train_epoch(self.state.epoch)
+                self.state.train_seconds += time.perf_counter() - started
+                self.state.epoch += 1
+                row = self._end_of_epoch(train_stats, time.perf_counter() - started)
+                metrics_file.write(json.dumps(row) + "\n")
+                metrics_file.flush()
+                self.save()  # only after a whole epoch: an interrupted epoch is simply redone on resume
+        return self.state
+
+    def _train_epoch(self, epoch: int) -> dict[str, float]:
+        model, device = self.model, self.train_loader.device
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        seen = 0
+        bar = tqdm(
+            self.train_loader,
+            desc=f"epoch {epoch + 1}/{self.epochs}",
+            disable=not self.progress,
+            leave=False,
+            dynamic_ncols=True,
+        )
+        started = time.perf_counter()
+        for i, (x, y) in enumerate(bar):
+            with _autocast(device, self.amp_dtype):
+                logits = model(x)
+                loss = self.criterion(logits.float(), y)
+                extra, extra_logs = self.method.extra_loss(model, logits, self.state.step, epoch)
+                if extra is not None:
+                    loss = loss + extra
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}; the last good checkpoint "
+                    f"is {self.checkpoint_path} (try a lower --lr)"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.scheduler.step()
+            self.state.step += 1
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += len(y)
+            if self.tracker.enabled and self.state.step % 50 == 0:
+                logs = {"train/loss": loss.item(), "train/lr": self.scheduler.get_last_lr()[0]}
+                logs.update({f"train/{k}": v for k, v in extra_logs.items()})
+                self.tracker.log(logs, step=self.state.step)
+            if self.progress and i % 20 == 0:
+                rate = seen / max(time.perf_counter() - started, 1e-9)
+                bar.set_postfix(
+                    loss=f"{loss.item():.3f}", acc=f"{100 * correct.item() / seen:.1f}", img_s=f"{rate:.0f}"
+                )
+        elapsed = time.perf_counter() - started
+        return {
+            "loss": loss_sum.item() / seen,
+            "acc": 100.0 * correct.item() / seen,
+            "images_per_s": seen / elapsed,
+        }
+
+    def _end_of_epoch(self, train: dict[str, float], seconds: float) -> dict[str, float]:
+        val = evaluate(self.model, self.val_loader, self.method, self.amp_dtype)
+        cost = self.method.on_epoch_end(self.model, self.state.epoch)
+        dense = float(self.method.cost.dense_macs)
+        macs = val.macs.mean().item() if len(val.macs) else dense
+        row = {
+            "epoch": self.state.epoch,
+            "train_loss": train["loss"],
+            "train_acc": train["acc"],
+            "val_loss": val.loss,
+            "val_acc": val.top1,
+            "val_macs_ratio": macs / dense,
+            "images_per_s": train["images_per_s"],
+            "epoch_seconds": seconds,
+            "lr": self.scheduler.get_last_lr()[0],
+        }
+        self.state.history.append(row)
+        print(
+            f"epoch {self.state.epoch:3d}/{self.epochs}  "
+            f"train loss {train['loss']:.4f} acc {train['acc']:.2f}  "
+            f"val loss {val.loss:.4f} acc {val.top1:.2f}  MACs {macs / dense:.3f}x  "
+            f"{train['images_per_s']:.0f} img/s  {seconds:.1f}s",
+            flush=True,
+        )
+        logs = {
+            "val/loss": val.loss,
+            "val/acc": val.top1,
+            "cost/macs_ratio": macs / dense,
+            "epoch": self.state.epoch,
+            "train/epoch_loss": train["loss"],
+            "train/epoch_acc": train["acc"],
+            "train/images_per_s": train["images_per_s"],
+        }
+        logs.update({f"cost/{k}": v for k, v in cost.items()})
+        self.tracker.log(logs, step=self.state.step)
+        return row

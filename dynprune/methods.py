@@ -1,0 +1,65 @@
+"""Training methods are plug-ins on the one training spine (``engine.Trainer``), found by name.
+
+A method may change the model before training (add gates, masks), add a loss term per step, act at the end
+of each epoch, and say what the model costs per sample. ``dense`` is the plain baseline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from .cost import CostModel
+
+MethodFactory = Callable[..., "Method"]
+METHODS: dict[str, MethodFactory] = {}
+
+
+def register_method(name: str) -> Callable[[MethodFactory], MethodFactory]:
+    def wrap(factory: MethodFactory) -> MethodFactory:
+        if name in METHODS:
+            raise ValueError(f"method {name!r} registered twice")
+        METHODS[name] = factory
+        return factory
+
+    return wrap
+
+
+def create_method(name: str, **kwargs: Any) -> Method:
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; known: {', '.join(sorted(METHODS))}")
+    return METHODS[name](**kwargs)
+
+
+class Method:
+    """The dense baseline; subclasses override the hooks they need."""
+
+    name = "dense"
+
+    def prepare(self, model: nn.Module, cost: CostModel) -> nn.Module:
+        """Called once before training (and before a checkpoint is loaded into the model)."""
+        self.cost = cost
+        return model
+
+    def extra_loss(
+        self, model: nn.Module, logits: torch.Tensor, step: int, epoch: int
+    ) -> tuple[torch.Tensor | None, dict[str, float]]:
+        """A loss term to add to the task loss, and scalars to log under ``train/``."""
+        return None, {}
+
+    def on_epoch_end(self, model: nn.Module, epoch: int) -> dict[str, float]:
+        """Scalars to log under ``cost/`` after each epoch."""
+        return {}
+
+    def per_sample_macs(self, model: nn.Module, batch_size: int) -> torch.Tensor:
+        """MACs per sample [B] of the batch just evaluated (dense: the same for every sample)."""
+        return torch.full((batch_size,), float(self.cost.dense_macs), dtype=torch.float64)
+
+    def result_fields(self) -> dict[str, Any]:
+        return {}
+
+
+register_method("dense")(Method)

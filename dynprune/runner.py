@@ -1,0 +1,143 @@
+"""One training run from a TrainConfig to a run folder with result.json (the format the harness compares)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import ConfigError, TrainConfig, save_yaml, to_dict
+from .cost import CostModel, measure_latency
+from .data import BatchLoader, load_dataset, subset
+from .engine import CHECKPOINT, Trainer, evaluate, load_checkpoint, load_weights, write_json
+from .methods import create_method
+from .models import create_model
+from .track import Tracker
+
+RESULT = "result.json"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available on this machine; use auto or cpu")
+    return device
+
+
+def run_training(cfg: TrainConfig) -> dict[str, Any]:
+    """Train (or resume) as ``cfg`` says, evaluate once on the test set, write and return the result."""
+    out_dir = Path(cfg.out)
+    if (out_dir / CHECKPOINT).exists() and not cfg.resume:
+        raise ConfigError(
+            f"--out {out_dir} already holds a run; pass --resume to continue it or choose another --out"
+        )
+    if cfg.resume and not (out_dir / CHECKPOINT).exists():
+        raise ConfigError(f"--resume: no {CHECKPOINT} in {out_dir} to resume from")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+
+    data = load_dataset(cfg.dataset, cfg.data_dir, cfg.val_size, download=cfg.download)
+    shape = (data.in_channels, data.image_size, data.image_size)
+    model = create_model(cfg.model, data.in_channels, data.num_classes, data.image_size, width=cfg.width)
+    arch = {
+        "model": cfg.model,
+        "width": cfg.width,
+        "in_channels": data.in_channels,
+        "num_classes": data.num_classes,
+        "image_size": data.image_size,
+    }
+    cost = CostModel.from_model(model, shape)
+    method = create_method("dense")
+    model = method.prepare(model, cost)
+    if cfg.init:
+        init = load_checkpoint(cfg.init, arch)
+        load_weights(model, init["model"], cfg.init)
+    channels_last = cfg.channels_last and device.type == "cpu"
+    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    amp_dtype = torch.bfloat16 if cfg.amp and device.type == "cuda" else None
+
+    train_loader = BatchLoader(
+        subset(data.train, cfg.train_subset),
+        data,
+        cfg.batch_size,
+        train=True,
+        seed=cfg.seed,
+        device=device,
+        channels_last=channels_last,
+    )
+    val_loader = BatchLoader(
+        data.val, data, cfg.eval_batch_size, train=False, device=device, channels_last=channels_last
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_yaml(cfg, out_dir / "config.yaml")
+    tracker = Tracker(cfg.wandb, cfg.wandb_project, out_dir, to_dict(cfg))
+    try:
+        trainer = Trainer(
+            model,
+            method,
+            train_loader,
+            val_loader,
+            epochs=cfg.epochs,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay,
+            label_smoothing=cfg.label_smoothing,
+            schedule=cfg.schedule,
+            warmup_epochs=cfg.warmup_epochs,
+            out_dir=out_dir,
+            arch=arch,
+            config=to_dict(cfg),
+            tracker=tracker,
+            amp_dtype=amp_dtype,
+            progress=cfg.progress,
+        )
+        if cfg.resume:
+            trainer.resume()
+            print(f"resumed {out_dir} after epoch {trainer.state.epoch}/{cfg.epochs}", flush=True)
+        state = trainer.fit()
+
+        test_loader = BatchLoader(
+            data.test, data, cfg.eval_batch_size, train=False, device=device, channels_last=channels_last
+        )
+        test = evaluate(model, test_loader, method, amp_dtype)
+        macs = test.macs.double()
+        result = {
+            "method": method.name,
+            "model": cfg.model,
+            "dataset": cfg.dataset,
+            "top1": test.top1,
+            "test_loss": test.loss,
+            "val_top1": state.history[-1]["val_acc"] if state.history else None,
+            "macs": macs.mean().item(),
+            "macs_dense": cost.dense_macs,
+            "macs_ratio": macs.mean().item() / cost.dense_macs,
+            "macs_unit": "multiply-accumulates per sample (FLOPs = 2 x MACs)",
+            "params": sum(p.numel() for p in model.parameters()),
+            "latency_ms": _latency(model, shape, device, channels_last) if cfg.latency else None,
+            "seed": cfg.seed,
+            "epochs": cfg.epochs,
+            "train_seconds": state.train_seconds,
+            "images_per_s": state.history[-1]["images_per_s"] if state.history else None,
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            **method.result_fields(),
+        }
+        write_json(out_dir / RESULT, result)
+        tracker.summary({f"final/{k}": v for k, v in result.items() if isinstance(v, int | float)})
+    finally:
+        tracker.finish()
+    return result
+
+
+def _latency(
+    model: torch.nn.Module, shape: tuple[int, ...], device: torch.device, channels_last: bool
+) -> dict:
+    ms = measure_latency(model, shape, (1, 64), channels_last=channels_last)
+    return {**ms, "device": str(device), "threads": torch.get_num_threads()}

@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+import gzip
+import io
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from dynprune import data as D
+
+
+def test_real_fashion_mnist_loads_with_fixed_val_split(fmnist, data_root):
+    assert len(fmnist.train) == 55000 and len(fmnist.val) == 5000 and len(fmnist.test) == 10000
+    assert fmnist.train.images.dtype == torch.uint8
+    assert fmnist.train.images.shape[1:] == (1, 28, 28)
+    assert set(fmnist.test.labels.unique().tolist()) == set(range(10))
+    # Class balance of the real test set: 1,000 per class.
+    assert torch.bincount(fmnist.test.labels).tolist() == [1000] * 10
+    again = D.load_dataset("fashion-mnist", data_root, download=False)
+    assert torch.equal(again.val.labels, fmnist.val.labels), "validation split must be the same every time"
+
+
+def test_loader_normalises_and_augments(fmnist):
+    loader = D.BatchLoader(D.subset(fmnist.train, 512), fmnist, 256, train=True, seed=3)
+    x, y = next(iter(loader))
+    assert x.shape == (256, 1, 28, 28) and y.shape == (256,)
+    assert abs(x.mean().item()) < 0.3 and 0.7 < x.std().item() < 1.3
+    plain = D.BatchLoader(D.subset(fmnist.train, 512), fmnist, 256, train=False)
+    xp, _ = next(iter(plain))
+    assert not torch.equal(x, xp)
+    assert len(plain) == 2 and len(D.BatchLoader(D.subset(fmnist.val, 300), fmnist, 256, train=False)) == 2
+
+
+def test_loader_state_restores_batch_order(fmnist):
+    a = D.BatchLoader(D.subset(fmnist.train, 1024), fmnist, 128, train=True, seed=7)
+    next(iter(a))
+    state = a.state_dict()
+    first = [x for x, _ in a]
+    a.load_state_dict(state)
+    second = [x for x, _ in a]
+    assert all(torch.equal(p, q) for p, q in zip(first, second, strict=True))
+
+
+def _write_mnist(folder: Path, n_train: int = 20, n_test: int = 10) -> None:
+    folder.mkdir(parents=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        images = torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8)
+        labels = torch.arange(n, dtype=torch.uint8) % 10
+        (folder / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(D.idx_bytes(images)))
+        (folder / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(D.idx_bytes(labels)))
+
+
+def test_mnist_reader_on_written_idx_files(tmp_path):
+    _write_mnist(tmp_path / "mnist")
+    train, test = D._read_mnist_like(tmp_path / "mnist")
+    assert train.images.shape == (20, 1, 28, 28) and test.labels.tolist() == list(range(10))
+    # The loader verifies md5s: these home-made files are not the published ones and must be refused.
+    with pytest.raises(D.DataError, match="size .* expected 9912422"):
+        D.load_dataset("mnist", tmp_path, download=False)
+
+
+def test_cifar_reader_on_written_batches_and_tar(tmp_path):
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    batches = {
+        n: (torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8), torch.arange(4) % 10) for n in names
+    }
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for n, (img, lab) in batches.items():
+            blob = D.cifar_batch_bytes(img, lab, b"labels")
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{n}")
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    read = D.DATASETS["cifar10"].reader
+    train, test = read(tmp_path)
+    assert train.images.shape == (20, 3, 32, 32) and len(test) == 4
+    assert torch.equal(train.images[:4], batches["data_batch_1"][0])
+    assert torch.equal(test.images, batches["test_batch"][0])
+    # CIFAR-100 layout: one 'train' and one 'test' pickle with fine labels, from the extracted folder.
+    inner = tmp_path / "c100" / "cifar-100-python"
+    inner.mkdir(parents=True)
+    for n in ("train", "test"):
+        img, lab = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8), torch.arange(6) * 13
+        (inner / n).write_bytes(D.cifar_batch_bytes(img, lab, b"fine_labels"))
+    train100, _ = D.DATASETS["cifar100"].reader(tmp_path / "c100")
+    assert train100.labels.tolist() == [0, 13, 26, 39, 52, 65]
+
+
+def test_corrupted_file_is_rejected_by_name(tmp_path, data_root):
+    folder = tmp_path / "fashion-mnist"
+    shutil.copytree(data_root / "fashion-mnist", folder)
+    victim = folder / "t10k-labels-idx1-ubyte.gz"
+    raw = bytearray(victim.read_bytes())
+    raw[100] ^= 0xFF  # same size, different content
+    victim.write_bytes(bytes(raw))
+    with pytest.raises(D.DataError, match="t10k-labels-idx1-ubyte.gz: md5"):
+        D.load_dataset("fashion-mnist", tmp_path, download=False)
+
+
+def test_missing_files_name_folder_files_and_md5(tmp_path):
+    with pytest.raises(D.DataError) as err:
+        D.load_dataset("fashion-mnist", tmp_path, download=False)
+    msg = str(err.value)
+    assert str(tmp_path / "fashion-mnist") in msg
+    assert "train-images-idx3-ubyte.gz (md5 8d4fb7e6c68d591d4c3dfef9ec88bf0d)" in msg
+
+
+def test_data_dir_resolution(monkeypatch, tmp_path):
+    monkeypatch.setenv(D.ENV_VAR, str(tmp_path))
+    assert D.resolve_data_dir(None) == tmp_path
+    assert D.resolve_data_dir("elsewhere") == Path("elsewhere")
+    monkeypatch.delenv(D.ENV_VAR)
+    assert D.resolve_data_dir(None) == Path("data")
+
+
+def test_unknown_dataset_lists_known():
+    with pytest.raises(D.DataError, match="known: fashion-mnist, mnist, cifar10, cifar100, synthetic"):
+        D.load_dataset("imagenet")
+
+
+def test_synthetic_is_learnable_shape():
+    splits = D.load_dataset("synthetic", val_size=1000)
+    assert splits.train.images.shape[1:] == (1, 28, 28) and splits.num_classes == 10
+    assert len(splits.val) == 1000

@@ -1,0 +1,241 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from dynprune.config import ConfigError, TrainConfig, build
+from dynprune.engine import CheckpointError, Trainer, TrainingDiverged, load_checkpoint
+from dynprune.runner import run_training
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny(tmp_path: Path, **kw) -> TrainConfig:
+    values = dict(
+        model="lenet5",
+        dataset="synthetic",
+        epochs=2,
+        batch_size=64,
+        train_subset=640,
+        val_size=500,
+        out=str(tmp_path / "run"),
+        wandb="disabled",
+        latency=False,
+        threads=1,
+        lr=0.05,
+    )
+    values.update(kw)
+    return build(TrainConfig, values)
+
+
+def cli(*args: str, timeout: int = 300, **popen) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "dynprune.train", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=popen.get("cwd", REPO),
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def test_smoke_cli_writes_run_folder(tmp_path, data_root):
+    out = tmp_path / "smoke"
+    proc = cli(
+        "--model",
+        "resnet20",
+        "--width",
+        "0.5",
+        "--epochs",
+        "1",
+        "--train-subset",
+        "512",
+        "--batch-size",
+        "64",
+        "--out",
+        str(out),
+        "--wandb",
+        "disabled",
+        "--data-dir",
+        str(data_root),
+    )
+    assert proc.returncode == 0, proc.stderr
+    for name in ("config.yaml", "checkpoint.pt", "metrics.jsonl", "result.json"):
+        assert (out / name).is_file(), name
+    result = json.loads((out / "result.json").read_text())
+    for key in (
+        "method",
+        "model",
+        "dataset",
+        "top1",
+        "macs",
+        "macs_dense",
+        "macs_ratio",
+        "params",
+        "latency_ms",
+        "seed",
+        "epochs",
+        "train_seconds",
+    ):
+        assert key in result, key
+    assert result["dataset"] == "fashion-mnist" and result["method"] == "dense"
+    assert 10.0 < result["top1"] <= 100.0  # one short epoch on real data beats chance
+    assert result["macs"] == result["macs_dense"] and result["macs_ratio"] == 1.0
+    assert result["latency_ms"]["b1"] > 0 and result["latency_ms"]["b64"] > result["latency_ms"]["b1"]
+    assert "test top1" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--model", "resnet21"], "--model got 'resnet21'; known: lenet5"),
+        (["--epochs", "-1"], "--epochs must be > 0"),
+        (["--epochs", "two"], "--epochs expects int, got 'two'"),
+        (["--schedule", "linear"], "allowed: onecycle, cosine"),
+        (["--wandb", "maybe"], "allowed: offline, online, disabled"),
+        (["--dataset", "imagenet"], "--dataset got 'imagenet'; known:"),
+        (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+        (["--init", "/nonexistent.pt"], "--init /nonexistent.pt: no such checkpoint file"),
+    ],
+)
+def test_bad_cli_values_give_one_line_and_exit_2(args, needle):
+    proc = cli(*args, timeout=60)
+    assert proc.returncode == 2
+    assert needle in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_yaml_preset_then_flags_override(tmp_path):
+    preset = tmp_path / "p.yaml"
+    preset.write_text("model: vgg11\nepochs: 3\nlr: 0.01\n")
+    from dynprune.config import parse_cli
+
+    cfg = parse_cli(TrainConfig, ["--config", str(preset), "--epochs", "7"], "t", "")
+    assert (cfg.model, cfg.epochs, cfg.lr) == ("vgg11", 7, 0.01)
+    preset.write_text("modle: vgg11\n")
+    proc = cli("--config", str(preset), timeout=60)
+    assert proc.returncode == 2 and "unknown key 'modle'" in proc.stderr
+
+
+def test_shipped_presets_parse():
+    from dynprune.config import load_yaml
+
+    presets = sorted((REPO / "configs" / "train").glob("*.yaml"))
+    assert presets
+    for path in presets:
+        build(TrainConfig, load_yaml(TrainConfig, path))
+
+
+def test_resume_ends_with_same_weights(tmp_path, monkeypatch):
+    straight = run_training(tiny(tmp_path / "a"))
+    full = load_checkpoint(tmp_path / "a" / "run" / "checkpoint.pt")
+
+    original_save = Trainer.save
+
+    def save_then_interrupt(self):
+        original_save(self)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "save", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(tiny(tmp_path / "b"))
+    monkeypatch.setattr(Trainer, "save", original_save)
+    assert load_checkpoint(tmp_path / "b" / "run" / "checkpoint.pt")["epoch"] == 1
+    resumed = run_training(tiny(tmp_path / "b", resume=True))
+    again = load_checkpoint(tmp_path / "b" / "run" / "checkpoint.pt")
+    assert again["epoch"] == 2
+    for key, value in full["model"].items():
+        assert torch.equal(value, again["model"][key]), key
+    assert resumed["top1"] == straight["top1"]
+
+
+def test_existing_run_is_not_overwritten(tmp_path):
+    run_training(tiny(tmp_path, epochs=1))
+    with pytest.raises(ConfigError, match="already holds a run; pass --resume"):
+        run_training(tiny(tmp_path, epochs=1))
+
+
+def test_nan_loss_stops_with_clear_error(tmp_path):
+    with pytest.raises(TrainingDiverged, match="loss became nan"):
+        run_training(tiny(tmp_path, lr=1e6, epochs=2, label_smoothing=0.0))
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path):
+    run_training(tiny(tmp_path, epochs=1))
+    ckpt = str(tmp_path / "run" / "checkpoint.pt")
+    with pytest.raises(CheckpointError, match="made for .*lenet5.*but this run is .*resnet20"):
+        run_training(tiny(tmp_path, model="resnet20", init=ckpt, out=str(tmp_path / "other")))
+    proc = cli(
+        "--model",
+        "resnet20",
+        "--dataset",
+        "synthetic",
+        "--init",
+        ckpt,
+        "--out",
+        str(tmp_path / "x"),
+        "--wandb",
+        "disabled",
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "made for" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_pickled_code_in_a_checkpoint_is_not_executed(tmp_path):
+    evil = tmp_path / "evil.pt"
+    torch.save({"model": {}, "payload": os.system}, evil)  # a function reference is code, not data
+    with pytest.raises(CheckpointError, match="not a loadable dynprune checkpoint"):
+        load_checkpoint(evil)
+
+
+def test_ctrl_c_leaves_loadable_checkpoint(tmp_path):
+    out = tmp_path / "sigint"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dynprune.train",
+            "--model",
+            "lenet5",
+            "--dataset",
+            "synthetic",
+            "--epochs",
+            "500",
+            "--out",
+            str(out),
+            "--wandb",
+            "disabled",
+            "--latency",
+            "--threads",
+            "1",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while not (out / "checkpoint.pt").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "continue with --resume" in err
+    ckpt = load_checkpoint(out / "checkpoint.pt")
+    assert ckpt["epoch"] >= 1 and ckpt["arch"]["model"] == "lenet5"
+
+
+def test_wandb_offline_writes_run_folder(tmp_path):
+    pytest.importorskip("wandb")
+    run_training(tiny(tmp_path, epochs=1, wandb="offline"))
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    assert any(p.suffix == ".wandb" for p in runs[0].iterdir())
