@@ -173,6 +173,23 @@ class TrainConfig:
     threads: int = option(0, "CPU threads for torch (0 = torch's default)")
     channels_last: bool = option(True, "channels-last memory format (measured faster on CPU)")
     amp: bool = option(True, "bfloat16 mixed precision on CUDA (ignored on CPU)")
+    gate: str = option("none", "dynamic gates: gumbel | ste | none (dense)")
+    target_macs: float = option(
+        0.5, "gated: mean per-sample MACs as a fraction of dense (gate MACs included)"
+    )
+    budget_weight: float = option(50.0, "gated: weight of (E[MACs]/MACs_dense - target)^2")
+    balance_weight: float = option(1.0, "gated: weight of the per-site open-rate bounds [0.05, 0.95]")
+    budget_warmup_epochs: float = option(
+        1.0, "gated: epochs over which the target slides from 1 to --target-macs"
+    )
+    tau_start: float = option(1.0, "gumbel: temperature at the first step (decays exponentially)")
+    tau_end: float = option(0.5, "gumbel: temperature at the last step")
+    gate_hard: bool = option(True, "gumbel: hard 0/1 forward with straight-through gradient")
+    ste_grad: Literal["sigmoid", "identity"] = option("sigmoid", "ste: backward of the threshold")
+    gate_groups: int = option(1, "gated: channels decided together by one logit (1 = per channel)")
+    gate_reduction: int = option(4, "gated: hidden width of the gate MLP = max(4, C_in / reduction)")
+    gate_bias_init: float = option(2.0, "gated: initial gate logit bias (2 -> 88%% open)")
+    calibrate_budget: bool = option(True, "gated: after training, shift gate logits on val to hit the target")
     out: str = option("runs/dense", "run folder: config.yaml, checkpoint.pt, metrics.jsonl, result.json")
     resume: bool = option(False, "continue the run in --out from its last checkpoint")
     init: str | None = option(None, "start from the weights of this checkpoint (same model and shape)")
@@ -217,5 +234,21 @@ class TrainConfig:
             raise ConfigError(f"--momentum must be in [0, 1), got {self.momentum}")
         if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ConfigError(f"--device got {self.device!r}; allowed: auto, cpu, cuda, cuda:N")
+        self._validate_gates()
         if self.init is not None and not Path(self.init).is_file():
             raise ConfigError(f"--init {self.init}: no such checkpoint file")
+
+    def _validate_gates(self) -> None:
+        from .gates.estimators import ESTIMATORS
+
+        known = ("none", *sorted(ESTIMATORS))
+        if self.gate not in known:
+            raise ConfigError(f"--gate got {self.gate!r}; known: {', '.join(known)}")
+        if not 0 < self.target_macs <= 1:
+            raise ConfigError(f"--target-macs must be in (0, 1], got {self.target_macs}")
+        for name in ("tau_start", "tau_end", "gate_groups", "gate_reduction"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"--{_flag(name)} must be > 0, got {getattr(self, name)}")
+        for name in ("budget_weight", "balance_weight", "budget_warmup_epochs"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")

@@ -77,9 +77,15 @@ def load_checkpoint(path: str | Path, arch: dict[str, Any] | None = None) -> dic
     return state
 
 
-def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+def load_weights(
+    model: nn.Module, state_dict: dict[str, torch.Tensor], source: str, may_lack: tuple[str, ...] = ()
+) -> None:
+    """Load weights; keys starting with a ``may_lack`` prefix (e.g. new gates) may be absent from the file."""
     try:
-        model.load_state_dict(state_dict)
+        missing, unexpected = model.load_state_dict(state_dict, strict=False)
+        missing = [k for k in missing if not k.startswith(may_lack)] if may_lack else missing
+        if missing or unexpected:
+            raise RuntimeError(f"\nmissing keys {missing[:3]}, unexpected keys {unexpected[:3]}")
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
         detail = first[1].strip() if len(first) > 1 else first[0]
@@ -91,7 +97,8 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: 
 class EvalResult:
     loss: float
     top1: float  # percent
-    macs: torch.Tensor  # per-sample MACs [N]
+    macs: torch.Tensor  # per-sample MACs [N], float64
+    labels: torch.Tensor  # [N]
 
 
 def evaluate(
@@ -100,7 +107,8 @@ def evaluate(
     was_training = model.training
     model.eval()
     total_loss, correct, n = 0.0, 0, 0
-    macs = []
+    macs, labels = [], []
+    method.start_eval()
     with torch.no_grad(), _autocast(loader.device, amp_dtype):
         for x, y in loader:
             logits = model(x)
@@ -108,10 +116,11 @@ def evaluate(
             correct += (logits.argmax(1) == y).sum().item()
             n += len(y)
             macs.append(method.per_sample_macs(model, len(y)).detach().cpu())
+            labels.append(y.cpu())
     model.train(was_training)
-    return EvalResult(
-        total_loss / max(n, 1), 100.0 * correct / max(n, 1), torch.cat(macs) if macs else torch.zeros(0)
-    )
+    if not labels:
+        raise ValueError("evaluation set is empty")
+    return EvalResult(total_loss / n, 100.0 * correct / n, torch.cat(macs), torch.cat(labels))
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):
@@ -204,6 +213,7 @@ class Trainer:
             self.optimizer, schedule, epochs * steps_per_epoch, int(warmup_epochs * steps_per_epoch)
         )
         self.state = FitState()
+        method.begin(epochs * steps_per_epoch, steps_per_epoch)
 
     # -- checkpoints
     @property
@@ -224,12 +234,17 @@ class Trainer:
                 "train_seconds": self.state.train_seconds,
                 "history": self.state.history,
                 "arch": self.arch,
+                "method": self.method.name,
                 "config": self.config,
             },
         )
 
     def resume(self) -> None:
         ckpt = load_checkpoint(self.checkpoint_path, self.arch)
+        if ckpt.get("method") != self.method.name:
+            raise CheckpointError(
+                f"{self.checkpoint_path}: a {ckpt.get('method')} run cannot be resumed as {self.method.name}"
+            )
         load_weights(self.model, ckpt["model"], str(self.checkpoint_path))
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -266,6 +281,7 @@ class Trainer:
         )
         started = time.perf_counter()
         for i, (x, y) in enumerate(bar):
+            self.method.before_step(model, self.state.step)
             with _autocast(device, self.amp_dtype):
                 logits = model(x)
                 loss = self.criterion(logits.float(), y)

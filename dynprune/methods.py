@@ -1,12 +1,12 @@
 """Training methods are plug-ins on the one training spine (``engine.Trainer``), found by name.
 
-A method may change the model before training (add gates, masks), add a loss term per step, act at the end
-of each epoch, and say what the model costs per sample. ``dense`` is the plain baseline.
+A method may change the model before training (add gates, masks), act before each step, add a loss term per
+step, act at the end of each epoch, and say what the model costs per sample. ``dense`` is the plain baseline.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -38,11 +38,20 @@ class Method:
     """The dense baseline; subclasses override the hooks they need."""
 
     name = "dense"
+    #: state_dict key prefixes this method adds to the model (may be absent from an ``--init`` checkpoint)
+    added_state_prefixes: tuple[str, ...] = ()
 
-    def prepare(self, model: nn.Module, cost: CostModel) -> nn.Module:
-        """Called once before training (and before a checkpoint is loaded into the model)."""
-        self.cost = cost
+    def prepare(self, model: nn.Module, input_shape: Sequence[int]) -> nn.Module:
+        """Called once before training and before any checkpoint is loaded into the model."""
+        self.cost = CostModel.from_model(model, input_shape)
+        self.dense_macs = self.cost.dense_macs  # the reference every ratio is taken against
         return model
+
+    def begin(self, total_steps: int, steps_per_epoch: int) -> None:
+        """Called before the first step with the length of the whole run."""
+
+    def before_step(self, model: nn.Module, step: int) -> None:
+        """Called before each training forward pass (e.g. to anneal a temperature)."""
 
     def extra_loss(
         self, model: nn.Module, logits: torch.Tensor, step: int, epoch: int
@@ -51,14 +60,21 @@ class Method:
         return None, {}
 
     def on_epoch_end(self, model: nn.Module, epoch: int) -> dict[str, float]:
-        """Scalars to log under ``cost/`` after each epoch."""
+        """Scalars to log under ``cost/`` after each epoch (after validation)."""
         return {}
 
+    def finalize(self, model: nn.Module, val_loader: Any, amp_dtype: torch.dtype | None) -> None:
+        """Called once after the last epoch, before the final checkpoint and the test evaluation."""
+
+    def start_eval(self) -> None:
+        """Called before an evaluation pass."""
+
     def per_sample_macs(self, model: nn.Module, batch_size: int) -> torch.Tensor:
-        """MACs per sample [B] of the batch just evaluated (dense: the same for every sample)."""
+        """MACs per sample [B] (float64) of the batch just evaluated (dense: the same for every sample)."""
         return torch.full((batch_size,), float(self.cost.dense_macs), dtype=torch.float64)
 
     def result_fields(self) -> dict[str, Any]:
+        """Extra entries for result.json, read after the final test evaluation."""
         return {}
 
 

@@ -9,10 +9,10 @@ from typing import Any
 import torch
 
 from .config import ConfigError, TrainConfig, save_yaml, to_dict
-from .cost import CostModel, measure_latency
+from .cost import measure_latency
 from .data import BatchLoader, load_dataset, subset
 from .engine import CHECKPOINT, Trainer, evaluate, load_checkpoint, load_weights, write_json
-from .methods import create_method
+from .methods import Method, create_method
 from .models import create_model
 from .track import Tracker
 
@@ -52,12 +52,11 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
         "num_classes": data.num_classes,
         "image_size": data.image_size,
     }
-    cost = CostModel.from_model(model, shape)
-    method = create_method("dense")
-    model = method.prepare(model, cost)
+    method = method_from_config(cfg)
+    model = method.prepare(model, shape)
     if cfg.init:
         init = load_checkpoint(cfg.init, arch)
-        load_weights(model, init["model"], cfg.init)
+        load_weights(model, init["model"], cfg.init, may_lack=method.added_state_prefixes)
     channels_last = cfg.channels_last and device.type == "cpu"
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     amp_dtype = torch.bfloat16 if cfg.amp and device.type == "cuda" else None
@@ -101,12 +100,15 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
             trainer.resume()
             print(f"resumed {out_dir} after epoch {trainer.state.epoch}/{cfg.epochs}", flush=True)
         state = trainer.fit()
+        method.finalize(model, val_loader, amp_dtype)
+        trainer.save()
 
         test_loader = BatchLoader(
             data.test, data, cfg.eval_batch_size, train=False, device=device, channels_last=channels_last
         )
         test = evaluate(model, test_loader, method, amp_dtype)
         macs = test.macs.double()
+        dense_macs = method.dense_macs
         result = {
             "method": method.name,
             "model": cfg.model,
@@ -115,8 +117,12 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
             "test_loss": test.loss,
             "val_top1": state.history[-1]["val_acc"] if state.history else None,
             "macs": macs.mean().item(),
-            "macs_dense": cost.dense_macs,
-            "macs_ratio": macs.mean().item() / cost.dense_macs,
+            "macs_dense": dense_macs,
+            "macs_ratio": macs.mean().item() / dense_macs,
+            "macs_p50": macs.quantile(0.5).item(),
+            "macs_p99": macs.quantile(0.99).item(),
+            "macs_std": macs.std(unbiased=False).item(),
+            "macs_per_class": per_class_mean(macs, test.labels),
             "macs_unit": "multiply-accumulates per sample (FLOPs = 2 x MACs)",
             "params": sum(p.numel() for p in model.parameters()),
             "latency_ms": _latency(model, shape, device, channels_last) if cfg.latency else None,
@@ -131,6 +137,7 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
         }
         write_json(out_dir / RESULT, result)
         tracker.summary({f"final/{k}": v for k, v in result.items() if isinstance(v, int | float)})
+        report_distribution(result, macs / dense_macs, out_dir, tracker)
     finally:
         tracker.finish()
     return result
@@ -141,3 +148,56 @@ def _latency(
 ) -> dict:
     ms = measure_latency(model, shape, (1, 64), channels_last=channels_last)
     return {**ms, "device": str(device), "threads": torch.get_num_threads()}
+
+
+def method_from_config(cfg: TrainConfig) -> Method:
+    """The method a config asks for: dense, or gates with their estimator and budget."""
+    if cfg.gate == "none":
+        return create_method("dense")
+    from . import gates  # noqa: F401  (registers the gated method)
+
+    return create_method(
+        "gated",
+        gate=cfg.gate,
+        target_macs=cfg.target_macs,
+        budget_weight=cfg.budget_weight,
+        balance_weight=cfg.balance_weight,
+        tau_start=cfg.tau_start,
+        tau_end=cfg.tau_end,
+        gate_hard=cfg.gate_hard,
+        ste_grad=cfg.ste_grad,
+        group_size=cfg.gate_groups,
+        reduction=cfg.gate_reduction,
+        bias_init=cfg.gate_bias_init,
+        budget_warmup_epochs=cfg.budget_warmup_epochs,
+        calibrate=cfg.calibrate_budget,
+    )
+
+
+def per_class_mean(values: torch.Tensor, labels: torch.Tensor) -> list[float]:
+    """Mean of ``values`` per class label (index = class)."""
+    n = int(labels.max().item()) + 1
+    sums = torch.zeros(n, dtype=torch.float64).index_add_(0, labels, values.double())
+    counts = torch.bincount(labels, minlength=n).clamp(min=1)
+    return (sums / counts).tolist()
+
+
+def report_distribution(
+    result: dict[str, Any], ratios: torch.Tensor, out_dir: Path, tracker: Tracker
+) -> None:
+    """Per-sample MAC histogram and per-site open rates: a PNG in the run folder and wandb charts."""
+    rates = result.get("site_open_rates")
+    if rates is None:
+        return
+    from .plots import plot_gate_report
+
+    plot_gate_report(
+        rates,
+        ratios,
+        result.get("target_macs"),
+        out_dir / "gates.png",
+        title=f"{result['model']} / {result['dataset']} / {result['method']}",
+    )
+    tracker.histogram("final/macs_ratio_per_sample", ratios)
+    tracker.table("final/macs_per_class", ["class", "mean_macs"], list(enumerate(result["macs_per_class"])))
+    tracker.table("final/site_open_rate", ["site", "open_rate"], list(rates.items()))

@@ -62,3 +62,15 @@ class Tracker:
         if self.run is not None:
             self.run.finish()
             self.run = None
+
+    def histogram(self, name: str, values: Any) -> None:
+        if self.run is not None:
+            import wandb
+
+            self.run.log({name: wandb.Histogram(values.tolist() if hasattr(values, "tolist") else values)})
+
+    def table(self, name: str, columns: list[str], rows: list[Any]) -> None:
+        if self.run is not None:
+            import wandb
+
+            self.run.log({name: wandb.Table(columns=columns, data=[list(r) for r in rows])})

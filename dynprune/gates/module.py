@@ -1,0 +1,123 @@
+"""Channel gates attached to a model's channel sites through hooks (no zoo model needs to know about gates).
+
+For each site a small network reads the producer's input, global-average-pools it and predicts one logit per
+channel group: GAP -> Linear -> BN -> ReLU -> Linear (as in DGNet / ConvNet-AIG). The decision [B, C] then
+multiplies the site's channels at its mask point, so a closed channel is zero in the producer's output and in
+every consumer's input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from einops import repeat
+from torch import nn
+
+from ..sites import ChannelSite, SiteMask, get_module, site_width
+from .estimators import Estimator
+
+
+class ChannelGate(nn.Module):
+    def __init__(
+        self, in_channels: int, channels: int, groups: int, reduction: int, bias_init: float
+    ) -> None:
+        super().__init__()
+        hidden = max(4, in_channels // reduction)
+        self.channels, self.groups = channels, groups
+        self.fc1 = nn.Linear(in_channels, hidden, bias=False)
+        self.bn = nn.BatchNorm1d(hidden)
+        self.act = nn.ReLU(inplace=True)
+        self.fc2 = nn.Linear(hidden, groups)
+        nn.init.normal_(self.fc2.weight, std=0.01)
+        nn.init.constant_(self.fc2.bias, bias_init)  # sigmoid(2) = 0.88: gates start (almost) all open
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = x.mean(dim=(2, 3))  # [B, C_in]
+        return self.fc2(self.act(self.bn(self.fc1(pooled))))  # [B, groups] logits
+
+
+class GateSet(nn.Module):
+    """All gates of a model; holds the latest per-sample masks [B, C] per site for losses and accounting."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        sites: Sequence[ChannelSite],
+        estimator: Estimator,
+        group_size: int = 1,
+        reduction: int = 4,
+        bias_init: float = 2.0,
+    ) -> None:
+        super().__init__()
+        self.sites = list(sites)
+        self.estimator = estimator
+        self.tau = 1.0
+        self.force_open = False
+        self.logit_shift = 0.0  # added to every logit; calibration searches it, then folds it into the biases
+        self.masks: dict[str, torch.Tensor] = {}
+        self.logits: dict[str, torch.Tensor] = {}
+        self.gates = nn.ModuleDict()
+        self._site_masks: dict[str, SiteMask] = {}
+        self._handles = []
+        for site in self.sites:
+            producer = get_module(model, site.producer)
+            in_channels = producer.in_channels if isinstance(producer, nn.Conv2d) else producer.in_features
+            width = site_width(model, site)
+            group = _group_size(width, group_size)
+            self.gates[_key(site.name)] = ChannelGate(
+                in_channels, width, width // group, reduction, bias_init
+            )
+            self._site_masks[site.name] = SiteMask(model, site, torch.ones(width))
+            self._handles.append(producer.register_forward_pre_hook(self._decide_hook(site)))
+
+    def _decide_hook(self, site: ChannelSite):
+        def hook(module: nn.Module, args: tuple) -> None:
+            gate = self.gates[_key(site.name)]
+            logits = gate(args[0]) + self.logit_shift  # [B, G]
+            if self.force_open:
+                decision = torch.ones_like(logits)
+            else:
+                decision = self.estimator(logits, self.training, self.tau)
+            mask = repeat(decision, "b g -> b (g k)", k=gate.channels // gate.groups)  # [B, C]
+            self.logits[site.name] = logits
+            self.masks[site.name] = mask
+            self._site_masks[site.name].mask = mask
+
+        return hook
+
+    def open_rates(self) -> dict[str, torch.Tensor]:
+        """Fraction of open channels per sample [B] for each site, from the last forward pass."""
+        return {name: m.mean(dim=1) for name, m in self.masks.items()}
+
+    def fold_logit_shift(self) -> None:
+        """Move ``logit_shift`` into the gates' output biases, so the threshold stays at logit 0."""
+        with torch.no_grad():
+            for gate in self.gates.values():
+                gate.fc2.bias.add_(self.logit_shift)
+        self.logit_shift = 0.0
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        for m in self._site_masks.values():
+            m.remove()
+
+
+def _key(site: str) -> str:
+    return site.replace(".", "__")  # ModuleDict keys may not contain dots
+
+
+def _group_size(width: int, group_size: int) -> int:
+    """``--gate-groups`` is the number of channels decided together (1 = per channel)."""
+    if group_size < 1 or width % group_size:
+        raise ValueError(f"--gate-groups {group_size} must divide every site width (got a site of {width})")
+    return group_size
+
+
+def attach_gates(
+    model: nn.Module, estimator: Estimator, group_size: int = 1, reduction: int = 4, bias_init: float = 2.0
+) -> GateSet:
+    gate_set = GateSet(model, model.channel_sites(), estimator, group_size, reduction, bias_init)
+    model.gate_set = gate_set  # a submodule: its parameters train and save with the model
+    return gate_set

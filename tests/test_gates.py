@@ -1,0 +1,244 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from dynprune.config import ConfigError, TrainConfig, build
+from dynprune.cost import flop_counter_macs
+from dynprune.gates import ESTIMATORS, GatedMethod, create_estimator
+from dynprune.models import create_model, list_models
+from dynprune.runner import run_training
+from dynprune.sites import slice_site
+
+REPO = Path(__file__).resolve().parents[1]
+SIZES = {"resnet18": 64}
+
+
+def gated(name: str, gate: str = "gumbel", target: float = 0.5, **kw):
+    torch.manual_seed(0)
+    size = SIZES.get(name, 32)
+    model = create_model(name, 3, 10, size)
+    method = GatedMethod(gate, target, **kw)
+    model = method.prepare(model, (3, size, size))
+    method.begin(100, 10)
+    return model, method, (3, size, size)
+
+
+@pytest.mark.parametrize("gate", sorted(ESTIMATORS))
+def test_gradients_reach_every_gate_parameter(gate):
+    model, method, shape = gated("resnet20", gate)
+    model.train()
+    logits = model(torch.randn(8, *shape))
+    extra, logs = method.extra_loss(model, logits, step=50, epoch=5)
+    (torch.nn.functional.cross_entropy(logits, torch.randint(0, 10, (8,))) + extra).backward()
+    for name, p in model.gate_set.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert 0 < logs["macs_ratio"] <= 1.01
+
+
+def test_ste_forward_is_exactly_binary_and_gumbel_hard_too():
+    logits = torch.randn(64, 32, requires_grad=True)
+    for name in ("ste", "gumbel"):
+        out = create_estimator(name)(logits, True, 0.67)
+        assert set(out.unique().tolist()) <= {0.0, 1.0}, name
+        out.sum().backward()
+        assert logits.grad.abs().sum() > 0
+        logits.grad = None
+    soft = create_estimator("gumbel", hard=False)(logits, True, 0.67)
+    assert ((soft > 0) & (soft < 1)).any()
+
+
+@pytest.mark.parametrize("gate", sorted(ESTIMATORS))
+def test_eval_is_deterministic_threshold(gate):
+    model, _method, shape = gated("resnet20", gate)
+    model.eval()
+    x = torch.randn(4, *shape)
+    with torch.no_grad():
+        a = model(x)
+        masks_a = {k: v.clone() for k, v in model.gate_set.masks.items()}
+        b = model(x)
+    assert torch.equal(a, b)
+    for k, v in model.gate_set.masks.items():
+        assert torch.equal(v, masks_a[k])
+        expected = (model.gate_set.logits[k] >= 0).float()
+        assert torch.equal(v[:, :: v.shape[1] // expected.shape[1]], expected)
+
+
+@pytest.mark.parametrize("name", [n for n in list_models() if n != "resnet110"])
+def test_all_open_gates_equal_dense_model(name):
+    torch.manual_seed(0)
+    size = SIZES.get(name, 32)
+    dense = create_model(name, 3, 10, size).eval()
+    model, _method, shape = gated(name)
+    model.load_state_dict(dense.state_dict(), strict=False)
+    model.eval()
+    model.gate_set.force_open = True
+    x = torch.randn(2, *shape)
+    with torch.no_grad():
+        assert torch.allclose(model(x), dense(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["resnet20", "mobilenetv2", "vgg11", "lenet5"])
+def test_reported_per_sample_macs_equal_counted_macs_of_sliced_model(name):
+    """The method's per-sample MACs = FlopCounterMode on the model physically sliced to that sample's masks,
+    plus the gates' own MACs."""
+    model, method, shape = gated(name, "ste")
+    model.eval()
+    for gate in model.gate_set.gates.values():  # random gates: about half open, different per sample
+        torch.nn.init.normal_(gate.fc2.weight, std=1.0)
+        torch.nn.init.zeros_(gate.fc2.bias)
+    x = torch.randn(3, *shape)
+    with torch.no_grad():
+        model(x)
+    method.start_eval()
+    reported = method.per_sample_macs(model, 3)
+    masks = {k: v.clone() for k, v in model.gate_set.masks.items()}
+    gate_macs = method.cost.dense_macs - method.dense_macs
+    assert gate_macs > 0
+    checked = 0
+    for b in range(3):
+        if any(m[b].sum() == 0 for m in masks.values()):
+            continue  # a fully closed site cannot be sliced to zero width; the formula tests cover it
+        plain = create_model(name, 3, 10, shape[-1])
+        for site in plain.channel_sites():
+            slice_site(plain, site, masks[site.name][b].nonzero().flatten())
+        checked += 1
+        assert reported[b].item() == pytest.approx(flop_counter_macs(plain, shape) + gate_macs, rel=1e-9)
+    assert checked > 0 and reported.min() < method.dense_macs
+
+
+def tiny(tmp_path: Path, **kw) -> TrainConfig:
+    values = dict(
+        model="resnet20",
+        width=0.5,
+        dataset="synthetic",
+        epochs=4,
+        batch_size=64,
+        train_subset=1280,
+        val_size=1000,
+        out=str(tmp_path / "run"),
+        wandb="disabled",
+        latency=False,
+        threads=1,
+        lr=0.1,
+        gate="gumbel",
+        target_macs=0.5,
+        budget_warmup_epochs=1.0,
+    )
+    values.update(kw)
+    return build(TrainConfig, values)
+
+
+@pytest.mark.parametrize("gate", ["gumbel", "ste"])
+def test_budget_is_met_on_synthetic_task(tmp_path, gate):
+    result = run_training(tiny(tmp_path, gate=gate))
+    assert abs(result["macs_ratio"] - 0.5) <= 0.03, result["macs_ratio"]
+    assert result["top1"] > 50.0
+    assert result["gate"] == gate
+    assert set(result["site_open_rates"]) == {f"layer{i}.{j}.conv1" for i in (1, 2, 3) for j in range(3)}
+    assert result["macs_p50"] > 0 and result["macs_p99"] >= result["macs_p50"] and result["macs_std"] >= 0
+    assert len(result["macs_per_class"]) == 10
+    assert (tmp_path / "run" / "gates.png").stat().st_size > 10_000
+
+
+def test_dense_checkpoint_initialises_gated_run(tmp_path):
+    dense = run_training(tiny(tmp_path / "d", gate="none", epochs=1))
+    assert dense["method"] == "dense"
+    ckpt = str(tmp_path / "d" / "run" / "checkpoint.pt")
+    result = run_training(tiny(tmp_path / "g", epochs=1, init=ckpt))
+    assert result["method"] == "gumbel"
+
+
+def test_target_below_gate_floor_is_refused():
+    with pytest.raises(ConfigError, match="below what gates can reach"):
+        gated("mobilenetv2", target=0.02)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--gate", "softmax"], "--gate got 'softmax'; known: none, gumbel, ste"),
+        (["--gate", "ste", "--target-macs", "1.5"], "--target-macs must be in (0, 1], got 1.5"),
+        (["--gate", "ste", "--target-macs", "0"], "--target-macs must be in (0, 1], got 0.0"),
+        (["--gate", "gumbel", "--tau-end", "-1"], "--tau-end must be > 0"),
+    ],
+)
+def test_gate_cli_errors(args, needle):
+    proc = subprocess.run(
+        [sys.executable, "-m", "dynprune.train", *args], capture_output=True, text=True, timeout=60, cwd=REPO
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert needle in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_gate_group_that_does_not_divide_sites_is_refused(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dynprune.train",
+            "--gate",
+            "ste",
+            "--gate-groups",
+            "5",
+            "--dataset",
+            "synthetic",
+            "--out",
+            str(tmp_path / "x"),
+            "--wandb",
+            "disabled",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert proc.returncode == 2 and "--gate-groups 5 must divide every site width" in proc.stderr
+
+
+def test_gate_groups_share_one_decision():
+    model, _method, shape = gated("resnet20", "ste", group_size=4)
+    model.eval()
+    with torch.no_grad():
+        model(torch.randn(2, *shape))
+    for mask in model.gate_set.masks.values():
+        grouped = mask.view(2, -1, 4)
+        assert torch.equal(grouped, grouped[:, :, :1].expand_as(grouped))
+
+
+def test_result_json_of_gated_cli_run(tmp_path):
+    out = tmp_path / "cli"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dynprune.train",
+            "--gate",
+            "ste",
+            "--model",
+            "lenet5",
+            "--dataset",
+            "synthetic",
+            "--epochs",
+            "1",
+            "--train-subset",
+            "640",
+            "--out",
+            str(out),
+            "--wandb",
+            "disabled",
+            "--no-latency",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((out / "result.json").read_text())
+    assert result["method"] == "ste" and set(result["site_open_rates"]) == {"conv1", "conv2"}
