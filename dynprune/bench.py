@@ -32,14 +32,60 @@ def overhead(argv: Sequence[str]) -> int:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--gates", default="gumbel,ste", help="gate estimators to time too ('' for none)")
     args = parser.parse_args(argv)
     from .overhead import compare_loops
 
-    rows = compare_loops(args.model, args.dataset, args.batch_size, args.steps, args.repeats, args.threads)
+    gates = tuple(g for g in args.gates.split(",") if g)
+    rows = compare_loops(
+        args.model, args.dataset, args.batch_size, args.steps, args.repeats, args.threads, gates
+    )
     print(f"{'loop':<12}{'median s/step':>15}{'images/s':>12}")
     for name, seconds in rows.items():
         print(f"{name:<12}{seconds:>15.4f}{args.batch_size / seconds:>12.0f}")
     print(f"overhead: dynprune / bare = {rows['dynprune'] / rows['bare']:.3f}")
+    for gate in gates:
+        print(f"gated step time: {gate} / dense = {rows[gate] / rows['dynprune']:.3f}")
+    return 0
+
+
+@register_benchmark("dynamic")
+def dynamic(argv: Sequence[str]) -> int:
+    """Latency of dense (BN folded), masked and deploy execution of gated models at MAC targets."""
+    parser = argparse.ArgumentParser(prog="python -m dynprune.bench dynamic")
+    parser.add_argument("--models", default="resnet20,resnet56,mobilenetv2,resnet18")
+    parser.add_argument("--targets", default="0.3,0.5,0.7")
+    parser.add_argument("--batch-sizes", default="1,64")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--min-run-time", type=float, default=1.0, help="seconds of timing per measurement")
+    parser.add_argument("--json", default=None, help="write the rows to this JSON file")
+    args = parser.parse_args(argv)
+    try:
+        models = [m for m in args.models.split(",") if m]
+        targets = [float(t) for t in args.targets.split(",")]
+        batches = [int(b) for b in args.batch_sizes.split(",")]
+    except ValueError as exc:
+        parser.error(f"bad list value ({exc})")
+    from .models import list_models
+
+    unknown = sorted(set(models) - set(list_models()))
+    if unknown:
+        parser.error(f"unknown models {unknown}; known: {', '.join(list_models())}")
+    if any(not 0 < t <= 1 for t in targets) or any(b < 1 for b in batches):
+        parser.error("targets must be in (0, 1] and batch sizes >= 1")
+    import json
+
+    import torch
+
+    from .gates.speed import format_table, measure_rows, rows_as_dicts
+
+    torch.set_num_threads(args.threads)
+    rows = measure_rows(models, targets, batches, args.threads, args.min_run_time)
+    print(f"threads={args.threads}  device=cpu  (ms per batch, median; MACs = mean per-sample / dense)")
+    print(format_table(rows))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(rows_as_dicts(rows), fh, indent=2)
     return 0
 
 

@@ -190,7 +190,9 @@ class TrainConfig:
     gate_reduction: int = option(4, "gated: hidden width of the gate MLP = max(4, C_in / reduction)")
     gate_bias_init: float = option(2.0, "gated: initial gate logit bias (2 -> 88%% open)")
     calibrate_budget: bool = option(True, "gated: after training, shift gate logits on val to hit the target")
-    out: str = option("runs/dense", "run folder: config.yaml, checkpoint.pt, metrics.jsonl, result.json")
+    out: str | None = option(
+        None, "run folder (default runs/<method>): config.yaml, checkpoint.pt, result.json"
+    )
     resume: bool = option(False, "continue the run in --out from its last checkpoint")
     init: str | None = option(None, "start from the weights of this checkpoint (same model and shape)")
     wandb: Literal["offline", "online", "disabled"] = option(
@@ -199,6 +201,10 @@ class TrainConfig:
     wandb_project: str = option("dynprune", "wandb project name")
     latency: bool = option(True, "measure inference latency (batch 1 and 64) for result.json")
     progress: bool = option(True, "progress bar (shown only when stderr is a terminal)")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out or f"runs/{'dense' if self.gate == 'none' else self.gate}")
 
     def validate(self) -> None:
         from .data import DATASET_NAMES
@@ -235,8 +241,6 @@ class TrainConfig:
         if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ConfigError(f"--device got {self.device!r}; allowed: auto, cpu, cuda, cuda:N")
         self._validate_gates()
-        if self.init is not None and not Path(self.init).is_file():
-            raise ConfigError(f"--init {self.init}: no such checkpoint file")
 
     def _validate_gates(self) -> None:
         from .gates.estimators import ESTIMATORS

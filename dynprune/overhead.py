@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .cost import CostModel
+from . import gates as _gates  # noqa: F401  (registers the gated method)
 from .data import BatchLoader, load_dataset, subset
 from .engine import Trainer, make_optimizer
 from .methods import create_method
@@ -18,17 +18,31 @@ from .models import create_model
 from .track import Tracker
 
 
-def compare_loops(model_name: str, dataset: str, batch_size: int, steps: int, repeats: int, threads: int):
-    """Median seconds per step of each loop; the two alternate so machine noise hits both alike."""
+def compare_loops(
+    model_name: str,
+    dataset: str,
+    batch_size: int,
+    steps: int,
+    repeats: int,
+    threads: int,
+    gates: tuple[str, ...] = (),
+) -> dict[str, float]:
+    """Median seconds per step of each loop; the loops alternate so machine noise hits all of them alike.
+
+    ``bare`` is a plain PyTorch loop, ``dynprune`` the Trainer with the dense method, and one entry per gate
+    estimator the Trainer with gates (budget loss included).
+    """
     torch.set_num_threads(threads)
     data = load_dataset(dataset, download=False)
     arrays = subset(data.train, batch_size * steps)
     shape = (data.in_channels, data.image_size, data.image_size)
-    bare, ours = [], []
+    times: dict[str, list[float]] = {"bare": [], "dynprune": [], **{g: [] for g in gates}}
     for _ in range(repeats):
-        bare.append(_bare_epoch(model_name, data, arrays, batch_size, shape) / steps)
-        ours.append(_trainer_epoch(model_name, data, arrays, batch_size, shape) / steps)
-    return {"bare": statistics.median(bare), "dynprune": statistics.median(ours)}
+        times["bare"].append(_bare_epoch(model_name, data, arrays, batch_size, shape) / steps)
+        times["dynprune"].append(_trainer_epoch(model_name, data, arrays, batch_size, shape, "none") / steps)
+        for gate in gates:
+            times[gate].append(_trainer_epoch(model_name, data, arrays, batch_size, shape, gate) / steps)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def _model(name: str, data, shape):
@@ -50,10 +64,10 @@ def _bare_epoch(name, data, arrays, batch_size, shape) -> float:
     return time.perf_counter() - started
 
 
-def _trainer_epoch(name, data, arrays, batch_size, shape) -> float:
+def _trainer_epoch(name, data, arrays, batch_size, shape, gate: str) -> float:
     model = _model(name, data, shape)
-    method = create_method("dense")
-    model = method.prepare(model, CostModel.from_model(model, shape))
+    method = create_method("dense") if gate == "none" else create_method("gated", gate=gate, target_macs=0.5)
+    model = method.prepare(model, shape).to(memory_format=torch.channels_last)
     loader = BatchLoader(arrays, data, batch_size, train=True, channels_last=True)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(

@@ -30,11 +30,13 @@ def resolve_device(name: str) -> torch.device:
 
 def run_training(cfg: TrainConfig) -> dict[str, Any]:
     """Train (or resume) as ``cfg`` says, evaluate once on the test set, write and return the result."""
-    out_dir = Path(cfg.out)
+    out_dir = cfg.run_dir
     if (out_dir / CHECKPOINT).exists() and not cfg.resume:
         raise ConfigError(
             f"--out {out_dir} already holds a run; pass --resume to continue it or choose another --out"
         )
+    if cfg.init is not None and not Path(cfg.init).is_file():
+        raise ConfigError(f"--init {cfg.init}: no such checkpoint file")
     if cfg.resume and not (out_dir / CHECKPOINT).exists():
         raise ConfigError(f"--resume: no {CHECKPOINT} in {out_dir} to resume from")
     if cfg.threads:

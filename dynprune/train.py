@@ -28,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         print(
-            f"\n{PROG}: interrupted; the last finished epoch is saved in {cfg.out}/checkpoint.pt "
+            f"\n{PROG}: interrupted; the last finished epoch is saved in {cfg.run_dir}/checkpoint.pt "
             f"(continue with --resume)",
             file=sys.stderr,
         )
@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"test top1 {result['top1']:.2f}%  MACs {result['macs'] / 1e6:.2f}M "
         f"({result['macs_ratio']:.3f}x dense)  "
-        f"-> {cfg.out}/result.json"
+        f"-> {cfg.run_dir}/result.json"
     )
     return 0
 

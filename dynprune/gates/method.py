@@ -20,6 +20,7 @@ from torch import nn
 from ..config import ConfigError
 from ..cost import CostModel
 from ..methods import Method, register_method
+from .calibrate import bisect_logit_shift
 from .estimators import ESTIMATORS, create_estimator
 from .module import GateSet, attach_gates
 
@@ -131,16 +132,8 @@ class GatedMethod(Method):
             self.gate_set.logit_shift = shift
             return evaluate(model, val_loader, self, amp_dtype).macs.mean().item() / self.dense_macs
 
-        before = ratio_at(0.0)
-        shift, ratio = 0.0, before
-        if abs(before - self.target) > self.calibration_tolerance:
-            lo, hi = (-20.0, 0.0) if before > self.target else (0.0, 20.0)
-            for _ in range(20):
-                shift = (lo + hi) / 2
-                ratio = ratio_at(shift)
-                if abs(ratio - self.target) <= self.calibration_tolerance:
-                    break
-                lo, hi = (lo, shift) if ratio > self.target else (shift, hi)
+        shift, ratio = bisect_logit_shift(ratio_at, self.target, self.calibration_tolerance)
+        before = ratio_at(0.0) if shift != 0.0 else ratio
         self.gate_set.logit_shift = shift
         self.gate_set.fold_logit_shift()
         self.calibration = {

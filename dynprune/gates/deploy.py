@@ -1,0 +1,263 @@
+"""Deploy mode: a gated model converted into an inference module that really skips the closed channels.
+
+Every published dynamic-gating codebase computes the dense convolution and multiplies by a 0/1 mask, so its
+MAC savings never become time. Here, BN is folded into the convolutions, and per call:
+
+1. the site's gate reads the producer's input (global average pool -> MLP -> logit >= 0),
+2. the producer computes only the active filters (``weight[idx]``),
+3. channel-wise layers in between (MobileNetV2's depthwise conv) compute only those channels,
+4. the consumer reads only the matching input channels (``weight[:, idx]``).
+
+The zoo model's own ``forward`` runs unchanged: only its layers are swapped for ``DeployConv`` /
+``DeployLinear``, which narrow and widen tensors through a shared per-site ``SiteRuntime``.
+
+Strategies for a batch (``DeployModel.strategy``):
+- ``gather``: each sample on its own, exact per-sample channel sets (the batch-1 path; loops over a batch).
+- ``union``: one pass over the union of the batch's active channels, per-sample zeros re-applied by a mask.
+- ``masked``: dense folded convolutions times the mask (the fallback when gathering would not pay).
+- ``auto`` (default): batch 1 -> ``gather``; larger batches -> ``union``; ``autotune()`` replaces this rule by
+  the fastest strategy measured per batch size on this machine, including ``masked``.
+Gather strategy: ``index_select`` of the weight rows per call. Output filters are rows of the weight, so the
+producer's gather is a contiguous row copy; the consumer's input-channel gather is taken on a weight stored
+input-channel-major (``[C_in, C_out, k, k]``, made once at conversion) so that it is a row copy too.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..fold import conv_bn_pairs, folded_conv
+from ..sites import ChannelSite, get_module, set_module, site_width
+from .module import ChannelGate, GateSet
+
+STRATEGIES = ("auto", "gather", "union", "masked")
+
+
+class SiteRuntime:
+    """Per-call state of one site: active channel indices (None = all) and an optional per-sample mask."""
+
+    def __init__(self, channels: int) -> None:
+        self.channels = channels
+        self.idx: torch.Tensor | None = None
+        self.mask: torch.Tensor | None = None  # [B, len(idx)] float, only when samples differ (union/masked)
+        self.strategy = "gather"
+
+
+def _decide(gate: ChannelGate, pooled: torch.Tensor, rt: SiteRuntime) -> None:
+    """Eval-mode gate decision from pooled input [B, C_in]; fills ``rt.idx`` and ``rt.mask``."""
+    logits = gate.fc2(gate.act(gate.bn(gate.fc1(pooled))))  # [B, G]
+    group = gate.channels // gate.groups
+    open_ = logits >= 0  # [B, G]
+    if group > 1:
+        open_ = open_.repeat_interleave(group, dim=1)  # [B, C]
+    if rt.strategy == "masked":
+        rt.idx = None
+        rt.mask = None if bool(open_.all()) else open_.to(pooled.dtype)
+        return
+    keep = open_[0] if open_.shape[0] == 1 else open_.any(dim=0)  # union over the batch
+    idx = keep.nonzero().flatten()
+    rt.idx = None if idx.numel() == rt.channels else idx
+    sub = open_ if rt.idx is None else open_[:, rt.idx]
+    rt.mask = None if bool(sub.all()) else sub.to(pooled.dtype)
+
+
+class DeployConv(nn.Module):
+    """A folded conv that may produce a gated site (``out_gate``), read one (``in_rt``), or be channel-wise
+    inside one (``depthwise``)."""
+
+    def __init__(
+        self,
+        conv: nn.Conv2d,
+        in_rt: SiteRuntime | None,
+        out_rt: SiteRuntime | None,
+        out_gate: ChannelGate | None,
+        depthwise: bool,
+        in_width: int,
+    ) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(conv.weight.detach().clone(), requires_grad=False)
+        bias = conv.bias.detach().clone() if conv.bias is not None else torch.zeros(conv.out_channels)
+        self.bias = nn.Parameter(bias, requires_grad=False)
+        # Input-channel-major copy so that gathering input channels is a contiguous row copy.
+        self.register_buffer(
+            "weight_in_major", self.weight.detach().transpose(0, 1).contiguous(), persistent=False
+        )
+        self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
+        self.groups = conv.groups
+        self.in_rt, self.out_rt, self.out_gate = in_rt, out_rt, out_gate
+        self.depthwise = depthwise
+        self.in_width = in_width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight, bias = self.weight, self.bias
+        in_idx = self.in_rt.idx if self.in_rt is not None else None
+        if self.out_gate is not None:
+            pooled = x.mean(dim=(2, 3))  # [B, k] over the channels actually present
+            if in_idx is not None:  # the gate was trained on the full-width (zero-filled) input
+                pooled = pooled.new_zeros(pooled.shape[0], self.in_width).index_copy_(1, in_idx, pooled)
+            _decide(self.out_gate, pooled, self.out_rt)
+            out_idx = self.out_rt.idx
+            if out_idx is not None:
+                weight, bias = weight.index_select(0, out_idx), bias.index_select(0, out_idx)
+            if in_idx is not None:
+                weight = weight.index_select(1, in_idx)
+        elif self.depthwise:
+            if in_idx is not None:
+                weight, bias = weight.index_select(0, in_idx), bias.index_select(0, in_idx)
+        elif in_idx is not None:
+            weight = self.weight_in_major.index_select(0, in_idx).transpose(0, 1)
+        groups = weight.shape[0] if self.depthwise else self.groups
+        if weight.shape[0] == 0 or weight.shape[1] == 0:
+            return self._empty(x, weight, bias)
+        out = F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, groups)
+        mask = (
+            self.out_rt.mask if self.out_gate is not None else (self.in_rt.mask if self.depthwise else None)
+        )
+        if mask is not None:
+            out = out * mask[:, :, None, None]
+        return out
+
+    def _empty(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """All channels closed: no filters to run (0 outputs) or no inputs to read (bias only)."""
+        h, w = x.shape[-2:]
+        kh, kw = self.weight.shape[-2:]
+        ho = (h + 2 * self.padding[0] - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
+        wo = (w + 2 * self.padding[1] - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
+        out = x.new_zeros(x.shape[0], weight.shape[0], ho, wo)
+        return out + bias[None, :, None, None]
+
+
+class DeployLinear(nn.Module):
+    """A linear consumer of a site reached through flatten: each channel owns ``spatial`` input features."""
+
+    def __init__(self, linear: nn.Linear, in_rt: SiteRuntime, in_width: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(linear.weight.detach().clone(), requires_grad=False)
+        bias = linear.bias.detach().clone() if linear.bias is not None else torch.zeros(linear.out_features)
+        self.bias = nn.Parameter(bias, requires_grad=False)
+        self.in_rt = in_rt
+        self.spatial = linear.in_features // in_width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        idx = self.in_rt.idx
+        if idx is None:
+            return F.linear(x, self.weight, self.bias)
+        if idx.numel() == 0:
+            return self.bias.expand(x.shape[0], -1).clone()
+        features = (idx[:, None] * self.spatial + torch.arange(self.spatial, device=idx.device)).flatten()
+        return F.linear(x, self.weight.index_select(1, features), self.bias)
+
+
+class DeployModel(nn.Module):
+    """Inference-only executor of a gated model; see the module docstring for the strategies."""
+
+    def __init__(self, model: nn.Module, runtimes: dict[str, SiteRuntime]) -> None:
+        super().__init__()
+        self.model = model
+        self.runtimes = runtimes
+        self.strategy = "auto"
+        self.tuned: dict[int, str] = {}
+        self.eval()
+
+    def train(self, mode: bool = True) -> DeployModel:
+        """Deploy modules are inference-only: they stay in eval mode whatever is asked."""
+        return super().train(False)
+
+    def strategy_for(self, batch: int) -> str:
+        if self.strategy != "auto":
+            return self.strategy
+        if batch in self.tuned:
+            return self.tuned[batch]
+        return "gather" if batch == 1 else "union"
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        strategy = self.strategy_for(x.shape[0])
+        for rt in self.runtimes.values():
+            rt.strategy = strategy
+        if strategy == "gather" and x.shape[0] > 1:
+            return torch.cat([self.model(x[i : i + 1]) for i in range(x.shape[0])])
+        return self.model(x)
+
+    @torch.no_grad()
+    def autotune(
+        self, example: torch.Tensor, candidates: Sequence[str] = ("gather", "union", "masked")
+    ) -> str:
+        """Time each strategy on ``example`` and use the fastest for this batch size from now on."""
+        saved, timings = self.strategy, {}
+        for name in candidates:
+            self.strategy = name
+            self(example)  # warm-up
+            runs = []
+            for _ in range(5):
+                started = time.perf_counter()
+                self(example)
+                runs.append(time.perf_counter() - started)
+            timings[name] = sorted(runs)[len(runs) // 2]
+        self.strategy = saved
+        best = min(timings, key=timings.get)
+        self.tuned[example.shape[0]] = best
+        return best
+
+
+def _roles(sites: Sequence[ChannelSite]) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    produces, consumes, inside = {}, {}, {}
+    for s in sites:
+        produces[s.producer] = s.name
+        for c in s.consumers:
+            consumes[c] = s.name
+        for p in s.passthrough:
+            inside[p] = s.name
+    return produces, consumes, inside
+
+
+def to_deploy(model: nn.Module) -> DeployModel:
+    """Convert a trained gated model (``model.gate_set``) to a ``DeployModel``; the original stays as is."""
+    gate_set: GateSet = getattr(model, "gate_set", None)
+    if gate_set is None:
+        raise ValueError("to_deploy needs a gated model (attach gates first); use fold_bn for dense models")
+    model = copy.deepcopy(model).eval()
+    gate_set = model.gate_set
+    gate_set.remove()  # no more masking hooks: the deploy layers skip the work instead
+    sites = gate_set.sites
+
+    widths = {s.name: site_width(model, s) for s in sites}
+    runtimes = {s.name: SiteRuntime(widths[s.name]) for s in sites}
+    gates = {s.name: gate_set.gates[s.name.replace(".", "__")] for s in sites}
+    produces, consumes, inside = _roles(sites)
+    pairs = conv_bn_pairs(model)
+    for path, module in list(model.named_modules()):
+        if path.startswith("gate_set") or not isinstance(module, nn.Conv2d | nn.Linear):
+            continue
+        in_site = consumes.get(path) or inside.get(path)
+        out_site = produces.get(path)
+        if isinstance(module, nn.Linear):
+            if in_site is not None:
+                set_module(model, path, DeployLinear(module, runtimes[in_site], widths[in_site]))
+            continue
+        conv = folded_conv(model, path, pairs.get(path))
+        if path in pairs:
+            set_module(model, pairs[path], nn.Identity())
+        if in_site is None and out_site is None:
+            set_module(model, path, conv)
+            continue
+        in_width = get_module(model, path).in_channels
+        set_module(
+            model,
+            path,
+            DeployConv(
+                conv,
+                runtimes[in_site] if in_site else None,
+                runtimes[out_site] if out_site else None,
+                gates[out_site] if out_site else None,
+                depthwise=path in inside,
+                in_width=in_width,
+            ),
+        )
+    return DeployModel(model, runtimes)

@@ -1,0 +1,151 @@
+"""Latency of dense (BN folded), masked and deploy execution of gated models, as rows for a table/JSON.
+
+Gates for speed measurements may be random: the time depends on which channels are open, not on accuracy.
+Random gates get per-sample decisions (random weights) and a bias shift found by bisection so that the mean
+per-sample MACs on random inputs match the target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from ..cost import measure_latency
+from ..fold import fold_bn
+from ..models import create_model
+from .calibrate import bisect_logit_shift
+from .deploy import to_deploy
+from .method import GatedMethod
+
+#: (input shape, classes) each zoo model is benchmarked at
+BENCH_SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
+    "resnet18": ((3, 224, 224), 1000),
+    "mobilenetv2": ((3, 32, 32), 10),
+}
+DEFAULT_SHAPE = ((3, 32, 32), 10)
+
+
+@dataclass
+class SpeedRow:
+    model: str
+    target: float
+    batch: int
+    macs_ratio: float  # measured mean per-sample MACs / dense, gate MACs included
+    dense_ms: float
+    masked_ms: float
+    deploy_ms: float
+    strategy: str  # what deploy mode chose for this batch size
+    theoretical_speedup: float
+    measured_speedup: float
+    realization: float
+
+
+def random_gated_model(
+    name: str, target: float, seed: int = 0
+) -> tuple[nn.Module, GatedMethod, tuple[int, ...]]:
+    shape, classes = BENCH_SHAPES.get(name, DEFAULT_SHAPE)
+    torch.manual_seed(seed)
+    model = create_model(name, shape[0], classes, shape[-1])
+    method = GatedMethod("ste", min(target, 1.0), calibrate=False)
+    model = method.prepare(model, shape).eval()
+    for gate in model.gate_set.gates.values():
+        nn.init.normal_(gate.fc2.weight, std=0.5)
+        nn.init.normal_(gate.fc2.bias, std=0.5)
+    x = torch.randn(32, *shape)
+
+    def ratio_at(shift: float) -> float:
+        model.gate_set.logit_shift = shift
+        with torch.no_grad():
+            model(x)
+        return method.cost.macs_from_masks(model.gate_set.masks).mean().item() / method.dense_macs
+
+    bisect_logit_shift(ratio_at, target, tolerance=0.01)
+    model.gate_set.fold_logit_shift()
+    return model, method, shape
+
+
+def measure_rows(
+    models: Sequence[str],
+    targets: Sequence[float],
+    batch_sizes: Sequence[int],
+    threads: int,
+    min_run_time: float,
+) -> list[SpeedRow]:
+    rows = []
+    for name in models:
+        for target in targets:
+            model, method, shape = random_gated_model(name, target)
+            dense = fold_bn(_without_gates(model))
+            deploy = to_deploy(model)
+            rows += rows_for(
+                name, target, model, method, dense, deploy, shape, batch_sizes, threads, min_run_time
+            )
+    return rows
+
+
+def rows_for(
+    name, target, model, method, dense, deploy, shape, batch_sizes, threads, min_run_time
+) -> list[SpeedRow]:
+    out = []
+    for batch in batch_sizes:
+        x = torch.randn(batch, *shape)
+        with torch.no_grad():
+            model(x)
+        ratio = method.cost.macs_from_masks(model.gate_set.masks).mean().item() / method.dense_macs
+        deploy.tuned.pop(batch, None)
+        deploy.strategy = "auto"
+        chosen = deploy.autotune(x)
+        t_dense = measure_latency(dense, shape, (batch,), threads, min_run_time)[f"b{batch}"]
+        deploy.strategy = "masked"
+        t_masked = measure_latency(deploy, shape, (batch,), threads, min_run_time)[f"b{batch}"]
+        deploy.strategy = "auto"
+        t_deploy = measure_latency(deploy, shape, (batch,), threads, min_run_time)[f"b{batch}"]
+        theoretical = 1.0 / ratio
+        measured = t_dense / t_deploy
+        out.append(
+            SpeedRow(
+                name,
+                target,
+                batch,
+                ratio,
+                t_dense,
+                t_masked,
+                t_deploy,
+                chosen,
+                theoretical,
+                measured,
+                measured / theoretical,
+            )
+        )
+    return out
+
+
+def _without_gates(model: nn.Module) -> nn.Module:
+    import copy
+
+    plain = copy.deepcopy(model)
+    plain.gate_set.remove()
+    del plain.gate_set
+    return plain
+
+
+def format_table(rows: Sequence[SpeedRow]) -> str:
+    head = (
+        f"{'model':<12}{'target':>7}{'batch':>6}{'MACs':>7}{'dense ms':>10}{'masked ms':>11}{'deploy ms':>11}"
+        f"{'strategy':>9}{'theory':>8}{'measured':>9}{'realiz.':>8}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(
+            f"{r.model:<12}{r.target:>7.2f}{r.batch:>6d}{r.macs_ratio:>7.3f}{r.dense_ms:>10.3f}{r.masked_ms:>11.3f}"
+            f"{r.deploy_ms:>11.3f}{r.strategy:>9}{r.theoretical_speedup:>8.2f}{r.measured_speedup:>9.2f}"
+            f"{r.realization:>8.2f}"
+        )
+    return "\n".join(lines)
+
+
+def rows_as_dicts(rows: Sequence[SpeedRow]) -> list[dict]:
+    return [asdict(r) for r in rows]

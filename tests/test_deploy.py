@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from dynprune.fold import fold_bn
+from dynprune.gates import GatedMethod
+from dynprune.gates.deploy import to_deploy
+from dynprune.models import create_model, list_models
+
+REPO = Path(__file__).resolve().parents[1]
+SIZES = {"resnet18": 64}
+
+
+def random_gated(name: str, gate_std: float = 1.0, bias: float = 0.0):
+    torch.manual_seed(0)
+    size = SIZES.get(name, 32)
+    model = create_model(name, 3, 10, size)
+    model = GatedMethod("ste", 0.5).prepare(model, (3, size, size))
+    for m in model.modules():  # non-trivial BN so that folding is really tested
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    for gate in model.gate_set.gates.values():
+        torch.nn.init.normal_(gate.fc2.weight, std=gate_std)
+        torch.nn.init.constant_(gate.fc2.bias, bias)
+    return model.eval(), (3, size, size)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_deploy_equals_masked_model_for_every_strategy(name):
+    model, shape = random_gated(name)
+    deploy = to_deploy(model)
+    x = torch.randn(4, *shape)
+    with torch.no_grad():
+        reference = model(x)
+        open_rates = [m.mean().item() for m in model.gate_set.masks.values()]
+        assert 0.05 < sum(open_rates) / len(open_rates) < 0.95, "gates should be partly open for a real test"
+        for strategy in ("gather", "union", "masked", "auto"):
+            deploy.strategy = strategy
+            assert (deploy(x) - reference).abs().max().item() < 1e-4, strategy
+            assert (deploy(x[:1]) - reference[:1]).abs().max().item() < 1e-4, strategy
+
+
+def test_deploy_handles_fully_closed_and_fully_open_sites():
+    model, shape = random_gated("resnet20")
+    gates = list(model.gate_set.gates.values())
+    torch.nn.init.zeros_(gates[0].fc2.weight)
+    torch.nn.init.constant_(gates[0].fc2.bias, -5.0)  # site 0 closed for every sample
+    torch.nn.init.zeros_(gates[1].fc2.weight)
+    torch.nn.init.constant_(gates[1].fc2.bias, 5.0)  # site 1 open for every sample
+    deploy = to_deploy(model)
+    x = torch.randn(3, *shape)
+    with torch.no_grad():
+        reference = model(x)
+        for strategy in ("gather", "union", "masked"):
+            deploy.strategy = strategy
+            assert torch.allclose(deploy(x), reference, atol=1e-4), strategy
+
+
+def test_deploy_leaves_the_trained_model_untouched():
+    model, shape = random_gated("mobilenetv2")
+    x = torch.randn(2, *shape)
+    with torch.no_grad():
+        before = model(x)
+        to_deploy(model)
+        assert torch.equal(model(x), before)
+
+
+def test_fold_bn_keeps_outputs():
+    model, shape = random_gated("vgg11")
+    del model.gate_set  # the hooks stay but a plain copy is what fold_bn is for
+    plain = create_model("vgg11", 3, 10, 32).eval()
+    folded = fold_bn(plain)
+    x = torch.randn(2, *shape)
+    with torch.no_grad():
+        assert torch.allclose(folded(x), plain(x), atol=1e-5)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+
+
+def test_autotune_picks_a_measured_strategy():
+    model, shape = random_gated("resnet20")
+    deploy = to_deploy(model)
+    choice = deploy.autotune(torch.randn(8, *shape))
+    assert choice in ("gather", "union", "masked") and deploy.strategy_for(8) == choice
+
+
+def test_bench_dynamic_cli_writes_rows(tmp_path):
+    out = tmp_path / "rows.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dynprune.bench",
+            "dynamic",
+            "--models",
+            "resnet20",
+            "--targets",
+            "0.5",
+            "--batch-sizes",
+            "1,4",
+            "--threads",
+            "1",
+            "--min-run-time",
+            "0.05",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(out.read_text())
+    assert [r["batch"] for r in rows] == [1, 4]
+    for r in rows:
+        for key in (
+            "model",
+            "target",
+            "batch",
+            "dense_ms",
+            "masked_ms",
+            "deploy_ms",
+            "theoretical_speedup",
+            "measured_speedup",
+            "realization",
+        ):
+            assert key in r
+        assert abs(r["macs_ratio"] - 0.5) < 0.05
+        assert r["realization"] == pytest.approx(r["measured_speedup"] / r["theoretical_speedup"])
+    assert "realiz." in proc.stdout
+
+
+def test_bench_rejects_unknown_model():
+    proc = subprocess.run(
+        [sys.executable, "-m", "dynprune.bench", "dynamic", "--models", "resnet21"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert proc.returncode == 2 and "unknown models ['resnet21']" in proc.stderr
