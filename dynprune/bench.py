@@ -37,9 +37,7 @@ def overhead(argv: Sequence[str]) -> int:
     from .overhead import compare_loops
 
     gates = tuple(g for g in args.gates.split(",") if g)
-    rows = compare_loops(
-        args.model, args.dataset, args.batch_size, args.steps, args.repeats, args.threads, gates
-    )
+    rows = compare_loops(args.model, args.dataset, args.batch_size, args.steps, args.repeats, args.threads, gates)
     print(f"{'loop':<12}{'median s/step':>15}{'images/s':>12}")
     for name, seconds in rows.items():
         print(f"{name:<12}{seconds:>15.4f}{args.batch_size / seconds:>12.0f}")

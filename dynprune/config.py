@@ -174,14 +174,10 @@ class TrainConfig:
     channels_last: bool = option(True, "channels-last memory format (measured faster on CPU)")
     amp: bool = option(True, "bfloat16 mixed precision on CUDA (ignored on CPU)")
     gate: str = option("none", "dynamic gates: gumbel | ste | none (dense)")
-    target_macs: float = option(
-        0.5, "gated: mean per-sample MACs as a fraction of dense (gate MACs included)"
-    )
+    target_macs: float = option(0.5, "gated: mean per-sample MACs as a fraction of dense (gate MACs included)")
     budget_weight: float = option(50.0, "gated: weight of (E[MACs]/MACs_dense - target)^2")
     balance_weight: float = option(1.0, "gated: weight of the per-site open-rate bounds [0.05, 0.95]")
-    budget_warmup_epochs: float = option(
-        1.0, "gated: epochs over which the target slides from 1 to --target-macs"
-    )
+    budget_warmup_epochs: float = option(1.0, "gated: epochs over which the target slides from 1 to --target-macs")
     tau_start: float = option(1.0, "gumbel: temperature at the first step (decays exponentially)")
     tau_end: float = option(0.5, "gumbel: temperature at the last step")
     gate_hard: bool = option(True, "gumbel: hard 0/1 forward with straight-through gradient")
@@ -189,22 +185,30 @@ class TrainConfig:
     gate_groups: int = option(1, "gated: channels decided together by one logit (1 = per channel)")
     gate_reduction: int = option(4, "gated: hidden width of the gate MLP = max(4, C_in / reduction)")
     gate_bias_init: float = option(2.0, "gated: initial gate logit bias (2 -> 88%% open)")
+    prune: str = option("none", "static pruning method (see python -m dynprune.prune list) or none")
+    ratio: float | None = option(None, "static: the same pruning ratio at every site/layer, in [0, 1)")
+    ratios: str | None = option(None, "static: JSON file {site name: ratio} (e.g. an RL policy.json)")
+    prune_steps: int = option(1, "static: pruning events (1 = one-shot), spread over the first half of training")
+    prune_schedule: Literal["cubic", "linear"] = option("cubic", "static: ramp of the ratio over the events")
+    hard: bool = option(False, "static structured: remove pruned channels physically at the end")
     calibrate_budget: bool = option(True, "gated: after training, shift gate logits on val to hit the target")
-    out: str | None = option(
-        None, "run folder (default runs/<method>): config.yaml, checkpoint.pt, result.json"
-    )
+    out: str | None = option(None, "run folder (default runs/<method>): config.yaml, checkpoint.pt, result.json")
     resume: bool = option(False, "continue the run in --out from its last checkpoint")
     init: str | None = option(None, "start from the weights of this checkpoint (same model and shape)")
-    wandb: Literal["offline", "online", "disabled"] = option(
-        "offline", "wandb mode; offline needs no account"
-    )
+    wandb: Literal["offline", "online", "disabled"] = option("offline", "wandb mode; offline needs no account")
     wandb_project: str = option("dynprune", "wandb project name")
     latency: bool = option(True, "measure inference latency (batch 1 and 64) for result.json")
     progress: bool = option(True, "progress bar (shown only when stderr is a terminal)")
 
     @property
     def run_dir(self) -> Path:
-        return Path(self.out or f"runs/{'dense' if self.gate == 'none' else self.gate}")
+        return Path(self.out or f"runs/{self.method_name}")
+
+    @property
+    def method_name(self) -> str:
+        if self.gate != "none":
+            return self.gate
+        return self.prune if self.prune != "none" else "dense"
 
     def validate(self) -> None:
         from .data import DATASET_NAMES
@@ -241,6 +245,7 @@ class TrainConfig:
         if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ConfigError(f"--device got {self.device!r}; allowed: auto, cpu, cuda, cuda:N")
         self._validate_gates()
+        self._validate_pruning()
 
     def _validate_gates(self) -> None:
         from .gates.estimators import ESTIMATORS
@@ -256,3 +261,18 @@ class TrainConfig:
         for name in ("budget_weight", "balance_weight", "budget_warmup_epochs"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
+
+    def _validate_pruning(self) -> None:
+        from .prune import METHOD_NAMES
+
+        known = ("none", *METHOD_NAMES)
+        if self.prune not in known:
+            raise ConfigError(f"--prune got {self.prune!r}; known: {', '.join(known)}")
+        if self.prune != "none" and self.gate != "none":
+            raise ConfigError("--prune and --gate are different methods; choose one")
+        if self.ratio is not None and not 0 <= self.ratio < 1:
+            raise ConfigError(f"--ratio must be in [0, 1), got {self.ratio}")
+        if self.ratio is not None and self.ratios is not None:
+            raise ConfigError("--ratio and --ratios both given; choose one")
+        if self.prune_steps < 1:
+            raise ConfigError(f"--prune-steps must be >= 1, got {self.prune_steps}")

@@ -92,14 +92,10 @@ class CostModel:
                 depthwise = isinstance(module, nn.Conv2d) and module.groups > 1
                 site = channelwise_site.get(name) if depthwise else out_site.get(name)
                 layers.append(
-                    LayerCost(
-                        name, records[name], module.weight.numel(), bias, in_site.get(name), site, depthwise
-                    )
+                    LayerCost(name, records[name], module.weight.numel(), bias, in_site.get(name), site, depthwise)
                 )
             elif isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d) and module.affine:
-                layers.append(
-                    LayerCost(name, 0, module.weight.numel(), bias, None, channelwise_site.get(name), True)
-                )
+                layers.append(LayerCost(name, 0, module.weight.numel(), bias, None, channelwise_site.get(name), True))
         widths = {s.name: _width(model, s) for s in sites}
         return cls(layers, widths)
 
@@ -120,9 +116,7 @@ class CostModel:
 
     def macs_from_masks(self, masks: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Per-sample MACs [B] from per-sample 0/1 (or soft) channel masks [B, C] per site."""
-        return self.macs(
-            {n: (m if m.is_floating_point() else m.float()).mean(dim=1) for n, m in masks.items()}
-        )
+        return self.macs({n: (m if m.is_floating_point() else m.float()).mean(dim=1) for n, m in masks.items()})
 
     def site_macs(self, site: str) -> int:
         """Dense MACs of every layer whose cost depends on ``site`` (producer, passthrough, consumers)."""

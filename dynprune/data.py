@@ -234,9 +234,7 @@ DATASETS: dict[str, DatasetSpec] = {
         folder="cifar100",
         files=(RemoteFile("cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85", 169001437),),
         base_url=_CIFAR_URL,
-        reader=_cifar_reader(
-            "cifar-100-python.tar.gz", "cifar-100-python", ["train"], ["test"], b"fine_labels"
-        ),
+        reader=_cifar_reader("cifar-100-python.tar.gz", "cifar-100-python", ["train"], ["test"], b"fine_labels"),
         num_classes=100,
         mean=(0.5071, 0.4865, 0.4409),
         std=(0.2673, 0.2564, 0.2762),

@@ -77,15 +77,9 @@ def load_checkpoint(path: str | Path, arch: dict[str, Any] | None = None) -> dic
     return state
 
 
-def load_weights(
-    model: nn.Module, state_dict: dict[str, torch.Tensor], source: str, may_lack: tuple[str, ...] = ()
-) -> None:
-    """Load weights; keys starting with a ``may_lack`` prefix (e.g. new gates) may be absent from the file."""
+def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
     try:
-        missing, unexpected = model.load_state_dict(state_dict, strict=False)
-        missing = [k for k in missing if not k.startswith(may_lack)] if may_lack else missing
-        if missing or unexpected:
-            raise RuntimeError(f"\nmissing keys {missing[:3]}, unexpected keys {unexpected[:3]}")
+        model.load_state_dict(state_dict)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
         detail = first[1].strip() if len(first) > 1 else first[0]
@@ -101,9 +95,7 @@ class EvalResult:
     labels: torch.Tensor  # [N]
 
 
-def evaluate(
-    model: nn.Module, loader: BatchLoader, method: Method, amp_dtype: torch.dtype | None
-) -> EvalResult:
+def evaluate(model: nn.Module, loader: BatchLoader, method: Method, amp_dtype: torch.dtype | None) -> EvalResult:
     was_training = model.training
     model.eval()
     total_loss, correct, n = 0.0, 0, 0
@@ -235,6 +227,7 @@ class Trainer:
                 "history": self.state.history,
                 "arch": self.arch,
                 "method": self.method.name,
+                **self.method.checkpoint_extra(),
                 "config": self.config,
             },
         )

@@ -38,8 +38,6 @@ class Method:
     """The dense baseline; subclasses override the hooks they need."""
 
     name = "dense"
-    #: state_dict key prefixes this method adds to the model (may be absent from an ``--init`` checkpoint)
-    added_state_prefixes: tuple[str, ...] = ()
 
     def prepare(self, model: nn.Module, input_shape: Sequence[int]) -> nn.Module:
         """Called once before training and before any checkpoint is loaded into the model."""
@@ -65,6 +63,10 @@ class Method:
 
     def finalize(self, model: nn.Module, val_loader: Any, amp_dtype: torch.dtype | None) -> None:
         """Called once after the last epoch, before the final checkpoint and the test evaluation."""
+
+    def checkpoint_extra(self) -> dict[str, Any]:
+        """Entries saved in the checkpoint that are needed to rebuild the model (e.g. removed channels)."""
+        return {}
 
     def start_eval(self) -> None:
         """Called before an evaluation pass."""

@@ -32,9 +32,7 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
     """Train (or resume) as ``cfg`` says, evaluate once on the test set, write and return the result."""
     out_dir = cfg.run_dir
     if (out_dir / CHECKPOINT).exists() and not cfg.resume:
-        raise ConfigError(
-            f"--out {out_dir} already holds a run; pass --resume to continue it or choose another --out"
-        )
+        raise ConfigError(f"--out {out_dir} already holds a run; pass --resume to continue it or choose another --out")
     if cfg.init is not None and not Path(cfg.init).is_file():
         raise ConfigError(f"--init {cfg.init}: no such checkpoint file")
     if cfg.resume and not (out_dir / CHECKPOINT).exists():
@@ -54,11 +52,11 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
         "num_classes": data.num_classes,
         "image_size": data.image_size,
     }
+    if cfg.init:  # the plain model's weights, before the method adds gates or masks
+        init = load_checkpoint(cfg.init, arch)
+        load_weights(model, init["model"], cfg.init)
     method = method_from_config(cfg)
     model = method.prepare(model, shape)
-    if cfg.init:
-        init = load_checkpoint(cfg.init, arch)
-        load_weights(model, init["model"], cfg.init, may_lack=method.added_state_prefixes)
     channels_last = cfg.channels_last and device.type == "cpu"
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     amp_dtype = torch.bfloat16 if cfg.amp and device.type == "cuda" else None
@@ -102,7 +100,7 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
             trainer.resume()
             print(f"resumed {out_dir} after epoch {trainer.state.epoch}/{cfg.epochs}", flush=True)
         state = trainer.fit()
-        method.finalize(model, val_loader, amp_dtype)
+        method.finalize(model, val_loader, amp_dtype)  # may calibrate gates or remove channels in place
         trainer.save()
 
         test_loader = BatchLoader(
@@ -145,15 +143,24 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
     return result
 
 
-def _latency(
-    model: torch.nn.Module, shape: tuple[int, ...], device: torch.device, channels_last: bool
-) -> dict:
+def _latency(model: torch.nn.Module, shape: tuple[int, ...], device: torch.device, channels_last: bool) -> dict:
     ms = measure_latency(model, shape, (1, 64), channels_last=channels_last)
     return {**ms, "device": str(device), "threads": torch.get_num_threads()}
 
 
 def method_from_config(cfg: TrainConfig) -> Method:
-    """The method a config asks for: dense, or gates with their estimator and budget."""
+    """The method a config asks for: dense, static pruning, or gates with their estimator and budget."""
+    if cfg.prune != "none":
+        from .prune.ratios import resolver
+
+        return create_method(
+            "static",
+            prune=cfg.prune,
+            resolve_ratios=resolver(cfg.ratio, cfg.ratios, cfg.target_macs),
+            steps=cfg.prune_steps,
+            schedule=cfg.prune_schedule,
+            hard=cfg.hard,
+        )
     if cfg.gate == "none":
         return create_method("dense")
     from . import gates  # noqa: F401  (registers the gated method)
@@ -184,9 +191,7 @@ def per_class_mean(values: torch.Tensor, labels: torch.Tensor) -> list[float]:
     return (sums / counts).tolist()
 
 
-def report_distribution(
-    result: dict[str, Any], ratios: torch.Tensor, out_dir: Path, tracker: Tracker
-) -> None:
+def report_distribution(result: dict[str, Any], ratios: torch.Tensor, out_dir: Path, tracker: Tracker) -> None:
     """Per-sample MAC histogram and per-site open rates: a PNG in the run folder and wandb charts."""
     rates = result.get("site_open_rates")
     if rates is None:

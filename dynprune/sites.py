@@ -121,9 +121,7 @@ def _slice_bn(bn: nn.BatchNorm2d, idx: torch.Tensor) -> nn.BatchNorm2d:
     return new.to(bn.weight.device if bn.affine else bn.running_mean.device)
 
 
-def _slice_linear(
-    linear: nn.Linear, out_idx: torch.Tensor | None, in_idx: torch.Tensor | None, in_width: int
-):
+def _slice_linear(linear: nn.Linear, out_idx: torch.Tensor | None, in_idx: torch.Tensor | None, in_width: int):
     weight = linear.weight.detach()
     bias = linear.bias.detach() if linear.bias is not None else None
     if out_idx is not None:

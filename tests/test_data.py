@@ -64,9 +64,7 @@ def test_mnist_reader_on_written_idx_files(tmp_path):
 
 def test_cifar_reader_on_written_batches_and_tar(tmp_path):
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    batches = {
-        n: (torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8), torch.arange(4) % 10) for n in names
-    }
+    batches = {n: (torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8), torch.arange(4) % 10) for n in names}
     archive = tmp_path / "cifar-10-python.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         for n, (img, lab) in batches.items():

@@ -85,9 +85,7 @@ class DeployConv(nn.Module):
         bias = conv.bias.detach().clone() if conv.bias is not None else torch.zeros(conv.out_channels)
         self.bias = nn.Parameter(bias, requires_grad=False)
         # Input-channel-major copy so that gathering input channels is a contiguous row copy.
-        self.register_buffer(
-            "weight_in_major", self.weight.detach().transpose(0, 1).contiguous(), persistent=False
-        )
+        self.register_buffer("weight_in_major", self.weight.detach().transpose(0, 1).contiguous(), persistent=False)
         self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
         self.groups = conv.groups
         self.in_rt, self.out_rt, self.out_gate = in_rt, out_rt, out_gate
@@ -116,9 +114,7 @@ class DeployConv(nn.Module):
         if weight.shape[0] == 0 or weight.shape[1] == 0:
             return self._empty(x, weight, bias)
         out = F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, groups)
-        mask = (
-            self.out_rt.mask if self.out_gate is not None else (self.in_rt.mask if self.depthwise else None)
-        )
+        mask = self.out_rt.mask if self.out_gate is not None else (self.in_rt.mask if self.depthwise else None)
         if mask is not None:
             out = out * mask[:, :, None, None]
         return out
@@ -186,9 +182,7 @@ class DeployModel(nn.Module):
         return self.model(x)
 
     @torch.no_grad()
-    def autotune(
-        self, example: torch.Tensor, candidates: Sequence[str] = ("gather", "union", "masked")
-    ) -> str:
+    def autotune(self, example: torch.Tensor, candidates: Sequence[str] = ("gather", "union", "masked")) -> str:
         """Time each strategy on ``example`` and use the fastest for this batch size from now on."""
         saved, timings = self.strategy, {}
         for name in candidates:

@@ -27,8 +27,6 @@ from .module import GateSet, attach_gates
 
 @register_method("gated")
 class GatedMethod(Method):
-    added_state_prefixes = ("gate_set.",)
-
     def __init__(
         self,
         gate: str,
@@ -105,9 +103,7 @@ class GatedMethod(Method):
         self, model: nn.Module, logits: torch.Tensor, step: int, epoch: int
     ) -> tuple[torch.Tensor, dict[str, float]]:
         masks = self.gate_set.masks
-        ratio = (
-            self.cost.macs_from_masks(masks) / self.dense_macs
-        )  # [B], differentiable through the estimator
+        ratio = self.cost.macs_from_masks(masks) / self.dense_macs  # [B], differentiable through the estimator
         target = self.target_at(step)
         budget = (ratio.mean() - target) ** 2
         rates = torch.stack([m.mean() for m in masks.values()])  # [S] open rate per site in this batch

@@ -19,9 +19,7 @@ from .estimators import Estimator
 
 
 class ChannelGate(nn.Module):
-    def __init__(
-        self, in_channels: int, channels: int, groups: int, reduction: int, bias_init: float
-    ) -> None:
+    def __init__(self, in_channels: int, channels: int, groups: int, reduction: int, bias_init: float) -> None:
         super().__init__()
         hidden = max(4, in_channels // reduction)
         self.channels, self.groups = channels, groups
@@ -65,9 +63,7 @@ class GateSet(nn.Module):
             in_channels = producer.in_channels if isinstance(producer, nn.Conv2d) else producer.in_features
             width = site_width(model, site)
             group = _group_size(width, group_size)
-            self.gates[_key(site.name)] = ChannelGate(
-                in_channels, width, width // group, reduction, bias_init
-            )
+            self.gates[_key(site.name)] = ChannelGate(in_channels, width, width // group, reduction, bias_init)
             self._site_masks[site.name] = SiteMask(model, site, torch.ones(width))
             self._handles.append(producer.register_forward_pre_hook(self._decide_hook(site)))
 
@@ -75,10 +71,7 @@ class GateSet(nn.Module):
         def hook(module: nn.Module, args: tuple) -> None:
             gate = self.gates[_key(site.name)]
             logits = gate(args[0]) + self.logit_shift  # [B, G]
-            if self.force_open:
-                decision = torch.ones_like(logits)
-            else:
-                decision = self.estimator(logits, self.training, self.tau)
+            decision = torch.ones_like(logits) if self.force_open else self.estimator(logits, self.training, self.tau)
             mask = repeat(decision, "b g -> b (g k)", k=gate.channels // gate.groups)  # [B, C]
             self.logits[site.name] = logits
             self.masks[site.name] = mask

@@ -43,9 +43,7 @@ class SpeedRow:
     realization: float
 
 
-def random_gated_model(
-    name: str, target: float, seed: int = 0
-) -> tuple[nn.Module, GatedMethod, tuple[int, ...]]:
+def random_gated_model(name: str, target: float, seed: int = 0) -> tuple[nn.Module, GatedMethod, tuple[int, ...]]:
     shape, classes = BENCH_SHAPES.get(name, DEFAULT_SHAPE)
     torch.manual_seed(seed)
     model = create_model(name, shape[0], classes, shape[-1])
@@ -80,15 +78,11 @@ def measure_rows(
             model, method, shape = random_gated_model(name, target)
             dense = fold_bn(_without_gates(model))
             deploy = to_deploy(model)
-            rows += rows_for(
-                name, target, model, method, dense, deploy, shape, batch_sizes, threads, min_run_time
-            )
+            rows += rows_for(name, target, model, method, dense, deploy, shape, batch_sizes, threads, min_run_time)
     return rows
 
 
-def rows_for(
-    name, target, model, method, dense, deploy, shape, batch_sizes, threads, min_run_time
-) -> list[SpeedRow]:
+def rows_for(name, target, model, method, dense, deploy, shape, batch_sizes, threads, min_run_time) -> list[SpeedRow]:
     out = []
     for batch in batch_sizes:
         x = torch.randn(batch, *shape)

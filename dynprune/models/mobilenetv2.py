@@ -95,7 +95,5 @@ class MobileNetV2(SiteModel):
 
 
 @register_model
-def mobilenetv2(
-    in_channels: int = 3, num_classes: int = 10, image_size: int = 32, width: float = 1.0
-) -> MobileNetV2:
+def mobilenetv2(in_channels: int = 3, num_classes: int = 10, image_size: int = 32, width: float = 1.0) -> MobileNetV2:
     return MobileNetV2(in_channels, num_classes, image_size, width)

@@ -45,9 +45,7 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(SiteModel):
-    def __init__(
-        self, depth: int, in_channels: int, num_classes: int, image_size: int, width: float = 1.0
-    ) -> None:
+    def __init__(self, depth: int, in_channels: int, num_classes: int, image_size: int, width: float = 1.0) -> None:
         super().__init__()
         if (depth - 2) % 6:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")

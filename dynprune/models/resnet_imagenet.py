@@ -49,16 +49,12 @@ class ResNet18(SiteModel):
 
     def channel_sites(self) -> list[ChannelSite]:
         return [
-            ChannelSite(
-                f"layer{i}.{j}.conv1", f"layer{i}.{j}.conv1", f"layer{i}.{j}.bn1", (f"layer{i}.{j}.conv2",)
-            )
+            ChannelSite(f"layer{i}.{j}.conv1", f"layer{i}.{j}.conv1", f"layer{i}.{j}.bn1", (f"layer{i}.{j}.conv2",))
             for i in range(1, 5)
             for j in range(2)
         ]
 
 
 @register_model
-def resnet18(
-    in_channels: int = 3, num_classes: int = 1000, image_size: int = 224, width: float = 1.0
-) -> ResNet18:
+def resnet18(in_channels: int = 3, num_classes: int = 1000, image_size: int = 224, width: float = 1.0) -> ResNet18:
     return ResNet18(in_channels, num_classes, image_size, width)

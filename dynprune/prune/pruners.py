@@ -1,0 +1,135 @@
+"""Static pruning methods, found by name (``--prune NAME``).
+
+Structured methods choose channels per site (``keep`` masks); unstructured methods mask single weights with
+``torch.nn.utils.prune``'s own functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.utils.prune as tprune
+from torch import nn
+
+from ..cost import CostModel
+from ..sites import ChannelSite, get_module, site_width
+from .criteria import Criterion, L1Norm, L2Norm, RandomScore, lowest
+from .masks import apply_channel_mask, current, prunable_weights
+from .ratios import keep_fractions, removed
+
+
+@dataclass(frozen=True)
+class Pruner:
+    name: str
+    structured: bool
+    apply: Callable[..., None]  # (model, sites, ratios, cost) -> None
+    description: str
+
+
+PRUNERS: dict[str, Pruner] = {}
+
+
+def register_pruner(name: str, structured: bool, description: str):
+    def wrap(fn: Callable[..., None]) -> Callable[..., None]:
+        PRUNERS[name] = Pruner(name, structured, fn, description)
+        return fn
+
+    return wrap
+
+
+def get_pruner(name: str) -> Pruner:
+    if name not in PRUNERS:
+        raise ValueError(f"unknown pruning method {name!r}; known: {', '.join(sorted(PRUNERS))}")
+    return PRUNERS[name]
+
+
+# ------------------------------------------------------------------------------------------- structured
+def filter_scores(model: nn.Module, site: ChannelSite, criterion: Criterion) -> torch.Tensor:
+    return criterion(current(get_module(model, site.producer), "weight"))
+
+
+def keep_lowest_removed(scores: torch.Tensor, n_remove: int) -> torch.Tensor:
+    keep = torch.ones_like(scores)
+    keep[lowest(scores, n_remove)] = 0
+    return keep
+
+
+def _per_site(criterion_factory: Callable[[], Criterion]):
+    def apply(model: nn.Module, sites: Sequence[ChannelSite], ratios: Mapping[str, float], cost: CostModel) -> None:
+        criterion = criterion_factory()
+        for site in sites:
+            scores = filter_scores(model, site, criterion)
+            apply_channel_mask(model, site, keep_lowest_removed(scores, removed(len(scores), ratios[site.name])))
+
+    return apply
+
+
+register_pruner("l1-filter", True, "per site, drop the filters of smallest L1 norm")(_per_site(L1Norm))
+register_pruner("l2-filter", True, "per site, drop the filters of smallest L2 norm")(_per_site(L2Norm))
+register_pruner("random-filter", True, "per site, drop random filters")(_per_site(RandomScore))
+
+
+def global_filter_keep(model: nn.Module, sites: Sequence[ChannelSite], fraction: float) -> dict[str, torch.Tensor]:
+    """Rank channels of all sites together by L2 norm divided by the site's mean norm (raw norms are not
+    comparable across layers) and drop the lowest ``fraction`` of them, keeping >= 1 channel per site."""
+    scores = {s.name: filter_scores(model, s, L2Norm()) for s in sites}
+    normed = torch.cat([v / v.mean().clamp(min=1e-12) for v in scores.values()])
+    owner = torch.cat([torch.full((len(v),), i) for i, v in enumerate(scores.values())])
+    n_remove = round(fraction * len(normed))
+    keep = {name: torch.ones_like(v) for name, v in scores.items()}
+    names = list(scores)
+    offsets = torch.tensor([0] + [len(v) for v in scores.values()]).cumsum(0)
+    for flat in lowest(normed, len(normed)).tolist():
+        if n_remove == 0:
+            break
+        site = names[owner[flat]]
+        if keep[site].sum() > 1:
+            keep[site][flat - offsets[owner[flat]]] = 0
+            n_remove -= 1
+    return keep
+
+
+@register_pruner("global-filter", True, "channels of all sites ranked together (per-layer normalised L2)")
+def _global_filter(model, sites, ratios, cost) -> None:
+    # The uniform ratio fixes how many channels go in total; the ranking decides where they come from.
+    widths = {s.name: site_width(model, s) for s in sites}
+    total = sum(widths.values())
+    fraction = sum(removed(widths[s.name], ratios[s.name]) for s in sites) / total
+    for site_name, keep in global_filter_keep(model, sites, fraction).items():
+        apply_channel_mask(model, next(s for s in sites if s.name == site_name), keep)
+
+
+# ------------------------------------------------------------------------------------------- unstructured
+def _layer_ratio(ratios: Mapping[str, float]) -> float:
+    # Unstructured methods use one sparsity for every layer: the (uniform) ratio given.
+    values = set(ratios.values())
+    if len(values) != 1:
+        raise ValueError("unstructured pruning takes one --ratio (or --target-macs), not per-site --ratios")
+    return values.pop()
+
+
+@register_pruner("l1-unstructured", False, "per layer, zero the weights of smallest magnitude")
+def _l1_unstructured(model, sites, ratios, cost) -> None:
+    amount = _layer_ratio(ratios)
+    for module, name in prunable_weights(model):
+        tprune.l1_unstructured(module, name, amount=amount)
+
+
+@register_pruner("random-unstructured", False, "per layer, zero random weights")
+def _random_unstructured(model, sites, ratios, cost) -> None:
+    amount = _layer_ratio(ratios)
+    for module, name in prunable_weights(model):
+        tprune.random_unstructured(module, name, amount=amount)
+
+
+@register_pruner("global-unstructured", False, "one magnitude threshold over all conv and linear weights")
+def _global_unstructured(model, sites, ratios, cost) -> None:
+    tprune.global_unstructured(
+        prunable_weights(model), pruning_method=tprune.L1Unstructured, amount=_layer_ratio(ratios)
+    )
+
+
+def structured_keep(cost: CostModel, ratios: Mapping[str, float]) -> dict[str, float]:
+    return keep_fractions(cost, ratios)

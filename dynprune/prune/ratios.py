@@ -1,0 +1,91 @@
+"""Per-site pruning ratios: uniform, solved from a MAC target, or read from a JSON file (the RL agent's output).
+
+A ratio r at a site of C channels removes round(r * C) channels, always keeping at least one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+from ..config import ConfigError
+from ..cost import CostModel
+
+
+def removed(width: int, ratio: float) -> int:
+    return min(width - 1, round(ratio * width))
+
+
+def keep_fractions(cost: CostModel, ratios: Mapping[str, float]) -> dict[str, float]:
+    return {s: (w - removed(w, ratios.get(s, 0.0))) / w for s, w in cost.site_widths.items()}
+
+
+def check_ratio(name: str, ratio: float) -> None:
+    if not 0 <= ratio < 1:
+        raise ConfigError(f"{name} must be in [0, 1), got {ratio}")
+
+
+def uniform(cost: CostModel, ratio: float) -> dict[str, float]:
+    check_ratio("--ratio", ratio)
+    return dict.fromkeys(cost.site_widths, ratio)
+
+
+def solve_uniform_for_macs(cost: CostModel, target: float, dense_macs: float | None = None) -> dict[str, float]:
+    """The smallest uniform ratio whose structured-effective MACs are <= target x dense (bisection)."""
+    dense = dense_macs or cost.dense_macs
+    if not 0 < target <= 1:
+        raise ConfigError(f"--target-macs must be in (0, 1], got {target}")
+    floor = cost.macs(keep_fractions(cost, dict.fromkeys(cost.site_widths, 0.999))) / dense
+    if target < floor:
+        raise ConfigError(
+            f"--target-macs {target} cannot be reached by pruning channel sites: the most a uniform ratio can do "
+            f"is {floor:.3f} of dense; choose >= {floor:.3f}"
+        )
+    lo, hi = 0.0, 0.999
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if cost.macs(keep_fractions(cost, dict.fromkeys(cost.site_widths, mid))) / dense > target:
+            lo = mid
+        else:
+            hi = mid
+    return dict.fromkeys(cost.site_widths, hi)
+
+
+def from_file(cost: CostModel, path: str | Path) -> dict[str, float]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--ratios {path}: no such file")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--ratios {path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    ratios = data.get("ratios", data) if isinstance(data, dict) else None
+    if not isinstance(ratios, dict):
+        raise ConfigError(f"--ratios {path}: expected {{site name: ratio}} (or {{'ratios': {{...}}}})")
+    known = set(cost.site_widths)
+    unknown, missing = sorted(set(ratios) - known), sorted(known - set(ratios))
+    if unknown:
+        raise ConfigError(f"--ratios {path}: unknown sites {unknown[:5]}; known: {', '.join(cost.site_widths)}")
+    if missing:
+        raise ConfigError(f"--ratios {path}: missing sites {missing[:5]} (every site needs a ratio)")
+    for site, r in ratios.items():
+        if not isinstance(r, int | float):
+            raise ConfigError(f"--ratios {path}: ratio of {site} must be a number, got {r!r}")
+        check_ratio(f"--ratios {path}: {site}", float(r))
+    return {k: float(v) for k, v in ratios.items()}
+
+
+def resolver(ratio: float | None, ratios_file: str | None, target_macs: float):
+    """What ``--ratio`` / ``--ratios`` / ``--target-macs`` mean, as a function of the model's cost."""
+
+    def resolve(cost: CostModel, structured: bool) -> dict[str, float]:
+        if ratios_file is not None:
+            return from_file(cost, ratios_file)
+        if ratio is not None:
+            return uniform(cost, ratio)
+        if not structured:  # zeroed weights leave the shapes alone: the target applies to nonzero-weight MACs
+            return uniform(cost, 1.0 - target_macs) if target_macs < 1 else uniform(cost, 0.0)
+        return solve_uniform_for_macs(cost, target_macs)
+
+    return resolve

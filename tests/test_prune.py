@@ -1,0 +1,165 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from dynprune.config import ConfigError, TrainConfig, build
+from dynprune.cost import CostModel, flop_counter_macs
+from dynprune.engine import load_checkpoint
+from dynprune.models import create_model
+from dynprune.prune import StaticPruneMethod, get_pruner
+from dynprune.prune.masks import channel_mask, sparsity
+from dynprune.prune.ratios import from_file, solve_uniform_for_macs
+from dynprune.runner import run_training
+
+
+def prepared(prune: str, ratio: float = 0.5, name: str = "resnet20", **kw):
+    torch.manual_seed(0)
+    model = create_model(name, 3, 10, 32)
+    method = StaticPruneMethod(prune, resolve_ratios=lambda cost, structured: dict.fromkeys(cost.site_widths, ratio)
+                               if structured or prune == "none" else dict.fromkeys(cost.site_widths, ratio), **kw)
+    model = method.prepare(model, (3, 32, 32))
+    return model.eval(), method
+
+
+def test_global_unstructured_gives_exact_overall_sparsity_with_unequal_layers():
+    model, _ = prepared("global-unstructured", 0.2)
+    overall, per_layer = sparsity(model)
+    assert overall == pytest.approx(0.2, abs=1e-4)
+    assert max(per_layer.values()) - min(per_layer.values()) > 0.05
+
+
+def test_l1_unstructured_is_per_layer():
+    model, _ = prepared("l1-unstructured", 0.3)
+    _, per_layer = sparsity(model)
+    assert all(abs(v - 0.3) < 0.01 for v in per_layer.values())
+
+
+@pytest.mark.parametrize("prune", ["l1-filter", "l2-filter", "random-filter", "global-filter"])
+def test_filter_methods_zero_whole_filters_and_their_outputs(prune):
+    model, method = prepared(prune, 0.5)
+    for site in model.channel_sites():
+        keep = channel_mask(model, site)
+        conv = model.get_submodule(site.producer)
+        dropped = (keep == 0).nonzero().flatten()
+        assert len(dropped) > 0 and keep.sum() >= 1
+        assert conv.weight[dropped].abs().sum() == 0  # whole filters
+        bn = model.get_submodule(site.bn)
+        assert bn.bias[dropped].abs().sum() == 0  # and the BN shift, so the channel is exactly zero
+    if prune != "global-filter":
+        assert method._structured_ratio(model) < 0.6
+
+
+def test_l1_filter_drops_the_smallest_norm_filters():
+    model, _ = prepared("l1-filter", 0.25)
+    site = model.channel_sites()[0]
+    conv = model.get_submodule(site.producer)
+    norms = conv.weight_orig.detach().flatten(1).abs().sum(1)
+    keep = channel_mask(model, site).bool()
+    assert norms[~keep].max() <= norms[keep].min()
+
+
+@pytest.mark.parametrize("name", ["resnet20", "mobilenetv2", "vgg11", "lenet5"])
+def test_hard_pruned_equals_masked(name):
+    model, method = prepared("l1-filter", 0.5, name=name, hard=True)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 1.5)
+    size = 32
+    x = torch.randn(3, model.conv1.in_channels if hasattr(model, "conv1") else 3, size, size)
+    with torch.no_grad():
+        masked = model(x)
+        expected_macs = method._structured_ratio(model) * method.dense_macs
+        method.finalize(model, None, None)
+        hard = model(x)
+    assert torch.allclose(masked, hard, atol=1e-5)
+    assert flop_counter_macs(model, (x.shape[1], size, size)) == pytest.approx(expected_macs, rel=1e-9)
+    assert method._structured_ratio(model) * method.dense_macs == pytest.approx(expected_macs)
+    assert not any(hasattr(m, "weight_mask") for m in model.modules())
+
+
+def test_solve_uniform_ratio_meets_target():
+    cost = CostModel.from_model(create_model("resnet56", 3, 10, 32), (3, 32, 32))
+    ratios = solve_uniform_for_macs(cost, 0.5)
+    from dynprune.prune.ratios import keep_fractions
+
+    assert cost.macs(keep_fractions(cost, ratios)) / cost.dense_macs <= 0.5
+    with pytest.raises(ConfigError, match="cannot be reached"):
+        solve_uniform_for_macs(cost, 0.01)
+
+
+def test_ratio_files_are_checked(tmp_path):
+    cost = CostModel.from_model(create_model("resnet20", 3, 10, 32), (3, 32, 32))
+    good = dict.fromkeys(cost.site_widths, 0.3)
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"ratios": good}))
+    assert from_file(cost, path) == good
+    for bad, needle in [
+        ({**good, "layer9.0.conv1": 0.1}, "unknown sites"),
+        ({k: v for k, v in list(good.items())[1:]}, "missing sites"),
+        ({**good, "layer1.0.conv1": 1.0}, r"must be in \[0, 1\)"),
+    ]:
+        path.write_text(json.dumps(bad))
+        with pytest.raises(ConfigError, match=needle):
+            from_file(cost, path)
+    path.write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        from_file(cost, path)
+
+
+def test_bad_method_and_ratio_rejected():
+    with pytest.raises(ValueError, match="known: global-filter"):
+        get_pruner("l3-filter")
+    with pytest.raises(ConfigError, match="--ratio must be in"):
+        build(TrainConfig, {"prune": "l1-filter", "ratio": 1.0})
+    with pytest.raises(ConfigError, match="--prune got 'magic'"):
+        build(TrainConfig, {"prune": "magic"})
+    with pytest.raises(ConfigError, match="choose one"):
+        build(TrainConfig, {"prune": "l1-filter", "gate": "ste"})
+
+
+def test_sfp_zeroes_lowest_filters_each_epoch_and_lets_them_regrow():
+    model, method = prepared("sfp", 0.5)
+    model.train()
+    for m in model.modules():  # a trained BN shift; at init it is exactly 0, where ReLU passes no gradient
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.bias.data.uniform_(0.1, 0.3)
+    site = model.channel_sites()[0]
+    conv = model.get_submodule(site.producer)
+    norms = conv.weight.detach().flatten(1).norm(dim=1)
+    expected = norms.argsort()[: round(0.5 * len(norms))]
+    method.on_epoch_end(model, 1)
+    zeroed = (conv.weight.detach().flatten(1).abs().sum(1) == 0).nonzero().flatten()
+    assert sorted(zeroed.tolist()) == sorted(expected.tolist())
+    # one SGD step: zeroed filters receive gradients and come back (no mask holds them at zero)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss = model(torch.randn(8, 3, 32, 32)).logsumexp(1).mean()
+    loss.backward()
+    opt.step()
+    assert conv.weight.detach()[zeroed].abs().sum() > 0
+
+
+def test_masked_checkpoint_saves_and_resumes_with_masks(tmp_path):
+    values = dict(model="resnet20", width=0.5, dataset="synthetic", epochs=2, batch_size=64, train_subset=640,
+                  val_size=500, out=str(tmp_path / "run"), wandb="disabled", latency=False, threads=1, lr=0.05,
+                  prune="l1-filter", ratio=0.5, prune_steps=2)
+    result = run_training(build(TrainConfig, values))
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert any(k.endswith("weight_mask") for k in ckpt["model"])
+    assert result["method"] == "l1-filter" and result["macs_ratio"] < 0.6
+    again = run_training(build(TrainConfig, {**values, "resume": True}))
+    assert again["top1"] == result["top1"]
+
+
+def test_hard_cli_run_reports_smaller_model(tmp_path):
+    values = dict(model="resnet20", width=0.5, dataset="synthetic", epochs=1, batch_size=64, train_subset=640,
+                  val_size=500, out=str(tmp_path / "run"), wandb="disabled", latency=True, threads=1, lr=0.05,
+                  prune="l1-filter", target_macs=0.5, hard=True)
+    result = run_training(build(TrainConfig, values))
+    dense = CostModel.from_model(create_model("resnet20", 1, 10, 28, width=0.5), (1, 28, 28))
+    assert result["macs_ratio"] <= 0.5 and result["params"] < dense.dense_params
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert set(ckpt["site_keep"]) == set(dense.site_widths)
