@@ -18,8 +18,11 @@ from dynprune.runner import run_training
 def prepared(prune: str, ratio: float = 0.5, name: str = "resnet20", **kw):
     torch.manual_seed(0)
     model = create_model(name, 3, 10, 32)
-    method = StaticPruneMethod(prune, resolve_ratios=lambda cost, structured: dict.fromkeys(cost.site_widths, ratio)
-                               if structured or prune == "none" else dict.fromkeys(cost.site_widths, ratio), **kw)
+    method = StaticPruneMethod(
+        prune,
+        resolve_ratios=lambda cost, structured: dict.fromkeys(cost.site_widths, ratio),
+        **kw,
+    )
     model = method.prepare(model, (3, 32, 32))
     return model.eval(), method
 
@@ -143,9 +146,23 @@ def test_sfp_zeroes_lowest_filters_each_epoch_and_lets_them_regrow():
 
 
 def test_masked_checkpoint_saves_and_resumes_with_masks(tmp_path):
-    values = dict(model="resnet20", width=0.5, dataset="synthetic", epochs=2, batch_size=64, train_subset=640,
-                  val_size=500, out=str(tmp_path / "run"), wandb="disabled", latency=False, threads=1, lr=0.05,
-                  prune="l1-filter", ratio=0.5, prune_steps=2)
+    values = dict(
+        model="resnet20",
+        width=0.5,
+        dataset="synthetic",
+        epochs=2,
+        batch_size=64,
+        train_subset=640,
+        val_size=500,
+        out=str(tmp_path / "run"),
+        wandb="disabled",
+        latency=False,
+        threads=1,
+        lr=0.05,
+        prune="l1-filter",
+        ratio=0.5,
+        prune_steps=2,
+    )
     result = run_training(build(TrainConfig, values))
     ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     assert any(k.endswith("weight_mask") for k in ckpt["model"])
@@ -155,11 +172,81 @@ def test_masked_checkpoint_saves_and_resumes_with_masks(tmp_path):
 
 
 def test_hard_cli_run_reports_smaller_model(tmp_path):
-    values = dict(model="resnet20", width=0.5, dataset="synthetic", epochs=1, batch_size=64, train_subset=640,
-                  val_size=500, out=str(tmp_path / "run"), wandb="disabled", latency=True, threads=1, lr=0.05,
-                  prune="l1-filter", target_macs=0.5, hard=True)
+    values = dict(
+        model="resnet20",
+        width=0.5,
+        dataset="synthetic",
+        epochs=1,
+        batch_size=64,
+        train_subset=640,
+        val_size=500,
+        out=str(tmp_path / "run"),
+        wandb="disabled",
+        latency=True,
+        threads=1,
+        lr=0.05,
+        prune="l1-filter",
+        target_macs=0.5,
+        hard=True,
+    )
     result = run_training(build(TrainConfig, values))
     dense = CostModel.from_model(create_model("resnet20", 1, 10, 28, width=0.5), (1, 28, 28))
     assert result["macs_ratio"] <= 0.5 and result["params"] < dense.dense_params
     ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     assert set(ckpt["site_keep"]) == set(dense.site_widths)
+
+
+def test_sensitivity_cli_table_plot_and_json(tmp_path):
+    import subprocess
+    import sys
+
+    values = dict(
+        model="resnet20",
+        width=0.5,
+        dataset="synthetic",
+        epochs=1,
+        batch_size=64,
+        train_subset=640,
+        val_size=500,
+        out=str(tmp_path / "dense"),
+        wandb="disabled",
+        latency=False,
+        threads=1,
+        lr=0.05,
+    )
+    run_training(build(TrainConfig, values))
+    out = tmp_path / "sens"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dynprune.prune",
+            "sensitivity",
+            "--init",
+            str(tmp_path / "dense" / "checkpoint.pt"),
+            "--ratios",
+            "0.3,0.9",
+            "--val-subset",
+            "200",
+            "--out",
+            str(out),
+            "--wandb",
+            "disabled",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((out / "sensitivity.json").read_text())
+    assert set(data["val_top1"]) == {f"layer{i}.{j}.conv1" for i in (1, 2, 3) for j in range(3)}
+    assert all(len(v) == 2 and all(0 <= a <= 100 for a in v) for v in data["val_top1"].values())
+    assert (out / "sensitivity.png").stat().st_size > 10_000
+    assert "layer3.2.conv1" in proc.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "dynprune.prune", "sensitivity", "--init", "x.pt", "--method", "global-unstructured"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and "not a per-site method" in bad.stderr
