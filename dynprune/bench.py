@@ -87,6 +87,74 @@ def dynamic(argv: Sequence[str]) -> int:
     return 0
 
 
+@register_benchmark("pruned")
+def pruned(argv: Sequence[str]) -> int:
+    """Latency of a (hard-)pruned checkpoint vs its dense architecture, BN folded in both."""
+    parser = argparse.ArgumentParser(prog="python -m dynprune.bench pruned")
+    parser.add_argument("checkpoints", nargs="+", help="checkpoint.pt files of pruned runs")
+    parser.add_argument("--batch-sizes", default="1,64")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--min-run-time", type=float, default=1.0)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    import json
+
+    import torch
+
+    from .cost import CostModel, measure_latency
+    from .engine import CheckpointError
+    from .fold import fold_bn
+    from .models import create_model
+    from .prune.masks import make_permanent
+    from .rebuild import model_from_checkpoint
+
+    torch.set_num_threads(args.threads)
+    batches = [int(b) for b in args.batch_sizes.split(",")]
+    rows = []
+    for path in args.checkpoints:
+        try:
+            model, ckpt = model_from_checkpoint(path)
+        except (CheckpointError, ValueError) as exc:
+            parser.error(str(exc))
+        make_permanent(model)
+        arch = ckpt["arch"]
+        shape = (arch["in_channels"], arch["image_size"], arch["image_size"])
+        dense = create_model(
+            arch["model"], arch["in_channels"], arch["num_classes"], arch["image_size"], width=arch["width"]
+        )
+        ratio = CostModel.from_model(model, shape).dense_macs / CostModel.from_model(dense, shape).dense_macs
+        t_pruned = measure_latency(fold_bn(model), shape, batches, args.threads, args.min_run_time)
+        t_dense = measure_latency(fold_bn(dense), shape, batches, args.threads, args.min_run_time)
+        for b in batches:
+            speedup = t_dense[f"b{b}"] / t_pruned[f"b{b}"]
+            rows.append(
+                {
+                    "checkpoint": path,
+                    "method": ckpt.get("method"),
+                    "batch": b,
+                    "macs_ratio": ratio,
+                    "dense_ms": t_dense[f"b{b}"],
+                    "pruned_ms": t_pruned[f"b{b}"],
+                    "measured_speedup": speedup,
+                    "theoretical_speedup": 1 / ratio,
+                    "realization": speedup * ratio,
+                }
+            )
+    print(
+        f"{'method':<16}{'batch':>6}{'MACs':>7}{'dense ms':>10}{'pruned ms':>11}"
+        f"{'theory':>8}{'measured':>9}{'realiz.':>8}"
+    )
+    for r in rows:
+        print(
+            f"{r['method']!s:<16}{r['batch']:>6}{r['macs_ratio']:>7.3f}{r['dense_ms']:>10.3f}{r['pruned_ms']:>11.3f}"
+            f"{r['theoretical_speedup']:>8.2f}{r['measured_speedup']:>9.2f}{r['realization']:>8.2f}"
+        )
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(rows, fh, indent=2)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in BENCHMARKS:

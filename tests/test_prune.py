@@ -250,3 +250,55 @@ def test_sensitivity_cli_table_plot_and_json(tmp_path):
         timeout=60,
     )
     assert bad.returncode == 2 and "not a per-site method" in bad.stderr
+
+
+def test_pruned_checkpoints_rebuild_and_bench(tmp_path):
+    import subprocess
+    import sys
+
+    from dynprune.rebuild import model_from_checkpoint
+
+    base = dict(
+        model="resnet20",
+        width=0.5,
+        dataset="synthetic",
+        epochs=1,
+        batch_size=64,
+        train_subset=640,
+        val_size=500,
+        wandb="disabled",
+        latency=False,
+        threads=1,
+        lr=0.05,
+        target_macs=0.5,
+    )
+    run_training(build(TrainConfig, {**base, "out": str(tmp_path / "hard"), "prune": "l1-filter", "hard": True}))
+    run_training(build(TrainConfig, {**base, "out": str(tmp_path / "soft"), "prune": "l2-filter"}))
+    hard, _ = model_from_checkpoint(tmp_path / "hard" / "checkpoint.pt")
+    soft, _ = model_from_checkpoint(tmp_path / "soft" / "checkpoint.pt")
+    assert hasattr(soft.layer1[0].conv1, "weight_mask")  # masks come back as masks
+    assert hard.layer1[0].conv1.out_channels < 8  # width 0.5 -> 8 channels, half removed
+    out = tmp_path / "rows.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dynprune.bench",
+            "pruned",
+            str(tmp_path / "hard" / "checkpoint.pt"),
+            "--batch-sizes",
+            "1,8",
+            "--threads",
+            "1",
+            "--min-run-time",
+            "0.05",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(out.read_text())
+    assert [r["batch"] for r in rows] == [1, 8] and all(r["macs_ratio"] <= 0.5 for r in rows)

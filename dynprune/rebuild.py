@@ -1,0 +1,40 @@
+"""Rebuild a model from a checkpoint alone: architecture, removed channels (``site_keep``) and masks.
+
+Other tools' pruned checkpoints fail with ``load_state_dict`` size mismatches because the narrower shapes are
+not saved; dynprune's checkpoints carry the kept channel indices, so the shapes are rebuilt before loading.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.utils.prune as tprune
+from torch import nn
+
+from .engine import load_checkpoint, load_weights
+from .models import create_model
+from .sites import slice_site
+
+
+def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
+    """(plain model with the checkpoint's weights, checkpoint). Masks, if any, are re-attached as prune masks."""
+    ckpt = load_checkpoint(path)
+    arch = ckpt["arch"]
+    model = create_model(
+        arch["model"], arch["in_channels"], arch["num_classes"], arch["image_size"], width=arch["width"]
+    )
+    keep = ckpt.get("site_keep") or {}
+    for site in model.channel_sites():
+        if site.name in keep:
+            slice_site(model, site, torch.tensor(keep[site.name]))
+    state = ckpt["model"]
+    if any(k.startswith("gate_set.") for k in state):
+        raise ValueError(f"{path}: a gated checkpoint; rebuild it through its training config instead")
+    modules = dict(model.named_modules())
+    for key in state:
+        if key.endswith("_mask"):
+            path_, _, param = key[: -len("_mask")].rpartition(".")
+            tprune.identity(modules[path_], param)  # same key layout; load_state_dict fills the real mask
+    load_weights(model, state, str(path))
+    return model, ckpt
