@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -17,6 +18,11 @@ USER_ERRORS = (ConfigError, DataError, CheckpointError, TrackingError)
 def main(argv: Sequence[str] | None = None) -> int:
     cfg = parse_cli(TrainConfig, argv, PROG, "Train a CNN on the dynprune spine and write <out>/result.json.")
     from .runner import run_training  # after parsing, so --help and errors are instant
+
+    # Ctrl-C and SIGTERM stop the run cleanly even when the shell started us with SIGINT ignored (background
+    # jobs, nohup): the last finished epoch's checkpoint stays, and --resume continues from it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
     try:
         result = run_training(cfg)
