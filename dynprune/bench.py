@@ -9,17 +9,14 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-BENCHMARKS: dict[str, Callable[[Sequence[str]], int]] = {}
+from .registry import Registry
+
+Benchmark = Callable[[Sequence[str]], int]
+BENCHMARKS: Registry[Benchmark] = Registry("benchmark")
 
 
-def register_benchmark(
-    name: str,
-) -> Callable[[Callable[[Sequence[str]], int]], Callable[[Sequence[str]], int]]:
-    def wrap(fn: Callable[[Sequence[str]], int]) -> Callable[[Sequence[str]], int]:
-        BENCHMARKS[name] = fn
-        return fn
-
-    return wrap
+def register_benchmark(name: str) -> Callable[[Benchmark], Benchmark]:
+    return BENCHMARKS.register(name)
 
 
 @register_benchmark("overhead")
@@ -158,10 +155,10 @@ def pruned(argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in BENCHMARKS:
-        known = ", ".join(sorted(BENCHMARKS))
+        known = ", ".join(BENCHMARKS.names())
         print(f"python -m dynprune.bench: error: choose a benchmark: {known}", file=sys.stderr)
         return 2
-    return BENCHMARKS[argv[0]](argv[1:])
+    return BENCHMARKS.get(argv[0])(argv[1:])
 
 
 if __name__ == "__main__":

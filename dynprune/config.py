@@ -250,7 +250,7 @@ class TrainConfig:
     def _validate_gates(self) -> None:
         from .gates.estimators import ESTIMATORS
 
-        known = ("none", *sorted(ESTIMATORS))
+        known = ("none", *ESTIMATORS.names())
         if self.gate not in known:
             raise ConfigError(f"--gate got {self.gate!r}; known: {', '.join(known)}")
         if not 0 < self.target_macs <= 1:

@@ -13,25 +13,18 @@ import torch
 from torch import nn
 
 from .cost import CostModel
+from .registry import Registry
 
 MethodFactory = Callable[..., "Method"]
-METHODS: dict[str, MethodFactory] = {}
+METHODS: Registry[MethodFactory] = Registry("method")
 
 
 def register_method(name: str) -> Callable[[MethodFactory], MethodFactory]:
-    def wrap(factory: MethodFactory) -> MethodFactory:
-        if name in METHODS:
-            raise ValueError(f"method {name!r} registered twice")
-        METHODS[name] = factory
-        return factory
-
-    return wrap
+    return METHODS.register(name)
 
 
 def create_method(name: str, **kwargs: Any) -> Method:
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; known: {', '.join(sorted(METHODS))}")
-    return METHODS[name](**kwargs)
+    return METHODS.get(name)(**kwargs)
 
 
 class Method:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import TINY_RESNET, tiny_config
 
-from dynprune.config import ConfigError, TrainConfig, build
+from dynprune.config import ConfigError, TrainConfig
 from dynprune.cost import flop_counter_macs
 from dynprune.gates import ESTIMATORS, GatedMethod, create_estimator
 from dynprune.models import create_model, list_models
@@ -29,7 +30,7 @@ def gated(name: str, gate: str = "gumbel", target: float = 0.5, **kw):
     return model, method, (3, size, size)
 
 
-@pytest.mark.parametrize("gate", sorted(ESTIMATORS))
+@pytest.mark.parametrize("gate", ESTIMATORS.names())
 def test_gradients_reach_every_gate_parameter(gate):
     model, method, shape = gated("resnet20", gate)
     model.train()
@@ -53,7 +54,7 @@ def test_ste_forward_is_exactly_binary_and_gumbel_hard_too():
     assert ((soft > 0) & (soft < 1)).any()
 
 
-@pytest.mark.parametrize("gate", sorted(ESTIMATORS))
+@pytest.mark.parametrize("gate", ESTIMATORS.names())
 def test_eval_is_deterministic_threshold(gate):
     model, _method, shape = gated("resnet20", gate)
     model.eval()
@@ -113,25 +114,8 @@ def test_reported_per_sample_macs_equal_counted_macs_of_sliced_model(name):
 
 
 def tiny(tmp_path: Path, **kw) -> TrainConfig:
-    values = dict(
-        model="resnet20",
-        width=0.5,
-        dataset="synthetic",
-        epochs=4,
-        batch_size=64,
-        train_subset=1280,
-        val_size=1000,
-        out=str(tmp_path / "run"),
-        wandb="disabled",
-        latency=False,
-        threads=1,
-        lr=0.1,
-        gate="gumbel",
-        target_macs=0.5,
-        budget_warmup_epochs=1.0,
-    )
-    values.update(kw)
-    return build(TrainConfig, values)
+    gated = dict(epochs=4, train_subset=1280, val_size=1000, lr=0.1, gate="gumbel", target_macs=0.5)
+    return tiny_config(tmp_path / "run", **{**TINY_RESNET, **gated, **kw})
 
 
 @pytest.mark.parametrize("gate", ["gumbel", "ste"])

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from helpers import TINY_RESNET, tiny_config
 
 from dynprune.config import ConfigError, TrainConfig, build
 from dynprune.cost import CostModel, flop_counter_macs
@@ -146,50 +147,18 @@ def test_sfp_zeroes_lowest_filters_each_epoch_and_lets_them_regrow():
 
 
 def test_masked_checkpoint_saves_and_resumes_with_masks(tmp_path):
-    values = dict(
-        model="resnet20",
-        width=0.5,
-        dataset="synthetic",
-        epochs=2,
-        batch_size=64,
-        train_subset=640,
-        val_size=500,
-        out=str(tmp_path / "run"),
-        wandb="disabled",
-        latency=False,
-        threads=1,
-        lr=0.05,
-        prune="l1-filter",
-        ratio=0.5,
-        prune_steps=2,
-    )
-    result = run_training(build(TrainConfig, values))
+    values = dict(TINY_RESNET, prune="l1-filter", ratio=0.5, prune_steps=2)
+    result = run_training(tiny_config(tmp_path / "run", **values))
     ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     assert any(k.endswith("weight_mask") for k in ckpt["model"])
     assert result["method"] == "l1-filter" and result["macs_ratio"] < 0.6
-    again = run_training(build(TrainConfig, {**values, "resume": True}))
+    again = run_training(tiny_config(tmp_path / "run", **values, resume=True))
     assert again["top1"] == result["top1"]
 
 
 def test_hard_cli_run_reports_smaller_model(tmp_path):
-    values = dict(
-        model="resnet20",
-        width=0.5,
-        dataset="synthetic",
-        epochs=1,
-        batch_size=64,
-        train_subset=640,
-        val_size=500,
-        out=str(tmp_path / "run"),
-        wandb="disabled",
-        latency=True,
-        threads=1,
-        lr=0.05,
-        prune="l1-filter",
-        target_macs=0.5,
-        hard=True,
-    )
-    result = run_training(build(TrainConfig, values))
+    values = dict(TINY_RESNET, epochs=1, latency=True, prune="l1-filter", target_macs=0.5, hard=True)
+    result = run_training(tiny_config(tmp_path / "run", **values))
     dense = CostModel.from_model(create_model("resnet20", 1, 10, 28, width=0.5), (1, 28, 28))
     assert result["macs_ratio"] <= 0.5 and result["params"] < dense.dense_params
     ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
@@ -200,21 +169,7 @@ def test_sensitivity_cli_table_plot_and_json(tmp_path):
     import subprocess
     import sys
 
-    values = dict(
-        model="resnet20",
-        width=0.5,
-        dataset="synthetic",
-        epochs=1,
-        batch_size=64,
-        train_subset=640,
-        val_size=500,
-        out=str(tmp_path / "dense"),
-        wandb="disabled",
-        latency=False,
-        threads=1,
-        lr=0.05,
-    )
-    run_training(build(TrainConfig, values))
+    run_training(tiny_config(tmp_path / "dense", **TINY_RESNET, epochs=1))
     out = tmp_path / "sens"
     proc = subprocess.run(
         [
@@ -258,22 +213,9 @@ def test_pruned_checkpoints_rebuild_and_bench(tmp_path):
 
     from dynprune.rebuild import model_from_checkpoint
 
-    base = dict(
-        model="resnet20",
-        width=0.5,
-        dataset="synthetic",
-        epochs=1,
-        batch_size=64,
-        train_subset=640,
-        val_size=500,
-        wandb="disabled",
-        latency=False,
-        threads=1,
-        lr=0.05,
-        target_macs=0.5,
-    )
-    run_training(build(TrainConfig, {**base, "out": str(tmp_path / "hard"), "prune": "l1-filter", "hard": True}))
-    run_training(build(TrainConfig, {**base, "out": str(tmp_path / "soft"), "prune": "l2-filter"}))
+    base = dict(TINY_RESNET, epochs=1, target_macs=0.5)
+    run_training(tiny_config(tmp_path / "hard", **base, prune="l1-filter", hard=True))
+    run_training(tiny_config(tmp_path / "soft", **base, prune="l2-filter"))
     hard, _ = model_from_checkpoint(tmp_path / "hard" / "checkpoint.pt")
     soft, _ = model_from_checkpoint(tmp_path / "soft" / "checkpoint.pt")
     assert hasattr(soft.layer1[0].conv1, "weight_mask")  # masks come back as masks

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import tiny_config
 
 from dynprune.config import ConfigError, TrainConfig, build
 from dynprune.engine import CheckpointError, Trainer, TrainingDiverged, load_checkpoint
@@ -19,21 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny(tmp_path: Path, **kw) -> TrainConfig:
-    values = dict(
-        model="lenet5",
-        dataset="synthetic",
-        epochs=2,
-        batch_size=64,
-        train_subset=640,
-        val_size=500,
-        out=str(tmp_path / "run"),
-        wandb="disabled",
-        latency=False,
-        threads=1,
-        lr=0.05,
-    )
-    values.update(kw)
-    return build(TrainConfig, values)
+    out = kw.pop("out", tmp_path / "run")
+    return tiny_config(out, **kw)
 
 
 def cli(*args: str, timeout: int = 300, **popen) -> subprocess.CompletedProcess:

@@ -12,22 +12,18 @@ from collections.abc import Callable
 
 import torch
 
+from ..registry import Registry
+
 Estimator = Callable[[torch.Tensor, bool, float], torch.Tensor]
-ESTIMATORS: dict[str, Callable[..., Estimator]] = {}
+ESTIMATORS: Registry[Callable[..., Estimator]] = Registry("gate estimator")
 
 
-def register_estimator(name: str):
-    def wrap(factory: Callable[..., Estimator]) -> Callable[..., Estimator]:
-        ESTIMATORS[name] = factory
-        return factory
-
-    return wrap
+def register_estimator(name: str) -> Callable[[Callable[..., Estimator]], Callable[..., Estimator]]:
+    return ESTIMATORS.register(name)
 
 
 def create_estimator(name: str, **kwargs: object) -> Estimator:
-    if name not in ESTIMATORS:
-        raise ValueError(f"unknown gate estimator {name!r}; known: {', '.join(sorted(ESTIMATORS))}")
-    return ESTIMATORS[name](**kwargs)
+    return ESTIMATORS.get(name)(**kwargs)
 
 
 def logistic_noise(shape: torch.Size, like: torch.Tensor) -> torch.Tensor:

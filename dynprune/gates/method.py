@@ -46,7 +46,7 @@ class GatedMethod(Method):
         calibrate: bool = True,
     ) -> None:
         if gate not in ESTIMATORS:
-            raise ConfigError(f"--gate got {gate!r}; known: none, {', '.join(sorted(ESTIMATORS))}")
+            raise ConfigError(f"--gate got {gate!r}; known: none, {', '.join(ESTIMATORS.names())}")
         if not 0 < target_macs <= 1:
             raise ConfigError(f"--target-macs must be in (0, 1], got {target_macs}")
         self.name = gate

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from torch import nn
 
+from ..registry import Registry, UnknownNameError
 from ..sites import ChannelSite
 
 
@@ -17,32 +18,20 @@ class SiteModel(nn.Module):
 
 
 ModelFn = Callable[..., SiteModel]
-_REGISTRY: dict[str, ModelFn] = {}
-
-
-class UnknownModelError(ValueError):
-    pass
-
-
-def register_model(fn: ModelFn) -> ModelFn:
-    if fn.__name__ in _REGISTRY:
-        raise ValueError(f"model {fn.__name__!r} registered twice")
-    _REGISTRY[fn.__name__] = fn
-    return fn
+MODELS: Registry[ModelFn] = Registry("model")
+UnknownModelError = UnknownNameError
+register_model = MODELS.register()
 
 
 def list_models() -> list[str]:
-    return sorted(_REGISTRY)
+    return MODELS.names()
 
 
 def create_model(
     name: str, in_channels: int = 3, num_classes: int = 10, image_size: int = 32, **kwargs: object
 ) -> SiteModel:
     """Build a zoo model; ``width`` (channel multiplier) is accepted by every model."""
-    if name not in _REGISTRY:
-        raise UnknownModelError(f"unknown model {name!r}; known: {', '.join(list_models())}")
-    model = _REGISTRY[name](in_channels=in_channels, num_classes=num_classes, image_size=image_size, **kwargs)
-    return model
+    return MODELS.get(name)(in_channels=in_channels, num_classes=num_classes, image_size=image_size, **kwargs)
 
 
 def scaled(channels: int, width: float) -> int:

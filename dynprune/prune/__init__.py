@@ -3,6 +3,6 @@
 from .method import StaticPruneMethod
 from .pruners import PRUNERS, get_pruner
 
-METHOD_NAMES = (*sorted(PRUNERS), "sfp")
+METHOD_NAMES = (*PRUNERS.names(), "sfp")
 
 __all__ = ["METHOD_NAMES", "PRUNERS", "StaticPruneMethod", "get_pruner"]

@@ -28,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .pruners import PRUNERS
 
     if args.command == "list":
-        for name, p in sorted(PRUNERS.items()):
+        for name, p in PRUNERS.items():
             print(f"{name:<22}{'structured' if p.structured else 'unstructured':<14}{p.description}")
         print(f"{'sfp':<22}{'structured':<14}soft filter pruning: zero lowest-L2 filters every epoch, regrowth allowed")
         return 0
@@ -39,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(not 0 < r < 1 for r in ratios):
         parser.error("--ratios must lie in (0, 1)")
     if args.method not in PRUNERS or not PRUNERS[args.method].structured:
-        known = ", ".join(n for n, p in sorted(PRUNERS.items()) if p.structured)
+        known = ", ".join(n for n, p in PRUNERS.items() if p.structured)
         parser.error(f"--method {args.method!r} is not a per-site method; choose one of: {known}")
     return _sensitivity(args, ratios)
 

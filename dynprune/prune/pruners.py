@@ -14,6 +14,7 @@ import torch.nn.utils.prune as tprune
 from torch import nn
 
 from ..cost import CostModel
+from ..registry import Registry
 from ..sites import ChannelSite, get_module, site_width
 from .criteria import Criterion, L1Norm, L2Norm, RandomScore, lowest
 from .masks import apply_channel_mask, current, prunable_weights
@@ -28,21 +29,19 @@ class Pruner:
     description: str
 
 
-PRUNERS: dict[str, Pruner] = {}
+PRUNERS: Registry[Pruner] = Registry("pruning method")
 
 
 def register_pruner(name: str, structured: bool, description: str):
     def wrap(fn: Callable[..., None]) -> Callable[..., None]:
-        PRUNERS[name] = Pruner(name, structured, fn, description)
+        PRUNERS.add(name, Pruner(name, structured, fn, description))
         return fn
 
     return wrap
 
 
 def get_pruner(name: str) -> Pruner:
-    if name not in PRUNERS:
-        raise ValueError(f"unknown pruning method {name!r}; known: {', '.join(sorted(PRUNERS))}")
-    return PRUNERS[name]
+    return PRUNERS.get(name)
 
 
 # ------------------------------------------------------------------------------------------- structured

@@ -1,0 +1,26 @@
+"""Shared helpers for the tests: tiny training configs on procedural data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dynprune.config import TrainConfig, build
+
+TINY = dict(
+    model="lenet5",
+    dataset="synthetic",
+    epochs=2,
+    batch_size=64,
+    train_subset=640,
+    val_size=500,
+    wandb="disabled",
+    latency=False,
+    threads=1,
+    lr=0.05,
+)
+TINY_RESNET = dict(model="resnet20", width=0.5)
+
+
+def tiny_config(out: Path, **overrides: object) -> TrainConfig:
+    """A run of a few seconds: small subset of the synthetic data set, no latency, no wandb."""
+    return build(TrainConfig, {**TINY, "out": str(out), **overrides})
