@@ -54,6 +54,12 @@ def dynamic(argv: Sequence[str]) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--min-run-time", type=float, default=1.0, help="seconds of timing per measurement")
     parser.add_argument("--json", default=None, help="write the rows to this JSON file")
+    parser.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        help="also time this trained gated run on real test images (repeatable)",
+    )
     args = parser.parse_args(argv)
     try:
         models = [m for m in args.models.split(",") if m]
@@ -72,10 +78,12 @@ def dynamic(argv: Sequence[str]) -> int:
 
     import torch
 
-    from .gates.speed import format_table, measure_rows, rows_as_dicts
+    from .gates.speed import format_table, measure_rows, rows_as_dicts, trained_rows
 
     torch.set_num_threads(args.threads)
     rows = measure_rows(models, targets, batches, args.threads, args.min_run_time)
+    for path in args.checkpoint:
+        rows += trained_rows(path, batches, args.threads, args.min_run_time)
     print(f"threads={args.threads}  device=cpu  (ms per batch, median; MACs = mean per-sample / dense)")
     print(format_table(rows))
     if args.json:

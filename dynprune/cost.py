@@ -163,6 +163,7 @@ def measure_latency(
     threads: int | None = None,
     min_run_time: float = 0.3,
     channels_last: bool = False,
+    inputs: Mapping[int, torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """Median inference latency in milliseconds per batch, keyed ``b1``, ``b64``...
 
@@ -175,7 +176,11 @@ def measure_latency(
     out = {}
     try:
         for b in batch_sizes:
-            x = torch.randn(b, *input_shape, device=param.device, dtype=param.dtype)
+            x = (
+                inputs[b]
+                if inputs and b in inputs
+                else torch.randn(b, *input_shape, device=param.device, dtype=param.dtype)
+            )
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.no_grad():

@@ -148,3 +148,39 @@ def test_bench_rejects_unknown_model():
         cwd=REPO,
     )
     assert proc.returncode == 2 and "unknown models ['resnet21']" in proc.stderr
+
+
+def test_bench_dynamic_times_a_trained_checkpoint_on_real_images(tmp_path):
+    from helpers import TINY_RESNET, tiny_config
+
+    from dynprune.runner import run_training
+
+    run_training(tiny_config(tmp_path / "ste", **TINY_RESNET, epochs=1, gate="ste", target_macs=0.5))
+    out = tmp_path / "rows.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dynprune.bench",
+            "dynamic",
+            "--models",
+            "",
+            "--checkpoint",
+            str(tmp_path / "ste" / "checkpoint.pt"),
+            "--batch-sizes",
+            "1,4",
+            "--threads",
+            "1",
+            "--min-run-time",
+            "0.05",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(out.read_text())
+    assert [r["model"] for r in rows] == ["resnet20*", "resnet20*"] and rows[0]["target"] == 0.5

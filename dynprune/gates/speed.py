@@ -82,21 +82,25 @@ def measure_rows(
     return rows
 
 
-def rows_for(name, target, model, method, dense, deploy, shape, batch_sizes, threads, min_run_time) -> list[SpeedRow]:
+def rows_for(
+    name, target, model, method, dense, deploy, shape, batch_sizes, threads, min_run_time, images=None
+) -> list[SpeedRow]:
+    """One row per batch size; ``images`` (real, normalised) replace random inputs when given."""
     out = []
     for batch in batch_sizes:
-        x = torch.randn(batch, *shape)
+        x = images[:batch] if images is not None else torch.randn(batch, *shape)
+        inputs = {batch: x}
         with torch.no_grad():
             model(x)
         ratio = method.cost.macs_from_masks(model.gate_set.masks).mean().item() / method.dense_macs
         deploy.tuned.pop(batch, None)
         deploy.strategy = "auto"
         chosen = deploy.autotune(x)
-        t_dense = measure_latency(dense, shape, (batch,), threads, min_run_time)[f"b{batch}"]
+        t_dense = measure_latency(dense, shape, (batch,), threads, min_run_time, inputs=inputs)[f"b{batch}"]
         deploy.strategy = "masked"
-        t_masked = measure_latency(deploy, shape, (batch,), threads, min_run_time)[f"b{batch}"]
+        t_masked = measure_latency(deploy, shape, (batch,), threads, min_run_time, inputs=inputs)[f"b{batch}"]
         deploy.strategy = "auto"
-        t_deploy = measure_latency(deploy, shape, (batch,), threads, min_run_time)[f"b{batch}"]
+        t_deploy = measure_latency(deploy, shape, (batch,), threads, min_run_time, inputs=inputs)[f"b{batch}"]
         theoretical = 1.0 / ratio
         measured = t_dense / t_deploy
         out.append(
@@ -115,6 +119,44 @@ def rows_for(name, target, model, method, dense, deploy, shape, batch_sizes, thr
             )
         )
     return out
+
+
+def trained_rows(path: str, batch_sizes: Sequence[int], threads: int, min_run_time: float) -> list[SpeedRow]:
+    """Rows for a trained gated checkpoint, timed on real test images of its data set."""
+    from ..data import BatchLoader, load_dataset
+    from ..engine import load_checkpoint, load_weights
+
+    ckpt = load_checkpoint(path)
+    cfg, arch = ckpt["config"], ckpt["arch"]
+    if cfg.get("gate", "none") == "none":
+        raise ValueError(f"{path}: not a gated run (gate = none)")
+    shape = (arch["in_channels"], arch["image_size"], arch["image_size"])
+    model = create_model(
+        arch["model"], arch["in_channels"], arch["num_classes"], arch["image_size"], width=arch["width"]
+    )
+    method = GatedMethod(
+        cfg["gate"], cfg["target_macs"], group_size=cfg["gate_groups"], reduction=cfg["gate_reduction"], calibrate=False
+    )
+    model = method.prepare(model, shape)
+    load_weights(model, ckpt["model"], path)
+    model.eval()
+    data = load_dataset(cfg["dataset"], cfg.get("data_dir"), cfg["val_size"], download=False)
+    images, _ = next(iter(BatchLoader(data.test, data, max(batch_sizes), train=False)))
+    dense = fold_bn(_without_gates(model))
+    name = f"{arch['model']}*"  # * = trained gates
+    return rows_for(
+        name,
+        cfg["target_macs"],
+        model,
+        method,
+        dense,
+        to_deploy(model),
+        shape,
+        batch_sizes,
+        threads,
+        min_run_time,
+        images=images,
+    )
 
 
 def _without_gates(model: nn.Module) -> nn.Module:
