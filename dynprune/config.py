@@ -174,7 +174,7 @@ class TrainConfig:
     channels_last: bool = option(True, "channels-last memory format (measured faster on CPU)")
     amp: bool = option(True, "bfloat16 mixed precision on CUDA (ignored on CPU)")
     gate: str = option("none", "dynamic gates: gumbel | ste | none (dense)")
-    target_macs: float = option(0.5, "gated: mean per-sample MACs as a fraction of dense (gate MACs included)")
+    target_macs: float = option(0.5, "gated and static: mean per-sample MACs / dense MACs (gate MACs included)")
     budget_weight: float = option(50.0, "gated: weight of (E[MACs]/MACs_dense - target)^2")
     balance_weight: float = option(1.0, "gated: weight of the per-site open-rate bounds [0.05, 0.95]")
     budget_warmup_epochs: float = option(1.0, "gated: epochs over which the target slides from 1 to --target-macs")
