@@ -11,7 +11,7 @@ from dynprune.cost import CostModel, flop_counter_macs
 from dynprune.engine import load_checkpoint
 from dynprune.models import create_model
 from dynprune.prune import StaticPruneMethod, get_pruner
-from dynprune.prune.masks import channel_mask, sparsity
+from dynprune.prune.masks import channel_mask, current, sparsity
 from dynprune.prune.ratios import from_file, solve_uniform_for_macs
 from dynprune.runner import run_training
 
@@ -125,25 +125,52 @@ def test_bad_method_and_ratio_rejected():
         build(TrainConfig, {"prune": "l1-filter", "gate": "ste"})
 
 
-def test_sfp_zeroes_lowest_filters_each_epoch_and_lets_them_regrow():
+def sfp_model_with_trained_bn():
     model, method = prepared("sfp", 0.5)
     model.train()
     for m in model.modules():  # a trained BN shift; at init it is exactly 0, where ReLU passes no gradient
         if isinstance(m, torch.nn.BatchNorm2d):
-            m.bias.data.uniform_(0.1, 0.3)
+            current(m, "bias").data.uniform_(0.1, 0.3)
     site = model.channel_sites()[0]
-    conv = model.get_submodule(site.producer)
-    norms = conv.weight.detach().flatten(1).norm(dim=1)
+    return model, method, site, model.get_submodule(site.producer)
+
+
+def sgd_step(model: torch.nn.Module) -> None:
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    model(torch.randn(8, 3, 32, 32)).logsumexp(1).mean().backward()
+    opt.step()
+
+
+def zero_filters(conv: torch.nn.Module) -> list[int]:
+    return (current(conv, "weight").detach().flatten(1).abs().sum(1) == 0).nonzero().flatten().tolist()
+
+
+def test_sfp_zeroes_lowest_filters_each_epoch_and_lets_them_regrow():
+    model, method, site, conv = sfp_model_with_trained_bn()
+    norms = current(conv, "weight").detach().flatten(1).norm(dim=1)
     expected = norms.argsort()[: round(0.5 * len(norms))]
     method.on_epoch_end(model, 1)
-    zeroed = (conv.weight.detach().flatten(1).abs().sum(1) == 0).nonzero().flatten()
-    assert sorted(zeroed.tolist()) == sorted(expected.tolist())
+    zeroed = zero_filters(conv)
+    assert sorted(zeroed) == sorted(expected.tolist())
     # one SGD step: zeroed filters receive gradients and come back (no mask holds them at zero)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    loss = model(torch.randn(8, 3, 32, 32)).logsumexp(1).mean()
-    loss.backward()
-    opt.step()
-    assert conv.weight.detach()[zeroed].abs().sum() > 0
+    sgd_step(model)
+    assert current(conv, "weight").detach()[zeroed].abs().sum() > 0
+
+
+def test_sfp_masks_for_good_before_the_last_epochs():
+    model, method, site, conv = sfp_model_with_trained_bn()
+    method.begin(total_steps=8 * 10, steps_per_epoch=10)
+    assert method.sfp_hard_epoch == 6  # 8 epochs: the last 2 are fine-tuned with the channels removed
+    before = model.state_dict().keys()
+    method.on_epoch_end(model, 6)
+    assert model.state_dict().keys() == before  # same keys, so a resume across the hard epoch loads
+    keep = channel_mask(model, site)
+    assert keep.sum().item() == len(keep) // 2
+    sgd_step(model)
+    model(torch.randn(2, 3, 32, 32))  # re-apply the masks
+    assert conv.weight.detach()[keep == 0].abs().sum() == 0  # masked channels stay gone
+    bn = model.get_submodule(site.bn)
+    assert bn.bias.detach()[keep == 0].abs().sum() == 0  # BN shift removed too: no constant leaks
 
 
 def test_masked_checkpoint_saves_and_resumes_with_masks(tmp_path):

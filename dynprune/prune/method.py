@@ -3,8 +3,9 @@ remove the pruned channels physically (``--hard``).
 
 Schedules: ``prune_steps`` pruning events spread evenly over the first half of the fine-tuning epochs, the ratio
 ramping linearly or cubically (AGP: r_t = r (1 - (1 - t/N)^3)) up to its final value; the last event is the full
-ratio. ``sfp`` instead zeroes the lowest-L2 filters after every epoch without masks (they may regrow) and masks
-them for good at the end.
+ratio. ``sfp`` instead zeroes the lowest-L2 filters after every epoch (they may regrow) and, for the last
+quarter of the epochs, masks them for good (BN included) so the network is fine-tuned without them: removing
+them only at the very end loses the constant their BN shift fed forward and costs tens of points of accuracy.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from ..cost import CostModel
 from ..methods import Method, register_method
 from ..sites import site_width, slice_site
 from .criteria import L2Norm, lowest
-from .masks import apply_channel_mask, channel_mask, make_permanent, prunable_weights, sparsity
+from .masks import apply_channel_mask, channel_mask, current, make_permanent, prunable_weights, sparsity
 from .pruners import get_pruner, keep_lowest_removed
 from .ratios import keep_fractions, removed
 
 SFP = "sfp"
+SFP_FINAL_FRACTION = 0.25  # share of the epochs fine-tuned with SFP's channels removed for good
 
 
 def ramp(final: float, step: int, steps: int, kind: str) -> float:
@@ -54,12 +56,17 @@ class StaticPruneMethod(Method):
         self.site_keep: dict[str, list[int]] | None = None
         self.final_fractions: dict[str, float] | None = None
         self.macs_nonzero: float | None = None
+        self.sfp_hard_epoch: int | None = None  # epoch after which SFP's zeroing becomes a mask
 
     def prepare(self, model: nn.Module, input_shape: Sequence[int]) -> nn.Module:
         super().prepare(model, input_shape)
         self.sites = model.channel_sites()
         self.ratios = self._ratios if self._ratios is not None else self._resolve(self.cost, self.structured)
-        if not self.sfp:
+        if self.sfp:
+            # All-ones masks from the start, so a checkpoint has the same keys before and after the hard epoch.
+            for site in self.sites:
+                apply_channel_mask(model, site, torch.ones(site_width(model, site)))
+        else:
             self._prune_to(model, 1 if self.steps > 1 else None)
         return model
 
@@ -68,6 +75,7 @@ class StaticPruneMethod(Method):
         span = max(1, epochs // 2)
         # Epochs after which pruning events 2..N happen (event 1 happened in prepare).
         self.events = [round(span * k / (self.steps - 1)) for k in range(1, self.steps)] if self.steps > 1 else []
+        self.sfp_hard_epoch = epochs - max(1, round(SFP_FINAL_FRACTION * epochs)) if epochs > 1 else 1
 
     def _ratios_at(self, event: int | None) -> dict[str, float]:
         if event is None:
@@ -87,7 +95,10 @@ class StaticPruneMethod(Method):
 
     def on_epoch_end(self, model: nn.Module, epoch: int) -> dict[str, float]:
         if self.sfp:
-            self._soft_zero(model)
+            if self.sfp_hard_epoch is None or epoch < self.sfp_hard_epoch:
+                self._soft_zero(model)
+            elif epoch == self.sfp_hard_epoch:
+                self._sfp_mask(model)
         elif self.done_events < self.steps and epoch in self.events:
             self._prune_to(model, self.done_events + 1)
         global_sparsity, _ = sparsity(model)
@@ -99,10 +110,21 @@ class StaticPruneMethod(Method):
         with torch.no_grad():
             for site in self.sites:
                 producer = model.get_submodule(site.producer)
-                drop = lowest(L2Norm()(producer.weight), removed(producer.weight.shape[0], self.ratios[site.name]))
-                producer.weight[drop] = 0
-                if producer.bias is not None:
-                    producer.bias[drop] = 0
+                weight, bias = current(producer, "weight"), current(producer, "bias")
+                drop = lowest(L2Norm()(weight), removed(weight.shape[0], self.ratios[site.name]))
+                weight[drop] = 0
+                if bias is not None:
+                    bias[drop] = 0
+
+    def _sfp_mask(self, model: nn.Module) -> None:
+        """Make the current lowest-L2 filters of each site a permanent channel mask (BN and passthrough too)."""
+        for site in self.sites:
+            weight = current(model.get_submodule(site.producer), "weight")
+            n = removed(weight.shape[0], self.ratios[site.name])
+            apply_channel_mask(model, site, keep_lowest_removed(L2Norm()(weight), n))
+
+    def _sfp_masked(self, model: nn.Module) -> bool:
+        return any(channel_mask(model, s).min() < 1 for s in self.sites)
 
     def _keep_masks(self, model: nn.Module) -> dict[str, torch.Tensor]:
         return {s.name: channel_mask(model, s) for s in self.sites}
@@ -123,11 +145,8 @@ class StaticPruneMethod(Method):
         return torch.full((batch_size,), self._structured_ratio(model) * self.dense_macs, dtype=torch.float64)
 
     def finalize(self, model: nn.Module, val_loader: Any, amp_dtype: torch.dtype | None) -> None:
-        if self.sfp:  # the last soft zeroing becomes permanent
-            for site in self.sites:
-                producer = model.get_submodule(site.producer)
-                n = removed(producer.weight.shape[0], self.ratios[site.name])
-                apply_channel_mask(model, site, keep_lowest_removed(L2Norm()(producer.weight), n))
+        if self.sfp and not self._sfp_masked(model):  # a run too short to reach the hard epoch
+            self._sfp_mask(model)
         if not self.structured:
             self.macs_nonzero = nonzero_macs(model, self.cost)
         if self.hard and self.structured:
