@@ -146,7 +146,7 @@ def zero_filters(conv: torch.nn.Module) -> list[int]:
 
 
 def test_sfp_zeroes_lowest_filters_each_epoch_and_lets_them_regrow():
-    model, method, site, conv = sfp_model_with_trained_bn()
+    model, method, _, conv = sfp_model_with_trained_bn()
     norms = current(conv, "weight").detach().flatten(1).norm(dim=1)
     expected = norms.argsort()[: round(0.5 * len(norms))]
     method.on_epoch_end(model, 1)
