@@ -12,6 +12,7 @@ import torch
 import torch.nn.utils.prune as tprune
 from torch import nn
 
+from .data import DataSplits, load_dataset
 from .engine import load_checkpoint, load_weights
 from .models import create_model
 from .sites import slice_site
@@ -38,3 +39,11 @@ def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
             tprune.identity(modules[path_], param)  # same key layout; load_state_dict fills the real mask
     load_weights(model, state, str(path))
     return model, ckpt
+
+
+def data_of_checkpoint(ckpt: dict, data_dir: str | None = None) -> DataSplits:
+    """The data set (and validation split) the checkpoint was trained with, read from its saved config."""
+    cfg = ckpt.get("config") or {}
+    return load_dataset(
+        cfg.get("dataset", "fashion-mnist"), data_dir or cfg.get("data_dir"), cfg.get("val_size", 5000)
+    )

@@ -8,10 +8,12 @@ sums are never inside a site, so removing a site's channels never touches a skip
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.utils import skip_init
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,8 @@ class SiteMask:
 
 
 # --------------------------------------------------------------------------------------- physical slicing
+# skip_init: the sliced layers' weights are copied in, so no random initialisation (which would also advance
+# the global RNG and make a seeded search depend on how many models it sliced).
 def _slice_conv(conv: nn.Conv2d, out_idx: torch.Tensor | None, in_idx: torch.Tensor | None) -> nn.Conv2d:
     weight = conv.weight.detach()
     bias = conv.bias.detach() if conv.bias is not None else None
@@ -92,7 +96,8 @@ def _slice_conv(conv: nn.Conv2d, out_idx: torch.Tensor | None, in_idx: torch.Ten
         if in_idx is not None:
             weight = weight[:, in_idx]
         out_c, in_c, groups = weight.shape[0], weight.shape[1], 1
-    new = nn.Conv2d(
+    new = skip_init(
+        nn.Conv2d,
         in_c,
         out_c,
         conv.kernel_size,
@@ -102,6 +107,7 @@ def _slice_conv(conv: nn.Conv2d, out_idx: torch.Tensor | None, in_idx: torch.Ten
         groups,
         bias is not None,
         conv.padding_mode,
+        device=conv.weight.device,
     )
     new.weight.data.copy_(weight)
     if bias is not None:
@@ -131,7 +137,7 @@ def _slice_linear(linear: nn.Linear, out_idx: torch.Tensor | None, in_idx: torch
         # A conv feeding a linear through flatten: each channel owns `spatial` consecutive input features.
         spatial = linear.in_features // in_width
         weight = weight.view(weight.shape[0], in_width, spatial)[:, in_idx].reshape(weight.shape[0], -1)
-    new = nn.Linear(weight.shape[1], weight.shape[0], bias is not None)
+    new = skip_init(nn.Linear, weight.shape[1], weight.shape[0], bias is not None, device=linear.weight.device)
     new.weight.data.copy_(weight)
     if bias is not None:
         new.bias.data.copy_(bias)
@@ -171,3 +177,10 @@ def slice_site(model: nn.Module, site: ChannelSite, keep: torch.Tensor) -> None:
             set_module(model, path, _slice_linear(module, None, keep, width))
         else:
             raise TypeError(f"site {site.name}: cannot slice consumer {type(module).__name__} at {path}")
+
+
+def slice_sites(model: nn.Module, sites: Sequence[ChannelSite], keep: Mapping[str, torch.Tensor]) -> None:
+    """``slice_site`` for every site named in ``keep`` whose kept channels are fewer than its width."""
+    for site in sites:
+        if site.name in keep and len(keep[site.name]) < site_width(model, site):
+            slice_site(model, site, keep[site.name])

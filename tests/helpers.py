@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from dynprune.config import TrainConfig, build
+
+REPO = Path(__file__).resolve().parents[1]
 
 TINY = dict(
     model="lenet5",
@@ -24,3 +29,15 @@ TINY_RESNET = dict(model="resnet20", width=0.5)
 def tiny_config(out: Path, **overrides: object) -> TrainConfig:
     """A run of a few seconds: small subset of the synthetic data set, no latency, no wandb."""
     return build(TrainConfig, {**TINY, "out": str(out), **overrides})
+
+
+def run_module(module: str, *args: str, timeout: int = 300, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """``python -m module args`` in a subprocess, as a user would run it; output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )

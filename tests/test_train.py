@@ -10,13 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import tiny_config
+from helpers import REPO, run_module, tiny_config
 
 from dynprune.config import ConfigError, TrainConfig, build
 from dynprune.engine import CheckpointError, Trainer, TrainingDiverged, load_checkpoint
 from dynprune.runner import run_training
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny(tmp_path: Path, **kw) -> TrainConfig:
@@ -25,14 +23,7 @@ def tiny(tmp_path: Path, **kw) -> TrainConfig:
 
 
 def cli(*args: str, timeout: int = 300, **popen) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "dynprune.train", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=popen.get("cwd", REPO),
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    return run_module("dynprune.train", *args, timeout=timeout, cwd=popen.get("cwd", REPO))
 
 
 def test_smoke_cli_writes_run_folder(tmp_path, data_root):

@@ -45,23 +45,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _sensitivity(args: argparse.Namespace, ratios: list[float]) -> int:
-    from ..data import DataError, load_dataset
-    from ..engine import CheckpointError, load_checkpoint, load_weights
-    from ..models import create_model
+    from ..data import DataError
+    from ..engine import CheckpointError
+    from ..rebuild import data_of_checkpoint, model_from_checkpoint
     from ..track import Tracker
     from .sensitivity import format_sensitivity, plot_sensitivity, site_sensitivity
 
     try:
-        ckpt = load_checkpoint(args.init)
-        cfg = ckpt.get("config") or {}
+        model, ckpt = model_from_checkpoint(args.init)
         arch = ckpt["arch"]
-        data = load_dataset(
-            cfg.get("dataset", "fashion-mnist"), args.data_dir or cfg.get("data_dir"), cfg.get("val_size", 5000)
-        )
-        model = create_model(
-            arch["model"], arch["in_channels"], arch["num_classes"], arch["image_size"], width=arch["width"]
-        )
-        load_weights(model, ckpt["model"], args.init)
+        data = data_of_checkpoint(ckpt, args.data_dir)
     except (CheckpointError, DataError, KeyError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2

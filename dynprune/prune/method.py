@@ -18,7 +18,7 @@ from torch import nn
 
 from ..cost import CostModel
 from ..methods import Method, register_method
-from ..sites import site_width, slice_site
+from ..sites import site_width, slice_sites
 from .criteria import L2Norm, lowest
 from .masks import apply_channel_mask, channel_mask, current, make_permanent, prunable_weights, sparsity
 from .pruners import get_pruner, keep_lowest_removed
@@ -153,9 +153,7 @@ class StaticPruneMethod(Method):
             keep = {name: m.nonzero().flatten() for name, m in self._keep_masks(model).items()}
             self.final_fractions = {k: len(v) / self.cost.site_widths[k] for k, v in keep.items()}
             make_permanent(model)
-            for site in self.sites:
-                if len(keep[site.name]) < site_width(model, site):
-                    slice_site(model, site, keep[site.name])
+            slice_sites(model, self.sites, keep)
             self.site_keep = {k: v.tolist() for k, v in keep.items()}
 
     def checkpoint_extra(self) -> dict[str, Any]:

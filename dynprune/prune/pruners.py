@@ -55,6 +55,17 @@ def keep_lowest_removed(scores: torch.Tensor, n_remove: int) -> torch.Tensor:
     return keep
 
 
+def filter_keep_indices(
+    model: nn.Module, sites: Sequence[ChannelSite], ratios: Mapping[str, float], criterion: Criterion
+) -> dict[str, torch.Tensor]:
+    """Per site, the sorted indices of the filters kept (all scored before any is removed, as the masks are)."""
+    keep = {}
+    for site in sites:
+        scores = filter_scores(model, site, criterion)
+        keep[site.name] = keep_lowest_removed(scores, removed(len(scores), ratios[site.name])).nonzero().flatten()
+    return keep
+
+
 def _per_site(criterion_factory: Callable[[], Criterion]):
     def apply(model: nn.Module, sites: Sequence[ChannelSite], ratios: Mapping[str, float], cost: CostModel) -> None:
         criterion = criterion_factory()

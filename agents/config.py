@@ -1,0 +1,76 @@
+"""The search's configuration: dataclass defaults < YAML preset (``--config``) < flags (dynprune's CLI builder)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Literal
+
+from dynprune.config import ConfigError, option
+
+
+@dataclasses.dataclass
+class SearchConfig:
+    """One policy search: an algorithm, a dense checkpoint, a MAC target."""
+
+    algo: str = option("ddpg", "ddpg | td3 | sac | ppo (stable-baselines3) | uniform | random (baselines)")
+    init: str | None = option(None, "dense checkpoint to prune (e.g. runs/dense/checkpoint.pt); required")
+    model: str | None = option(None, "optional check: the model the checkpoint must hold (e.g. resnet20)")
+    target_macs: float = option(0.5, "MACs of every strategy / dense MACs (met by construction)")
+    episodes: int = option(200, "episodes (strategies tried) of the algorithm")
+    warmup_episodes: int = option(50, "ddpg/td3/sac: episodes of uniformly random actions before learning")
+    r_min: float = option(0.0, "smallest pruning ratio of a site")
+    r_max: float = option(0.8, "largest pruning ratio of a site")
+    reward: str = option("accuracy", "accuracy | log-macs | latency (see agents.rewards)")
+    baselines: str = option("uniform", "comma-separated baselines run after the agent: uniform, random, or none")
+    val_subset: int = option(2000, "validation images scored per strategy (from the training data's val split)")
+    calib_batches: int = option(8, "training batches (of 128) that re-estimate BN statistics per strategy")
+    noise_sigma: float = option(0.5, "ddpg/td3: initial exploration noise (action units, [-1, 1])")
+    noise_decay: float = option(0.95, "ddpg/td3: noise multiplier per episode after the warm-up")
+    learning_rate: float = option(1e-3, "agent learning rate (ppo uses 0.3x)")
+    n_envs: int = option(1, "parallel environments (SubprocVecEnv when > 1), each scoring strategies")
+    seed: int = option(0, "seed of the agent, its exploration and the random baseline")
+    threads: int = option(0, "torch CPU threads in total (0 = torch's default); split across --n-envs")
+    data_dir: str | None = option(None, "folder holding the data sets (else the checkpoint's, $DYNPRUNE_DATA)")
+    out: str | None = option(None, "search folder (default runs/search-<algo>): policy.json, plots, cache")
+    resume: bool = option(False, "continue the search in --out: it replays from its seed, cached strategies are free")
+    wandb: Literal["offline", "online", "disabled"] = option("offline", "wandb mode; offline needs no account")
+    wandb_project: str = option("dynprune", "wandb project name")
+    progress: bool = option(True, "progress bar (shown only when stderr is a terminal)")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out or f"runs/search-{self.algo}")
+
+    @property
+    def baseline_names(self) -> list[str]:
+        names = [b.strip() for b in self.baselines.split(",") if b.strip() and b.strip() != "none"]
+        return [b for b in names if b != self.algo]
+
+    def validate(self) -> None:
+        from .algorithms import ALGORITHMS
+        from .rewards import REWARDS
+
+        if self.algo not in ALGORITHMS:
+            raise ConfigError(f"--algo got {self.algo!r}; allowed: {', '.join(ALGORITHMS.names())}")
+        if self.reward not in REWARDS:
+            raise ConfigError(f"--reward got {self.reward!r}; allowed: {', '.join(REWARDS.names())}")
+        for b in self.baseline_names:
+            if b not in ("uniform", "random"):
+                raise ConfigError(f"--baselines got {b!r}; allowed: uniform, random, none")
+        if self.init is None:
+            raise ConfigError("--init is required: the dense checkpoint to prune (e.g. runs/dense/checkpoint.pt)")
+        if not 0 < self.target_macs <= 1:
+            raise ConfigError(f"--target-macs must be in (0, 1], got {self.target_macs}")
+        if not 0 <= self.r_min < self.r_max < 1:
+            raise ConfigError(f"need 0 <= --r-min < --r-max < 1, got {self.r_min} and {self.r_max}")
+        if self.episodes < 1:
+            raise ConfigError(f"--episodes must be >= 1, got {self.episodes}")
+        if not 0 <= self.warmup_episodes < self.episodes and ALGORITHMS[self.algo].learns and self.algo != "ppo":
+            raise ConfigError(
+                f"--warmup-episodes must be in [0, --episodes={self.episodes}), got {self.warmup_episodes}"
+            )
+        if self.n_envs < 1:
+            raise ConfigError(f"--n-envs must be >= 1, got {self.n_envs}")
+        if self.val_subset < 1 or self.calib_batches < 1:
+            raise ConfigError("--val-subset and --calib-batches must be >= 1")

@@ -1,0 +1,121 @@
+"""Score one pruning strategy (a ratio per channel site) without fine-tuning, the way AMC and EagleEye do.
+
+The dense checkpoint's filters are ranked once by L1 norm (what ``--prune l1-filter --ratios`` will do), the
+strategy's channels are removed physically (a narrower, faster model), BN statistics are re-estimated on a few
+fixed training batches (adaptive BN: pruned models' stale statistics are the main reason they score near chance
+before fine-tuning), and top-1 is measured on a fixed validation subset (carved from the training data; the test
+set is never used for a decision).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dynprune.cost import CostModel
+from dynprune.data import Arrays, BatchLoader, DataSplits
+from dynprune.prune.criteria import L1Norm
+from dynprune.prune.pruners import filter_keep_indices
+from dynprune.prune.ratios import removed
+from dynprune.rebuild import data_of_checkpoint, model_from_checkpoint
+from dynprune.sites import slice_sites
+
+
+class SearchError(ValueError):
+    """A user mistake in a search's inputs; the message says what is wrong and what is allowed."""
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    val_subset: int = 2000  # validation images scored per strategy
+    calib_batches: int = 8  # training batches used to re-estimate BN statistics
+    calib_batch_size: int = 128
+    eval_batch_size: int = 500
+
+    def key(self) -> str:
+        return f"val{self.val_subset}-bn{self.calib_batches}x{self.calib_batch_size}-l1"
+
+
+def file_hash(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def _materialise(arrays: Arrays, data: DataSplits, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Normalised batches kept in memory: every strategy is scored on exactly the same tensors."""
+    return list(BatchLoader(arrays, data, batch_size, train=False))
+
+
+class StrategyEvaluator:
+    """Validation top-1 (percent) of the dense checkpoint pruned by a strategy, after adaptive BN."""
+
+    def __init__(self, checkpoint: str | Path, data_dir: str | None = None, settings: EvalSettings | None = None):
+        self.settings = settings or EvalSettings()
+        self.checkpoint = str(checkpoint)
+        if not Path(checkpoint).is_file():
+            raise SearchError(f"--init {checkpoint}: no such checkpoint file")
+        model, ckpt = model_from_checkpoint(checkpoint)
+        if ckpt.get("site_keep") or any(k.endswith("_mask") for k in ckpt["model"]):
+            raise SearchError(f"--init {checkpoint}: a pruned checkpoint; the search starts from a dense one")
+        self.arch = ckpt["arch"]
+        self.checkpoint_hash = file_hash(checkpoint)
+        data = data_of_checkpoint(ckpt, data_dir)
+        self.dataset = data.name
+        s = self.settings
+        if s.val_subset <= 0 or s.val_subset > len(data.val):
+            limit = len(data.val)
+            raise SearchError(f"--val-subset must be in [1, {limit}] (the validation split), got {s.val_subset}")
+        self.val = _materialise(data.val.take(slice(0, s.val_subset)), data, s.eval_batch_size)
+        order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))
+        calib = data.train.take(order[: s.calib_batches * s.calib_batch_size])
+        self.calib = _materialise(calib, data, s.calib_batch_size)
+        self.model = model.eval()
+        self.sites = model.channel_sites()
+        self.input_shape = (data.in_channels, data.image_size, data.image_size)
+        self.cost = CostModel.from_model(model, self.input_shape)
+
+    @property
+    def cache_prefix(self) -> str:
+        """What, besides the strategy, decides a score: the checkpoint's bytes and the evaluation settings."""
+        return f"{self.checkpoint_hash}|{self.settings.key()}"
+
+    def kept_channels(self, ratios: Mapping[str, float]) -> dict[str, int]:
+        return {s: w - removed(w, ratios[s]) for s, w in self.cost.site_widths.items()}
+
+    def pruned_model(self, ratios: Mapping[str, float]) -> nn.Module:
+        model = copy.deepcopy(self.model)
+        keep = filter_keep_indices(model, self.sites, ratios, L1Norm())
+        slice_sites(model, self.sites, keep)
+        return model
+
+    @torch.no_grad()
+    def accuracy(self, ratios: Mapping[str, float]) -> float:
+        model = self.pruned_model(ratios)
+        recalibrate_bn(model, self.calib)
+        correct = total = 0
+        for x, y in self.val:
+            correct += int((model(x).argmax(1) == y).sum())
+            total += len(y)
+        return 100.0 * correct / total
+
+
+def recalibrate_bn(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Adaptive BN: replace running statistics by the plain average over ``batches`` (momentum None)."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None
+    model.train()
+    with torch.no_grad():
+        for x, _ in batches:
+            model(x)
+    model.eval()

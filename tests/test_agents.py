@@ -1,0 +1,169 @@
+"""RL policy search: environment, budget walls, evaluation, agents, cache/resume, and the CLI end to end."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from helpers import TINY_RESNET, run_module, tiny_config
+from stable_baselines3.common.env_checker import check_env
+
+from agents.config import SearchConfig
+from agents.env import ENV_ID, ChannelPruningEnv
+from agents.evaluate import EvalSettings, SearchError, StrategyEvaluator
+from agents.noise import DecayingTruncatedNormal
+from agents.search import run_search
+from dynprune.config import ConfigError, build
+from dynprune.prune import StaticPruneMethod
+from dynprune.runner import run_training
+
+SMALL = EvalSettings(val_subset=300, calib_batches=2, calib_batch_size=64)
+SEARCH = dict(episodes=6, warmup_episodes=3, val_subset=300, calib_batches=2, wandb="disabled", threads=1)
+
+
+@pytest.fixture(scope="module")
+def dense_ckpt(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("agents") / "dense"
+    run_training(tiny_config(out, **TINY_RESNET, epochs=2, train_subset=1280))
+    return out / "checkpoint.pt"
+
+
+@pytest.fixture(scope="module")
+def evaluator(dense_ckpt) -> StrategyEvaluator:
+    return StrategyEvaluator(dense_ckpt, settings=SMALL)
+
+
+def search_config(out: Path, init: Path, **kw) -> SearchConfig:
+    return build(SearchConfig, {**SEARCH, "init": str(init), "out": str(out), **kw})
+
+
+def test_registered_env_passes_sb3_env_checker(dense_ckpt):
+    env = gym.make(ENV_ID, checkpoint=str(dense_ckpt), target_macs=0.5, settings=SMALL)
+    check_env(env.unwrapped)
+    obs, _ = env.reset(seed=0)
+    assert obs.dtype == np.float32 and obs.shape == env.observation_space.shape
+    assert env.observation_space.contains(obs)
+
+
+@pytest.mark.parametrize("target", [0.3, 0.5, 0.8])
+def test_every_episode_meets_the_target_whatever_the_actions(evaluator, target):
+    env = ChannelPruningEnv(evaluator=evaluator, target_macs=target, r_max=0.9)
+    rng = np.random.default_rng(0)
+    step_size = max(evaluator.cost.site_macs(s.name) for s in evaluator.sites) / evaluator.cost.dense_macs
+    for policy in ("random", "all-min", "all-max"):
+        env.reset()
+        done = False
+        while not done:
+            a = {"random": rng.uniform(-1, 1), "all-min": -1.0, "all-max": 1.0}[policy]
+            _, reward, done, _, info = env.step(np.array([a], dtype=np.float32))
+        assert info["macs_ratio"] <= target + 1e-9, policy
+        # the lower wall: at most the last site's channel rounding under the target, never a wasted budget
+        assert info["macs_ratio"] >= target - step_size / 4, policy
+        assert reward == pytest.approx(info["val_acc"] / 100)
+
+
+def test_unreachable_target_is_refused_before_any_search(evaluator):
+    with pytest.raises(SearchError, match="out of reach.*raise --target-macs"):
+        ChannelPruningEnv(evaluator=evaluator, target_macs=0.02, r_max=0.5)
+
+
+def test_evaluated_model_is_the_one_l1_filter_training_starts_from(evaluator):
+    """The search scores exactly the channels that ``--prune l1-filter --ratios policy.json`` keeps."""
+    ratios = {s.name: r for s, r in zip(evaluator.sites, np.linspace(0.1, 0.7, len(evaluator.sites)), strict=True)}
+    sliced = evaluator.pruned_model(ratios).eval()
+    masked = copy.deepcopy(evaluator.model)
+    method = StaticPruneMethod("l1-filter", ratios=ratios)
+    masked = method.prepare(masked, evaluator.input_shape).eval()
+    x = evaluator.val[0][0][:16]
+    with torch.no_grad():
+        torch.testing.assert_close(sliced(x), masked(x), atol=1e-4, rtol=1e-4)
+    assert sum(p.numel() for p in sliced.parameters()) < sum(p.numel() for p in evaluator.model.parameters())
+
+
+def test_adaptive_bn_restores_a_pruned_model(evaluator):
+    ratios = dict.fromkeys(evaluator.cost.site_widths, 0.5)
+    model = evaluator.pruned_model(ratios)
+    with torch.no_grad():
+        stale = sum(int((model(x).argmax(1) == y).sum()) for x, y in evaluator.val) / SMALL.val_subset * 100
+    assert evaluator.accuracy(ratios) > stale
+
+
+def test_noise_is_truncated_and_decays_after_warmup():
+    noise = DecayingTruncatedNormal(sigma0=0.5, decay=0.9, warmup_episodes=2, seed=0)
+    samples = np.concatenate([noise() for _ in range(2000)])
+    assert np.abs(samples).max() <= 1.0 + 1e-6 and samples.std() > 0.3
+    for _ in range(2):
+        noise.reset()
+    assert noise.sigma == pytest.approx(0.5)
+    for _ in range(3):
+        noise.reset()
+    assert noise.sigma == pytest.approx(0.5 * 0.9**3)
+
+
+@pytest.mark.parametrize("algo", ["ddpg", "ppo"])
+def test_seeded_search_is_reproducible_and_resumes_from_its_cache(tmp_path, dense_ckpt, algo):
+    first = run_search(search_config(tmp_path / "a", dense_ckpt, algo=algo, baselines="none"))[algo]
+    second = run_search(search_config(tmp_path / "b", dense_ckpt, algo=algo, baselines="none"))[algo]
+    assert first["ratios"] == second["ratios"] and first["val_acc"] == second["val_acc"]
+    assert first["new_evaluations"] >= 2
+    again = run_search(search_config(tmp_path / "a", dense_ckpt, algo=algo, baselines="none", resume=True))[algo]
+    assert again["new_evaluations"] == 0  # the replay is answered by the cache
+    assert again["ratios"] == first["ratios"]
+    cache_lines = (tmp_path / "a" / "cache.jsonl").read_text().splitlines()
+    assert len(cache_lines) == first["new_evaluations"]
+
+
+def test_search_cli_writes_policy_that_training_consumes(tmp_path, dense_ckpt):
+    out = tmp_path / "search"
+    proc = run_module(
+        "agents.search",
+        *("--algo", "td3", "--init", str(dense_ckpt), "--target-macs", "0.5", "--episodes", "5"),
+        *("--warmup-episodes", "2", "--val-subset", "300", "--calib-batches", "2", "--n-envs", "2"),
+        *("--baselines", "uniform,random", "--out", str(out), "--wandb", "disabled", "--threads", "2"),
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "td3" in proc.stdout and "random" in proc.stdout and "uniform" in proc.stdout
+    policy = json.loads((out / "policy.json").read_text())
+    assert policy["algorithm"] == "td3" and policy["episodes"] == 5 and policy["seed"] == 0
+    assert policy["macs_ratio"] <= 0.5 + 1e-9
+    for name in ("ratios.png", "best_reward.png", "policy-uniform.json", "policy-random.json", "episodes-td3.jsonl"):
+        assert (out / name).is_file(), name
+    assert len((out / "episodes-td3.jsonl").read_text().splitlines()) == 5
+
+    train_out = tmp_path / "finetune"
+    overrides = {**TINY_RESNET, "epochs": 1, "prune": "l1-filter", "ratios": str(out / "policy.json")}
+    result = run_training(tiny_config(train_out, **overrides, init=str(dense_ckpt)))
+    assert result["macs_ratio"] == pytest.approx(policy["macs_ratio"], abs=1e-6)
+    assert result["ratios"] == policy["ratios"]
+
+
+def test_cli_errors_are_one_line(tmp_path, dense_ckpt):
+    bad_algo = run_module("agents.search", "--algo", "a2c", "--init", str(dense_ckpt))
+    assert (
+        bad_algo.returncode == 2
+        and "--algo got 'a2c'; allowed: ddpg, ppo, random, sac, td3, uniform" in bad_algo.stderr
+    )
+    no_init = run_module("agents.search", "--algo", "random")
+    assert no_init.returncode == 2 and "--init is required" in no_init.stderr
+    unreachable = run_module(
+        "agents.search",
+        "--init",
+        str(dense_ckpt),
+        "--target-macs",
+        "0.01",
+        "--val-subset",
+        "300",
+        "--out",
+        str(tmp_path / "x"),
+        "--wandb",
+        "disabled",
+    )
+    assert unreachable.returncode == 2 and "out of reach" in unreachable.stderr
+    assert "Traceback" not in bad_algo.stderr + no_init.stderr + unreachable.stderr
+    with pytest.raises(ConfigError, match="--r-min < --r-max"):
+        build(SearchConfig, {"init": "x", "r_min": 0.5, "r_max": 0.4})
