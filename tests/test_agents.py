@@ -167,3 +167,13 @@ def test_cli_errors_are_one_line(tmp_path, dense_ckpt):
     assert "Traceback" not in bad_algo.stderr + no_init.stderr + unreachable.stderr
     with pytest.raises(ConfigError, match="--r-min < --r-max"):
         build(SearchConfig, {"init": "x", "r_min": 0.5, "r_max": 0.4})
+
+
+def test_bench_times_each_part_of_an_evaluation(dense_ckpt):
+    proc = run_module(
+        "agents.bench", "--init", str(dense_ckpt), "--val-subset", "300", "--calib-batches", "2", "--strategies", "2"
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    seconds = {line.split()[0]: float(line.split()[-3]) for line in proc.stdout.splitlines() if "(median)" in line}
+    assert set(seconds) == {"slice", "adaptive", "validation", "total"}
+    assert 0 < seconds["validation"] < seconds["total"]
