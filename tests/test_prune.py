@@ -271,3 +271,56 @@ def test_pruned_checkpoints_rebuild_and_bench(tmp_path):
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(out.read_text())
     assert [r["batch"] for r in rows] == [1, 8] and all(r["macs_ratio"] <= 0.5 for r in rows)
+
+
+class OutsideTheZoo(torch.nn.Module):
+    """A model dynprune has no hand-written sites for: a residual add ties `a` and `c`, a depthwise conv carries
+    `a`'s channels, `b` feeds `c` alone, `fc1` feeds `fc2` through a flatten."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        nn = torch.nn
+        self.a, self.bn_a = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.b, self.bn_b = nn.Conv2d(8, 12, 3, padding=1), nn.BatchNorm2d(12)
+        self.c = nn.Conv2d(12, 8, 3, padding=1)
+        self.fc1, self.fc2 = nn.Linear(8 * 4 * 4, 16), nn.Linear(16, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.dw(torch.relu(self.bn_a(self.a(x))))
+        z = self.c(torch.relu(self.bn_b(self.b(y)))) + y
+        h = torch.relu(self.fc1(torch.nn.functional.adaptive_avg_pool2d(z, 4).flatten(1)))
+        return self.fc2(h)
+
+
+def test_dependency_graph_finds_the_zoo_sites():
+    from dynprune.prune.depgraph import dependency_sites
+
+    for name in ("resnet20", "vgg11", "mobilenetv2"):
+        model = create_model(name, 3, 10, 32)
+        hand = {(s.producer, s.bn, s.consumers, s.passthrough) for s in model.channel_sites()}
+        found = {(s.producer, s.bn, s.consumers, s.passthrough) for s in dependency_sites(model, (3, 32, 32))}
+        # equal where the zoo lists every single-producer site; mobilenetv2's zoo skips a few it could prune
+        assert hand == found if name != "mobilenetv2" else hand < found, name
+
+
+def test_model_outside_the_zoo_is_pruned_hard_through_torch_pruning_sites():
+    from dynprune.prune.depgraph import attach_dependency_sites
+    from dynprune.prune.masks import make_permanent
+    from dynprune.sites import slice_sites
+
+    torch.manual_seed(0)
+    model = attach_dependency_sites(OutsideTheZoo().eval(), (3, 16, 16))
+    sites = {s.name: s for s in model.channel_sites()}
+    assert set(sites) == {"b", "fc1"}  # a and c are tied by the residual add; fc2 is the output
+    assert sites["b"].bn == "bn_b" and sites["b"].consumers == ("c",)
+    method = StaticPruneMethod("l1-filter", ratios={"b": 0.5, "fc1": 0.25})
+    model = method.prepare(model, (3, 16, 16)).eval()
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        masked = model(x)
+        keep = {name: channel_mask(model, site).nonzero().flatten() for name, site in sites.items()}
+        make_permanent(model)
+        slice_sites(model, list(sites.values()), keep)
+        torch.testing.assert_close(model(x), masked, atol=1e-5, rtol=1e-5)
+    assert model.b.out_channels == 6 and model.c.in_channels == 6 and model.fc1.out_features == 12
