@@ -27,7 +27,13 @@ class ConfigError(ValueError):
 
 
 def option(default: Any, help: str, **kw: Any) -> Any:
+    if isinstance(default, list):  # a fresh copy per instance: never a shared mutable default
+        return dataclasses.field(default_factory=lambda: list(default), metadata={"help": help, **kw})
     return dataclasses.field(default=default, metadata={"help": help, **kw})
+
+
+def _default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
 
 def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
@@ -45,6 +51,13 @@ def _coerce(name: str, tp: Any, value: Any) -> Any:
         if optional:
             return None
         raise ConfigError(f"--{_flag(name)} must not be empty")
+    if typing.get_origin(base) is list:  # a YAML list, or "a,b,c" on the command line
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            raise ConfigError(f"--{_flag(name)} expects a list, got {value!r}")
+        return [
+            _coerce(name, typing.get_args(base)[0], item.strip() if isinstance(item, str) else item) for item in items
+        ]
     if typing.get_origin(base) is Literal:
         allowed = typing.get_args(base)
         if value not in allowed:
@@ -117,7 +130,7 @@ def parse_cli(cls: type[C], argv: Sequence[str] | None, prog: str, description: 
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         base, _ = _unwrap_optional(hints[f.name])
-        default = preset.get(f.name, f.default)
+        default = preset.get(f.name, _default(f))
         helptext = f"{f.metadata.get('help', '')} (default: {default})"
         if base is bool:
             parser.add_argument(
@@ -197,6 +210,7 @@ class TrainConfig:
     init: str | None = option(None, "start from the weights of this checkpoint (same model and shape)")
     wandb: Literal["offline", "online", "disabled"] = option("offline", "wandb mode; offline needs no account")
     wandb_project: str = option("dynprune", "wandb project name")
+    wandb_group: str | None = option(None, "wandb group (a comparison puts all its runs in one)")
     latency: bool = option(True, "measure inference latency (batch 1 and 64) for result.json")
     progress: bool = option(True, "progress bar (shown only when stderr is a terminal)")
 

@@ -133,7 +133,7 @@ def make_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: f
 def make_schedule(
     optimizer: torch.optim.Optimizer, kind: str, total_steps: int, warmup_steps: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
-    if kind == "onecycle":
+    if kind == "onecycle" and total_steps >= 8:  # fewer steps: OneCycleLR's phases collapse (division by zero)
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer,
             max_lr=[g["lr"] for g in optimizer.param_groups],

@@ -57,6 +57,10 @@ class Method:
     def finalize(self, model: nn.Module, val_loader: Any, amp_dtype: torch.dtype | None) -> None:
         """Called once after the last epoch, before the final checkpoint and the test evaluation."""
 
+    def deploy_model(self, model: nn.Module) -> nn.Module:
+        """The model whose latency is reported: what would be deployed (gated: skipped channels really skipped)."""
+        return model
+
     def checkpoint_extra(self) -> dict[str, Any]:
         """Entries saved in the checkpoint that are needed to rebuild the model (e.g. removed channels)."""
         return {}

@@ -75,7 +75,7 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     save_yaml(cfg, out_dir / "config.yaml")
-    tracker = Tracker(cfg.wandb, cfg.wandb_project, out_dir, to_dict(cfg))
+    tracker = Tracker(cfg.wandb, cfg.wandb_project, out_dir, to_dict(cfg), group=cfg.wandb_group)
     try:
         trainer = Trainer(
             model,
@@ -125,7 +125,9 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
             "macs_per_class": per_class_mean(macs, test.labels),
             "macs_unit": "multiply-accumulates per sample (FLOPs = 2 x MACs)",
             "params": sum(p.numel() for p in model.parameters()),
-            "latency_ms": _latency(model, shape, device, channels_last) if cfg.latency else None,
+            "latency_ms": _latency(method.deploy_model(model), test_loader, device, channels_last)
+            if cfg.latency
+            else None,
             "seed": cfg.seed,
             "epochs": cfg.epochs,
             "train_seconds": state.train_seconds,
@@ -143,9 +145,12 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
     return result
 
 
-def _latency(model: torch.nn.Module, shape: tuple[int, ...], device: torch.device, channels_last: bool) -> dict:
-    ms = measure_latency(model, shape, (1, 64), channels_last=channels_last)
-    return {**ms, "device": str(device), "threads": torch.get_num_threads()}
+def _latency(model: torch.nn.Module, test_loader: BatchLoader, device: torch.device, channels_last: bool) -> dict:
+    """Batch 1 and 64 on real test images (gates decide per input, so random tensors would mislead)."""
+    images = next(iter(test_loader))[0]
+    inputs = {b: images[:b] for b in (1, 64)}
+    ms = measure_latency(model, images.shape[1:], (1, 64), channels_last=channels_last, inputs=inputs)
+    return {**ms, "device": str(device), "threads": torch.get_num_threads(), "deployed": model.__class__.__name__}
 
 
 def method_from_config(cfg: TrainConfig) -> Method:

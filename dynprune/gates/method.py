@@ -141,6 +141,11 @@ class GatedMethod(Method):
     calibration_tolerance = 0.005
 
     # -- evaluation
+    def deploy_model(self, model: nn.Module) -> nn.Module:
+        from .deploy import to_deploy
+
+        return to_deploy(model)
+
     def start_eval(self) -> None:
         self._eval_rates = dict.fromkeys(self.cost.site_widths, 0.0)
         self._eval_count = 0

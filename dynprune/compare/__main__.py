@@ -1,0 +1,85 @@
+"""python -m dynprune.compare --config configs/compare/NAME.yaml: every method at matched budgets, one report."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Sequence
+
+from ..config import ConfigError, build, parse_cli, to_dict
+from ..data import DataError
+from ..engine import CheckpointError
+from ..track import Tracker, TrackingError
+from .config import CompareConfig
+
+PROG = "python -m dynprune.compare"
+USER_ERRORS = (ConfigError, DataError, CheckpointError, TrackingError)
+# --quick: what CI runs end to end (tiny subset, one target, one seed, every method).
+QUICK = {
+    "train_subset": 512,
+    "val_size": 500,
+    "epochs": 1,
+    "dense_epochs": 1,
+    "targets": [0.5],
+    "seeds": [0],
+    "search_episodes": 3,
+    "search_val_subset": 200,
+}
+
+
+def _summary_run(cfg: CompareConfig, rows: list) -> None:
+    tracker = Tracker(
+        cfg.wandb, cfg.wandb_project, cfg.run_dir, to_dict(cfg), name=f"{cfg.name}-summary", group=cfg.name
+    )
+    if tracker.enabled:
+        import wandb
+
+        columns = list(rows[0]) if rows else []
+        table = wandb.Table(columns=columns, data=[list(r.values()) for r in rows])
+        tracker.log({"results": table})
+        tracker.log({"pareto": wandb.plot.scatter(table, "macs_ratio", "top1", title=f"{cfg.name}: top-1 vs MACs")})
+    tracker.finish()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--list" in argv:
+        from .methods import COMPARE_METHODS
+
+        for name, m in COMPARE_METHODS.items():
+            print(f"{name:<22}{m.family:<9}{m.description}")
+        return 0
+    quick = "--quick" in argv
+    argv = [a for a in argv if a != "--quick"]
+    cfg = parse_cli(CompareConfig, argv, PROG, __doc__ + " Add --quick for a tiny end-to-end run, --list for methods.")
+    if quick:
+        cfg = build(CompareConfig, {**to_dict(cfg), **QUICK})
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    from .execute import run_cells
+    from .plan import build_plan, format_plan
+    from .report import collect_rows, write_outputs
+
+    try:
+        cells = build_plan(cfg)
+        print(format_plan(cells), flush=True)
+        if cfg.dry_run:
+            return 0
+        run_cells(cells)
+        rows = collect_rows(cells)
+        title = f"{cfg.model} on {cfg.dataset}"
+        report = write_outputs(cfg.run_dir, title, rows, cfg.targets)
+        _summary_run(cfg, rows)
+    except USER_ERRORS as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\n{PROG}: interrupted; finished cells are kept, run the same command to resume", file=sys.stderr)
+        return 130
+    print(report)
+    print(f"-> {cfg.run_dir}/report.md, results.csv, pareto.png, latency.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

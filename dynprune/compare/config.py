@@ -1,0 +1,57 @@
+"""The comparison's configuration: one data set, one model, methods x MAC targets x seeds, one shared budget."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Literal
+
+from dynprune.config import ConfigError, option
+
+
+@dataclasses.dataclass
+class CompareConfig:
+    """What ``python -m dynprune.compare --config configs/compare/NAME.yaml`` runs."""
+
+    name: str = option("compare", "name of the comparison (wandb group, default folder runs/compare-<name>)")
+    dataset: str = option("fashion-mnist", "data set of every cell")
+    model: str = option("resnet20", "zoo model every method prunes")
+    dense: str | None = option(None, "trained dense checkpoint; none = train it once in <out>/dense")
+    dense_epochs: int = option(9, "epochs of the dense model when it is trained here (and of compact models)")
+    dense_lr: float = option(0.2, "peak learning rate of dense and compact training from scratch")
+    methods: list[str] = option(
+        ["dense", "l1-filter", "global-filter", "sfp", "global-unstructured", "rl", "gumbel", "ste", "narrow"],
+        "methods to compare (python -m dynprune.compare --list)",
+    )
+    targets: list[float] = option([0.3, 0.5, 0.7], "MAC targets (fraction of the dense model's MACs)")
+    seeds: list[int] = option([0], "seeds; every cell runs once per seed")
+    epochs: int = option(9, "fine-tune/training epochs shared by every method that starts from the dense model")
+    lr: float = option(0.05, "peak learning rate of the fine-tunes")
+    train_subset: int = option(0, "train on the first N training images only (0 = all)")
+    val_size: int = option(5000, "validation images carved from the training set")
+    batch_size: int = option(128, "training batch size")
+    search_episodes: int = option(200, "rl: episodes of the policy search")
+    search_algo: str = option("ddpg", "rl: search algorithm (python -m agents.search --help)")
+    search_val_subset: int = option(2000, "rl: validation images scored per strategy")
+    threads: int = option(0, "torch CPU threads per cell (0 = torch's default)")
+    data_dir: str | None = option(None, "folder holding the data sets (else $DYNPRUNE_DATA, else ./data)")
+    out: str | None = option(None, "comparison folder (default runs/compare-<name>)")
+    wandb: Literal["offline", "online", "disabled"] = option("offline", "wandb mode of every cell and the summary")
+    wandb_project: str = option("dynprune", "wandb project")
+    latency: bool = option(True, "measure latency of every cell (batch 1 and 64)")
+    dry_run: bool = option(False, "print the plan and its estimated time, train nothing")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out or f"runs/compare-{self.name}")
+
+    def validate(self) -> None:
+        if not self.methods:
+            raise ConfigError("methods: name at least one method")
+        if not self.targets or any(not 0 < t <= 1 for t in self.targets):
+            raise ConfigError(f"targets must be fractions in (0, 1], got {self.targets}")
+        if not self.seeds:
+            raise ConfigError("seeds: give at least one seed")
+        for field in ("epochs", "dense_epochs", "search_episodes"):
+            if getattr(self, field) < 1:
+                raise ConfigError(f"{field} must be >= 1, got {getattr(self, field)}")

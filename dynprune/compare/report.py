@@ -1,0 +1,171 @@
+"""The comparison's outputs: results.csv/json (one row per cell), report.md (a table per target, mean +- std over
+seeds), pareto.png (accuracy vs MACs) and latency.png (accuracy vs measured latency)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..plots import plt
+from .methods import COMPARE_METHODS
+from .plan import Cell
+
+COLUMNS = (
+    "method",
+    "family",
+    "target",
+    "seed",
+    "top1",
+    "macs_ratio",
+    "macs_p99_ratio",
+    "params",
+    "latency_b1_ms",
+    "latency_b64_ms",
+    "speedup_b64",
+    "realization_b64",
+    "run_dir",
+)
+
+
+def collect_rows(cells: Sequence[Cell]) -> list[dict[str, Any]]:
+    results = {id(c): json.loads((c.run_dir / "result.json").read_text()) for c in cells if c.done}
+    dense_b64 = {
+        c.seed: (results[id(c)].get("latency_ms") or {}).get("b64")
+        for c in cells
+        if c.method == "dense" and id(c) in results
+    }
+    # Every ratio is taken against the reference model's dense MACs (a compact model's own dense MACs are not it).
+    reference = next(
+        (r["macs_dense"] for c in cells if (r := results.get(id(c))) and COMPARE_METHODS[c.method].family != "compact"),
+        None,
+    )
+    rows = []
+    for cell in cells:
+        result = results.get(id(cell))
+        if result is None:
+            continue
+        latency = result.get("latency_ms") or {}
+        dense_macs = reference or result["macs_dense"]
+        macs_ratio = result.get("macs_nonzero", result["macs"]) / dense_macs
+        dense = dense_b64.get(cell.seed) or next((v for v in dense_b64.values() if v), None)
+        speedup = dense / latency["b64"] if dense and latency.get("b64") else None
+        rows.append(
+            {
+                "method": cell.method,
+                "family": COMPARE_METHODS[cell.method].family,
+                "target": cell.target,
+                "seed": cell.seed,
+                "top1": result["top1"],
+                "macs_ratio": macs_ratio,
+                "macs_p99_ratio": result["macs_p99"] / dense_macs,
+                "params": result["params"],
+                "latency_b1_ms": latency.get("b1"),
+                "latency_b64_ms": latency.get("b64"),
+                "speedup_b64": speedup,
+                "realization_b64": speedup * macs_ratio if speedup else None,
+                "run_dir": str(cell.run_dir),
+            }
+        )
+    return rows
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.pstdev(values) if len(values) > 1 else 0.0
+
+
+def aggregate(rows: list[dict[str, Any]]) -> dict[tuple[str, float], dict[str, Any]]:
+    """(method, target) -> mean (and std of top1) over seeds."""
+    groups: dict[tuple[str, float], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[(row["method"], row["target"])].append(row)
+    out = {}
+    for key, group in groups.items():
+        agg: dict[str, Any] = {"seeds": len(group), "family": group[0]["family"]}
+        for col in ("top1", "macs_ratio", "macs_p99_ratio", "params", "latency_b1_ms", "latency_b64_ms", "speedup_b64"):
+            values = [r[col] for r in group if r[col] is not None]
+            agg[col], agg[f"{col}_std"] = _mean_std(values) if values else (None, None)
+        out[key] = agg
+    return out
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def format_report(title: str, rows: list[dict[str, Any]], targets: Sequence[float]) -> str:
+    agg = aggregate(rows)
+    lines = [f"# {title}", ""]
+    dense = [v for (m, _), v in agg.items() if m == "dense"]
+    if dense:
+        d = dense[0]
+        lines += [
+            f"Dense: top-1 **{d['top1']:.2f} +- {d['top1_std']:.2f}%**, b64 {_fmt(d['latency_b64_ms'], '.1f')} ms.",
+            "",
+        ]
+    for target in targets:
+        entries = {m: v for (m, t), v in agg.items() if t == target and m != "dense"}
+        if not entries:
+            continue
+        best = max(entries, key=lambda m: entries[m]["top1"])
+        lines += [
+            f"## {target:.0%} of dense MACs",
+            "",
+            "| method | top-1 % (mean +- std) | MACs / dense (p99) | params | b1 ms | b64 ms | speed-up b64 | seeds |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for method, v in sorted(entries.items(), key=lambda kv: -kv[1]["top1"]):
+            acc = f"{v['top1']:.2f} +- {v['top1_std']:.2f}"
+            acc = f"**{acc}**" if method == best else acc
+            p99 = f" ({v['macs_p99_ratio']:.3f})" if v["family"] == "dynamic" else ""
+            lines.append(
+                f"| {method} | {acc} | {v['macs_ratio']:.3f}{p99} | {v['params']:,.0f} | "
+                f"{_fmt(v['latency_b1_ms'], '.2f')} | {_fmt(v['latency_b64_ms'], '.1f')} | "
+                f"{_fmt(v['speedup_b64'], '.2f')}x | {v['seeds']} |"
+            )
+        lines.append("")
+    lines.append(
+        "MACs of global-unstructured are nonzero-weight MACs (no real speed-up on dense kernels); dynamic methods "
+        "are timed in deploy mode on real test images, structured ones hard-pruned."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _plot(rows: list[dict[str, Any]], x_key: str, xlabel: str, path: Path, title: str) -> None:
+    agg = aggregate(rows)
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for method in sorted({m for m, _ in agg}):
+        points = sorted((v[x_key], v["top1"], v["top1_std"]) for (m, _), v in agg.items() if m == method and v[x_key])
+        if not points:
+            continue
+        xs, ys, errs = zip(*points, strict=True)
+        style = {"marker": "*", "markersize": 12} if method == "dense" else {"marker": "o", "capsize": 3}
+        ax.errorbar(xs, ys, yerr=errs, label=method, **style)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test top-1 (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_outputs(out: Path, title: str, rows: list[dict[str, Any]], targets: Sequence[float]) -> str:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(rows, indent=2))
+    with (out / "results.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    report = format_report(title, rows, targets)
+    (out / "report.md").write_text(report)
+    _plot(rows, "macs_ratio", "MACs / dense MACs (mean per sample)", out / "pareto.png", f"{title}: accuracy vs MACs")
+    _plot(
+        rows, "latency_b64_ms", "measured latency, batch 64 (ms)", out / "latency.png", f"{title}: accuracy vs latency"
+    )
+    return report

@@ -1,0 +1,107 @@
+"""Comparison harness: plan validation, the --quick run end to end (resumable), report contents, sweeps."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import REPO, run_module
+
+from dynprune.compare.config import CompareConfig
+from dynprune.compare.methods import width_for_macs
+from dynprune.compare.plan import build_plan
+from dynprune.config import ConfigError, TrainConfig, build, parse_cli
+from dynprune.cost import CostModel
+from dynprune.engine import CheckpointError
+from dynprune.models import create_model
+
+QUICK_METHODS = {"dense", "l1-filter", "global-filter", "sfp", "global-unstructured", "rl", "gumbel", "ste", "narrow"}
+
+
+def plan_config(tmp_path: Path, **kw) -> CompareConfig:
+    values = {"out": str(tmp_path / "cmp"), "val_size": 500, "wandb": "disabled", "threads": 1, **kw}
+    return build(CompareConfig, values)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"methods": ["l1-filter", "magic"]}, "unknown method 'magic'; known: "),
+        ({"methods": ["l1-filter"], "targets": [0.01]}, "--target-macs 0.01 cannot be reached"),
+        ({"methods": ["gumbel"], "targets": [0.01]}, "at or below the gated floor"),
+        ({"methods": ["l1-filter"], "dense": "nowhere/checkpoint.pt"}, "no such checkpoint"),
+    ],
+)
+def test_whole_plan_is_validated_before_anything_runs(tmp_path, data_root, overrides, message):
+    with pytest.raises((ConfigError, CheckpointError), match=message):
+        build_plan(plan_config(tmp_path, **overrides))
+    assert not (tmp_path / "cmp").exists()
+
+
+def test_narrow_width_matches_the_mac_target():
+    dense = CostModel.from_model(create_model("resnet20", 1, 10, 28), (1, 28, 28)).dense_macs
+    width = width_for_macs("resnet20", 0.5 * dense, 1, 10, 28)
+    narrow = CostModel.from_model(create_model("resnet20", 1, 10, 28, width=width), (1, 28, 28)).dense_macs
+    assert 0.45 * dense < narrow <= 0.5 * dense
+
+
+def test_quick_comparison_end_to_end_then_resumes(tmp_path, data_root):
+    out = tmp_path / "quick"
+    args = ("--quick", "--out", str(out), "--wandb", "disabled", "--threads", "2")
+    proc = run_module("dynprune.compare", *args, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with (out / "results.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["method"] for r in rows} == QUICK_METHODS
+    for row in rows:
+        if row["method"] not in ("dense", "global-unstructured"):
+            assert float(row["macs_ratio"]) <= 0.5 + 0.01, row["method"]  # matched budget (gates: mean)
+        assert float(row["latency_b64_ms"]) > 0
+    report = (out / "report.md").read_text()
+    assert "## 50% of dense MACs" in report and report.count("**") >= 2  # the best method in bold
+    for name in ("pareto.png", "latency.png", "results.json"):
+        assert (out / name).stat().st_size > 0
+    again = run_module("dynprune.compare", *args, timeout=300)
+    assert again.returncode == 0 and "9 cells, 9 done" in again.stdout
+
+
+def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path, data_root):
+    out = tmp_path / "dry"
+    proc = run_module(
+        "dynprune.compare",
+        "--config",
+        str(REPO / "configs/compare/fmnist_resnet20.yaml"),
+        "--dry-run",
+        "--out",
+        str(out),
+        "--wandb",
+        "disabled",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "rl @ 0.30 seed 0" in proc.stdout and "estimated" in proc.stdout
+    assert not any(out.rglob("checkpoint.pt"))
+
+
+def _sweep_args(parameters: dict) -> list[list[str]]:
+    """The --name=value argument lists wandb would generate (every extreme of every parameter)."""
+    choices = []
+    for name, spec in parameters.items():
+        values = spec.get("values") or [spec["min"], spec["max"]]
+        choices.append([f"--{name}={v}" for v in values])
+    return [list(combo) for combo in itertools.product(*choices)]
+
+
+@pytest.mark.parametrize("sweep", sorted((REPO / "configs/sweeps").glob("*.yaml")), ids=lambda p: p.name)
+def test_sweep_arguments_parse_through_the_real_cli(sweep):
+    spec = yaml.safe_load(sweep.read_text())
+    command = spec["command"]
+    assert command[:4] == ["${env}", "${interpreter}", "-m", "dynprune.train"] and command[-1] == "${args}"
+    fixed = [c.replace("configs/", str(REPO / "configs") + "/") for c in command[4:-1]]
+    for args in _sweep_args(spec["parameters"]):
+        cfg = parse_cli(TrainConfig, [*fixed, *args], "sweep", "")
+        for arg in args:
+            name, value = arg[2:].split("=")
+            assert getattr(cfg, name.replace("-", "_")) == yaml.safe_load(value)
