@@ -21,7 +21,7 @@ def prepared(prune: str, ratio: float = 0.5, name: str = "resnet20", **kw):
     model = create_model(name, 3, 10, 32)
     method = StaticPruneMethod(
         prune,
-        resolve_ratios=lambda cost, structured: dict.fromkeys(cost.site_widths, ratio),
+        resolve_ratios=lambda cost, structured, *curve: dict.fromkeys(cost.site_widths, ratio),
         **kw,
     )
     model = method.prepare(model, (3, 32, 32))
@@ -33,6 +33,14 @@ def test_global_unstructured_gives_exact_overall_sparsity_with_unequal_layers():
     overall, per_layer = sparsity(model)
     assert overall == pytest.approx(0.2, abs=1e-4)
     assert max(per_layer.values()) - min(per_layer.values()) > 0.05
+
+
+def test_global_unstructured_meets_a_mac_target_in_nonzero_weight_macs(tmp_path):
+    values = dict(TINY_RESNET, epochs=1, prune="global-unstructured", target_macs=0.5)
+    result = run_training(tiny_config(tmp_path / "run", **values))
+    # 50% of the weights would leave more than 50% of the MACs (early convs keep more weights): solved in MACs
+    assert result["macs_nonzero_ratio"] == pytest.approx(0.5, abs=0.01)
+    assert result["ratios"]["layer1.0.conv1"] != 0.5
 
 
 def test_l1_unstructured_is_per_layer():

@@ -61,7 +61,12 @@ class StaticPruneMethod(Method):
     def prepare(self, model: nn.Module, input_shape: Sequence[int]) -> nn.Module:
         super().prepare(model, input_shape)
         self.sites = model.channel_sites()
-        self.ratios = self._ratios if self._ratios is not None else self._resolve(self.cost, self.structured)
+        if self._ratios is not None:
+            self.ratios = self._ratios
+        elif self.pruner is not None and self.pruner.macs_curve is not None:
+            self.ratios = self._resolve(self.cost, self.structured, self.pruner.macs_curve(model, self.cost))
+        else:
+            self.ratios = self._resolve(self.cost, self.structured)
         if self.sfp:
             # All-ones masks from the start, so a checkpoint has the same keys before and after the hard epoch.
             for site in self.sites:

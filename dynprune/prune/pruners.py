@@ -27,14 +27,16 @@ class Pruner:
     structured: bool
     apply: Callable[..., None]  # (model, sites, ratios, cost) -> None
     description: str
+    # (model, cost) -> (sparsity -> nonzero-weight MACs / dense), for methods whose per-layer sparsity varies
+    macs_curve: Callable[[nn.Module, CostModel], Callable[[float], float]] | None = None
 
 
 PRUNERS: Registry[Pruner] = Registry("pruning method")
 
 
-def register_pruner(name: str, structured: bool, description: str):
+def register_pruner(name: str, structured: bool, description: str, macs_curve: Callable | None = None):
     def wrap(fn: Callable[..., None]) -> Callable[..., None]:
-        PRUNERS.add(name, Pruner(name, structured, fn, description))
+        PRUNERS.add(name, Pruner(name, structured, fn, description, macs_curve))
         return fn
 
     return wrap
@@ -134,7 +136,30 @@ def _random_unstructured(model, sites, ratios, cost) -> None:
         tprune.random_unstructured(module, name, amount=amount)
 
 
-@register_pruner("global-unstructured", False, "one magnitude threshold over all conv and linear weights")
+def _global_macs_curve(model: nn.Module, cost: CostModel) -> Callable[[float], float]:
+    """Nonzero-weight MACs / dense if the ``amount`` smallest-magnitude weights of all layers are zeroed."""
+    names = {id(m): p for p, m in model.named_modules()}
+    layer_macs = {layer.name: layer.macs for layer in cost.layers}
+    weights = [(names[id(m)], current(m, n).detach().abs().flatten()) for m, n in prunable_weights(model)]
+    ordered = torch.cat([w for _, w in weights]).sort().values
+    pruned = {name for name, _ in weights}
+    untouched = sum(m for name, m in layer_macs.items() if name not in pruned)
+
+    def at(amount: float) -> float:
+        k = round(amount * len(ordered))
+        threshold = ordered[k - 1] if k > 0 else -1.0
+        kept = sum(layer_macs.get(name, 0) * float((w > threshold).float().mean()) for name, w in weights)
+        return (kept + untouched) / cost.dense_macs
+
+    return at
+
+
+@register_pruner(
+    "global-unstructured",
+    False,
+    "one magnitude threshold over all conv and linear weights",
+    macs_curve=_global_macs_curve,
+)
 def _global_unstructured(model, sites, ratios, cost) -> None:
     tprune.global_unstructured(
         prunable_weights(model), pruning_method=tprune.L1Unstructured, amount=_layer_ratio(ratios)

@@ -6,7 +6,7 @@ A ratio r at a site of C channels removes round(r * C) channels, always keeping 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from ..config import ConfigError
@@ -76,16 +76,35 @@ def from_file(cost: CostModel, path: str | Path) -> dict[str, float]:
     return {k: float(v) for k, v in ratios.items()}
 
 
-def resolver(ratio: float | None, ratios_file: str | None, target_macs: float):
-    """What ``--ratio`` / ``--ratios`` / ``--target-macs`` mean, as a function of the model's cost."""
+def solve_sparsity_for_macs(macs_at: Callable[[float], float], target: float) -> float:
+    """The smallest sparsity whose nonzero-weight MAC fraction ``macs_at(sparsity)`` is <= target (bisection)."""
+    lo, hi = 0.0, 0.999
+    if macs_at(hi) > target:
+        raise ConfigError(f"--target-macs {target} cannot be reached by zeroing weights (floor {macs_at(hi):.3f})")
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if macs_at(mid) > target else (lo, mid)
+    return hi
 
-    def resolve(cost: CostModel, structured: bool) -> dict[str, float]:
+
+def resolver(ratio: float | None, ratios_file: str | None, target_macs: float):
+    """What ``--ratio`` / ``--ratios`` / ``--target-macs`` mean, as a function of the model's cost.
+
+    ``macs_at`` (unstructured pruners whose layers end up with unequal sparsity, e.g. a global threshold): the
+    nonzero-weight MAC fraction at a given overall sparsity, so the target is met in MACs, not in weights.
+    """
+
+    def resolve(cost: CostModel, structured: bool, macs_at: Callable[[float], float] | None = None) -> dict[str, float]:
         if ratios_file is not None:
             return from_file(cost, ratios_file)
         if ratio is not None:
             return uniform(cost, ratio)
         if not structured:  # zeroed weights leave the shapes alone: the target applies to nonzero-weight MACs
-            return uniform(cost, 1.0 - target_macs) if target_macs < 1 else uniform(cost, 0.0)
+            if target_macs >= 1:
+                return uniform(cost, 0.0)
+            if macs_at is not None:
+                return uniform(cost, solve_sparsity_for_macs(macs_at, target_macs))
+            return uniform(cost, 1.0 - target_macs)  # per-layer sparsity: every layer's MACs shrink alike
         return solve_uniform_for_macs(cost, target_macs)
 
     return resolve
