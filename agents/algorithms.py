@@ -114,32 +114,21 @@ def _sb3(factory: Callable[[VecEnv, Settings, SearchSpace], Any]) -> Run:
 
 AMC_NET = {"net_arch": [300, 300]}
 
-ALGORITHMS.add(
-    "ddpg",
-    Algorithm(
-        "ddpg",
-        _sb3(
-            lambda env, cfg, space: DDPG(
-                "MlpPolicy", env, action_noise=_noise(cfg), policy_kwargs=AMC_NET, **_off_policy_kwargs(cfg, space)
-            )
-        ),
-        "DDPG (AMC's agent): random warm-up, then truncated-normal noise decaying per episode",
-        True,
-    ),
-)
-ALGORITHMS.add(
-    "td3",
-    Algorithm(
-        "td3",
-        _sb3(
-            lambda env, cfg, space: TD3(
-                "MlpPolicy", env, action_noise=_noise(cfg), policy_kwargs=AMC_NET, **_off_policy_kwargs(cfg, space)
-            )
-        ),
-        "TD3: DDPG with twin critics and delayed actor updates, same exploration",
-        True,
-    ),
-)
+
+def _noisy(algo_class: type) -> Run:
+    """An off-policy agent with AMC's exploration noise (DDPG, TD3)."""
+    return _sb3(
+        lambda env, cfg, space: algo_class(
+            "MlpPolicy", env, action_noise=_noise(cfg), policy_kwargs=AMC_NET, **_off_policy_kwargs(cfg, space)
+        )
+    )
+
+
+for _name, _class, _description in (
+    ("ddpg", DDPG, "DDPG (AMC's agent): random warm-up, then truncated-normal noise decaying per episode"),
+    ("td3", TD3, "TD3: DDPG with twin critics and delayed actor updates, same exploration"),
+):
+    ALGORITHMS.add(_name, Algorithm(_name, _noisy(_class), _description, True))
 ALGORITHMS.add(
     "sac",
     Algorithm(
