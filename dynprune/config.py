@@ -184,6 +184,7 @@ class TrainConfig:
     seed: int = option(0, "seed of weights, data order, augmentation")
     device: str = option("auto", "auto (CUDA if present) | cpu | cuda | cuda:N")
     threads: int = option(0, "CPU threads for torch (0 = torch's default)")
+    sync_bn: bool = option(False, "torchrun on CUDA: BatchNorm statistics over the global batch (SyncBatchNorm)")
     channels_last: bool = option(True, "channels-last memory format (measured faster on CPU)")
     amp: bool = option(True, "bfloat16 mixed precision on CUDA (ignored on CPU)")
     gate: str = option("none", "dynamic gates: gumbel | ste | none (dense)")
@@ -193,6 +194,7 @@ class TrainConfig:
     budget_warmup_epochs: float = option(1.0, "gated: epochs over which the target slides from 1 to --target-macs")
     tau_start: float = option(1.0, "gumbel: temperature at the first step (decays exponentially)")
     tau_end: float = option(0.5, "gumbel: temperature at the last step")
+    noise_fade: float = option(0.0, "gumbel: last fraction of the run over which the gate noise fades to 0")
     gate_hard: bool = option(True, "gumbel: hard 0/1 forward with straight-through gradient")
     ste_grad: Literal["sigmoid", "identity"] = option("sigmoid", "ste: backward of the threshold")
     gate_groups: int = option(1, "gated: channels decided together by one logit (1 = per channel)")
@@ -275,6 +277,8 @@ class TrainConfig:
         for name in ("budget_weight", "balance_weight", "budget_warmup_epochs"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.noise_fade <= 1:
+            raise ConfigError(f"--noise-fade must be a fraction of the run in [0, 1], got {self.noise_fade}")
 
     def _validate_pruning(self) -> None:
         from .prune import METHOD_NAMES

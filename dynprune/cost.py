@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.benchmark import Timer
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -94,7 +95,7 @@ class CostModel:
                 layers.append(
                     LayerCost(name, records[name], module.weight.numel(), bias, in_site.get(name), site, depthwise)
                 )
-            elif isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d) and module.affine:
+            elif isinstance(module, _BatchNorm) and module.affine:  # SyncBatchNorm (torchrun --sync-bn) too
                 layers.append(LayerCost(name, 0, module.weight.numel(), bias, None, channelwise_site.get(name), True))
         widths = {s.name: _width(model, s) for s in sites}
         return cls(layers, widths)

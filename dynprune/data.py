@@ -370,7 +370,9 @@ class BatchLoader:
     """Yields normalised float batches from in-memory uint8 arrays; augmentation is vectorised per batch.
 
     Randomness comes from one ``torch.Generator`` whose state is saved in checkpoints, so a resumed run sees
-    exactly the batches an uninterrupted one would.
+    exactly the batches an uninterrupted one would. Under torchrun (``shard=(rank, world_size)``) every rank draws
+    the same global batch and keeps its ``rank::world_size`` slice, so the ranks together see what one process
+    would.
     """
 
     def __init__(
@@ -382,7 +384,11 @@ class BatchLoader:
         seed: int = 0,
         device: torch.device | str = "cpu",
         channels_last: bool = False,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
+        self.rank, self.world_size = shard
+        if batch_size % self.world_size:
+            raise ValueError(f"--batch-size {batch_size} must be divisible by the {self.world_size} processes")
         self.arrays = arrays
         self.batch_size = batch_size
         self.train = train
@@ -411,9 +417,12 @@ class BatchLoader:
             if self.train:
                 x = self._augment(x)
             x = (x.float() - self.mean) / self.std
+            y = self.labels[idx]
+            if self.world_size > 1:  # this rank's slice of the global batch
+                x, y = x[self.rank :: self.world_size], y[self.rank :: self.world_size]
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            yield x, self.labels[idx]
+            yield x, y
 
     def _augment(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape

@@ -21,8 +21,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from . import distributed
 from .data import BatchLoader
 from .methods import Method
 
@@ -185,7 +187,14 @@ class Trainer:
         amp_dtype: torch.dtype | None = None,
         progress: bool = True,
     ) -> None:
-        self.model = model
+        self.model = model  # the plain model: evaluation, checkpoints and the method's hooks all live on it
+        self.dist = distributed.current()
+        # Under torchrun the forward/backward of training goes through DDP (gradient all-reduce); built after the
+        # method has attached its gates and masks, whose parameters must exist when DDP registers them.
+        self.net: nn.Module = model
+        if self.dist.enabled:
+            device = train_loader.device
+            self.net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         self.method = method
         self.train_loader = train_loader
         self.val_loader = val_loader
@@ -195,7 +204,7 @@ class Trainer:
         self.config = config
         self.tracker = tracker
         self.amp_dtype = amp_dtype
-        self.progress = progress and sys.stderr.isatty()
+        self.progress = progress and sys.stderr.isatty() and self.dist.is_main
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.optimizer = make_optimizer(model, lr, momentum, weight_decay)
         steps_per_epoch = len(train_loader)
@@ -212,7 +221,14 @@ class Trainer:
     def checkpoint_path(self) -> Path:
         return self.out_dir / CHECKPOINT
 
-    def save(self) -> None:
+    def save(self, sync: bool = True) -> None:
+        """Rank 0 writes (atomically); with ``sync`` the other ranks wait until the file is complete."""
+        if self.dist.is_main:
+            self._write_checkpoint()
+        if sync:
+            distributed.barrier()
+
+    def _write_checkpoint(self) -> None:
         save_checkpoint(
             self.checkpoint_path,
             {
@@ -247,7 +263,8 @@ class Trainer:
 
     # -- loop
     def fit(self) -> FitState:
-        with (self.out_dir / "metrics.jsonl").open("a") as metrics_file:
+        metrics = self.out_dir / "metrics.jsonl"
+        with open(metrics if self.dist.is_main else os.devnull, "a") as metrics_file:
             while self.state.epoch < self.epochs:
                 started = time.perf_counter()
                 train_stats = self._train_epoch(self.state.epoch)
@@ -260,7 +277,7 @@ class Trainer:
         return self.state
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
-        model, device = self.model, self.train_loader.device
+        model, device = self.net, self.train_loader.device
         model.train()
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
@@ -304,10 +321,12 @@ class Trainer:
                     loss=f"{loss.item():.3f}", acc=f"{100 * correct.item() / seen:.1f}", img_s=f"{rate:.0f}"
                 )
         elapsed = time.perf_counter() - started
+        # Under torchrun: statistics of the global batch (every rank's slice), throughput of all ranks together.
+        seen_all = distributed.sum_across_ranks(float(seen), device)
         return {
-            "loss": loss_sum.item() / seen,
-            "acc": 100.0 * correct.item() / seen,
-            "images_per_s": seen / elapsed,
+            "loss": distributed.sum_across_ranks(loss_sum.item(), device) / seen_all,
+            "acc": 100.0 * distributed.sum_across_ranks(float(correct.item()), device) / seen_all,
+            "images_per_s": seen_all / elapsed,
         }
 
     def _end_of_epoch(self, train: dict[str, float], seconds: float) -> dict[str, float]:
@@ -327,6 +346,8 @@ class Trainer:
             "lr": self.scheduler.get_last_lr()[0],
         }
         self.state.history.append(row)
+        if not self.dist.is_main:
+            return row
         print(
             f"epoch {self.state.epoch:3d}/{self.epochs}  "
             f"train loss {train['loss']:.4f} acc {train['acc']:.2f}  "

@@ -11,6 +11,14 @@ import torch
 from .config import ConfigError, TrainConfig, save_yaml, to_dict
 from .cost import measure_latency
 from .data import BatchLoader, load_dataset, subset
+from .distributed import (
+    DistContext,
+    check_sync_bn,
+    device_for_rank,
+    init_distributed,
+    max_weight_difference,
+    shutdown,
+)
 from .engine import CHECKPOINT, Trainer, evaluate, load_checkpoint, load_weights, write_json
 from .methods import Method, create_method
 from .models import create_model
@@ -40,7 +48,20 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
+    check_sync_bn(cfg.sync_bn, device)
+    ctx = init_distributed(device)  # a no-op outside torchrun
+    if cfg.batch_size % ctx.world_size:
+        shutdown()
+        raise ConfigError(f"--batch-size {cfg.batch_size} must be divisible by the {ctx.world_size} torchrun processes")
+    try:
+        return _run(cfg, device_for_rank(device), ctx)
+    finally:
+        shutdown()
+
+
+def _run(cfg: TrainConfig, device: torch.device, ctx: DistContext) -> dict[str, Any]:
+    out_dir = cfg.run_dir
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
 
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.val_size, download=cfg.download)
     shape = (data.in_channels, data.image_size, data.image_size)
@@ -55,6 +76,8 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.init:  # the plain model's weights, before the method adds gates or masks
         init = load_checkpoint(cfg.init, arch)
         load_weights(model, init["model"], cfg.init)
+    if cfg.sync_bn and ctx.enabled:  # before the method hooks its masks onto the BN modules
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     method = method_from_config(cfg)
     model = method.prepare(model, shape)
     channels_last = cfg.channels_last and device.type == "cpu"
@@ -69,13 +92,16 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
         seed=cfg.seed,
         device=device,
         channels_last=channels_last,
+        shard=(ctx.rank, ctx.world_size),
     )
     val_loader = BatchLoader(
         data.val, data, cfg.eval_batch_size, train=False, device=device, channels_last=channels_last
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_yaml(cfg, out_dir / "config.yaml")
-    tracker = Tracker(cfg.wandb, cfg.wandb_project, out_dir, to_dict(cfg), group=cfg.wandb_group)
+    if ctx.is_main:  # only rank 0 writes the run folder and talks to wandb
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_yaml(cfg, out_dir / "config.yaml")
+    mode = cfg.wandb if ctx.is_main else "disabled"
+    tracker = Tracker(mode, cfg.wandb_project, out_dir, to_dict(cfg), group=cfg.wandb_group)
     try:
         trainer = Trainer(
             model,
@@ -98,10 +124,14 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
         )
         if cfg.resume:
             trainer.resume()
-            print(f"resumed {out_dir} after epoch {trainer.state.epoch}/{cfg.epochs}", flush=True)
+            if ctx.is_main:
+                print(f"resumed {out_dir} after epoch {trainer.state.epoch}/{cfg.epochs}", flush=True)
         state = trainer.fit()
+        weight_diff = max_weight_difference(model)  # 0.0 when DDP kept every rank's weights equal
+        if not ctx.is_main:  # rank 0 alone finishes: calibration, test, latency, result.json
+            return {"rank": ctx.rank, "max_weight_diff": weight_diff}
         method.finalize(model, val_loader, amp_dtype)  # may calibrate gates or remove channels in place
-        trainer.save()
+        trainer.save(sync=False)  # rank 0 alone gets here
 
         test_loader = BatchLoader(
             data.test, data, cfg.eval_batch_size, train=False, device=device, channels_last=channels_last
@@ -137,6 +167,13 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
             **method.result_fields(),
         }
+        if ctx.enabled:
+            result["distributed"] = {
+                "world_size": ctx.world_size,
+                "backend": ctx.backend,
+                "sync_bn": cfg.sync_bn,
+                "max_weight_diff": weight_diff,
+            }
         write_json(out_dir / RESULT, result)
         tracker.summary({f"final/{k}": v for k, v in result.items() if isinstance(v, int | float)})
         report_distribution(result, macs / dense_macs, out_dir, tracker)
@@ -178,6 +215,7 @@ def method_from_config(cfg: TrainConfig) -> Method:
         balance_weight=cfg.balance_weight,
         tau_start=cfg.tau_start,
         tau_end=cfg.tau_end,
+        noise_fade=cfg.noise_fade,
         gate_hard=cfg.gate_hard,
         ste_grad=cfg.ste_grad,
         group_size=cfg.gate_groups,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils import skip_init
 
 
@@ -163,7 +164,7 @@ def slice_site(model: nn.Module, site: ChannelSite, keep: torch.Tensor) -> None:
         if path is None:
             continue
         module = get_module(model, path)
-        if isinstance(module, nn.BatchNorm2d):
+        if isinstance(module, _BatchNorm):  # SyncBatchNorm too: sliced into a plain BatchNorm2d
             set_module(model, path, _slice_bn(module, keep))
         elif isinstance(module, nn.Conv2d):
             set_module(model, path, _slice_conv(module, keep, keep))

@@ -39,6 +39,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+    if "top1" not in result:  # a torchrun rank other than 0: rank 0 reports
+        return 0
     print(
         f"test top1 {result['top1']:.2f}%  MACs {result['macs'] / 1e6:.2f}M "
         f"({result['macs_ratio']:.3f}x dense)  "

@@ -68,6 +68,27 @@ def test_quick_comparison_end_to_end_then_resumes(tmp_path, data_root):
     assert again.returncode == 0 and "9 cells, 9 done" in again.stdout
 
 
+def _results(out: Path) -> dict[str, tuple[str, str]]:
+    with (out / "results.csv").open() as fh:
+        return {r["method"]: (r["top1"], r["macs_ratio"]) for r in csv.DictReader(fh)}
+
+
+def test_parallel_workers_give_the_serial_results(tmp_path, data_root):
+    common = ("--methods", "dense,l1-filter,narrow", "--targets", "0.5", "--train-subset", "256", "--val-size", "500")
+    common += ("--epochs", "1", "--dense-epochs", "1", "--no-latency", "--wandb", "disabled", "--threads", "1")
+    serial = run_module("dynprune.compare", *common, "--out", str(tmp_path / "serial"), timeout=600)
+    assert serial.returncode == 0, serial.stderr[-2000:]
+    parallel = run_module(
+        "dynprune.compare", *common, "--workers", "2", "--out", str(tmp_path / "parallel"), timeout=600
+    )
+    assert parallel.returncode == 0, parallel.stderr[-2000:]
+    assert "in 2 worker processes" in parallel.stdout
+    assert (tmp_path / "parallel/l1-filter/t0.5/s0/train.log").stat().st_size > 0  # each worker's own log
+    results = _results(tmp_path / "serial")
+    assert set(results) == {"dense", "l1-filter", "narrow"}
+    assert _results(tmp_path / "parallel") == results  # same seeds, same thread count: bit-identical cells
+
+
 def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path, data_root):
     out = tmp_path / "dry"
     proc = run_module(

@@ -54,6 +54,24 @@ def test_ste_forward_is_exactly_binary_and_gumbel_hard_too():
     assert ((soft > 0) & (soft < 1)).any()
 
 
+def test_gumbel_without_noise_trains_on_the_eval_decisions():
+    torch.manual_seed(0)
+    logits = torch.randn(256, 32)
+    gumbel = create_estimator("gumbel")
+    assert torch.equal(gumbel(logits, True, 0.5, 0.0), (logits >= 0).float())
+    noisy = gumbel(logits, True, 0.5, 1.0)
+    assert 0.05 < (noisy != (logits >= 0).float()).float().mean() < 0.5  # the noise flips some decisions
+
+
+def test_gate_noise_fades_to_zero_over_the_last_fraction_of_the_run():
+    _model, method, _shape = gated("resnet20", "gumbel")
+    method.noise_fade = 0.25
+    method.begin(total_steps=400, steps_per_epoch=100)
+    assert [method.noise_at(s) for s in (0, 200, 300, 350, 400)] == [1.0, 1.0, 1.0, 0.5, 0.0]
+    method.noise_fade = 0.0
+    assert method.noise_at(399) == 1.0
+
+
 @pytest.mark.parametrize("gate", ESTIMATORS.names())
 def test_eval_is_deterministic_threshold(gate):
     model, _method, shape = gated("resnet20", gate)

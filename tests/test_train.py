@@ -119,8 +119,8 @@ def test_resume_ends_with_same_weights(tmp_path, monkeypatch):
 
     original_save = Trainer.save
 
-    def save_then_interrupt(self):
-        original_save(self)
+    def save_then_interrupt(self, sync: bool = True):
+        original_save(self, sync)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Trainer, "save", save_then_interrupt)

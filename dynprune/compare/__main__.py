@@ -62,10 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         cells = build_plan(cfg)
-        print(format_plan(cells), flush=True)
+        print(format_plan(cells, cfg.workers), flush=True)
         if cfg.dry_run:
             return 0
-        run_cells(cells)
+        run_cells(cells, cfg.workers)
         rows = collect_rows(cells)
         title = f"{cfg.model} on {cfg.dataset}"
         report = write_outputs(cfg.run_dir, title, rows, cfg.targets)

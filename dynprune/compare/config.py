@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -27,19 +28,29 @@ class CompareConfig:
     seeds: list[int] = option([0], "seeds; every cell runs once per seed")
     epochs: int = option(9, "fine-tune/training epochs shared by every method that starts from the dense model")
     lr: float = option(0.05, "peak learning rate of the fine-tunes")
+    gate_budget_weight: float = option(200.0, "gumbel/ste: weight of the MAC budget term in the fine-tune")
     train_subset: int = option(0, "train on the first N training images only (0 = all)")
     val_size: int = option(5000, "validation images carved from the training set")
     batch_size: int = option(128, "training batch size")
     search_episodes: int = option(200, "rl: episodes of the policy search")
     search_algo: str = option("ddpg", "rl: search algorithm (python -m agents.search --help)")
     search_val_subset: int = option(2000, "rl: validation images scored per strategy")
-    threads: int = option(0, "torch CPU threads per cell (0 = torch's default)")
+    threads: int = option(0, "torch CPU threads per cell (0 = torch's default, or cores / workers with --workers)")
+    workers: int = option(1, "cells run in parallel processes (each with --threads threads)")
     data_dir: str | None = option(None, "folder holding the data sets (else $DYNPRUNE_DATA, else ./data)")
     out: str | None = option(None, "comparison folder (default runs/compare-<name>)")
     wandb: Literal["offline", "online", "disabled"] = option("offline", "wandb mode of every cell and the summary")
     wandb_project: str = option("dynprune", "wandb project")
     latency: bool = option(True, "measure latency of every cell (batch 1 and 64)")
     dry_run: bool = option(False, "print the plan and its estimated time, train nothing")
+
+    @property
+    def cell_threads(self) -> int:
+        """Threads of each cell: as given, else the cores shared out between the workers (0 = torch's default)."""
+        if self.threads or self.workers == 1:
+            return self.threads
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return max(1, cores // self.workers)
 
     @property
     def run_dir(self) -> Path:
@@ -52,6 +63,6 @@ class CompareConfig:
             raise ConfigError(f"targets must be fractions in (0, 1], got {self.targets}")
         if not self.seeds:
             raise ConfigError("seeds: give at least one seed")
-        for field in ("epochs", "dense_epochs", "search_episodes"):
+        for field in ("epochs", "dense_epochs", "search_episodes", "workers"):
             if getattr(self, field) < 1:
                 raise ConfigError(f"{field} must be >= 1, got {getattr(self, field)}")

@@ -1,14 +1,27 @@
-"""Run the plan's cells in order; a cell with a result.json is skipped, so a stopped comparison resumes."""
+"""Run the plan's cells; a cell with a result.json is skipped, so a stopped comparison resumes.
+
+With ``workers > 1`` independent cells run in parallel processes (spawned, each with its own torch thread count
+from the plan, so N workers x T threads never oversubscribe the cores). A cell that fine-tunes waits for the dense
+cells, whose checkpoint it starts from. A worker's cell writes its log to ``<cell>/train.log``; only one
+line per finished cell reaches the terminal, so parallel logs never interleave.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
 import subprocess
 import sys
 import time
+from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
+from typing import Any
 
 from ..config import ConfigError, TrainConfig, build
 from ..runner import run_training
+from .methods import COMPARE_METHODS
 from .plan import Cell
+
+CELL_LOG = "train.log"
 
 
 def _search(cell: Cell) -> None:
@@ -25,17 +38,81 @@ def _search(cell: Cell) -> None:
         raise ConfigError(f"{cell.label}: the policy search failed ({last}); see {cell.run_dir}/search.log")
 
 
-def run_cells(cells: list[Cell]) -> None:
-    todo = [c for c in cells if not c.done and not c.external]
-    for i, cell in enumerate(todo, 1):
-        print(f"[{i}/{len(todo)}] {cell.label} -> {cell.run_dir}", flush=True)
+def run_cell(cell: Cell) -> dict[str, Any]:
+    """One cell, start to result: the rl search if any, then its training run (resumed if interrupted)."""
+    if cell.search_args:
+        _search(cell)
+    values = dict(cell.values)
+    values["resume"] = (cell.run_dir / "checkpoint.pt").is_file()  # an interrupted cell continues
+    return run_training(build(TrainConfig, values))
+
+
+def _run_cell_logged(cell: Cell) -> tuple[dict[str, Any], float]:
+    """A worker process's entry: the cell with its output in the cell's own log file."""
+    started = time.perf_counter()
+    cell.run_dir.mkdir(parents=True, exist_ok=True)
+    with (
+        open(cell.run_dir / CELL_LOG, "a") as log,
+        contextlib.redirect_stdout(log),
+        contextlib.redirect_stderr(log),
+    ):
+        result = run_cell(cell)
+    return result, time.perf_counter() - started
+
+
+def _finished_line(result: dict[str, Any], seconds: float) -> str:
+    return f"top1 {result['top1']:.2f}%  MACs {result['macs_ratio']:.3f}x  ({seconds:.0f}s)"
+
+
+def _run_serial(cells: list[Cell], total: int) -> None:
+    for i, cell in enumerate(cells, 1):
+        print(f"[{i}/{total}] {cell.label} -> {cell.run_dir}", flush=True)
         started = time.perf_counter()
-        if cell.search_args:
-            _search(cell)
-        values = dict(cell.values)
-        values["resume"] = (cell.run_dir / "checkpoint.pt").is_file()  # an interrupted cell continues
-        result = run_training(build(TrainConfig, values))
-        print(
-            f"    top1 {result['top1']:.2f}%  MACs {result['macs_ratio']:.3f}x  ({time.perf_counter() - started:.0f}s)",
-            flush=True,
-        )
+        result = run_cell(cell)
+        print(f"    {_finished_line(result, time.perf_counter() - started)}", flush=True)
+
+
+def _run_parallel(cells: list[Cell], workers: int, total: int) -> None:
+    """Cells that start from the dense checkpoint are submitted once every dense cell has finished; the others
+    (dense, compact architectures from scratch) start at once."""
+    print(f"running {len(cells)} cells in {workers} worker processes (logs: <cell>/{CELL_LOG})", flush=True)
+    waiting = [c for c in cells if COMPARE_METHODS[c.method].from_dense]
+    dense_left = sum(COMPARE_METHODS[c.method].family == "dense" for c in cells)
+    # spawn, not fork: a forked child would inherit the parent's torch thread pool and OpenMP state
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures: dict[Future, Cell] = {}
+
+        def submit(batch: list[Cell]) -> None:
+            futures.update({pool.submit(_run_cell_logged, cell): cell for cell in batch})
+
+        submit([c for c in cells if c not in waiting])
+        if not dense_left:
+            submit(waiting)
+            waiting = []
+        pending, done_count = set(futures), 0
+        try:
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                for future in finished:
+                    cell = futures[future]
+                    result, seconds = future.result()  # a failed cell raises here; the rest are cancelled
+                    done_count += 1
+                    print(f"[{done_count}/{total}] {cell.label}: {_finished_line(result, seconds)}", flush=True)
+                    dense_left -= COMPARE_METHODS[cell.method].family == "dense"
+                if waiting and not dense_left:
+                    before = set(futures)
+                    submit(waiting)
+                    pending |= set(futures) - before
+                    waiting = []
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+
+
+def run_cells(cells: list[Cell], workers: int = 1) -> None:
+    todo = [c for c in cells if not c.done and not c.external]
+    if workers > 1 and len(todo) > 1:
+        _run_parallel(todo, workers, len(todo))
+    else:
+        _run_serial(todo, len(todo))

@@ -92,7 +92,7 @@ def build_plan(cfg: CompareConfig) -> list[Cell]:
         "batch_size": cfg.batch_size,
         "epochs": cfg.epochs,
         "lr": cfg.lr,
-        "threads": cfg.threads,
+        "threads": cfg.cell_threads,
         "wandb": cfg.wandb,
         "wandb_project": cfg.wandb_project,
         "wandb_group": cfg.name,
@@ -104,7 +104,8 @@ def build_plan(cfg: CompareConfig) -> list[Cell]:
         for target in cfg.targets if method.uses_target else [1.0]:
             for seed in cfg.seeds:
                 cells.append(_cell(cfg, method, target, seed, base, cost, data, out))
-    _estimate(cfg, cells, dense_model, shape, len(data.train) if cfg.train_subset <= 0 else cfg.train_subset)
+    n_train = len(data.train) if cfg.train_subset <= 0 else cfg.train_subset
+    _estimate(cfg, cells, dense_model, shape, data.num_classes, n_train)
     return cells
 
 
@@ -134,7 +135,7 @@ def _cell(cfg, method, target, seed, base, cost, data, out) -> Cell:
         search_args = [
             *("--algo", cfg.search_algo, "--init", values["init"], "--target-macs", str(target)),
             *("--episodes", str(cfg.search_episodes), "--val-subset", str(cfg.search_val_subset)),
-            *("--seed", str(seed), "--out", str(search), "--wandb", cfg.wandb, "--threads", str(cfg.threads)),
+            *("--seed", str(seed), "--out", str(search), "--wandb", cfg.wandb, "--threads", str(cfg.cell_threads)),
             *("--baselines", "none", "--no-progress"),
         ]
         if cfg.search_episodes <= 1:
@@ -146,7 +147,7 @@ def _cell(cfg, method, target, seed, base, cost, data, out) -> Cell:
 
 
 def _seconds_per_image(model: torch.nn.Module, shape: tuple[int, ...], batch_size: int) -> float:
-    """One measured training step of the dense model: the unit every estimate is scaled from."""
+    """One measured training step (forward, backward, update) per image: what every estimate is scaled from."""
     x, y = torch.randn(batch_size, *shape), torch.randint(0, 2, (batch_size,))
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
     model.train()
@@ -160,29 +161,45 @@ def _seconds_per_image(model: torch.nn.Module, shape: tuple[int, ...], batch_siz
     return min(times[1:]) / batch_size
 
 
+# Training cost of a family relative to the dense model's step (gates add their small networks and budget terms).
 FAMILY_COST = {"dense": 1.0, "static": 1.0, "rl": 1.0, "dynamic": 1.2, "compact": 1.0}
+# Work after training, in passes over the validation split: test set, latency (all); gated budget calibration
+# (a bisection of ~12 val passes); the global-unstructured sparsity solve (a mask per candidate).
+FAMILY_EXTRA_VAL_PASSES = {"dense": 3.0, "static": 3.0, "rl": 3.0, "dynamic": 15.0, "compact": 3.0}
 
 
-def _estimate(cfg: CompareConfig, cells: list[Cell], model: torch.nn.Module, shape, n_train: int) -> None:
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    per_image = _seconds_per_image(model, shape, min(cfg.batch_size, 64))
+def _estimate(
+    cfg: CompareConfig, cells: list[Cell], model: torch.nn.Module, shape, num_classes: int, n_train: int
+) -> None:
+    """Seconds per cell from measured training steps: the dense model's for every method that trains it, and each
+    compact architecture's own (a MobileNetV2 costs far more time per MAC on a CPU than a ResNet)."""
+    if cfg.cell_threads:
+        torch.set_num_threads(cfg.cell_threads)
+    batch = min(cfg.batch_size, 64)
+    dense_per_image = _seconds_per_image(model, shape, batch)
     for cell in cells:
         if cell.done or cell.external:
             continue
         family = COMPARE_METHODS[cell.method].family
-        scale = FAMILY_COST[family] * (cell.target if family == "compact" else 1.0)
-        epoch_s = n_train * per_image * scale + cfg.val_size * per_image / 3
-        cell.estimate_s = cell.values["epochs"] * epoch_s
+        per_image = dense_per_image
+        if family == "compact":
+            net = create_model(cell.values["model"], shape[0], num_classes, shape[-1], width=cell.values["width"])
+            per_image = _seconds_per_image(net, shape, batch)
+        eval_pass = cfg.val_size * per_image / 3  # forward only: about a third of a training step
+        epoch_s = n_train * per_image * FAMILY_COST[family] + eval_pass
+        cell.estimate_s = cell.values["epochs"] * epoch_s + FAMILY_EXTRA_VAL_PASSES[family] * eval_pass
         if family == "rl":  # each strategy: adaptive BN (8 x 128 images) and the val subset, forward only
             cell.estimate_s += cfg.search_episodes * (1024 + cfg.search_val_subset) * per_image / 3 * cell.target
 
 
-def format_plan(cells: list[Cell]) -> str:
+def format_plan(cells: list[Cell], workers: int = 1) -> str:
     lines = [f"{'cell':<34}{'epochs':>7}{'estimate':>10}  folder"]
     for cell in cells:
         state = "done" if cell.done else "given" if cell.external else f"{cell.estimate_s / 60:7.1f}m"
         lines.append(f"{cell.label:<34}{cell.values['epochs']:>7}{state:>10}  {cell.run_dir}")
     total = sum(c.estimate_s for c in cells if not c.done)
-    lines.append(f"{len(cells)} cells, {sum(c.done for c in cells)} done; estimated {total / 60:.0f} min to go")
+    summary = f"{len(cells)} cells, {sum(c.done for c in cells)} done; estimated {total / 60:.0f} min to go"
+    if workers > 1:
+        summary += f" in one process, about {total / workers / 60:.0f} min with {workers} workers"
+    lines.append(summary)
     return "\n".join(lines)

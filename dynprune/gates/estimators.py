@@ -14,7 +14,8 @@ import torch
 
 from ..registry import Registry
 
-Estimator = Callable[[torch.Tensor, bool, float], torch.Tensor]
+# (logits, training, tau, noise scale) -> decisions; the noise scale fades gumbel's noise out at the end of a run
+Estimator = Callable[[torch.Tensor, bool, float, float], torch.Tensor]
 ESTIMATORS: Registry[Callable[..., Estimator]] = Registry("gate estimator")
 
 
@@ -42,12 +43,18 @@ def eval_decision(logits: torch.Tensor) -> torch.Tensor:
 
 @register_estimator("gumbel")
 def gumbel(hard: bool = True, **_: object) -> Estimator:
-    """Binary Gumbel-softmax (Gumbel-sigmoid / relaxed Bernoulli) with temperature tau."""
+    """Binary Gumbel-softmax (Gumbel-sigmoid / relaxed Bernoulli) with temperature tau.
 
-    def estimate(logits: torch.Tensor, training: bool, tau: float) -> torch.Tensor:
+    ``noise`` scales the logistic noise: at 0 the hard forward is exactly the eval decision (logit >= 0), so a
+    run whose noise fades to 0 ends training on the decisions it is tested with.
+    """
+
+    def estimate(logits: torch.Tensor, training: bool, tau: float, noise: float = 1.0) -> torch.Tensor:
         if not training:
             return eval_decision(logits)
-        soft = torch.sigmoid((logits + logistic_noise(logits.shape, logits)) / tau)
+        if noise > 0:
+            logits = logits + noise * logistic_noise(logits.shape, logits)
+        soft = torch.sigmoid(logits / tau)
         return straight_through((soft >= 0.5).to(soft.dtype), soft) if hard else soft
 
     return estimate
@@ -59,7 +66,7 @@ def ste(ste_grad: str = "sigmoid", **_: object) -> Estimator:
     if ste_grad not in ("identity", "sigmoid"):
         raise ValueError(f"ste gradient {ste_grad!r}; allowed: identity, sigmoid")
 
-    def estimate(logits: torch.Tensor, training: bool, tau: float) -> torch.Tensor:
+    def estimate(logits: torch.Tensor, training: bool, tau: float, noise: float = 1.0) -> torch.Tensor:
         hard = eval_decision(logits)
         if not training:
             return hard

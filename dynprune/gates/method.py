@@ -6,10 +6,17 @@ balance term pushes every site's open rate back inside [balance_low, balance_hig
 all-off or stays all-on. During the first ``budget_warmup_epochs`` the target slides linearly from 1 to its
 final value, so a dense initialisation is not shocked. The Gumbel temperature decays exponentially from
 ``tau_start`` to ``tau_end`` over the run: tau(t) = tau_start * (tau_end / tau_start) ** (t / T).
+
+Over the last ``noise_fade`` of the run gumbel's noise fades linearly to zero, so training ends on exactly the
+deterministic decisions the model is tested with. Without it a short fine-tune ends with logits still near 0:
+the noisy training decisions meet the budget in expectation while the test-time threshold opens far more
+channels (measured: 0.87x MACs against a 0.5 target after 2 epochs), and the calibration that then closes the
+gap removes channels the network never learned to lose (30.6% top-1).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +26,7 @@ from torch import nn
 
 from ..config import ConfigError
 from ..cost import CostModel
+from ..distributed import global_mean
 from ..methods import Method, register_method
 from .calibrate import bisect_logit_shift
 from .estimators import ESTIMATORS, create_estimator
@@ -37,6 +45,7 @@ class GatedMethod(Method):
         balance_high: float = 0.95,
         tau_start: float = 1.0,
         tau_end: float = 0.5,
+        noise_fade: float = 0.0,
         gate_hard: bool = True,
         ste_grad: str = "sigmoid",
         group_size: int = 1,
@@ -55,6 +64,7 @@ class GatedMethod(Method):
         self.budget_weight, self.balance_weight = budget_weight, balance_weight
         self.balance_low, self.balance_high = balance_low, balance_high
         self.tau_start, self.tau_end = tau_start, tau_end
+        self.noise_fade = noise_fade
         self.group_size, self.reduction, self.bias_init = group_size, reduction, bias_init
         self.budget_warmup_epochs = budget_warmup_epochs
         self.calibrate = calibrate
@@ -91,6 +101,13 @@ class GatedMethod(Method):
         progress = min(1.0, step / self.total_steps)
         return self.tau_start * (self.tau_end / self.tau_start) ** progress
 
+    def noise_at(self, step: int) -> float:
+        fade_from = 1.0 - self.noise_fade
+        progress = min(1.0, step / self.total_steps)
+        if progress <= fade_from or self.noise_fade == 0:
+            return 1.0
+        return max(0.0, (1.0 - progress) / self.noise_fade)
+
     def target_at(self, step: int) -> float:
         if step >= self.warmup_steps:
             return self.target
@@ -98,6 +115,7 @@ class GatedMethod(Method):
 
     def before_step(self, model: nn.Module, step: int) -> None:
         self.gate_set.tau = self.tau_at(step)
+        self.gate_set.noise = self.noise_at(step)
 
     def extra_loss(
         self, model: nn.Module, logits: torch.Tensor, step: int, epoch: int
@@ -105,11 +123,17 @@ class GatedMethod(Method):
         masks = self.gate_set.masks
         ratio = self.cost.macs_from_masks(masks) / self.dense_macs  # [B], differentiable through the estimator
         target = self.target_at(step)
-        budget = (ratio.mean() - target) ** 2
-        rates = torch.stack([m.mean() for m in masks.values()])  # [S] open rate per site in this batch
+        # Means over the global batch under torchrun: the budget is a square of the mean, not a mean of squares.
+        budget = (global_mean(ratio) - target) ** 2
+        rates = global_mean(torch.stack([m.mean(dim=1) for m in masks.values()], dim=1))  # [S] open rate per site
         balance = (F.relu(self.balance_low - rates) ** 2 + F.relu(rates - self.balance_high) ** 2).mean()
         loss = self.budget_weight * budget + self.balance_weight * balance
-        logs = {"macs_ratio": ratio.mean().item(), "budget_target": target, "tau": self.gate_set.tau}
+        logs = {
+            "macs_ratio": ratio.mean().item(),
+            "budget_target": target,
+            "tau": self.gate_set.tau,
+            "noise": self.gate_set.noise,
+        }
         return loss, logs
 
     def finalize(self, model: nn.Module, val_loader: Any, amp_dtype: torch.dtype | None) -> None:
@@ -124,6 +148,7 @@ class GatedMethod(Method):
             return
         from ..engine import evaluate
 
+        @functools.cache  # the unshifted ratio is asked for twice (first bisection point, "before")
         def ratio_at(shift: float) -> float:
             self.gate_set.logit_shift = shift
             return evaluate(model, val_loader, self, amp_dtype).macs.mean().item() / self.dense_macs

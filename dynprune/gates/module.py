@@ -51,6 +51,7 @@ class GateSet(nn.Module):
         self.sites = list(sites)
         self.estimator = estimator
         self.tau = 1.0
+        self.noise = 1.0  # scale of gumbel's logistic noise (method.py fades it out at the end of training)
         self.force_open = False
         self.logit_shift = 0.0  # added to every logit; calibration searches it, then folds it into the biases
         self.masks: dict[str, torch.Tensor] = {}
@@ -71,7 +72,11 @@ class GateSet(nn.Module):
         def hook(module: nn.Module, args: tuple) -> None:
             gate = self.gates[_key(site.name)]
             logits = gate(args[0]) + self.logit_shift  # [B, G]
-            decision = torch.ones_like(logits) if self.force_open else self.estimator(logits, self.training, self.tau)
+            decision = (
+                torch.ones_like(logits)
+                if self.force_open
+                else self.estimator(logits, self.training, self.tau, self.noise)
+            )
             mask = repeat(decision, "b g -> b (g k)", k=gate.channels // gate.groups)  # [B, C]
             self.logits[site.name] = logits
             self.masks[site.name] = mask

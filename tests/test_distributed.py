@@ -1,0 +1,95 @@
+"""torchrun: 2 gloo processes on the CPU train as one process would, keep identical weights, and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from helpers import REPO, run_module
+
+from dynprune.engine import load_checkpoint
+
+# LeNet-5 has no BatchNorm: 2 ranks x 32 images must then give exactly the gradients of one process x 64.
+LENET = ("--model", "lenet5", "--train-subset", "512", "--val-size", "500", "--batch-size", "64", "--lr", "0.05")
+QUIET = ("--wandb", "disabled", "--no-latency", "--threads", "1")
+
+
+def torchrun(*args: str, nproc: int = 2) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *args]
+
+
+def run_torchrun(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    cmd = torchrun("-m", "dynprune.train", *args)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_two_gloo_ranks_train_like_one_process_on_the_global_batch(tmp_path, data_root):
+    one = run_module("dynprune.train", *LENET, *QUIET, "--epochs", "2", "--out", str(tmp_path / "one"))
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = run_torchrun(*LENET, *QUIET, "--epochs", "2", "--out", str(tmp_path / "two"))
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("test top1") == 1  # rank 0 alone reports
+
+    result = json.loads((tmp_path / "two/result.json").read_text())
+    assert result["distributed"]["world_size"] == 2 and result["distributed"]["backend"] == "gloo"
+    assert result["distributed"]["max_weight_diff"] == 0.0  # both ranks hold identical weights
+    for a, b in zip(metrics(tmp_path / "one"), metrics(tmp_path / "two"), strict=True):
+        assert abs(a["train_loss"] - b["train_loss"]) < 1e-4 * a["train_loss"], (a, b)
+        assert a["val_acc"] == b["val_acc"]
+    single = load_checkpoint(tmp_path / "one/checkpoint.pt")["model"]
+    distributed = load_checkpoint(tmp_path / "two/checkpoint.pt")["model"]
+    for key, value in single.items():
+        assert torch.allclose(value, distributed[key], atol=1e-5), key
+    assert not (tmp_path / "two" / "wandb").exists()
+
+
+def test_gated_distributed_run_resumes_after_interrupt(tmp_path, data_root):
+    """Gates' budget on the global batch, stopped after an epoch by Ctrl-C, continued with --resume."""
+    out = tmp_path / "gated"
+    args = ("--model", "resnet20", "--width", "0.5", "--gate", "ste", "--target-macs", "0.6", "--epochs", "6")
+    args += ("--train-subset", "512", "--val-size", "500", "--batch-size", "64", *QUIET, "--out", str(out))
+    proc = subprocess.Popen(
+        torchrun("-m", "dynprune.train", *args),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 240
+    while not (out / "checkpoint.pt").is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches torchrun and both ranks
+    proc.communicate(timeout=120)
+    stopped_at = load_checkpoint(out / "checkpoint.pt")["epoch"]
+    assert 1 <= stopped_at < 6 and not (out / "result.json").exists()
+
+    resumed = run_torchrun(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed {out} after epoch {stopped_at}/6" in resumed.stdout
+    rows = metrics(out)
+    assert [r["epoch"] for r in rows][-1] == 6 and len({r["epoch"] for r in rows}) == 6
+    result = json.loads((out / "result.json").read_text())
+    assert result["distributed"]["max_weight_diff"] == 0.0
+    assert abs(result["macs_ratio"] - 0.6) < 0.02  # the budget holds (calibrated on the validation split)
+
+
+def test_batch_that_does_not_split_over_the_ranks_is_refused(tmp_path, data_root):
+    proc = run_torchrun(*LENET[:-4], "--batch-size", "63", *QUIET, "--epochs", "1", "--out", str(tmp_path / "x"))
+    assert proc.returncode != 0
+    assert "--batch-size 63 must be divisible by the 2 torchrun processes" in proc.stderr
+
+
+def test_sync_bn_on_cpu_is_a_clear_error(tmp_path, data_root):
+    proc = run_module("dynprune.train", *LENET, *QUIET, "--sync-bn", "--device", "cpu", "--out", str(tmp_path / "x"))
+    assert proc.returncode == 2 and "--sync-bn needs CUDA" in proc.stderr
