@@ -170,6 +170,7 @@ class TrainConfig:
     dataset: str = option("fashion-mnist", "fashion-mnist | mnist | cifar10 | cifar100 | synthetic")
     data_dir: str | None = option(None, "folder holding the data sets (else $DYNPRUNE_DATA, else ./data)")
     download: bool = option(True, "download missing data files from their official addresses")
+    image_size: int = option(224, "imagefolder: images resized and center-cropped to this size")
     val_size: int = option(5000, "validation images carved from the training set (fixed seed)")
     train_subset: int = option(0, "train on the first N training images only (0 = all); for smoke runs")
     epochs: int = option(9, "training epochs")

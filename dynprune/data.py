@@ -258,7 +258,8 @@ EXTRACTED_MD5 = {
     },
 }
 SYNTHETIC = "synthetic"
-DATASET_NAMES = (*DATASETS, SYNTHETIC)
+IMAGE_FOLDER = "imagefolder"  # --data-dir ROOT with train/<class>/ and val/<class>/ image folders
+DATASET_NAMES = (*DATASETS, SYNTHETIC, IMAGE_FOLDER)
 
 
 # ----------------------------------------------------------------------------------------------- files
@@ -340,11 +341,25 @@ def load_dataset(
     val_size: int = 5000,
     split_seed: int = 0,
     download: bool = True,
+    image_size: int = 224,
 ) -> DataSplits:
-    """Load a data set into memory and carve a fixed validation split out of its training set."""
+    """Load a data set into memory and carve a fixed validation split out of its training set.
+
+    ``image_size`` applies to ``imagefolder`` only (the other data sets have their published size)."""
     if name == SYNTHETIC:
         train, test = _synthetic()
         mean, std, num_classes, flip, pad = (0.5,), (0.25,), 10, False, 2
+    elif name == IMAGE_FOLDER:
+        from .imagefolder import IMAGENET_MEAN, IMAGENET_STD, ImageFolderError, read_image_folder
+
+        if data_dir is None:
+            raise DataError("--dataset imagefolder needs --data-dir ROOT (with train/<class>/ and val/<class>/)")
+        try:
+            (train_x, train_y), (test_x, test_y), num_classes = read_image_folder(Path(data_dir), image_size)
+        except (ImageFolderError, OSError) as exc:
+            raise DataError(str(exc)) from None
+        train, test = Arrays(train_x, train_y), Arrays(test_x, test_y)
+        mean, std, flip, pad = IMAGENET_MEAN, IMAGENET_STD, True, max(1, image_size // 16)
     elif name in DATASETS:
         spec = DATASETS[name]
         folder = ensure_files(spec, resolve_data_dir(data_dir), download)

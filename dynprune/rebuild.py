@@ -44,4 +44,9 @@ def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
 def data_of_checkpoint(ckpt: dict, data_dir: str | None = None) -> DataSplits:
     """The data set (and validation split) the checkpoint was trained with, read from its saved config."""
     cfg = ckpt.get("config") or {}
-    return load_dataset(cfg.get("dataset", "fashion-mnist"), data_dir or cfg.get("data_dir"), cfg.get("val_size", 5000))
+    return load_dataset(
+        cfg.get("dataset", "fashion-mnist"),
+        data_dir or cfg.get("data_dir"),
+        cfg.get("val_size", 5000),
+        image_size=cfg.get("image_size", 224),
+    )

@@ -140,7 +140,9 @@ def trained_rows(path: str, batch_sizes: Sequence[int], threads: int, min_run_ti
     model = method.prepare(model, shape)
     load_weights(model, ckpt["model"], path)
     model.eval()
-    data = load_dataset(cfg["dataset"], cfg.get("data_dir"), cfg["val_size"], download=False)
+    data = load_dataset(
+        cfg["dataset"], cfg.get("data_dir"), cfg["val_size"], download=False, image_size=cfg.get("image_size", 224)
+    )
     images, _ = next(iter(BatchLoader(data.test, data, max(batch_sizes), train=False)))
     dense = fold_bn(_without_gates(model))
     name = f"{arch['model']}*"  # * = trained gates
