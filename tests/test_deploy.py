@@ -1,19 +1,16 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_module
 
 from dynprune.fold import fold_bn
 from dynprune.gates import GatedMethod
 from dynprune.gates.deploy import to_deploy
 from dynprune.models import create_model, list_models
 
-REPO = Path(__file__).resolve().parents[1]
 SIZES = {"resnet18": 64}
 
 
@@ -94,29 +91,22 @@ def test_autotune_picks_a_measured_strategy():
 
 def test_bench_dynamic_cli_writes_rows(tmp_path):
     out = tmp_path / "rows.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "dynprune.bench",
-            "dynamic",
-            "--models",
-            "resnet20",
-            "--targets",
-            "0.5",
-            "--batch-sizes",
-            "1,4",
-            "--threads",
-            "1",
-            "--min-run-time",
-            "0.05",
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
+    proc = run_module(
+        "dynprune.bench",
+        "dynamic",
+        "--models",
+        "resnet20",
+        "--targets",
+        "0.5",
+        "--batch-sizes",
+        "1,4",
+        "--threads",
+        "1",
+        "--min-run-time",
+        "0.05",
+        "--json",
+        str(out),
         timeout=300,
-        cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(out.read_text())
@@ -140,13 +130,7 @@ def test_bench_dynamic_cli_writes_rows(tmp_path):
 
 
 def test_bench_rejects_unknown_model():
-    proc = subprocess.run(
-        [sys.executable, "-m", "dynprune.bench", "dynamic", "--models", "resnet21"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO,
-    )
+    proc = run_module("dynprune.bench", "dynamic", "--models", "resnet21", timeout=60)
     assert proc.returncode == 2 and "unknown models ['resnet21']" in proc.stderr
 
 
@@ -157,29 +141,22 @@ def test_bench_dynamic_times_a_trained_checkpoint_on_real_images(tmp_path):
 
     run_training(tiny_config(tmp_path / "ste", **TINY_RESNET, epochs=1, gate="ste", target_macs=0.5))
     out = tmp_path / "rows.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "dynprune.bench",
-            "dynamic",
-            "--models",
-            "",
-            "--checkpoint",
-            str(tmp_path / "ste" / "checkpoint.pt"),
-            "--batch-sizes",
-            "1,4",
-            "--threads",
-            "1",
-            "--min-run-time",
-            "0.05",
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
+    proc = run_module(
+        "dynprune.bench",
+        "dynamic",
+        "--models",
+        "",
+        "--checkpoint",
+        str(tmp_path / "ste" / "checkpoint.pt"),
+        "--batch-sizes",
+        "1,4",
+        "--threads",
+        "1",
+        "--min-run-time",
+        "0.05",
+        "--json",
+        str(out),
         timeout=300,
-        cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(out.read_text())

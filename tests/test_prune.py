@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from helpers import TINY_RESNET, tiny_config
+from helpers import TINY_RESNET, run_module, tiny_config
 
 from dynprune.config import ConfigError, TrainConfig, build
 from dynprune.cost import CostModel, flop_counter_macs
@@ -201,30 +201,21 @@ def test_hard_cli_run_reports_smaller_model(tmp_path):
 
 
 def test_sensitivity_cli_table_plot_and_json(tmp_path):
-    import subprocess
-    import sys
-
     run_training(tiny_config(tmp_path / "dense", **TINY_RESNET, epochs=1))
     out = tmp_path / "sens"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "dynprune.prune",
-            "sensitivity",
-            "--init",
-            str(tmp_path / "dense" / "checkpoint.pt"),
-            "--ratios",
-            "0.3,0.9",
-            "--val-subset",
-            "200",
-            "--out",
-            str(out),
-            "--wandb",
-            "disabled",
-        ],
-        capture_output=True,
-        text=True,
+    proc = run_module(
+        "dynprune.prune",
+        "sensitivity",
+        "--init",
+        str(tmp_path / "dense" / "checkpoint.pt"),
+        "--ratios",
+        "0.3,0.9",
+        "--val-subset",
+        "200",
+        "--out",
+        str(out),
+        "--wandb",
+        "disabled",
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
@@ -233,19 +224,11 @@ def test_sensitivity_cli_table_plot_and_json(tmp_path):
     assert all(len(v) == 2 and all(0 <= a <= 100 for a in v) for v in data["val_top1"].values())
     assert (out / "sensitivity.png").stat().st_size > 10_000
     assert "layer3.2.conv1" in proc.stdout
-    bad = subprocess.run(
-        [sys.executable, "-m", "dynprune.prune", "sensitivity", "--init", "x.pt", "--method", "global-unstructured"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    bad = run_module("dynprune.prune", "sensitivity", "--init", "x.pt", "--method", "global-unstructured", timeout=60)
     assert bad.returncode == 2 and "not a per-site method" in bad.stderr
 
 
 def test_pruned_checkpoints_rebuild_and_bench(tmp_path):
-    import subprocess
-    import sys
-
     from dynprune.rebuild import model_from_checkpoint
 
     base = dict(TINY_RESNET, epochs=1, target_macs=0.5)
@@ -256,24 +239,18 @@ def test_pruned_checkpoints_rebuild_and_bench(tmp_path):
     assert hasattr(soft.layer1[0].conv1, "weight_mask")  # masks come back as masks
     assert hard.layer1[0].conv1.out_channels < 8  # width 0.5 -> 8 channels, half removed
     out = tmp_path / "rows.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "dynprune.bench",
-            "pruned",
-            str(tmp_path / "hard" / "checkpoint.pt"),
-            "--batch-sizes",
-            "1,8",
-            "--threads",
-            "1",
-            "--min-run-time",
-            "0.05",
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
+    proc = run_module(
+        "dynprune.bench",
+        "pruned",
+        str(tmp_path / "hard" / "checkpoint.pt"),
+        "--batch-sizes",
+        "1,8",
+        "--threads",
+        "1",
+        "--min-run-time",
+        "0.05",
+        "--json",
+        str(out),
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
