@@ -11,7 +11,6 @@ the evaluation cache ``cache.jsonl`` (which makes ``--resume`` and repeated stra
 from __future__ import annotations
 
 import functools
-import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -21,10 +20,10 @@ from typing import Any
 import torch
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
+from dynprune.cli import run_command
 from dynprune.config import ConfigError, parse_cli, save_yaml, to_dict
-from dynprune.data import DataError
-from dynprune.engine import CheckpointError, write_json
-from dynprune.track import Tracker, TrackingError
+from dynprune.engine import write_json
+from dynprune.track import Tracker
 
 from .algorithms import ALGORITHMS, SearchSpace
 from .cache import EvaluationCache
@@ -38,7 +37,6 @@ from .rewards import LatencyTable
 PROG = "python -m agents.search"
 POLICY = "policy.json"
 CACHE = "cache.jsonl"
-USER_ERRORS = (ConfigError, SearchError, CheckpointError, DataError, TrackingError)
 
 
 def _worker_env(threads: int, **kwargs: Any) -> ChannelPruningEnv:
@@ -175,21 +173,16 @@ def format_summary(summaries: dict[str, dict[str, Any]]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     cfg = parse_cli(SearchConfig, argv, PROG, "Search per-site pruning ratios with an RL agent or a baseline.")
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
+
+    def work() -> int:
         summaries = run_search(cfg)
-    except USER_ERRORS as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"\n{PROG}: interrupted; strategies scored so far are in {cfg.run_dir}/{CACHE} (continue with --resume)")
-        return 130
-    print(format_summary(summaries))
-    print(
-        f"-> {cfg.run_dir}/{POLICY} (use: python -m dynprune.train --prune l1-filter --ratios {cfg.run_dir}/{POLICY})"
-    )
-    return 0
+        print(format_summary(summaries))
+        policy = cfg.run_dir / POLICY
+        print(f"-> {policy} (use: python -m dynprune.train --prune l1-filter --ratios {policy})")
+        return 0
+
+    interrupted = f"strategies scored so far are in {cfg.run_dir}/{CACHE} (continue with --resume)"
+    return run_command(PROG, work, interrupted, user_errors=(SearchError,))
 
 
 if __name__ == "__main__":

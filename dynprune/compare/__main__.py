@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 from collections.abc import Sequence
 
-from ..config import ConfigError, build, parse_cli, to_dict
-from ..data import DataError
-from ..engine import CheckpointError
-from ..track import Tracker, TrackingError
+from ..cli import run_command
+from ..config import build, parse_cli, to_dict
+from ..track import Tracker
 from .config import CompareConfig
 
 PROG = "python -m dynprune.compare"
-USER_ERRORS = (ConfigError, DataError, CheckpointError, TrackingError)
 # --quick: what CI runs end to end (tiny subset, one target, one seed, every method).
 QUICK = {
     "train_subset": 512,
@@ -54,31 +51,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = parse_cli(CompareConfig, argv, PROG, __doc__ + " Add --quick for a tiny end-to-end run, --list for methods.")
     if quick:
         cfg = build(CompareConfig, {**to_dict(cfg), **QUICK})
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     from .execute import run_cells
     from .plan import build_plan, format_plan
     from .report import collect_rows, write_outputs
 
-    try:
+    def work() -> int:
         cells = build_plan(cfg)
         print(format_plan(cells, cfg.workers), flush=True)
         if cfg.dry_run:
             return 0
         run_cells(cells, cfg.workers)
         rows = collect_rows(cells)
-        title = f"{cfg.model} on {cfg.dataset}"
-        report = write_outputs(cfg.run_dir, title, rows, cfg.targets)
+        report = write_outputs(cfg.run_dir, f"{cfg.model} on {cfg.dataset}", rows, cfg.targets)
         _summary_run(cfg, rows)
-    except USER_ERRORS as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"\n{PROG}: interrupted; finished cells are kept, run the same command to resume", file=sys.stderr)
-        return 130
-    print(report)
-    print(f"-> {cfg.run_dir}/report.md, results.csv, pareto.png, latency.png")
-    return 0
+        print(report)
+        print(f"-> {cfg.run_dir}/report.md, results.csv, pareto.png, latency.png")
+        return 0
+
+    return run_command(PROG, work, "finished cells are kept, run the same command to resume")
 
 
 if __name__ == "__main__":
