@@ -93,3 +93,14 @@ def test_batch_that_does_not_split_over_the_ranks_is_refused(tmp_path, data_root
 def test_sync_bn_on_cpu_is_a_clear_error(tmp_path, data_root):
     proc = run_module("dynprune.train", *LENET, *QUIET, "--sync-bn", "--device", "cpu", "--out", str(tmp_path / "x"))
     assert proc.returncode == 2 and "--sync-bn needs CUDA" in proc.stderr
+
+
+def test_ddp_benchmark_times_one_and_two_processes(tmp_path, data_root):
+    out = tmp_path / "ddp.json"
+    args = ("ddp", "--model", "lenet5", "--train-subset", "256", "--batch-size", "64", "--epochs", "1")
+    proc = run_module("dynprune.bench", *args, "--procs", "1,2", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())
+    assert [r["procs"] for r in rows] == [1, 2] and rows[0]["speedup"] == 1.0
+    assert all(r["images_per_s"] > 0 and r["threads_per_proc"] >= 1 for r in rows)
+    assert "images/s" in proc.stdout
