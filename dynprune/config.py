@@ -171,6 +171,7 @@ class TrainConfig:
     data_dir: str | None = option(None, "folder holding the data sets (else $DYNPRUNE_DATA, else ./data)")
     download: bool = option(True, "download missing data files from their official addresses")
     image_size: int = option(224, "imagefolder: images resized and center-cropped to this size")
+    image_memory_gb: float = option(4.0, "imagefolder: a split bigger than this decoded is streamed from disk")
     val_size: int = option(5000, "validation images carved from the training set (fixed seed)")
     train_subset: int = option(0, "train on the first N training images only (0 = all); for smoke runs")
     epochs: int = option(9, "training epochs")

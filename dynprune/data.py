@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from .imagefolder import LazyImages
+
 ENV_VAR = "DYNPRUNE_DATA"
 
 
@@ -37,15 +39,17 @@ class RemoteFile:
 
 @dataclass
 class Arrays:
-    """Images as uint8 [N, C, H, W] and labels as int64 [N]."""
+    """Images as uint8 [N, C, H, W] (or image files decoded per batch) and labels as int64 [N]."""
 
-    images: torch.Tensor
+    images: torch.Tensor | LazyImages
     labels: torch.Tensor
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
     def take(self, index: torch.Tensor | slice) -> Arrays:
+        if isinstance(self.images, LazyImages):  # a streamed image folder: narrow the file list, do not decode
+            return Arrays(self.images.select(index), self.labels[index])
         return Arrays(self.images[index], self.labels[index])
 
 
@@ -342,10 +346,12 @@ def load_dataset(
     split_seed: int = 0,
     download: bool = True,
     image_size: int = 224,
+    image_memory_gb: float = 4.0,
 ) -> DataSplits:
     """Load a data set into memory and carve a fixed validation split out of its training set.
 
-    ``image_size`` applies to ``imagefolder`` only (the other data sets have their published size)."""
+    ``image_size`` and ``image_memory_gb`` apply to ``imagefolder`` only (a split bigger than that decoded is
+    streamed from disk per batch; the other data sets have their published size and always fit)."""
     if name == SYNTHETIC:
         train, test = _synthetic()
         mean, std, num_classes, flip, pad = (0.5,), (0.25,), 10, False, 2
@@ -355,7 +361,9 @@ def load_dataset(
         if data_dir is None:
             raise DataError("--dataset imagefolder needs --data-dir ROOT (with train/<class>/ and val/<class>/)")
         try:
-            (train_x, train_y), (test_x, test_y), num_classes = read_image_folder(Path(data_dir), image_size)
+            (train_x, train_y), (test_x, test_y), num_classes = read_image_folder(
+                Path(data_dir), image_size, image_memory_gb
+            )
         except (ImageFolderError, OSError) as exc:
             raise DataError(str(exc)) from None
         train, test = Arrays(train_x, train_y), Arrays(test_x, test_y)
@@ -426,34 +434,45 @@ class BatchLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.arrays)
         order = torch.randperm(n, generator=self.generator) if self.train else torch.arange(n)
+        mine = slice(self.rank, None, self.world_size)  # this rank's share of every global batch
         for i in range(len(self)):
-            idx = order[i * self.batch_size : (i + 1) * self.batch_size].to(self.device)
-            x = self.images[idx]  # [B, C, H, W] uint8
+            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+            # The augmentation is drawn for the whole global batch, so every rank consumes the generator alike
+            # and the ranks together see exactly one process's batch; each then fetches only its own images.
+            draws = self._draws(len(idx)) if self.train else {}
+            idx = idx[mine].to(self.device)
+            x = self.images[idx]  # [B, C, H, W] uint8 (decoded from disk for a streamed image folder)
+            if x.device != self.device:
+                x = x.to(self.device, non_blocking=True)
             if self.train:
-                x = self._augment(x)
+                x = self._augment(x, {k: v[mine].to(self.device) for k, v in draws.items()})
             x = (x.float() - self.mean) / self.std
-            y = self.labels[idx]
-            if self.world_size > 1:  # this rank's slice of the global batch
-                x, y = x[self.rank :: self.world_size], y[self.rank :: self.world_size]
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            yield x, y
+            yield x, self.labels[idx]
 
-    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+    def _draws(self, b: int) -> dict[str, torch.Tensor]:
+        draws = {}
+        if self.padding:
+            draws["dy"] = torch.randint(0, 2 * self.padding + 1, (b,), generator=self.generator)
+            draws["dx"] = torch.randint(0, 2 * self.padding + 1, (b,), generator=self.generator)
+        if self.flip:
+            draws["mirror"] = torch.rand(b, generator=self.generator) < 0.5
+        return draws
+
+    def _augment(self, x: torch.Tensor, draws: dict[str, torch.Tensor]) -> torch.Tensor:
         b, _, h, w = x.shape
         if self.padding:
             p = self.padding
             padded = torch.nn.functional.pad(x, (p, p, p, p))  # [B, C, H+2p, W+2p], zeros
-            dy = torch.randint(0, 2 * p + 1, (b,), generator=self.generator).to(self.device)
-            dx = torch.randint(0, 2 * p + 1, (b,), generator=self.generator).to(self.device)
+            dy, dx = draws["dy"], draws["dx"]
             rows = (dy[:, None] + torch.arange(h, device=self.device))[:, None, :, None]  # [B, 1, H, 1]
             cols = (dx[:, None] + torch.arange(w, device=self.device))[:, None, None, :]  # [B, 1, 1, W]
             batch = torch.arange(b, device=self.device)[:, None, None, None]
             chans = torch.arange(x.shape[1], device=self.device)[None, :, None, None]
             x = padded[batch, chans, rows, cols]
         if self.flip:
-            mirror = (torch.rand(b, generator=self.generator) < 0.5).to(self.device)
-            x = torch.where(mirror[:, None, None, None], x.flip(-1), x)
+            x = torch.where(draws["mirror"][:, None, None, None], x.flip(-1), x)
         return x
 
     def state_dict(self) -> dict:

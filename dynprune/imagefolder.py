@@ -1,14 +1,16 @@
 """ImageNet-style folders: ``ROOT/train/<class>/*.jpg`` and ``ROOT/val/<class>/*.jpg`` (or ``test/``).
 
 Images are decoded with Pillow, resized so the shorter side is ``image_size * 8/7`` (ImageNet's 256 for 224) and
-center-cropped to ``image_size``, then held in memory as uint8 like every other data set, so the loader, the
-augmentation and DDP sharding are the same code. Memory is N x 3 x S x S bytes: 1.2 GB for 10,000 images at 224
-(a full ImageNet at 224 needs ~190 GB: use a subset, a smaller --image-size, or a streaming loader).
+center-cropped to ``image_size``. A split that fits in ``memory_gb`` (N x 3 x S x S bytes: 1.2 GB per 10,000
+images at 224) is decoded once and held in memory as uint8 like every other data set; a larger one (a full
+ImageNet at 224 is ~190 GB) becomes ``LazyImages``, decoded batch by batch from disk. Either way the loader, the
+augmentation and DDP sharding are the same code (each rank decodes only its own slice of a batch).
 Classes are the sorted sub-folder names of ``train/``; ``val/`` must use the same names.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -63,22 +65,61 @@ def decode(path: Path, size: int) -> np.ndarray:
         return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
 
 
-def read_split(paths: list[Path], labels: list[int], size: int, desc: str) -> tuple[torch.Tensor, torch.Tensor]:
+DECODE_THREADS = 8  # Pillow releases the GIL while decoding and resizing
+
+
+def decode_many(paths: Sequence[Path], size: int, progress: str | None = None) -> torch.Tensor:
     images = np.empty((len(paths), 3, size, size), dtype=np.uint8)
-    with ThreadPoolExecutor(max_workers=4) as pool:  # Pillow releases the GIL while decoding
+    with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
         decoded = pool.map(lambda p: decode(p, size), paths)
-        for i, array in enumerate(tqdm(decoded, total=len(paths), desc=desc, leave=False, mininterval=2.0)):
+        if progress:
+            decoded = tqdm(decoded, total=len(paths), desc=progress, leave=False, mininterval=2.0)
+        for i, array in enumerate(decoded):
             images[i] = array
-    return torch.from_numpy(images), torch.tensor(labels, dtype=torch.long)
+    return torch.from_numpy(images)
 
 
-def read_image_folder(root: Path, size: int) -> tuple[tuple, tuple, int]:
-    """((train images, labels), (eval images, labels), number of classes) of an image-folder root."""
+class LazyImages:
+    """Image files that stand in for an [N, 3, S, S] uint8 tensor: indexing with a tensor of positions decodes
+    those images (a batch); ``select`` narrows the file list (train/val splits, subsets) without decoding."""
+
+    def __init__(self, paths: Sequence[Path], size: int) -> None:
+        self.paths = list(paths)
+        self.size = size
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((len(self.paths), 3, self.size, self.size))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def select(self, index: torch.Tensor | slice) -> LazyImages:
+        if isinstance(index, slice):
+            return LazyImages(self.paths[index], self.size)
+        return LazyImages([self.paths[i] for i in index.tolist()], self.size)
+
+    def __getitem__(self, index: torch.Tensor) -> torch.Tensor:
+        return decode_many([self.paths[i] for i in index.cpu().tolist()], self.size)
+
+    def to(self, device: torch.device | str) -> LazyImages:
+        return self  # decoded batches are moved to the device by the loader
+
+
+def read_image_folder(root: Path, size: int, memory_gb: float) -> tuple[tuple, tuple, int]:
+    """((train images, labels), (eval images, labels), number of classes) of an image-folder root; a split
+    larger than ``memory_gb`` decoded stays on disk as ``LazyImages``."""
     train_paths, train_labels, classes = list_images(root / "train")
     eval_split = next((root / s for s in EVAL_SPLITS if (root / s).is_dir()), None)
     if eval_split is None:
         raise ImageFolderError(f"{root}: needs a val/ (or test/) folder beside train/")
     eval_paths, eval_labels, _ = list_images(eval_split, classes)
-    train = read_split(train_paths, train_labels, size, "decode train")
-    test = read_split(eval_paths, eval_labels, size, f"decode {eval_split.name}")
+
+    def images(paths: list[Path], name: str) -> torch.Tensor | LazyImages:
+        if len(paths) * 3 * size * size > memory_gb * 2**30:
+            return LazyImages(paths, size)
+        return decode_many(paths, size, progress=f"decode {name}")
+
+    train = images(train_paths, "train"), torch.tensor(train_labels, dtype=torch.long)
+    test = images(eval_paths, eval_split.name), torch.tensor(eval_labels, dtype=torch.long)
     return train, test, len(classes)

@@ -63,7 +63,14 @@ def _run(cfg: TrainConfig, device: torch.device, ctx: DistContext) -> dict[str, 
     out_dir = cfg.run_dir
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
 
-    data = load_dataset(cfg.dataset, cfg.data_dir, cfg.val_size, download=cfg.download, image_size=cfg.image_size)
+    data = load_dataset(
+        cfg.dataset,
+        cfg.data_dir,
+        cfg.val_size,
+        download=cfg.download,
+        image_size=cfg.image_size,
+        image_memory_gb=cfg.image_memory_gb,
+    )
     shape = (data.in_channels, data.image_size, data.image_size)
     model = create_model(cfg.model, data.in_channels, data.num_classes, data.image_size, width=cfg.width)
     arch = {

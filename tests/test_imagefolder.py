@@ -7,10 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from helpers import run_module
 from PIL import Image
 
-from dynprune.data import DataError, load_dataset
+from dynprune.data import BatchLoader, DataError, load_dataset
+from dynprune.imagefolder import LazyImages
 
 COLOURS = {"cat": (220, 30, 30), "dog": (30, 200, 40), "eel": (20, 40, 230)}
 
@@ -44,6 +46,20 @@ def test_folders_decode_to_center_crops_with_sorted_class_labels(tmp_path):
     assert red[0] > red[2] + 50 and blue[2] > blue[0] + 50  # colours survive (one grey file per class)
 
 
+def test_streamed_folder_gives_the_batches_of_the_in_memory_one(tmp_path):
+    """A split too big for --image-memory-gb is decoded per batch from disk: same batches, same augmentation."""
+    write_folder(tmp_path, {"train": 6, "val": 2})
+    held = load_dataset("imagefolder", tmp_path, val_size=3, image_size=32)
+    streamed = load_dataset("imagefolder", tmp_path, val_size=3, image_size=32, image_memory_gb=0)
+    assert isinstance(streamed.train.images, LazyImages) and isinstance(held.train.images, torch.Tensor)
+    for split in ("train", "val", "test"):
+        for train in (True, False):
+            a = BatchLoader(getattr(held, split), held, 3, train=train, seed=1)
+            b = BatchLoader(getattr(streamed, split), streamed, 3, train=train, seed=1)
+            for (xa, ya), (xb, yb) in zip(a, b, strict=True):
+                assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
 def test_image_folder_errors_are_one_clear_line(tmp_path):
     with pytest.raises(DataError, match="needs --data-dir ROOT"):
         load_dataset("imagefolder", None)
@@ -61,7 +77,7 @@ def test_resnet18_trains_on_an_image_folder_through_the_cli(tmp_path):
     out = tmp_path / "run"
     args = ("--dataset", "imagefolder", "--data-dir", str(root), "--model", "resnet18", "--image-size", "64")
     args += ("--val-size", "6", "--epochs", "2", "--batch-size", "6", "--lr", "0.02", "--warmup-epochs", "0")
-    args += ("--wandb", "disabled", "--no-latency", "--out", str(out))
+    args += ("--image-memory-gb", "0", "--wandb", "disabled", "--no-latency", "--out", str(out))  # streamed
     proc = run_module("dynprune.train", *args)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads((out / "result.json").read_text())
