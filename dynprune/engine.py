@@ -264,6 +264,8 @@ class Trainer:
     # -- loop
     def fit(self) -> FitState:
         metrics = self.out_dir / "metrics.jsonl"
+        if self.dist.is_main:
+            self._trim_metrics(metrics)
         with open(metrics if self.dist.is_main else os.devnull, "a") as metrics_file:
             while self.state.epoch < self.epochs:
                 started = time.perf_counter()
@@ -275,6 +277,16 @@ class Trainer:
                 metrics_file.flush()
                 self.save()  # only after a whole epoch: an interrupted epoch is simply redone on resume
         return self.state
+
+    def _trim_metrics(self, metrics: Path) -> None:
+        """Keep only the rows of epochs the checkpoint holds: a run stopped between writing an epoch's row and
+        its checkpoint, or restarted without one, must not leave rows the resumed run writes again."""
+        if not metrics.is_file():
+            return
+        rows = [line for line in metrics.read_text().splitlines() if line.strip()]
+        kept = [line for line in rows if json.loads(line).get("epoch", 0) <= self.state.epoch]
+        if len(kept) != len(rows):
+            metrics.write_text("".join(line + "\n" for line in kept))
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
         model, device = self.net, self.train_loader.device

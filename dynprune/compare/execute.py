@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import signal
 import subprocess
 import sys
 import time
-from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any
 
 from ..config import ConfigError, TrainConfig, build
@@ -49,6 +50,10 @@ def run_cell(cell: Cell) -> dict[str, Any]:
 
 def _run_cell_logged(cell: Cell) -> tuple[dict[str, Any], float]:
     """A worker process's entry: the cell with its output in the cell's own log file."""
+    # Ctrl-C reaches the workers too (same process group): stop the cell cleanly, its last epoch kept. A worker
+    # started from a background shell would otherwise inherit SIGINT ignored and keep training.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     started = time.perf_counter()
     cell.run_dir.mkdir(parents=True, exist_ok=True)
     with (
@@ -92,7 +97,7 @@ def _run_parallel(cells: list[Cell], workers: int, total: int) -> None:
         pending, done_count = set(futures), 0
         try:
             while pending:
-                finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
                     cell = futures[future]
                     result, seconds = future.result()  # a failed cell raises here; the rest are cancelled
