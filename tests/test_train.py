@@ -131,6 +131,8 @@ def test_resume_ends_with_same_weights(tmp_path, monkeypatch):
     resumed = run_training(tiny(tmp_path / "b", resume=True))
     again = load_checkpoint(tmp_path / "b" / "run" / "checkpoint.pt")
     assert again["epoch"] == 2
+    rows = (tmp_path / "b" / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in rows] == [1, 2]  # one row per epoch across the interruption
     for key, value in full["model"].items():
         assert torch.equal(value, again["model"][key]), key
     assert resumed["top1"] == straight["top1"]
