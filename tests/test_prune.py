@@ -43,6 +43,21 @@ def test_global_unstructured_meets_a_mac_target_in_nonzero_weight_macs(tmp_path)
     assert result["ratios"]["layer1.0.conv1"] != 0.5
 
 
+@pytest.mark.parametrize("target", [0.3, 0.5, 0.7])
+def test_global_filter_meets_a_mac_target_in_structured_macs(target):
+    """The global ranking cuts layers unevenly, so the uniform ratio's MACs would miss: solved on its curve."""
+    from dynprune.prune.ratios import resolver
+
+    torch.manual_seed(0)
+    model = create_model("resnet20", 3, 10, 32)
+    method = StaticPruneMethod("global-filter", resolve_ratios=resolver(None, None, target))
+    model = method.prepare(model, (3, 32, 32))
+    keep = {s.name: float(channel_mask(model, s).mean()) for s in model.channel_sites()}
+    ratio = method.cost.macs(keep) / method.cost.dense_macs
+    assert target - 0.02 <= ratio <= target
+    assert len({round(k, 3) for k in keep.values()}) > 2  # still a global ranking: unequal keep per site
+
+
 def test_l1_unstructured_is_per_layer():
     model, _ = prepared("l1-unstructured", 0.3)
     _, per_layer = sparsity(model)

@@ -103,13 +103,34 @@ def global_filter_keep(model: nn.Module, sites: Sequence[ChannelSite], fraction:
     return keep
 
 
-@register_pruner("global-filter", True, "channels of all sites ranked together (per-layer normalised L2)")
-def _global_filter(model, sites, ratios, cost) -> None:
-    # The uniform ratio fixes how many channels go in total; the ranking decides where they come from.
+def _global_fraction(model: nn.Module, sites: Sequence[ChannelSite], ratios: Mapping[str, float]) -> float:
+    # The ratios fix how many channels go in total (their width-weighted mean, unrounded, so the MAC curve moves
+    # one channel at a time); the ranking decides where they come from.
     widths = {s.name: site_width(model, s) for s in sites}
-    total = sum(widths.values())
-    fraction = sum(removed(widths[s.name], ratios[s.name]) for s in sites) / total
-    for site_name, keep in global_filter_keep(model, sites, fraction).items():
+    return sum(widths[s.name] * ratios[s.name] for s in sites) / sum(widths.values())
+
+
+def _global_filter_macs_curve(model: nn.Module, cost: CostModel) -> Callable[[float], float]:
+    """Structured MACs / dense after global-filter at a uniform ``ratio``: where the ranking takes the channels
+    from decides the MACs (a channel of a 32x32 layer costs more than one of an 8x8 layer), so a target must be
+    solved on this curve, not on the uniform ratio's MACs."""
+    sites = model.channel_sites()
+
+    def at(ratio: float) -> float:
+        keep = global_filter_keep(model, sites, _global_fraction(model, sites, dict.fromkeys(cost.site_widths, ratio)))
+        return cost.macs({name: float(k.mean()) for name, k in keep.items()}) / cost.dense_macs
+
+    return at
+
+
+@register_pruner(
+    "global-filter",
+    True,
+    "channels of all sites ranked together (per-layer normalised L2)",
+    macs_curve=_global_filter_macs_curve,
+)
+def _global_filter(model, sites, ratios, cost) -> None:
+    for site_name, keep in global_filter_keep(model, sites, _global_fraction(model, sites, ratios)).items():
         apply_channel_mask(model, next(s for s in sites if s.name == site_name), keep)
 
 

@@ -77,10 +77,10 @@ def from_file(cost: CostModel, path: str | Path) -> dict[str, float]:
 
 
 def solve_sparsity_for_macs(macs_at: Callable[[float], float], target: float) -> float:
-    """The smallest sparsity whose nonzero-weight MAC fraction ``macs_at(sparsity)`` is <= target (bisection)."""
+    """The smallest ratio whose MAC fraction ``macs_at(ratio)`` is <= target (bisection on a monotone curve)."""
     lo, hi = 0.0, 0.999
     if macs_at(hi) > target:
-        raise ConfigError(f"--target-macs {target} cannot be reached by zeroing weights (floor {macs_at(hi):.3f})")
+        raise ConfigError(f"--target-macs {target} cannot be reached by this pruner (floor {macs_at(hi):.3f})")
     for _ in range(30):
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if macs_at(mid) > target else (lo, mid)
@@ -99,11 +99,11 @@ def resolver(ratio: float | None, ratios_file: str | None, target_macs: float):
             return from_file(cost, ratios_file)
         if ratio is not None:
             return uniform(cost, ratio)
+        if target_macs >= 1:
+            return uniform(cost, 0.0)
+        if macs_at is not None:  # the pruner's own MAC curve (global rankings put the cuts unevenly)
+            return uniform(cost, solve_sparsity_for_macs(macs_at, target_macs))
         if not structured:  # zeroed weights leave the shapes alone: the target applies to nonzero-weight MACs
-            if target_macs >= 1:
-                return uniform(cost, 0.0)
-            if macs_at is not None:
-                return uniform(cost, solve_sparsity_for_macs(macs_at, target_macs))
             return uniform(cost, 1.0 - target_macs)  # per-layer sparsity: every layer's MACs shrink alike
         return solve_uniform_for_macs(cost, target_macs)
 
