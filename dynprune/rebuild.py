@@ -7,6 +7,7 @@ not saved; dynprune's checkpoints carry the kept channel indices, so the shapes 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.utils.prune as tprune
@@ -39,6 +40,39 @@ def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
             tprune.identity(modules[path_], param)  # same key layout; load_state_dict fills the real mask
     load_weights(model, state, str(path))
     return model, ckpt
+
+
+def gated_model_from_checkpoint(path: str | Path) -> tuple[nn.Module, Any, dict]:
+    """(gated model in eval mode, its GatedMethod, checkpoint) of a ``--gate`` run: the gates are rebuilt from the
+    saved config (their calibration is already folded into the saved biases)."""
+    from .gates import GatedMethod
+
+    ckpt = load_checkpoint(path)
+    cfg, arch = ckpt["config"], ckpt["arch"]
+    if cfg.get("gate", "none") == "none":
+        raise ValueError(f"{path}: not a gated run (gate = none)")
+    model = create_model(
+        arch["model"], arch["in_channels"], arch["num_classes"], arch["image_size"], width=arch["width"]
+    )
+    method = GatedMethod(
+        cfg["gate"], cfg["target_macs"], group_size=cfg["gate_groups"], reduction=cfg["gate_reduction"], calibrate=False
+    )
+    model = method.prepare(model, (arch["in_channels"], arch["image_size"], arch["image_size"]))
+    load_weights(model, ckpt["model"], str(path))
+    return model.eval(), method, ckpt
+
+
+def deployable_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
+    """(the model a run's latency is measured on, checkpoint): gated runs in deploy mode (closed channels
+    skipped), the others as trained (hard-pruned ones already narrower, masked ones with their masks)."""
+    ckpt = load_checkpoint(path)
+    if (ckpt.get("config") or {}).get("gate", "none") != "none":
+        from .gates.deploy import to_deploy
+
+        model, _, ckpt = gated_model_from_checkpoint(path)
+        return to_deploy(model), ckpt
+    model, ckpt = model_from_checkpoint(path)
+    return model.eval(), ckpt
 
 
 def data_of_checkpoint(ckpt: dict, data_dir: str | None = None) -> DataSplits:

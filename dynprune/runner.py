@@ -162,7 +162,7 @@ def _run(cfg: TrainConfig, device: torch.device, ctx: DistContext) -> dict[str, 
             "macs_per_class": per_class_mean(macs, test.labels),
             "macs_unit": "multiply-accumulates per sample (FLOPs = 2 x MACs)",
             "params": sum(p.numel() for p in model.parameters()),
-            "latency_ms": _latency(method.deploy_model(model), test_loader, device, channels_last)
+            "latency_ms": latency_on_test_images(method.deploy_model(model), test_loader, device, channels_last)
             if cfg.latency
             else None,
             "seed": cfg.seed,
@@ -189,7 +189,9 @@ def _run(cfg: TrainConfig, device: torch.device, ctx: DistContext) -> dict[str, 
     return result
 
 
-def _latency(model: torch.nn.Module, test_loader: BatchLoader, device: torch.device, channels_last: bool) -> dict:
+def latency_on_test_images(
+    model: torch.nn.Module, test_loader: BatchLoader, device: torch.device, channels_last: bool
+) -> dict:
     """Batch 1 and 64 on real test images (gates decide per input, so random tensors would mislead)."""
     images = next(iter(test_loader))[0]
     inputs = {b: images[:b] for b in (1, 64)}

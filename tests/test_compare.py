@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import json
 from pathlib import Path
 
 import pytest
@@ -75,7 +76,7 @@ def _results(out: Path) -> dict[str, tuple[str, str]]:
 
 def test_parallel_workers_give_the_serial_results(tmp_path, data_root):
     common = ("--methods", "dense,l1-filter,narrow", "--targets", "0.5", "--train-subset", "256", "--val-size", "500")
-    common += ("--epochs", "1", "--dense-epochs", "1", "--no-latency", "--wandb", "disabled", "--threads", "1")
+    common += ("--epochs", "1", "--dense-epochs", "1", "--wandb", "disabled", "--threads", "1")
     serial = run_module("dynprune.compare", *common, "--out", str(tmp_path / "serial"), timeout=600)
     assert serial.returncode == 0, serial.stderr[-2000:]
     parallel = run_module(
@@ -87,6 +88,12 @@ def test_parallel_workers_give_the_serial_results(tmp_path, data_root):
     results = _results(tmp_path / "serial")
     assert set(results) == {"dense", "l1-filter", "narrow"}
     assert _results(tmp_path / "parallel") == results  # same seeds, same thread count: bit-identical cells
+    # parallel cells are timed afterwards, one at a time (a serial run times each cell as it finishes)
+    assert "latency pass: timing 3 cells one at a time" in parallel.stdout
+    for method in ("dense/s0", "l1-filter/t0.5/s0", "narrow/t0.5/s0"):
+        latency = json.loads((tmp_path / "parallel" / method / "result.json").read_text())["latency_ms"]
+        assert latency["pass"] == "serial" and latency["b1"] > 0 and latency["b64"] > latency["b1"]
+    assert "pass" not in json.loads((tmp_path / "serial/l1-filter/t0.5/s0/result.json").read_text())["latency_ms"]
 
 
 def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path, data_root):

@@ -51,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = parse_cli(CompareConfig, argv, PROG, __doc__ + " Add --quick for a tiny end-to-end run, --list for methods.")
     if quick:
         cfg = build(CompareConfig, {**to_dict(cfg), **QUICK})
-    from .execute import run_cells
+    from .execute import retime_cells, run_cells
     from .plan import build_plan, format_plan
     from .report import collect_rows, write_outputs
 
@@ -61,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cfg.dry_run:
             return 0
         run_cells(cells, cfg.workers)
+        if cfg.latency and cfg.workers > 1:
+            retime_cells([c for c in cells if not c.external], cfg.cell_threads)
         rows = collect_rows(cells)
         report = write_outputs(cfg.run_dir, f"{cfg.model} on {cfg.dataset}", rows, cfg.targets)
         _summary_run(cfg, rows)

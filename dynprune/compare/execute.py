@@ -116,6 +116,46 @@ def _run_parallel(cells: list[Cell], workers: int, total: int) -> None:
             raise
 
 
+def retime_cells(cells: list[Cell], threads: int) -> None:
+    """Latency of every finished cell that has none, one cell at a time on an otherwise idle machine.
+
+    Parallel cells skip their own latency: measured while another cell trains on the other cores it was noise
+    (a first run showed a narrow model at 0.35x of dense). Each cell is rebuilt from its checkpoint as it would be
+    deployed (gated: deploy mode; hard-pruned: narrower) and timed on real test images, as a serial cell is."""
+    import json
+
+    import torch
+
+    from ..data import BatchLoader
+    from ..engine import CHECKPOINT, write_json
+    from ..rebuild import data_of_checkpoint, deployable_from_checkpoint
+    from ..runner import RESULT, latency_on_test_images, resolve_device
+
+    todo = [c for c in cells if json.loads((c.run_dir / RESULT).read_text()).get("latency_ms") is None]
+    if not todo:
+        return
+    if threads:
+        torch.set_num_threads(threads)
+    print(f"latency pass: timing {len(todo)} cells one at a time", flush=True)
+    data_cache: dict[tuple, Any] = {}
+    for cell in todo:
+        model, ckpt = deployable_from_checkpoint(cell.run_dir / CHECKPOINT)
+        cfg = ckpt["config"]
+        key = (cfg.get("dataset"), cfg.get("data_dir"), cfg.get("val_size"), cfg.get("image_size"))
+        data = data_cache.get(key) or data_cache.setdefault(key, data_of_checkpoint(ckpt))
+        device = resolve_device(cfg.get("device", "auto"))
+        channels_last = bool(cfg.get("channels_last", True)) and device.type == "cpu"
+        model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        loader = BatchLoader(
+            data.test, data, cfg.get("eval_batch_size", 512), train=False, device=device, channels_last=channels_last
+        )
+        result_path = cell.run_dir / RESULT
+        result = json.loads(result_path.read_text())
+        result["latency_ms"] = {**latency_on_test_images(model, loader, device, channels_last), "pass": "serial"}
+        write_json(result_path, result)
+        print(f"    {cell.label}: b1 {result['latency_ms']['b1']:.2f} ms, b64 {result['latency_ms']['b64']:.1f} ms")
+
+
 def run_cells(cells: list[Cell], workers: int = 1) -> None:
     todo = [c for c in cells if not c.done and not c.external]
     if workers > 1 and len(todo) > 1:

@@ -96,7 +96,7 @@ def build_plan(cfg: CompareConfig) -> list[Cell]:
         "wandb": cfg.wandb,
         "wandb_project": cfg.wandb_project,
         "wandb_group": cfg.name,
-        "latency": cfg.latency,
+        "latency": cfg.latency and cfg.workers == 1,  # parallel cells are timed afterwards, one at a time
         "progress": False,
     }
     cells: list[Cell] = []

@@ -123,26 +123,13 @@ def rows_for(
 
 def trained_rows(path: str, batch_sizes: Sequence[int], threads: int, min_run_time: float) -> list[SpeedRow]:
     """Rows for a trained gated checkpoint, timed on real test images of its data set."""
-    from ..data import BatchLoader, load_dataset
-    from ..engine import load_checkpoint, load_weights
+    from ..data import BatchLoader
+    from ..rebuild import data_of_checkpoint, gated_model_from_checkpoint
 
-    ckpt = load_checkpoint(path)
+    model, method, ckpt = gated_model_from_checkpoint(path)
     cfg, arch = ckpt["config"], ckpt["arch"]
-    if cfg.get("gate", "none") == "none":
-        raise ValueError(f"{path}: not a gated run (gate = none)")
     shape = (arch["in_channels"], arch["image_size"], arch["image_size"])
-    model = create_model(
-        arch["model"], arch["in_channels"], arch["num_classes"], arch["image_size"], width=arch["width"]
-    )
-    method = GatedMethod(
-        cfg["gate"], cfg["target_macs"], group_size=cfg["gate_groups"], reduction=cfg["gate_reduction"], calibrate=False
-    )
-    model = method.prepare(model, shape)
-    load_weights(model, ckpt["model"], path)
-    model.eval()
-    data = load_dataset(
-        cfg["dataset"], cfg.get("data_dir"), cfg["val_size"], download=False, image_size=cfg.get("image_size", 224)
-    )
+    data = data_of_checkpoint(ckpt)
     images, _ = next(iter(BatchLoader(data.test, data, max(batch_sizes), train=False)))
     dense = fold_bn(_without_gates(model))
     name = f"{arch['model']}*"  # * = trained gates
