@@ -16,6 +16,7 @@ import tarfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -435,21 +436,23 @@ class BatchLoader:
         n = len(self.arrays)
         order = torch.randperm(n, generator=self.generator) if self.train else torch.arange(n)
         mine = slice(self.rank, None, self.world_size)  # this rank's share of every global batch
-        for i in range(len(self)):
-            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
-            # The augmentation is drawn for the whole global batch, so every rank consumes the generator alike
-            # and the ranks together see exactly one process's batch; each then fetches only its own images.
-            draws = self._draws(len(idx)) if self.train else {}
-            idx = idx[mine].to(self.device)
-            x = self.images[idx]  # [B, C, H, W] uint8 (decoded from disk for a streamed image folder)
-            if x.device != self.device:
-                x = x.to(self.device, non_blocking=True)
-            if self.train:
-                x = self._augment(x, {k: v[mine].to(self.device) for k, v in draws.items()})
-            x = (x.float() - self.mean) / self.std
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            yield x, self.labels[idx]
+        # This rank's positions of every batch; the batch after the current one is fetched ahead (for a streamed
+        # image folder, decoded by a background thread while the current batch trains).
+        batches = [order[i * self.batch_size : (i + 1) * self.batch_size][mine] for i in range(len(self))]
+        with _Prefetcher(self.images, batches, ahead=isinstance(self.images, LazyImages)) as fetched:
+            for i, x in enumerate(fetched):
+                # The augmentation is drawn for the whole global batch (in batch order, on this thread), so every
+                # rank consumes the generator alike and the ranks together see exactly one process's batch.
+                draws = self._draws(min(self.batch_size, n - i * self.batch_size)) if self.train else {}
+                idx = batches[i].to(self.device)
+                if x.device != self.device:
+                    x = x.to(self.device, non_blocking=True)
+                if self.train:
+                    x = self._augment(x, {k: v[mine].to(self.device) for k, v in draws.items()})
+                x = (x.float() - self.mean) / self.std
+                if self.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                yield x, self.labels[idx]
 
     def _draws(self, b: int) -> dict[str, torch.Tensor]:
         draws = {}
@@ -480,6 +483,34 @@ class BatchLoader:
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
+
+
+class _Prefetcher:
+    """Yields ``images[positions]`` for each batch; with ``ahead`` the next batch is fetched by a background
+    thread while the caller works on the current one (in-memory images are a cheap slice: no thread)."""
+
+    def __init__(self, images: torch.Tensor | LazyImages, batches: list[torch.Tensor], ahead: bool) -> None:
+        self.images, self.batches = images, batches
+        self.pool = ThreadPoolExecutor(max_workers=1) if ahead else None
+
+    def __enter__(self) -> Iterator[torch.Tensor]:
+        return self._fetch()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def _fetch(self) -> Iterator[torch.Tensor]:
+        if self.pool is None:
+            for positions in self.batches:
+                yield self.images[positions.to(self.images.device)]
+            return
+        pending = self.pool.submit(self.images.__getitem__, self.batches[0]) if self.batches else None
+        for i in range(len(self.batches)):
+            current = pending.result()
+            if i + 1 < len(self.batches):
+                pending = self.pool.submit(self.images.__getitem__, self.batches[i + 1])
+            yield current
 
 
 def subset(arrays: Arrays, n: int) -> Arrays:
