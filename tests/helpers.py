@@ -24,6 +24,7 @@ TINY = dict(
     lr=0.05,
 )
 TINY_RESNET = dict(model="resnet20", width=0.5)
+QUICK_TIMING = ("--threads", "1", "--min-run-time", "0.05")  # benchmark CLIs: a fast timing, not a figure
 
 
 def tiny_config(out: Path, **overrides: object) -> TrainConfig:

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from helpers import run_module
+from helpers import QUICK_TIMING, run_module
 
 from dynprune.fold import fold_bn
 from dynprune.gates import GatedMethod
@@ -100,10 +100,7 @@ def test_bench_dynamic_cli_writes_rows(tmp_path):
         "0.5",
         "--batch-sizes",
         "1,4",
-        "--threads",
-        "1",
-        "--min-run-time",
-        "0.05",
+        *QUICK_TIMING,
         "--json",
         str(out),
         timeout=300,
@@ -150,10 +147,7 @@ def test_bench_dynamic_times_a_trained_checkpoint_on_real_images(tmp_path):
         str(tmp_path / "ste" / "checkpoint.pt"),
         "--batch-sizes",
         "1,4",
-        "--threads",
-        "1",
-        "--min-run-time",
-        "0.05",
+        *QUICK_TIMING,
         "--json",
         str(out),
         timeout=300,

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from helpers import TINY_RESNET, run_module, tiny_config
+from helpers import QUICK_TIMING, TINY_RESNET, run_module, tiny_config
 
 from dynprune.config import ConfigError, TrainConfig, build
 from dynprune.cost import CostModel, flop_counter_macs
@@ -260,10 +260,7 @@ def test_pruned_checkpoints_rebuild_and_bench(tmp_path):
         str(tmp_path / "hard" / "checkpoint.pt"),
         "--batch-sizes",
         "1,8",
-        "--threads",
-        "1",
-        "--min-run-time",
-        "0.05",
+        *QUICK_TIMING,
         "--json",
         str(out),
         timeout=300,
