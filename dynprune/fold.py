@@ -1,7 +1,11 @@
-"""Inference-time folding: BatchNorm merged into the preceding convolution (eval mode only).
+"""Inference-time transforms shared by every executor that is timed (dense baseline, deploy mode, pruned).
 
-Conv -> BN pairs are found from the traced graph (torch.fx), not from module names, so a BN is folded only
-where the forward pass really applies it directly to that convolution's output.
+- BatchNorm merged into the preceding convolution (eval mode only). Conv -> BN pairs are found from the traced
+  graph (torch.fx), not from module names, so a BN is folded only where the forward pass really applies it
+  directly to that convolution's output.
+- Max-pooling run in channels-last layout: PyTorch's NCHW CPU kernel is 3x slower (ResNet-18's stem pool:
+  3.6 ms vs 1.2 ms at batch 1, 288 vs 245 ms at batch 64, conversions included), and a layer without MACs that
+  costs 10% of the dense time would hide a fair share of any MAC saving. Max is exact, so outputs are identical.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import copy
 
 import torch
 import torch.fx
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -43,10 +48,41 @@ def folded_conv(model: nn.Module, conv_path: str, bn_path: str | None) -> nn.Con
     return fuse_conv_bn_eval(conv.eval(), get_module(model, bn_path).eval())
 
 
+@torch.fx.wrap
+def max_pool_channels_last(x: torch.Tensor, pool: nn.MaxPool2d) -> torch.Tensor:
+    """``pool(x)`` computed on a channels-last copy of ``x``, returned in ``x``'s layout (a leaf for torch.fx)."""
+    if x.dim() != 4:
+        return F.max_pool2d(x, pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode)
+    layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    x = x.contiguous(memory_format=torch.channels_last)
+    out = F.max_pool2d(x, pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode)
+    return out.contiguous(memory_format=layout)
+
+
+class ChannelsLastMaxPool2d(nn.MaxPool2d):
+    """``nn.MaxPool2d`` computed in channels-last layout (see the module docstring)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.return_indices:
+            return super().forward(x)
+        return max_pool_channels_last(x, self)
+
+
+def fast_pooling(model: nn.Module) -> nn.Module:
+    """Swap every ``nn.MaxPool2d`` of ``model`` (in place) for ``ChannelsLastMaxPool2d``; returns ``model``."""
+    for path, module in list(model.named_modules()):
+        if type(module) is nn.MaxPool2d:
+            pool = ChannelsLastMaxPool2d(module.kernel_size, module.stride, module.padding, module.dilation)
+            pool.return_indices, pool.ceil_mode = module.return_indices, module.ceil_mode
+            set_module(model, path, pool)
+    return model
+
+
 def fold_bn(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` in eval mode with every foldable BN merged into its conv (the dense baseline)."""
+    """A copy of ``model`` in eval mode with every foldable BN merged into its conv and the fast pooling
+    (the dense baseline)."""
     model = copy.deepcopy(model).eval()
     for conv_path, bn_path in conv_bn_pairs(model).items():
         set_module(model, conv_path, folded_conv(model, conv_path, bn_path))
         set_module(model, bn_path, nn.Identity())
-    return model
+    return fast_pooling(model)

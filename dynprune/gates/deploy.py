@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..fold import conv_bn_pairs, folded_conv
+from ..fold import conv_bn_pairs, fast_pooling, folded_conv
 from ..sites import ChannelSite, get_module, set_module, site_width
 from .module import ChannelGate, GateSet
 
@@ -52,36 +52,50 @@ class SiteRuntime:
 
 class DeployGate(nn.Module):
     """A trained ChannelGate for inference: its BN folded into the first linear layer, fewest ops per call
-    (at batch 1 on small images the gates' per-op overhead is what competes with the saved convolution time)."""
+    (at batch 1 on small images the gates' per-op overhead is what competes with the saved convolution time).
+
+    The pooled input arrives as a spatial *sum* (one reduction instead of sum + divide); the 1/(H*W) of the
+    average is folded into the first weight, kept per input size. Both weights are stored transposed for
+    ``addmm`` (measured 9 vs 14 us for the two layers of a ResNet-20 gate at batch 1).
+    """
 
     def __init__(self, gate: ChannelGate) -> None:
         super().__init__()
         bn = gate.bn
         scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)  # [hidden]
-        self.register_buffer("w1", gate.fc1.weight.detach() * scale[:, None])
+        self.register_buffer("w1t", (gate.fc1.weight.detach() * scale[:, None]).t().contiguous())
         self.register_buffer("b1", bn.bias.detach() - bn.running_mean * scale)
-        self.register_buffer("w2", gate.fc2.weight.detach().clone())
+        self.register_buffer("w2t", gate.fc2.weight.detach().t().contiguous())
         self.register_buffer("b2", gate.fc2.bias.detach().clone())
         self.group = gate.channels // gate.groups
+        self._w1t_per_size: dict[int, torch.Tensor] = {}
 
-    def forward(self, pooled: torch.Tensor, rt: SiteRuntime) -> None:
-        """Eval-mode decision from pooled input [B, C_in]; fills ``rt.idx`` and ``rt.mask``."""
-        open_ = F.linear(torch.relu(F.linear(pooled, self.w1, self.b1)), self.w2, self.b2) >= 0  # [B, G]
+    def _w1t_for(self, pixels: int) -> torch.Tensor:
+        w1t = self._w1t_per_size.get(pixels)
+        if w1t is None or w1t.device != self.w1t.device or w1t.dtype != self.w1t.dtype:
+            w1t = self._w1t_per_size[pixels] = self.w1t / pixels
+        return w1t
+
+    def forward(self, summed: torch.Tensor, pixels: int, rt: SiteRuntime) -> None:
+        """Eval-mode decision from the spatially summed input [B, C_in] over ``pixels`` positions; fills
+        ``rt.idx`` and ``rt.mask``."""
+        hidden = torch.addmm(self.b1, summed, self._w1t_for(pixels)).relu_()
+        open_ = torch.addmm(self.b2, hidden, self.w2t) >= 0  # [B, G]
         if self.group > 1:
             open_ = open_.repeat_interleave(self.group, dim=1)  # [B, C]
         if rt.strategy == "masked":
             rt.idx = None
-            rt.mask = None if bool(open_.all()) else open_.to(pooled.dtype)
+            rt.mask = None if bool(open_.all()) else open_.to(summed.dtype)
             return
         if open_.shape[0] == 1:  # one sample: its own channel set, nothing to re-mask
-            idx = open_[0].nonzero().flatten()
+            idx = open_.view(-1).nonzero().view(-1)
             rt.idx = None if idx.numel() == rt.channels else idx
             rt.mask = None
             return
         idx = open_.any(dim=0).nonzero().flatten()  # union over the batch
         rt.idx = None if idx.numel() == rt.channels else idx
         sub = open_ if rt.idx is None else open_[:, rt.idx]
-        rt.mask = None if bool(sub.all()) else sub.to(pooled.dtype)
+        rt.mask = None if bool(sub.all()) else sub.to(summed.dtype)
 
 
 class DeployConv(nn.Module):
@@ -111,10 +125,10 @@ class DeployConv(nn.Module):
         weight, bias = self.weight, self.bias
         in_idx = self.in_rt.idx if self.in_rt is not None else None
         if self.out_gate is not None:
-            pooled = x.mean(dim=(2, 3))  # [B, k] over the channels actually present
+            summed = x.sum(dim=(2, 3))  # [B, k] over the channels actually present
             if in_idx is not None:  # the gate was trained on the full-width (zero-filled) input
-                pooled = pooled.new_zeros(pooled.shape[0], self.in_width).index_copy_(1, in_idx, pooled)
-            self.out_gate(pooled, self.out_rt)
+                summed = summed.new_zeros(summed.shape[0], self.in_width).index_copy_(1, in_idx, summed)
+            self.out_gate(summed, x.shape[2] * x.shape[3], self.out_rt)
             out_idx = self.out_rt.idx
             if out_idx is not None:
                 weight, bias = weight.index_select(0, out_idx), bias.index_select(0, out_idx)
@@ -231,7 +245,7 @@ def to_deploy(model: nn.Module) -> DeployModel:
     gate_set: GateSet = getattr(model, "gate_set", None)
     if gate_set is None:
         raise ValueError("to_deploy needs a gated model (attach gates first); use fold_bn for dense models")
-    model = copy.deepcopy(model).eval()
+    model = fast_pooling(copy.deepcopy(model).eval())
     gate_set = model.gate_set
     gate_set.remove()  # no more masking hooks: the deploy layers skip the work instead
     sites = gate_set.sites
