@@ -61,6 +61,11 @@ def dynamic(argv: Sequence[str]) -> int:
         default=[],
         help="also time this trained gated run on real test images (repeatable)",
     )
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also split batch-1 deploy time into gates, weight gathers and narrow convolutions",
+    )
     args = parser.parse_args(argv)
     try:
         models = [m for m in args.models.split(",") if m]
@@ -79,7 +84,8 @@ def dynamic(argv: Sequence[str]) -> int:
 
     import torch
 
-    from .gates.speed import format_table, measure_rows, rows_as_dicts, trained_rows
+    from .gates.breakdown import format_breakdown
+    from .gates.speed import breakdown_rows, format_table, measure_rows, rows_as_dicts, trained_rows
 
     torch.set_num_threads(args.threads)
     rows = measure_rows(models, targets, batches, args.threads, args.min_run_time)
@@ -87,9 +93,16 @@ def dynamic(argv: Sequence[str]) -> int:
         rows += trained_rows(path, batches, args.threads, args.min_run_time)
     print(f"threads={args.threads}  device=cpu  (ms per batch, median; MACs = mean per-sample / dense)")
     print(format_table(rows))
+    split = breakdown_rows(models, targets, args.checkpoint, args.threads, args.min_run_time) if args.breakdown else []
+    if split:
+        print(format_breakdown(split))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows_as_dicts(rows), fh, indent=2)
+        if split:
+            breakdown_path = Path(args.json).with_name(Path(args.json).stem + "_breakdown.json")
+            with open(breakdown_path, "w") as fh:
+                json.dump(rows_as_dicts(split), fh, indent=2)
     return 0
 
 

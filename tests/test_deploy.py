@@ -126,6 +126,26 @@ def test_bench_dynamic_cli_writes_rows(tmp_path):
     assert "realiz." in proc.stdout
 
 
+@pytest.mark.parametrize("name", ["resnet20", "mobilenetv2"])
+def test_breakdown_replays_the_deploy_decisions_exactly(name):
+    from dynprune.gates.breakdown import FixedConv, replay_executor
+
+    model, shape = random_gated(name)
+    deploy = to_deploy(model)
+    x = torch.randn(1, *shape)
+    with torch.no_grad():
+        reference = deploy(x)
+        fixed, presliced = replay_executor(deploy, x, False), replay_executor(deploy, x, True)
+        assert (fixed(x) - reference).abs().max().item() < 1e-5
+        assert (presliced(x) - reference).abs().max().item() < 1e-5
+        other = torch.randn(1, *shape)  # replays keep x's channel sets, whatever the input
+        assert (presliced(other) - deploy(other)).abs().max().item() > 1e-3
+    narrowed = [m for m in presliced.modules() if isinstance(m, FixedConv) and m.presliced is not None]
+    assert any(m.presliced[0].shape != m.conv.weight.shape for m in narrowed)
+    with pytest.raises(ValueError, match="one sample"):
+        replay_executor(deploy, torch.randn(2, *shape), True)
+
+
 def test_bench_rejects_unknown_model():
     proc = run_module("dynprune.bench", "dynamic", "--models", "resnet21", timeout=60)
     assert proc.returncode == 2 and "unknown models ['resnet21']" in proc.stderr
@@ -148,6 +168,7 @@ def test_bench_dynamic_times_a_trained_checkpoint_on_real_images(tmp_path):
         "--batch-sizes",
         "1,4",
         *QUICK_TIMING,
+        "--breakdown",
         "--json",
         str(out),
         timeout=300,
@@ -155,3 +176,8 @@ def test_bench_dynamic_times_a_trained_checkpoint_on_real_images(tmp_path):
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(out.read_text())
     assert [r["model"] for r in rows] == ["resnet20*", "resnet20*"] and rows[0]["target"] == 0.5
+    (split,) = json.loads((tmp_path / "rows_breakdown.json").read_text())
+    assert split["model"] == "resnet20*" and 0 < split["macs_ratio"] < 1
+    assert split["gate_ms"] == pytest.approx(split["deploy_ms"] - split["fixed_ms"])
+    assert split["gather_ms"] == pytest.approx(split["fixed_ms"] - split["presliced_ms"])
+    assert "batch-1 breakdown" in proc.stdout

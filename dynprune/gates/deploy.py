@@ -121,28 +121,37 @@ class DeployConv(nn.Module):
         self.depthwise = depthwise
         self.in_width = in_width
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def gathered(
+        self, in_idx: torch.Tensor | None, out_idx: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(weight, bias, groups) of the convolution over these active input / output channels."""
         weight, bias = self.weight, self.bias
+        if self.depthwise:
+            if in_idx is not None:
+                weight, bias = weight.index_select(0, in_idx), bias.index_select(0, in_idx)
+            return weight, bias, weight.shape[0]
+        if out_idx is not None:
+            weight, bias = weight.index_select(0, out_idx), bias.index_select(0, out_idx)
+        if in_idx is not None:
+            weight = weight.index_select(1, in_idx)
+        return weight, bias, self.groups
+
+    def run(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int) -> torch.Tensor:
+        """The convolution itself (bias only / no outputs when every channel is closed)."""
+        if weight.shape[0] == 0 or weight.shape[1] == 0:
+            return self._empty(x, weight, bias)
+        return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, groups)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         in_idx = self.in_rt.idx if self.in_rt is not None else None
+        out_idx = None
         if self.out_gate is not None:
             summed = x.sum(dim=(2, 3))  # [B, k] over the channels actually present
             if in_idx is not None:  # the gate was trained on the full-width (zero-filled) input
                 summed = summed.new_zeros(summed.shape[0], self.in_width).index_copy_(1, in_idx, summed)
             self.out_gate(summed, x.shape[2] * x.shape[3], self.out_rt)
             out_idx = self.out_rt.idx
-            if out_idx is not None:
-                weight, bias = weight.index_select(0, out_idx), bias.index_select(0, out_idx)
-            if in_idx is not None:
-                weight = weight.index_select(1, in_idx)
-        elif self.depthwise:
-            if in_idx is not None:
-                weight, bias = weight.index_select(0, in_idx), bias.index_select(0, in_idx)
-        elif in_idx is not None:
-            weight = weight.index_select(1, in_idx)
-        groups = weight.shape[0] if self.depthwise else self.groups
-        if weight.shape[0] == 0 or weight.shape[1] == 0:
-            return self._empty(x, weight, bias)
-        out = F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, groups)
+        out = self.run(x, *self.gathered(in_idx, out_idx))
         mask = self.out_rt.mask if self.out_gate is not None else (self.in_rt.mask if self.depthwise else None)
         if mask is not None:
             out = out * mask[:, :, None, None]

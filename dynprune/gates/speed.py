@@ -16,6 +16,7 @@ from torch import nn
 from ..cost import measure_latency
 from ..fold import fold_bn
 from ..models import create_model
+from .breakdown import BreakdownRow, breakdown_row
 from .calibrate import bisect_logit_shift
 from .deploy import to_deploy
 from .method import GatedMethod
@@ -121,8 +122,8 @@ def rows_for(
     return out
 
 
-def trained_rows(path: str, batch_sizes: Sequence[int], threads: int, min_run_time: float) -> list[SpeedRow]:
-    """Rows for a trained gated checkpoint, timed on real test images of its data set."""
+def _trained(path: str, batch: int):
+    """(model, method, name, target, shape, real test images) of a trained gated checkpoint."""
     from ..data import BatchLoader
     from ..rebuild import data_of_checkpoint, gated_model_from_checkpoint
 
@@ -130,12 +131,17 @@ def trained_rows(path: str, batch_sizes: Sequence[int], threads: int, min_run_ti
     cfg, arch = ckpt["config"], ckpt["arch"]
     shape = (arch["in_channels"], arch["image_size"], arch["image_size"])
     data = data_of_checkpoint(ckpt)
-    images, _ = next(iter(BatchLoader(data.test, data, max(batch_sizes), train=False)))
+    images, _ = next(iter(BatchLoader(data.test, data, batch, train=False)))
+    return model, method, f"{arch['model']}*", cfg["target_macs"], shape, images  # * = trained gates
+
+
+def trained_rows(path: str, batch_sizes: Sequence[int], threads: int, min_run_time: float) -> list[SpeedRow]:
+    """Rows for a trained gated checkpoint, timed on real test images of its data set."""
+    model, method, name, target, shape, images = _trained(path, max(batch_sizes))
     dense = fold_bn(_without_gates(model))
-    name = f"{arch['model']}*"  # * = trained gates
     return rows_for(
         name,
-        cfg["target_macs"],
+        target,
         model,
         method,
         dense,
@@ -146,6 +152,28 @@ def trained_rows(path: str, batch_sizes: Sequence[int], threads: int, min_run_ti
         min_run_time,
         images=images,
     )
+
+
+def breakdown_rows(
+    models: Sequence[str], targets: Sequence[float], checkpoints: Sequence[str], threads: int, min_run_time: float
+) -> list[BreakdownRow]:
+    """Batch-1 time split (gates, gathers, narrow convolutions) for the random-gate models and checkpoints."""
+    cases = []
+    for name in models:
+        for target in targets:
+            model, method, shape = random_gated_model(name, target)
+            cases.append((name, target, model, method, torch.randn(1, *shape)))
+    for path in checkpoints:
+        model, method, name, target, _, images = _trained(path, 1)
+        cases.append((name, target, model, method, images[:1]))
+    rows = []
+    for name, target, model, method, x in cases:
+        with torch.no_grad():
+            model(x)
+        ratio = method.cost.macs_from_masks(model.gate_set.masks).mean().item() / method.dense_macs
+        dense = fold_bn(_without_gates(model))
+        rows.append(breakdown_row(name, target, ratio, dense, to_deploy(model), x, threads, min_run_time))
+    return rows
 
 
 def _without_gates(model: nn.Module) -> nn.Module:
