@@ -191,11 +191,20 @@ def format_table(rows: Sequence[SpeedRow]) -> str:
         f"{'strategy':>9}{'theory':>8}{'measured':>9}{'realiz.':>8}"
     )
     lines = [head, "-" * len(head)]
+    slower = 0
     for r in rows:
+        # every exact executor evaluates the gates, so none can fall back to the dense model's time: say so
+        flag = "  SLOWER than dense" if r.measured_speedup < 1 else ""
+        slower += bool(flag)
         lines.append(
             f"{r.model:<12}{r.target:>7.2f}{r.batch:>6d}{r.macs_ratio:>7.3f}{r.dense_ms:>10.3f}{r.masked_ms:>11.3f}"
             f"{r.deploy_ms:>11.3f}{r.strategy:>9}{r.theoretical_speedup:>8.2f}{r.measured_speedup:>9.2f}"
-            f"{r.realization:>8.2f}"
+            f"{r.realization:>8.2f}{flag}"
+        )
+    if slower:
+        lines.append(
+            f"{slower} row(s) slower than dense: the fastest exact strategy (gather/union/masked) still pays for "
+            "the gates; run these with the dense model or a larger batch (see --breakdown)"
         )
     return "\n".join(lines)
 
