@@ -12,7 +12,7 @@ The same formula serves static keep ratios (floats) and per-sample gate decision
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -191,3 +191,27 @@ def measure_latency(
     finally:
         model.train(was_training)
     return out
+
+
+def interleaved_latency(
+    models: Mapping[str, Callable[[torch.Tensor], torch.Tensor]],
+    x: torch.Tensor,
+    threads: int,
+    min_run_time: float,
+    rounds: int = 3,
+) -> dict[str, float]:
+    """Median ms per call of each model on ``x``, timed in ``rounds`` interleaved passes, fastest pass kept.
+
+    On a shared machine the speed drifts within seconds: timing A fully and then B turns the drift into a
+    speed-up. Interleaving puts every model in every phase; the fastest pass is the least disturbed one.
+    """
+    best = dict.fromkeys(models, float("inf"))
+    with torch.no_grad():
+        for model in models.values():
+            model(x)  # warm-up outside the timer (first call allocates)
+        for _ in range(rounds):
+            for name, model in models.items():
+                timer = Timer("model(x)", globals={"model": model, "x": x}, num_threads=threads)
+                ms = timer.blocked_autorange(min_run_time=min_run_time / rounds).median * 1e3
+                best[name] = min(best[name], ms)
+    return best

@@ -82,6 +82,26 @@ def test_fold_bn_keeps_outputs():
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
 
 
+def test_fast_pooling_is_exact_and_keeps_the_pool_settings():
+    from dynprune.fold import ChannelsLastMaxPool2d, fast_pooling
+
+    model = torch.nn.Sequential(
+        torch.nn.MaxPool2d(3, 2, 1), torch.nn.MaxPool2d(2, ceil_mode=True), torch.nn.MaxPool2d(2, return_indices=True)
+    )
+    fast = fast_pooling(torch.nn.Sequential(*[torch.nn.MaxPool2d(3, 2, 1), torch.nn.MaxPool2d(2, ceil_mode=True)]))
+    assert all(type(m) is ChannelsLastMaxPool2d for m in fast)
+    assert fast[1].ceil_mode and not fast[1].return_indices
+    x = torch.randn(2, 5, 17, 17)
+    assert torch.equal(fast(x), model[1](model[0](x)))
+    assert fast(x).is_contiguous()  # handed back in the input's layout
+    with_indices = fast_pooling(torch.nn.Sequential(model[2]))[0]
+    out, idx = with_indices(x)
+    ref_out, ref_idx = torch.nn.MaxPool2d(2, return_indices=True)(x)
+    assert torch.equal(out, ref_out) and torch.equal(idx, ref_idx)
+    resnet = fold_bn(create_model("resnet18", 3, 10, 64))
+    assert any(isinstance(m, ChannelsLastMaxPool2d) for m in resnet.modules())
+
+
 def test_autotune_picks_a_measured_strategy():
     model, shape = random_gated("resnet20")
     deploy = to_deploy(model)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..cost import measure_latency
+from ..cost import interleaved_latency
 from .deploy import DeployConv, DeployModel
 
 
@@ -81,16 +81,6 @@ def replay_executor(deploy: DeployModel, x: torch.Tensor, preslice: bool) -> Dep
     return deploy  # its runtimes keep this sample's channel sets for the linear consumers
 
 
-def _fastest(models: dict[str, nn.Module], x: torch.Tensor, threads: int, min_run_time: float, rounds: int):
-    """Median latency per executor, interleaved over ``rounds`` and the fastest round kept (shared machines)."""
-    best = dict.fromkeys(models, float("inf"))
-    for _ in range(rounds):
-        for name, model in models.items():
-            ms = measure_latency(model, x.shape[1:], (1,), threads, min_run_time / rounds, inputs={1: x})["b1"]
-            best[name] = min(best[name], ms)
-    return best
-
-
 def breakdown_row(
     name: str,
     target: float,
@@ -111,7 +101,7 @@ def breakdown_row(
             if error > 1e-4:
                 raise RuntimeError(f"replayed executor differs from deploy mode by {error:.2e}")
     executors = {"dense": dense, "deploy": deploy, "fixed": fixed, "presliced": presliced}
-    t = _fastest(executors, x, threads, min_run_time, rounds)
+    t = interleaved_latency(executors, x, threads, min_run_time, rounds)
     deploy.strategy = "auto"
     theoretical = 1.0 / macs_ratio
     return BreakdownRow(

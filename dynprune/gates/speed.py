@@ -7,13 +7,13 @@ per-sample MACs on random inputs match the target.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
-from ..cost import measure_latency
+from ..cost import interleaved_latency
 from ..fold import fold_bn
 from ..models import create_model
 from .breakdown import BreakdownRow, breakdown_row
@@ -83,6 +83,19 @@ def measure_rows(
     return rows
 
 
+DEPLOY_CANDIDATES = ("gather", "union", "masked")
+
+
+def _with_strategy(deploy: nn.Module, strategy: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The deploy model run with one fixed strategy (for timing the strategies side by side)."""
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        deploy.strategy = strategy
+        return deploy(x)
+
+    return run
+
+
 def rows_for(
     name, target, model, method, dense, deploy, shape, batch_sizes, threads, min_run_time, images=None
 ) -> list[SpeedRow]:
@@ -90,18 +103,15 @@ def rows_for(
     out = []
     for batch in batch_sizes:
         x = images[:batch] if images is not None else torch.randn(batch, *shape)
-        inputs = {batch: x}
         with torch.no_grad():
             model(x)
         ratio = method.cost.macs_from_masks(model.gate_set.masks).mean().item() / method.dense_macs
-        deploy.tuned.pop(batch, None)
+        executors = {"dense": dense, **{s: _with_strategy(deploy, s) for s in DEPLOY_CANDIDATES}}
+        t = interleaved_latency(executors, x, threads, min_run_time)
+        chosen = min(DEPLOY_CANDIDATES, key=t.get)  # what autotune does, on the interleaved timings
+        deploy.tuned[batch] = chosen
         deploy.strategy = "auto"
-        chosen = deploy.autotune(x)
-        t_dense = measure_latency(dense, shape, (batch,), threads, min_run_time, inputs=inputs)[f"b{batch}"]
-        deploy.strategy = "masked"
-        t_masked = measure_latency(deploy, shape, (batch,), threads, min_run_time, inputs=inputs)[f"b{batch}"]
-        deploy.strategy = "auto"
-        t_deploy = measure_latency(deploy, shape, (batch,), threads, min_run_time, inputs=inputs)[f"b{batch}"]
+        t_dense, t_masked, t_deploy = t["dense"], t["masked"], t[chosen]
         theoretical = 1.0 / ratio
         measured = t_dense / t_deploy
         out.append(
