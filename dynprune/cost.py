@@ -198,7 +198,7 @@ def interleaved_latency(
     x: torch.Tensor,
     threads: int,
     min_run_time: float,
-    rounds: int = 3,
+    rounds: int = 5,
 ) -> dict[str, float]:
     """Median ms per call of each model on ``x``, timed in ``rounds`` interleaved passes, fastest pass kept.
 

@@ -90,7 +90,7 @@ def breakdown_row(
     x: torch.Tensor,
     threads: int,
     min_run_time: float,
-    rounds: int = 3,
+    rounds: int = 5,
 ) -> BreakdownRow:
     fixed, presliced = replay_executor(deploy, x, False), replay_executor(deploy, x, True)
     with torch.no_grad():
