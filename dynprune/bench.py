@@ -66,6 +66,7 @@ def dynamic(argv: Sequence[str]) -> int:
         action="store_true",
         help="also split batch-1 deploy time into gates, weight gathers and narrow convolutions",
     )
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]: where dense and deploy run")
     args = parser.parse_args(argv)
     try:
         models = [m for m in args.models.split(",") if m]
@@ -87,13 +88,19 @@ def dynamic(argv: Sequence[str]) -> int:
     from .gates.breakdown import format_breakdown
     from .gates.speed import breakdown_rows, format_table, measure_rows, rows_as_dicts, trained_rows
 
+    if args.device != "cpu" and not args.device.startswith("cuda"):
+        parser.error(f"unknown --device {args.device!r}; allowed: cpu, cuda, cuda:N")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device} asked but this machine has no CUDA device; use --device cpu")
     torch.set_num_threads(args.threads)
-    rows = measure_rows(models, targets, batches, args.threads, args.min_run_time)
+    rows = measure_rows(models, targets, batches, args.threads, args.min_run_time, args.device)
     for path in args.checkpoint:
-        rows += trained_rows(path, batches, args.threads, args.min_run_time)
-    print(f"threads={args.threads}  device=cpu  (ms per batch, median; MACs = mean per-sample / dense)")
+        rows += trained_rows(path, batches, args.threads, args.min_run_time, args.device)
+    print(f"threads={args.threads}  device={args.device}  (ms per batch, median; MACs = mean per-sample / dense)")
     print(format_table(rows))
-    split = breakdown_rows(models, targets, args.checkpoint, args.threads, args.min_run_time) if args.breakdown else []
+    split = []
+    if args.breakdown:
+        split = breakdown_rows(models, targets, args.checkpoint, args.threads, args.min_run_time, args.device)
     if split:
         print(format_breakdown(split))
     if args.json:

@@ -169,6 +169,11 @@ def test_breakdown_replays_the_deploy_decisions_exactly(name):
 def test_bench_rejects_unknown_model():
     proc = run_module("dynprune.bench", "dynamic", "--models", "resnet21", timeout=60)
     assert proc.returncode == 2 and "unknown models ['resnet21']" in proc.stderr
+    proc = run_module("dynprune.bench", "dynamic", "--models", "resnet20", "--device", "tpu", timeout=60)
+    assert proc.returncode == 2 and "unknown --device 'tpu'" in proc.stderr and "Traceback" not in proc.stderr
+    if not torch.cuda.is_available():
+        proc = run_module("dynprune.bench", "dynamic", "--models", "resnet20", "--device", "cuda", timeout=60)
+        assert proc.returncode == 2 and "no CUDA device" in proc.stderr
 
 
 def test_bench_dynamic_times_a_trained_checkpoint_on_real_images(tmp_path):

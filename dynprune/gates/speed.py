@@ -72,6 +72,7 @@ def measure_rows(
     batch_sizes: Sequence[int],
     threads: int,
     min_run_time: float,
+    device: str = "cpu",
 ) -> list[SpeedRow]:
     rows = []
     for name in models:
@@ -79,7 +80,9 @@ def measure_rows(
             model, method, shape = random_gated_model(name, target)
             dense = fold_bn(_without_gates(model))
             deploy = to_deploy(model)
-            rows += rows_for(name, target, model, method, dense, deploy, shape, batch_sizes, threads, min_run_time)
+            rows += rows_for(
+                name, target, model, method, dense, deploy, shape, batch_sizes, threads, min_run_time, device=device
+            )
     return rows
 
 
@@ -97,17 +100,30 @@ def _with_strategy(deploy: nn.Module, strategy: str) -> Callable[[torch.Tensor],
 
 
 def rows_for(
-    name, target, model, method, dense, deploy, shape, batch_sizes, threads, min_run_time, images=None
+    name,
+    target,
+    model,
+    method,
+    dense,
+    deploy,
+    shape,
+    batch_sizes,
+    threads,
+    min_run_time,
+    images=None,
+    device: str = "cpu",
 ) -> list[SpeedRow]:
-    """One row per batch size; ``images`` (real, normalised) replace random inputs when given."""
+    """One row per batch size; ``images`` (real, normalised) replace random inputs when given. The MAC ratio
+    comes from the gated model on the CPU; dense and deploy run on ``device``."""
     out = []
+    dense, deploy = dense.to(device), deploy.to(device)
     for batch in batch_sizes:
         x = images[:batch] if images is not None else torch.randn(batch, *shape)
         with torch.no_grad():
             model(x)
         ratio = method.cost.macs_from_masks(model.gate_set.masks).mean().item() / method.dense_macs
         executors = {"dense": dense, **{s: _with_strategy(deploy, s) for s in DEPLOY_CANDIDATES}}
-        t = interleaved_latency(executors, x, threads, min_run_time)
+        t = interleaved_latency(executors, x.to(device), threads, min_run_time)
         chosen = min(DEPLOY_CANDIDATES, key=t.get)  # what autotune does, on the interleaved timings
         deploy.tuned[batch] = chosen
         deploy.strategy = "auto"
@@ -145,7 +161,9 @@ def _trained(path: str, batch: int):
     return model, method, f"{arch['model']}*", cfg["target_macs"], shape, images  # * = trained gates
 
 
-def trained_rows(path: str, batch_sizes: Sequence[int], threads: int, min_run_time: float) -> list[SpeedRow]:
+def trained_rows(
+    path: str, batch_sizes: Sequence[int], threads: int, min_run_time: float, device: str = "cpu"
+) -> list[SpeedRow]:
     """Rows for a trained gated checkpoint, timed on real test images of its data set."""
     model, method, name, target, shape, images = _trained(path, max(batch_sizes))
     dense = fold_bn(_without_gates(model))
@@ -161,11 +179,17 @@ def trained_rows(path: str, batch_sizes: Sequence[int], threads: int, min_run_ti
         threads,
         min_run_time,
         images=images,
+        device=device,
     )
 
 
 def breakdown_rows(
-    models: Sequence[str], targets: Sequence[float], checkpoints: Sequence[str], threads: int, min_run_time: float
+    models: Sequence[str],
+    targets: Sequence[float],
+    checkpoints: Sequence[str],
+    threads: int,
+    min_run_time: float,
+    device: str = "cpu",
 ) -> list[BreakdownRow]:
     """Batch-1 time split (gates, gathers, narrow convolutions) for the random-gate models and checkpoints."""
     cases = []
@@ -181,8 +205,8 @@ def breakdown_rows(
         with torch.no_grad():
             model(x)
         ratio = method.cost.macs_from_masks(model.gate_set.masks).mean().item() / method.dense_macs
-        dense = fold_bn(_without_gates(model))
-        rows.append(breakdown_row(name, target, ratio, dense, to_deploy(model), x, threads, min_run_time))
+        dense, deploy = fold_bn(_without_gates(model)).to(device), to_deploy(model).to(device)
+        rows.append(breakdown_row(name, target, ratio, dense, deploy, x.to(device), threads, min_run_time))
     return rows
 
 
