@@ -59,7 +59,8 @@ def dynamic(argv: Sequence[str]) -> int:
         "--checkpoint",
         action="append",
         default=[],
-        help="also time this trained gated run on real test images (repeatable)",
+        help="also time this run on real test images (repeatable): gated runs in deploy mode, statically "
+        "pruned ones as trained (hard-pruned = physically narrower) against their dense architecture",
     )
     parser.add_argument(
         "--breakdown",
@@ -86,7 +87,7 @@ def dynamic(argv: Sequence[str]) -> int:
     import torch
 
     from .gates.breakdown import format_breakdown
-    from .gates.speed import breakdown_rows, format_table, measure_rows, rows_as_dicts, trained_rows
+    from .gates.speed import breakdown_rows, checkpoint_rows, format_table, measure_rows, rows_as_dicts
 
     if args.device != "cpu" and not args.device.startswith("cuda"):
         parser.error(f"unknown --device {args.device!r}; allowed: cpu, cuda, cuda:N")
@@ -95,7 +96,7 @@ def dynamic(argv: Sequence[str]) -> int:
     torch.set_num_threads(args.threads)
     rows = measure_rows(models, targets, batches, args.threads, args.min_run_time, args.device)
     for path in args.checkpoint:
-        rows += trained_rows(path, batches, args.threads, args.min_run_time, args.device)
+        rows += checkpoint_rows(path, batches, args.threads, args.min_run_time, args.device)
     print(f"threads={args.threads}  device={args.device}  (ms per batch, median; MACs = mean per-sample / dense)")
     print(format_table(rows))
     split = []
@@ -127,28 +128,19 @@ def pruned(argv: Sequence[str]) -> int:
 
     import torch
 
-    from .cost import CostModel, measure_latency
+    from .cost import measure_latency
     from .engine import CheckpointError
     from .fold import fold_bn
-    from .models import create_model
-    from .prune.masks import make_permanent
-    from .rebuild import model_from_checkpoint
+    from .rebuild import pruned_and_dense_from_checkpoint
 
     torch.set_num_threads(args.threads)
     batches = [int(b) for b in args.batch_sizes.split(",")]
     rows = []
     for path in args.checkpoints:
         try:
-            model, ckpt = model_from_checkpoint(path)
+            model, dense, shape, ratio, ckpt = pruned_and_dense_from_checkpoint(path)
         except (CheckpointError, ValueError) as exc:
             parser.error(str(exc))
-        make_permanent(model)
-        arch = ckpt["arch"]
-        shape = (arch["in_channels"], arch["image_size"], arch["image_size"])
-        dense = create_model(
-            arch["model"], arch["in_channels"], arch["num_classes"], arch["image_size"], width=arch["width"]
-        )
-        ratio = CostModel.from_model(model, shape).dense_macs / CostModel.from_model(dense, shape).dense_macs
         t_pruned = measure_latency(fold_bn(model), shape, batches, args.threads, args.min_run_time)
         t_dense = measure_latency(fold_bn(dense), shape, batches, args.threads, args.min_run_time)
         for b in batches:

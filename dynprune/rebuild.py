@@ -62,17 +62,40 @@ def gated_model_from_checkpoint(path: str | Path) -> tuple[nn.Module, Any, dict]
     return model.eval(), method, ckpt
 
 
+def is_gated_checkpoint(path: str | Path) -> bool:
+    """Whether the checkpoint is of a ``--gate`` run."""
+    return (load_checkpoint(path).get("config") or {}).get("gate", "none") != "none"
+
+
 def deployable_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
     """(the model a run's latency is measured on, checkpoint): gated runs in deploy mode (closed channels
     skipped), the others as trained (hard-pruned ones already narrower, masked ones with their masks)."""
-    ckpt = load_checkpoint(path)
-    if (ckpt.get("config") or {}).get("gate", "none") != "none":
+    if is_gated_checkpoint(path):
         from .gates.deploy import to_deploy
 
         model, _, ckpt = gated_model_from_checkpoint(path)
         return to_deploy(model), ckpt
     model, ckpt = model_from_checkpoint(path)
     return model.eval(), ckpt
+
+
+def pruned_and_dense_from_checkpoint(
+    path: str | Path,
+) -> tuple[nn.Module, nn.Module, tuple[int, int, int], float, dict]:
+    """(the statically pruned model, masks made permanent; a fresh model of its dense architecture; input shape;
+    structured MACs pruned / dense; checkpoint) for timing a static run against its dense baseline."""
+    from .cost import CostModel
+    from .prune.masks import make_permanent
+
+    model, ckpt = model_from_checkpoint(path)
+    make_permanent(model)
+    arch = ckpt["arch"]
+    shape = (arch["in_channels"], arch["image_size"], arch["image_size"])
+    dense = create_model(
+        arch["model"], arch["in_channels"], arch["num_classes"], arch["image_size"], width=arch["width"]
+    )
+    ratio = CostModel.from_model(model, shape).dense_macs / CostModel.from_model(dense, shape).dense_macs
+    return model.eval(), dense.eval(), shape, ratio, ckpt
 
 
 def data_of_checkpoint(ckpt: dict, data_dir: str | None = None) -> DataSplits:

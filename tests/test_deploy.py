@@ -182,6 +182,8 @@ def test_bench_dynamic_times_a_trained_checkpoint_on_real_images(tmp_path):
     from dynprune.runner import run_training
 
     run_training(tiny_config(tmp_path / "ste", **TINY_RESNET, epochs=1, gate="ste", target_macs=0.5))
+    hard = dict(TINY_RESNET, epochs=1, prune="l1-filter", target_macs=0.5, hard=True)
+    run_training(tiny_config(tmp_path / "hard", **hard))
     out = tmp_path / "rows.json"
     proc = run_module(
         "dynprune.bench",
@@ -190,6 +192,8 @@ def test_bench_dynamic_times_a_trained_checkpoint_on_real_images(tmp_path):
         "",
         "--checkpoint",
         str(tmp_path / "ste" / "checkpoint.pt"),
+        "--checkpoint",
+        str(tmp_path / "hard" / "checkpoint.pt"),
         "--batch-sizes",
         "1,4",
         *QUICK_TIMING,
@@ -200,7 +204,13 @@ def test_bench_dynamic_times_a_trained_checkpoint_on_real_images(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(out.read_text())
-    assert [r["model"] for r in rows] == ["resnet20*", "resnet20*"] and rows[0]["target"] == 0.5
+    assert [r["model"] for r in rows[:2]] == ["resnet20*", "resnet20*"] and rows[0]["target"] == 0.5
+    static = rows[2:]  # the hard-pruned run in the same rows: physically narrower, no masked column
+    assert [r["model"] for r in static] == ["resnet20/l1-filter"] * 2 and [r["batch"] for r in static] == [1, 4]
+    for r in static:
+        assert r["strategy"] == "static" and r["masked_ms"] is None and r["target"] == 0.5
+        assert 0.4 < r["macs_ratio"] <= 0.5 and r["theoretical_speedup"] == pytest.approx(1 / r["macs_ratio"])
+    assert "resnet20/l1-filter" in proc.stdout
     (split,) = json.loads((tmp_path / "rows_breakdown.json").read_text())
     assert split["model"] == "resnet20*" and 0 < split["macs_ratio"] < 1
     assert split["gate_ms"] == pytest.approx(split["deploy_ms"] - split["fixed_ms"])

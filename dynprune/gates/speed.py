@@ -36,9 +36,9 @@ class SpeedRow:
     batch: int
     macs_ratio: float  # measured mean per-sample MACs / dense, gate MACs included
     dense_ms: float
-    masked_ms: float
+    masked_ms: float | None  # None for static checkpoints (no gates to mask with)
     deploy_ms: float
-    strategy: str  # what deploy mode chose for this batch size
+    strategy: str  # what deploy mode chose for this batch size; "static" for a statically pruned checkpoint
     theoretical_speedup: float
     measured_speedup: float
     realization: float
@@ -183,6 +183,55 @@ def trained_rows(
     )
 
 
+def checkpoint_rows(
+    path: str, batch_sizes: Sequence[int], threads: int, min_run_time: float, device: str = "cpu"
+) -> list[SpeedRow]:
+    """Rows for any dynprune checkpoint: gated runs in deploy mode (``trained_rows``), static runs as trained
+    (hard-pruned: physically narrower) against their dense architecture, both BN folded, on real test images."""
+    from ..rebuild import is_gated_checkpoint
+
+    if is_gated_checkpoint(path):
+        return trained_rows(path, batch_sizes, threads, min_run_time, device)
+    return static_rows(path, batch_sizes, threads, min_run_time, device)
+
+
+def static_rows(
+    path: str, batch_sizes: Sequence[int], threads: int, min_run_time: float, device: str = "cpu"
+) -> list[SpeedRow]:
+    """A statically pruned checkpoint in the same rows: deploy = the pruned model, no masked column."""
+    from ..data import BatchLoader
+    from ..rebuild import data_of_checkpoint, pruned_and_dense_from_checkpoint
+
+    model, dense, _, ratio, ckpt = pruned_and_dense_from_checkpoint(path)
+    cfg = ckpt.get("config") or {}
+    by_target = cfg.get("ratio") is None and cfg.get("ratios") is None  # else --target-macs was not used
+    target = cfg.get("target_macs", ratio) if by_target else ratio
+    data = data_of_checkpoint(ckpt)
+    images, _ = next(iter(BatchLoader(data.test, data, max(batch_sizes), train=False)))
+    pruned, dense = fold_bn(model).to(device), fold_bn(dense).to(device)
+    name = f"{ckpt['arch']['model']}/{ckpt.get('method')}"
+    rows = []
+    for batch in batch_sizes:
+        t = interleaved_latency({"dense": dense, "pruned": pruned}, images[:batch].to(device), threads, min_run_time)
+        measured = t["dense"] / t["pruned"]
+        rows.append(
+            SpeedRow(
+                name,
+                target,
+                batch,
+                ratio,
+                t["dense"],
+                None,
+                t["pruned"],
+                "static",
+                1.0 / ratio,
+                measured,
+                measured * ratio,
+            )
+        )
+    return rows
+
+
 def breakdown_rows(
     models: Sequence[str],
     targets: Sequence[float],
@@ -197,7 +246,9 @@ def breakdown_rows(
         for target in targets:
             model, method, shape = random_gated_model(name, target)
             cases.append((name, target, model, method, torch.randn(1, *shape)))
-    for path in checkpoints:
+    from ..rebuild import is_gated_checkpoint
+
+    for path in filter(is_gated_checkpoint, checkpoints):  # static runs have no gates to break down
         model, method, name, target, _, images = _trained(path, 1)
         cases.append((name, target, model, method, images[:1]))
     rows = []
@@ -229,9 +280,10 @@ def format_table(rows: Sequence[SpeedRow]) -> str:
     for r in rows:
         # every exact executor evaluates the gates, so none can fall back to the dense model's time: say so
         flag = "  SLOWER than dense" if r.measured_speedup < 1 else ""
+        masked = "-" if r.masked_ms is None else f"{r.masked_ms:.3f}"
         slower += bool(flag)
         lines.append(
-            f"{r.model:<12}{r.target:>7.2f}{r.batch:>6d}{r.macs_ratio:>7.3f}{r.dense_ms:>10.3f}{r.masked_ms:>11.3f}"
+            f"{r.model:<12}{r.target:>7.2f}{r.batch:>6d}{r.macs_ratio:>7.3f}{r.dense_ms:>10.3f}{masked:>11}"
             f"{r.deploy_ms:>11.3f}{r.strategy:>9}{r.theoretical_speedup:>8.2f}{r.measured_speedup:>9.2f}"
             f"{r.realization:>8.2f}{flag}"
         )
