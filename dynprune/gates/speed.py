@@ -271,8 +271,9 @@ def _without_gates(model: nn.Module) -> nn.Module:
 
 
 def format_table(rows: Sequence[SpeedRow]) -> str:
+    width = max([12] + [len(r.model) + 1 for r in rows])
     head = (
-        f"{'model':<12}{'target':>7}{'batch':>6}{'MACs':>7}{'dense ms':>10}{'masked ms':>11}{'deploy ms':>11}"
+        f"{'model':<{width}}{'target':>7}{'batch':>6}{'MACs':>7}{'dense ms':>10}{'masked ms':>11}{'deploy ms':>11}"
         f"{'strategy':>9}{'theory':>8}{'measured':>9}{'realiz.':>8}"
     )
     lines = [head, "-" * len(head)]
@@ -283,7 +284,7 @@ def format_table(rows: Sequence[SpeedRow]) -> str:
         masked = "-" if r.masked_ms is None else f"{r.masked_ms:.3f}"
         slower += bool(flag)
         lines.append(
-            f"{r.model:<12}{r.target:>7.2f}{r.batch:>6d}{r.macs_ratio:>7.3f}{r.dense_ms:>10.3f}{masked:>11}"
+            f"{r.model:<{width}}{r.target:>7.2f}{r.batch:>6d}{r.macs_ratio:>7.3f}{r.dense_ms:>10.3f}{masked:>11}"
             f"{r.deploy_ms:>11.3f}{r.strategy:>9}{r.theoretical_speedup:>8.2f}{r.measured_speedup:>9.2f}"
             f"{r.realization:>8.2f}{flag}"
         )
