@@ -40,10 +40,44 @@ def test_deploy_equals_masked_model_for_every_strategy(name):
         reference = model(x)
         open_rates = [m.mean().item() for m in model.gate_set.masks.values()]
         assert 0.05 < sum(open_rates) / len(open_rates) < 0.95, "gates should be partly open for a real test"
-        for strategy in ("gather", "union", "masked", "auto"):
+        for strategy in (*deploy.candidates(), "auto"):
             deploy.strategy = strategy
             assert (deploy(x) - reference).abs().max().item() < 1e-4, strategy
             assert (deploy(x[:1]) - reference[:1]).abs().max().item() < 1e-4, strategy
+    assert ("grouped" in deploy.candidates()) == (not name.startswith(("lenet", "vgg"))), "chains cannot pack"
+
+
+@pytest.mark.parametrize("name", ["resnet20", "mobilenetv2"])
+def test_grouped_strategy_packs_equal_channel_sets_exactly(name):
+    from dynprune.gates.deploy import MIN_GROUP_SIZE
+
+    model, shape = random_gated(name)
+    deploy = to_deploy(model)
+    torch.manual_seed(1)
+    distinct = torch.randn(5, *shape) * 2 + torch.linspace(-3, 3, 5)[:, None, None, None]  # decisions differ
+    # samples 0 and 1 repeated: two common channel sets at every site; 2-4 once each: the union pass
+    x = torch.cat([distinct[:1].repeat(MIN_GROUP_SIZE, 1, 1, 1), distinct[1:2].repeat(MIN_GROUP_SIZE + 1, 1, 1, 1)])
+    x = torch.cat([x, distinct[2:]])[torch.randperm(2 * MIN_GROUP_SIZE + 4)]
+    deploy.strategy = "grouped"
+    with torch.no_grad():
+        reference = model(x)
+        assert (deploy(x) - reference).abs().max().item() < 1e-4
+    sizes = {name: sorted(g.samples.numel() for g in rt.groups) for name, rt in deploy.runtimes.items()}
+    assert all(sum(s) == x.shape[0] for s in sizes.values())
+    assert any(len(s) >= 3 for s in sizes.values()), sizes  # two common groups + the rest at some site
+    for rt in deploy.runtimes.values():
+        assert rt.width == max(g.idx.numel() for g in rt.groups) <= rt.channels
+
+
+def test_grouped_strategy_is_refused_for_chains_of_sites():
+    model, shape = random_gated("vgg11")
+    deploy = to_deploy(model)
+    deploy.strategy = "grouped"
+    with pytest.raises(ValueError, match="use 'union'"):
+        deploy(torch.randn(2, *shape))
+    deploy.strategy = "fastest"
+    with pytest.raises(ValueError, match="unknown deploy strategy 'fastest'"):
+        deploy(torch.randn(2, *shape))
 
 
 def test_deploy_handles_fully_closed_and_fully_open_sites():
@@ -57,7 +91,7 @@ def test_deploy_handles_fully_closed_and_fully_open_sites():
     x = torch.randn(3, *shape)
     with torch.no_grad():
         reference = model(x)
-        for strategy in ("gather", "union", "masked"):
+        for strategy in deploy.candidates():
             deploy.strategy = strategy
             assert torch.allclose(deploy(x), reference, atol=1e-4), strategy
 
@@ -106,7 +140,7 @@ def test_autotune_picks_a_measured_strategy():
     model, shape = random_gated("resnet20")
     deploy = to_deploy(model)
     choice = deploy.autotune(torch.randn(8, *shape))
-    assert choice in ("gather", "union", "masked") and deploy.strategy_for(8) == choice
+    assert choice in ("gather", "union", "grouped", "masked") and deploy.strategy_for(8) == choice
 
 
 def test_bench_dynamic_cli_writes_rows(tmp_path):

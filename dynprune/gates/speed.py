@@ -86,9 +86,6 @@ def measure_rows(
     return rows
 
 
-DEPLOY_CANDIDATES = ("gather", "union", "masked")
-
-
 def _with_strategy(deploy: nn.Module, strategy: str) -> Callable[[torch.Tensor], torch.Tensor]:
     """The deploy model run with one fixed strategy (for timing the strategies side by side)."""
 
@@ -122,9 +119,10 @@ def rows_for(
         with torch.no_grad():
             model(x)
         ratio = method.cost.macs_from_masks(model.gate_set.masks).mean().item() / method.dense_macs
-        executors = {"dense": dense, **{s: _with_strategy(deploy, s) for s in DEPLOY_CANDIDATES}}
+        candidates = deploy.candidates()
+        executors = {"dense": dense, **{s: _with_strategy(deploy, s) for s in candidates}}
         t = interleaved_latency(executors, x.to(device), threads, min_run_time)
-        chosen = min(DEPLOY_CANDIDATES, key=t.get)  # what autotune does, on the interleaved timings
+        chosen = min(candidates, key=t.get)  # what autotune does, on the interleaved timings
         deploy.tuned[batch] = chosen
         deploy.strategy = "auto"
         t_dense, t_masked, t_deploy = t["dense"], t["masked"], t[chosen]
