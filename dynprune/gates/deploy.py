@@ -289,9 +289,11 @@ class DeployModel(nn.Module):
         )
         self.eval()
 
-    def candidates(self) -> tuple[str, ...]:
-        """The strategies this model can run (all but ``grouped`` for chains of sites)."""
-        return tuple(s for s in STRATEGIES if s != "auto" and (s != "grouped" or self.groupable))
+    def candidates(self, batch: int = 2) -> tuple[str, ...]:
+        """The strategies worth timing for this batch size: all but ``grouped`` for chains of sites, and not
+        at batch 1, where it is ``gather``."""
+        grouped = self.groupable and batch > 1
+        return tuple(s for s in STRATEGIES if s != "auto" and (s != "grouped" or grouped))
 
     def train(self, mode: bool = True) -> DeployModel:
         """Deploy modules are inference-only: they stay in eval mode whatever is asked."""
@@ -321,7 +323,7 @@ class DeployModel(nn.Module):
     def autotune(self, example: torch.Tensor, candidates: Sequence[str] | None = None) -> str:
         """Time each strategy (default: every one this model can run) on ``example`` and use the fastest for
         this batch size from now on."""
-        candidates = candidates or self.candidates()
+        candidates = candidates or self.candidates(example.shape[0])
         saved, timings = self.strategy, {}
         for name in candidates:
             self.strategy = name

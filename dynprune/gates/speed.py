@@ -119,7 +119,7 @@ def rows_for(
         with torch.no_grad():
             model(x)
         ratio = method.cost.macs_from_masks(model.gate_set.masks).mean().item() / method.dense_macs
-        candidates = deploy.candidates()
+        candidates = deploy.candidates(batch)
         executors = {"dense": dense, **{s: _with_strategy(deploy, s) for s in candidates}}
         t = interleaved_latency(executors, x.to(device), threads, min_run_time)
         chosen = min(candidates, key=t.get)  # what autotune does, on the interleaved timings
@@ -288,8 +288,8 @@ def format_table(rows: Sequence[SpeedRow]) -> str:
         )
     if slower:
         lines.append(
-            f"{slower} row(s) slower than dense: the fastest exact strategy (gather/union/masked) still pays for "
-            "the gates; run these with the dense model or a larger batch (see --breakdown)"
+            f"{slower} row(s) slower than dense: the fastest exact strategy still pays for the gates; run these "
+            "with the dense model or a larger batch (see --breakdown)"
         )
     return "\n".join(lines)
 
