@@ -44,6 +44,13 @@ class SpeedRow:
     realization: float
 
 
+def mean_macs_ratio(model: nn.Module, method: GatedMethod, x: torch.Tensor) -> float:
+    """Mean per-sample MACs / dense MACs of the gated (training-form, eval-mode) model's decisions on ``x``."""
+    with torch.no_grad():
+        model(x)
+    return method.cost.macs_from_masks(model.gate_set.masks).mean().item() / method.dense_macs
+
+
 def random_gated_model(name: str, target: float, seed: int = 0) -> tuple[nn.Module, GatedMethod, tuple[int, ...]]:
     shape, classes = BENCH_SHAPES.get(name, DEFAULT_SHAPE)
     torch.manual_seed(seed)
@@ -57,9 +64,7 @@ def random_gated_model(name: str, target: float, seed: int = 0) -> tuple[nn.Modu
 
     def ratio_at(shift: float) -> float:
         model.gate_set.logit_shift = shift
-        with torch.no_grad():
-            model(x)
-        return method.cost.macs_from_masks(model.gate_set.masks).mean().item() / method.dense_macs
+        return mean_macs_ratio(model, method, x)
 
     bisect_logit_shift(ratio_at, target, tolerance=0.01)
     model.gate_set.fold_logit_shift()
@@ -116,9 +121,7 @@ def rows_for(
     dense, deploy = dense.to(device), deploy.to(device)
     for batch in batch_sizes:
         x = images[:batch] if images is not None else torch.randn(batch, *shape)
-        with torch.no_grad():
-            model(x)
-        ratio = method.cost.macs_from_masks(model.gate_set.masks).mean().item() / method.dense_macs
+        ratio = mean_macs_ratio(model, method, x)
         candidates = deploy.candidates(batch)
         executors = {"dense": dense, **{s: _with_strategy(deploy, s) for s in candidates}}
         t = interleaved_latency(executors, x.to(device), threads, min_run_time)
@@ -239,21 +242,19 @@ def breakdown_rows(
     device: str = "cpu",
 ) -> list[BreakdownRow]:
     """Batch-1 time split (gates, gathers, narrow convolutions) for the random-gate models and checkpoints."""
+    from ..rebuild import is_gated_checkpoint
+
     cases = []
     for name in models:
         for target in targets:
             model, method, shape = random_gated_model(name, target)
             cases.append((name, target, model, method, torch.randn(1, *shape)))
-    from ..rebuild import is_gated_checkpoint
-
     for path in filter(is_gated_checkpoint, checkpoints):  # static runs have no gates to break down
         model, method, name, target, _, images = _trained(path, 1)
         cases.append((name, target, model, method, images[:1]))
     rows = []
     for name, target, model, method, x in cases:
-        with torch.no_grad():
-            model(x)
-        ratio = method.cost.macs_from_masks(model.gate_set.masks).mean().item() / method.dense_macs
+        ratio = mean_macs_ratio(model, method, x)
         dense, deploy = fold_bn(_without_gates(model)).to(device), to_deploy(model).to(device)
         rows.append(breakdown_row(name, target, ratio, dense, deploy, x.to(device), threads, min_run_time))
     return rows
