@@ -22,6 +22,7 @@ from dynprune.cost import CostModel
 from dynprune.prune.ratios import solve_uniform_for_macs
 from dynprune.registry import Registry
 
+from .actions import ratio_to_action
 from .noise import DecayingTruncatedNormal
 
 
@@ -52,7 +53,7 @@ class SearchSpace:
     r_max: float
 
     def action(self, ratio: float) -> float:
-        return float(np.clip(2.0 * (ratio - self.r_min) / (self.r_max - self.r_min) - 1.0, -1.0, 1.0))
+        return ratio_to_action(ratio, self.r_min, self.r_max)
 
 
 Run = Callable[[VecEnv, Settings, SearchSpace, EpisodeSink, list[BaseCallback]], None]
@@ -112,14 +113,17 @@ def _sb3(factory: Callable[[VecEnv, Settings, SearchSpace], Any]) -> Run:
     return run
 
 
-AMC_NET = {"net_arch": [300, 300]}
+def amc_net() -> dict[str, Any]:
+    """AMC's actor/critic sizes, a fresh dict per agent: SB3 writes into policy_kwargs (SAC adds ``use_sde``), so a
+    shared dict would leak one agent's settings into the next one built in the same process."""
+    return {"net_arch": [300, 300]}
 
 
 def _noisy(algo_class: type) -> Run:
     """An off-policy agent with AMC's exploration noise (DDPG, TD3)."""
     return _sb3(
         lambda env, cfg, space: algo_class(
-            "MlpPolicy", env, action_noise=_noise(cfg), policy_kwargs=AMC_NET, **_off_policy_kwargs(cfg, space)
+            "MlpPolicy", env, action_noise=_noise(cfg), policy_kwargs=amc_net(), **_off_policy_kwargs(cfg, space)
         )
     )
 
@@ -133,7 +137,7 @@ ALGORITHMS.add(
     "sac",
     Algorithm(
         "sac",
-        _sb3(lambda env, cfg, space: SAC("MlpPolicy", env, policy_kwargs=AMC_NET, **_off_policy_kwargs(cfg, space))),
+        _sb3(lambda env, cfg, space: SAC("MlpPolicy", env, policy_kwargs=amc_net(), **_off_policy_kwargs(cfg, space))),
         "SAC: entropy-regularised stochastic policy (explores by itself after the warm-up)",
         True,
     ),

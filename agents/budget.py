@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+from dynprune.base import check_target_macs
 from dynprune.cost import CostModel
 from dynprune.prune.ratios import removed
 
@@ -23,8 +24,7 @@ class BudgetWall:
     def __init__(self, cost: CostModel, order: Sequence[str], target: float, r_min: float, r_max: float) -> None:
         if not 0 <= r_min < r_max < 1:
             raise SearchError(f"need 0 <= --r-min < --r-max < 1, got r_min={r_min}, r_max={r_max}")
-        if not 0 < target <= 1:
-            raise SearchError(f"--target-macs must be in (0, 1], got {target}")
+        check_target_macs(target)
         self.cost, self.order = cost, list(order)
         self.widths = [cost.site_widths[s] for s in self.order]
         self.target_macs = target * cost.dense_macs

@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Literal
 
-from dynprune.config import ConfigError, option
+from dynprune.base import ConfigError, check_target_macs, option
 
 
 @dataclasses.dataclass
@@ -60,8 +60,7 @@ class SearchConfig:
                 raise ConfigError(f"--baselines got {b!r}; allowed: uniform, random, none")
         if self.init is None:
             raise ConfigError("--init is required: the dense checkpoint to prune (e.g. runs/dense/checkpoint.pt)")
-        if not 0 < self.target_macs <= 1:
-            raise ConfigError(f"--target-macs must be in (0, 1], got {self.target_macs}")
+        check_target_macs(self.target_macs)
         if not 0 <= self.r_min < self.r_max < 1:
             raise ConfigError(f"need 0 <= --r-min < --r-max < 1, got {self.r_min} and {self.r_max}")
         if self.episodes < 1:

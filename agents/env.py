@@ -19,6 +19,7 @@ import numpy as np
 from gymnasium import spaces
 from torch import nn
 
+from .actions import action_to_ratio
 from .budget import BudgetWall
 from .evaluate import EvalSettings, SearchError, StrategyEvaluator
 from .rewards import REWARDS, LatencyTable
@@ -103,11 +104,7 @@ class ChannelPruningEnv(gym.Env):
 
     # -- mapping
     def action_to_ratio(self, action: float) -> float:
-        a = float(np.clip(action, -1.0, 1.0))
-        return self.r_min + (a + 1.0) / 2.0 * (self.r_max - self.r_min)
-
-    def ratio_to_action(self, ratio: float) -> float:
-        return 2.0 * (ratio - self.r_min) / (self.r_max - self.r_min) - 1.0
+        return action_to_ratio(action, self.r_min, self.r_max)
 
     # -- gymnasium API
     def _reset_state(self) -> None:

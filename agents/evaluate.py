@@ -19,17 +19,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dynprune.base import ConfigError
 from dynprune.cost import CostModel
-from dynprune.data import Arrays, BatchLoader, DataSplits
+from dynprune.data import Arrays, BatchLoader, DataSplits, data_of_checkpoint
 from dynprune.fold import fold_bn
 from dynprune.prune.criteria import L1Norm
 from dynprune.prune.pruners import filter_keep_indices
 from dynprune.prune.ratios import removed
-from dynprune.rebuild import data_of_checkpoint, model_from_checkpoint
+from dynprune.rebuild import model_from_checkpoint
 from dynprune.sites import slice_sites
 
 
-class SearchError(ValueError):
+class SearchError(ConfigError):
     """A user mistake in a search's inputs; the message says what is wrong and what is allowed."""
 
 

@@ -20,9 +20,9 @@ from typing import Any
 import torch
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
+from dynprune.checkpoints import write_json
 from dynprune.cli import run_command
 from dynprune.config import ConfigError, parse_cli, save_yaml, to_dict
-from dynprune.engine import write_json
 from dynprune.track import Tracker
 
 from .algorithms import ALGORITHMS, SearchSpace

@@ -7,9 +7,9 @@ import signal
 import sys
 from collections.abc import Callable
 
-from .config import ConfigError
+from .base import ConfigError
+from .checkpoints import CheckpointError
 from .data import DataError
-from .engine import CheckpointError
 from .track import TrackingError
 
 USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DataError, CheckpointError, TrackingError)

@@ -13,23 +13,17 @@ import dataclasses
 import sys
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
 
+from .base import ConfigError, check_non_negative, check_positive, check_target_macs, flag, option
+
+__all__ = ["ConfigError", "TrainConfig", "build", "option", "parse_cli"]
+
 C = TypeVar("C")
-
-
-class ConfigError(ValueError):
-    """An invalid configuration value; the message names the field, the value and what is allowed."""
-
-
-def option(default: Any, help: str, **kw: Any) -> Any:
-    if isinstance(default, list):  # a fresh copy per instance: never a shared mutable default
-        return dataclasses.field(default_factory=lambda: list(default), metadata={"help": help, **kw})
-    return dataclasses.field(default=default, metadata={"help": help, **kw})
 
 
 def _default(f: dataclasses.Field) -> Any:
@@ -50,18 +44,18 @@ def _coerce(name: str, tp: Any, value: Any) -> Any:
     if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null", "")):
         if optional:
             return None
-        raise ConfigError(f"--{_flag(name)} must not be empty")
+        raise ConfigError(f"--{flag(name)} must not be empty")
     if typing.get_origin(base) is list:  # a YAML list, or "a,b,c" on the command line
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, list | tuple):
-            raise ConfigError(f"--{_flag(name)} expects a list, got {value!r}")
+            raise ConfigError(f"--{flag(name)} expects a list, got {value!r}")
         return [
             _coerce(name, typing.get_args(base)[0], item.strip() if isinstance(item, str) else item) for item in items
         ]
     if typing.get_origin(base) is Literal:
         allowed = typing.get_args(base)
         if value not in allowed:
-            raise ConfigError(f"--{_flag(name)} got {value!r}; allowed: {', '.join(map(str, allowed))}")
+            raise ConfigError(f"--{flag(name)} got {value!r}; allowed: {', '.join(map(str, allowed))}")
         return value
     try:
         if base is bool:
@@ -74,11 +68,7 @@ def _coerce(name: str, tp: Any, value: Any) -> Any:
             raise ValueError
         return base(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"--{_flag(name)} expects {base.__name__}, got {value!r}") from None
-
-
-def _flag(name: str) -> str:
-    return name.replace("_", "-")
+        raise ConfigError(f"--{flag(name)} expects {base.__name__}, got {value!r}") from None
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -86,7 +76,28 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def load_yaml(cls: type[C], path: str | Path) -> dict[str, Any]:
+#: option groups a config is built with: {group name: options dataclass}. A method family owns its group (the
+#: catalog collects them), its fields are flags like the config's own, and the built config holds one instance of
+#: each in ``cfg.options[group]``.
+Groups = Mapping[str, type]
+
+
+def _cli_fields(cls: type) -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(cls) if f.metadata.get("cli", True)]
+
+
+def field_owners(cls: type, groups: Groups | None = None) -> dict[str, str | None]:
+    """Every flag's field name -> the group that owns it (None: ``cls`` itself). Names are unique across groups."""
+    owners: dict[str, str | None] = {f.name: None for f in _cli_fields(cls)}
+    for group, group_cls in (groups or {}).items():
+        for f in dataclasses.fields(group_cls):
+            if f.name in owners:
+                raise ValueError(f"option {f.name!r} of {group!r} is declared twice (also by {owners[f.name]!r})")
+            owners[f.name] = group
+    return owners
+
+
+def load_yaml(cls: type[C], path: str | Path, groups: Groups | None = None) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"--config {path}: no such file")
@@ -96,64 +107,95 @@ def load_yaml(cls: type[C], path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"--config {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"--config {path}: expected a mapping of field: value")
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = set(field_owners(cls, groups))
     for key in raw:
         if key.replace("-", "_") not in names:
             raise ConfigError(f"--config {path}: unknown key {key!r}; allowed: {', '.join(sorted(names))}")
     return {k.replace("-", "_"): v for k, v in raw.items()}
 
 
-def build(cls: type[C], values: dict[str, Any]) -> C:
-    """Instantiate ``cls`` from raw values, coercing each one and running the class's ``validate()``."""
+def _instance(cls: type[C], values: Mapping[str, Any]) -> C:
     hints = typing.get_type_hints(cls)
-    coerced = {k: _coerce(k, hints[k], v) for k, v in values.items()}
-    cfg = cls(**coerced)
-    validate = getattr(cfg, "validate", None)
+    return cls(**{k: _coerce(k, hints[k], v) for k, v in values.items()})
+
+
+def _validate(obj: Any) -> None:
+    validate = getattr(obj, "validate", None)
     if validate is not None:
         validate()
+
+
+def build(cls: type[C], values: Mapping[str, Any], groups: Groups | None = None) -> C:
+    """Instantiate ``cls`` (and one instance per option group, in ``cfg.options``) from raw flat values, coercing
+    each one and running every ``validate()``."""
+    owners = field_owners(cls, groups)
+    unknown = sorted(set(values) - set(owners))
+    if unknown:
+        raise ConfigError(f"unknown option {flag(unknown[0])!r}; see --help for the options")
+    cfg = _instance(cls, {k: v for k, v in values.items() if owners[k] is None})
+    if groups:
+        cfg.options = {
+            group: _instance(group_cls, {k: v for k, v in values.items() if owners[k] == group})
+            for group, group_cls in groups.items()
+        }
+        for options in cfg.options.values():
+            _validate(options)
+    _validate(cfg)
     return cfg
 
 
-def parse_cli(cls: type[C], argv: Sequence[str] | None, prog: str, description: str) -> C:
-    """Parse ``argv`` into ``cls``; a bad value exits with one line on stderr and status 2."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    pre = _OneLineParser(prog=prog, add_help=False)
-    pre.add_argument("--config", default=None)
-    known, _ = pre.parse_known_args(argv)
-    try:
-        preset = load_yaml(cls, known.config) if known.config else {}
-    except ConfigError as exc:
-        pre.exit(2, f"{prog}: error: {exc}\n")
-
-    parser = _OneLineParser(prog=prog, description=description)
-    parser.add_argument("--config", default=None, help="YAML preset; flags given here override it")
+def _add_flags(parser: Any, cls: type, preset: Mapping[str, Any]) -> None:
     hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
+    for f in _cli_fields(cls):
         base, _ = _unwrap_optional(hints[f.name])
         default = preset.get(f.name, _default(f))
         helptext = f"{f.metadata.get('help', '')} (default: {default})"
         if base is bool:
             parser.add_argument(
-                f"--{_flag(f.name)}",
+                f"--{flag(f.name)}",
                 dest=f.name,
                 action=argparse.BooleanOptionalAction,
                 default=None,
                 help=helptext,
             )
         else:
-            parser.add_argument(f"--{_flag(f.name)}", dest=f.name, default=None, help=helptext, metavar="X")
+            parser.add_argument(f"--{flag(f.name)}", dest=f.name, default=None, help=helptext, metavar="X")
+
+
+def parse_cli(cls: type[C], argv: Sequence[str] | None, prog: str, description: str, groups: Groups | None = None) -> C:
+    """Parse ``argv`` into ``cls``; a bad value exits with one line on stderr and status 2."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pre = _OneLineParser(prog=prog, add_help=False)
+    pre.add_argument("--config", default=None)
+    known, _ = pre.parse_known_args(argv)
+    try:
+        preset = load_yaml(cls, known.config, groups) if known.config else {}
+    except ConfigError as exc:
+        pre.exit(2, f"{prog}: error: {exc}\n")
+
+    parser = _OneLineParser(prog=prog, description=description)
+    parser.add_argument("--config", default=None, help="YAML preset; flags given here override it")
+    _add_flags(parser, cls, preset)
+    for group, group_cls in (groups or {}).items():
+        if dataclasses.fields(group_cls):
+            _add_flags(parser.add_argument_group(f"{group} options"), group_cls, preset)
     args = vars(parser.parse_args(argv))
     args.pop("config")
     values = dict(preset)
     values.update({k: v for k, v in args.items() if v is not None})
     try:
-        return build(cls, values)
+        return build(cls, values, groups)
     except ConfigError as exc:
         parser.exit(2, f"{prog}: error: {exc}\n")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
+    """The flat mapping of every flag's value (a config's own and its option groups'): what config.yaml holds
+    and ``build`` reads back."""
+    flat = {f.name: getattr(cfg, f.name) for f in _cli_fields(cfg)}
+    for options in (getattr(cfg, "options", None) or {}).values():
+        flat.update(dataclasses.asdict(options))
+    return {k: list(v) if isinstance(v, list) else v for k, v in flat.items()}
 
 
 def save_yaml(cfg: Any, path: Path) -> None:
@@ -189,34 +231,22 @@ class TrainConfig:
     sync_bn: bool = option(False, "torchrun on CUDA: BatchNorm statistics over the global batch (SyncBatchNorm)")
     channels_last: bool = option(True, "channels-last memory format (measured faster on CPU)")
     amp: bool = option(True, "bfloat16 mixed precision on CUDA (ignored on CPU)")
-    gate: str = option("none", "dynamic gates: gumbel | ste | none (dense)")
-    target_macs: float = option(0.5, "gated and static: mean per-sample MACs / dense MACs (gate MACs included)")
-    budget_weight: float = option(50.0, "gated: weight of (E[MACs]/MACs_dense - target)^2")
-    balance_weight: float = option(1.0, "gated: weight of the per-site open-rate bounds [0.05, 0.95]")
-    budget_warmup_epochs: float = option(1.0, "gated: epochs over which the target slides from 1 to --target-macs")
-    tau_start: float = option(1.0, "gumbel: temperature at the first step (decays exponentially)")
-    tau_end: float = option(0.5, "gumbel: temperature at the last step")
-    noise_fade: float = option(0.0, "gumbel: last fraction of the run over which the gate noise fades to 0")
-    gate_hard: bool = option(True, "gumbel: hard 0/1 forward with straight-through gradient")
-    ste_grad: Literal["sigmoid", "identity"] = option("sigmoid", "ste: backward of the threshold")
-    gate_groups: int = option(1, "gated: channels decided together by one logit (1 = per channel)")
-    gate_reduction: int = option(4, "gated: hidden width of the gate MLP = max(4, C_in / reduction)")
-    gate_bias_init: float = option(2.0, "gated: initial gate logit bias (2 -> 88%% open)")
+    gate: str = option("none", "dynamic gates: an estimator (python -m dynprune.train --help lists them) or none")
     prune: str = option("none", "static pruning method (see python -m dynprune.prune list) or none")
-    ratio: float | None = option(None, "static: the same pruning ratio at every site/layer, in [0, 1)")
-    ratios: str | None = option(None, "static: JSON file {site name: ratio} (e.g. an RL policy.json)")
-    prune_steps: int = option(1, "static: pruning events (1 = one-shot), spread over the first half of training")
-    prune_schedule: Literal["cubic", "linear"] = option("cubic", "static: ramp of the ratio over the events")
-    hard: bool = option(False, "static structured: remove pruned channels physically at the end")
-    calibrate_budget: bool = option(True, "gated: after training, shift gate logits on val to hit the target")
+    target_macs: float = option(0.5, "gated and static: mean per-sample MACs / dense MACs (gate MACs included)")
     out: str | None = option(None, "run folder (default runs/<method>): config.yaml, checkpoint.pt, result.json")
     resume: bool = option(False, "continue the run in --out from its last checkpoint")
     init: str | None = option(None, "start from the weights of this checkpoint (same model and shape)")
+    distill: str | None = option(None, "knowledge distillation from this checkpoint's model (e.g. the dense run)")
+    distill_temperature: float = option(4.0, "distill: softmax temperature T of teacher and student")
+    distill_weight: float = option(0.5, "distill: weight w of T^2 KL; the task loss gets 1 - w")
     wandb: Literal["offline", "online", "disabled"] = option("offline", "wandb mode; offline needs no account")
     wandb_project: str = option("dynprune", "wandb project name")
     wandb_group: str | None = option(None, "wandb group (a comparison puts all its runs in one)")
     latency: bool = option(True, "measure inference latency (batch 1 and 64) for result.json")
     progress: bool = option(True, "progress bar (shown only when stderr is a terminal)")
+    # The method families' own options ({group: options}); ``build`` fills it from the flat flags.
+    options: dict[str, Any] = dataclasses.field(default_factory=dict, metadata={"cli": False})
 
     @property
     def run_dir(self) -> Path:
@@ -224,9 +254,9 @@ class TrainConfig:
 
     @property
     def method_name(self) -> str:
-        if self.gate != "none":
-            return self.gate
-        return self.prune if self.prune != "none" else "dense"
+        """The variant of the one method selector set (``--gate`` or ``--prune``), else dense (the catalog
+        checks that at most one is set and that the name is known)."""
+        return next((v for v in (self.gate, self.prune) if v != "none"), "dense")
 
     def validate(self) -> None:
         from .data import DATASET_NAMES
@@ -236,63 +266,15 @@ class TrainConfig:
             raise ConfigError(f"--model got {self.model!r}; known: {', '.join(list_models())}")
         if self.dataset not in DATASET_NAMES:
             raise ConfigError(f"--dataset got {self.dataset!r}; known: {', '.join(DATASET_NAMES)}")
-        positive = {
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "eval_batch_size": self.eval_batch_size,
-            "lr": self.lr,
-            "width": self.width,
-        }
-        for name, value in positive.items():
-            if value <= 0:
-                raise ConfigError(f"--{_flag(name)} must be > 0, got {value}")
-        nonneg = {
-            "train_subset": self.train_subset,
-            "val_size": self.val_size,
-            "threads": self.threads,
-            "weight_decay": self.weight_decay,
-            "warmup_epochs": self.warmup_epochs,
-        }
-        for name, value in nonneg.items():
-            if value < 0:
-                raise ConfigError(f"--{_flag(name)} must be >= 0, got {value}")
+        check_positive(self, "epochs", "batch_size", "eval_batch_size", "lr", "width")
+        check_non_negative(self, "train_subset", "val_size", "threads", "weight_decay", "warmup_epochs")
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         if not 0 <= self.momentum < 1:
             raise ConfigError(f"--momentum must be in [0, 1), got {self.momentum}")
         if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ConfigError(f"--device got {self.device!r}; allowed: auto, cpu, cuda, cuda:N")
-        self._validate_gates()
-        self._validate_pruning()
-
-    def _validate_gates(self) -> None:
-        from .gates.estimators import ESTIMATORS
-
-        known = ("none", *ESTIMATORS.names())
-        if self.gate not in known:
-            raise ConfigError(f"--gate got {self.gate!r}; known: {', '.join(known)}")
-        if not 0 < self.target_macs <= 1:
-            raise ConfigError(f"--target-macs must be in (0, 1], got {self.target_macs}")
-        for name in ("tau_start", "tau_end", "gate_groups", "gate_reduction"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"--{_flag(name)} must be > 0, got {getattr(self, name)}")
-        for name in ("budget_weight", "balance_weight", "budget_warmup_epochs"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
-        if not 0 <= self.noise_fade <= 1:
-            raise ConfigError(f"--noise-fade must be a fraction of the run in [0, 1], got {self.noise_fade}")
-
-    def _validate_pruning(self) -> None:
-        from .prune import METHOD_NAMES
-
-        known = ("none", *METHOD_NAMES)
-        if self.prune not in known:
-            raise ConfigError(f"--prune got {self.prune!r}; known: {', '.join(known)}")
-        if self.prune != "none" and self.gate != "none":
-            raise ConfigError("--prune and --gate are different methods; choose one")
-        if self.ratio is not None and not 0 <= self.ratio < 1:
-            raise ConfigError(f"--ratio must be in [0, 1), got {self.ratio}")
-        if self.ratio is not None and self.ratios is not None:
-            raise ConfigError("--ratio and --ratios both given; choose one")
-        if self.prune_steps < 1:
-            raise ConfigError(f"--prune-steps must be >= 1, got {self.prune_steps}")
+        check_target_macs(self.target_macs)
+        check_positive(self, "distill_temperature")
+        if not 0 <= self.distill_weight <= 1:
+            raise ConfigError(f"--distill-weight must be in [0, 1], got {self.distill_weight}")

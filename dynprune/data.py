@@ -529,3 +529,14 @@ def cifar_batch_bytes(images: torch.Tensor, labels: torch.Tensor, label_key: byt
     buf = io.BytesIO()
     pickle.dump({b"data": images.reshape(len(images), -1).numpy(), label_key: labels.tolist()}, buf)
     return buf.getvalue()
+
+
+def data_of_checkpoint(ckpt: dict, data_dir: str | None = None) -> DataSplits:
+    """The data set (and validation split) a checkpoint was trained with, read from its saved config."""
+    cfg = ckpt.get("config") or {}
+    return load_dataset(
+        cfg.get("dataset", "fashion-mnist"),
+        data_dir or cfg.get("data_dir"),
+        cfg.get("val_size", 5000),
+        image_size=cfg.get("image_size", 224),
+    )

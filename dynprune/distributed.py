@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from .config import ConfigError
+from .base import ConfigError
 
 
 @dataclass(frozen=True)

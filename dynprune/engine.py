@@ -11,9 +11,7 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,67 +23,14 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from . import distributed
+from .checkpoints import CHECKPOINT, CheckpointError, load_checkpoint, load_weights, save_checkpoint
 from .data import BatchLoader
+from .distill import Distiller
 from .methods import Method
-
-CHECKPOINT = "checkpoint.pt"
-
-
-class CheckpointError(RuntimeError):
-    pass
 
 
 class TrainingDiverged(RuntimeError):
     pass
-
-
-# ------------------------------------------------------------------------------------------- checkpoints
-def atomic_write_bytes(path: Path, payload: Callable[[Any], None]) -> None:
-    """Write through a temp file in the same folder and rename it over ``path``: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            payload(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    atomic_write_bytes(path, lambda fh: torch.save(state, fh))
-
-
-def write_json(path: Path, data: Any) -> None:
-    atomic_write_bytes(path, lambda fh: fh.write(json.dumps(data, indent=2).encode()))
-
-
-def load_checkpoint(path: str | Path, arch: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Load a checkpoint safely; if ``arch`` is given, refuse one made for another architecture."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{path}: not a loadable dynprune checkpoint ({type(exc).__name__})") from None
-    if not isinstance(state, dict) or "model" not in state:
-        raise CheckpointError(f"{path}: not a dynprune checkpoint (no 'model' entry)")
-    if arch is not None and state.get("arch") != arch:
-        raise CheckpointError(f"{path}: made for {state.get('arch')}, but this run is {arch}")
-    return state
-
-
-def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
-    try:
-        model.load_state_dict(state_dict)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        detail = first[1].strip() if len(first) > 1 else first[0]
-        raise CheckpointError(f"{source}: weights do not fit this model ({detail})") from None
 
 
 # ------------------------------------------------------------------------------------------- evaluation
@@ -163,6 +108,35 @@ class FitState:
     train_seconds: float = 0.0
 
 
+@dataclass(frozen=True)
+class OptimSettings:
+    """What the optimisation of a run needs from its config."""
+
+    epochs: int
+    lr: float
+    momentum: float
+    weight_decay: float
+    label_smoothing: float
+    schedule: str
+    warmup_epochs: float
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> OptimSettings:
+        return cls(
+            cfg.epochs, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.label_smoothing, cfg.schedule, cfg.warmup_epochs
+        )
+
+
+@dataclass
+class RunFolder:
+    """Where a run writes (checkpoint, metrics.jsonl) and what its checkpoints record about it."""
+
+    out_dir: Path
+    arch: dict[str, Any]
+    config: dict[str, Any]
+    tracker: Any  # track.Tracker
+
+
 class Trainer:
     """Runs ``epochs`` of SGD on ``train_loader``, validating on ``val_loader`` after each epoch."""
 
@@ -172,20 +146,11 @@ class Trainer:
         method: Method,
         train_loader: BatchLoader,
         val_loader: BatchLoader,
-        *,
-        epochs: int,
-        lr: float,
-        momentum: float,
-        weight_decay: float,
-        label_smoothing: float,
-        schedule: str,
-        warmup_epochs: float,
-        out_dir: Path,
-        arch: dict[str, Any],
-        config: dict[str, Any],
-        tracker: Any,
+        optim: OptimSettings,
+        folder: RunFolder,
         amp_dtype: torch.dtype | None = None,
         progress: bool = True,
+        distiller: Distiller | None = None,
     ) -> None:
         self.model = model  # the plain model: evaluation, checkpoints and the method's hooks all live on it
         self.dist = distributed.current()
@@ -198,23 +163,22 @@ class Trainer:
         self.method = method
         self.train_loader = train_loader
         self.val_loader = val_loader
-        self.epochs = epochs
-        self.out_dir = out_dir
-        self.arch = arch
-        self.config = config
-        self.tracker = tracker
+        self.epochs = optim.epochs
+        self.out_dir, self.arch, self.config, self.tracker = folder.out_dir, folder.arch, folder.config, folder.tracker
         self.amp_dtype = amp_dtype
+        self.distiller = distiller  # --distill: the task loss is mixed with a KL to the teacher's soft labels
         self.progress = progress and sys.stderr.isatty() and self.dist.is_main
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-        self.optimizer = make_optimizer(model, lr, momentum, weight_decay)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=optim.label_smoothing)
+        self.optimizer = make_optimizer(model, optim.lr, optim.momentum, optim.weight_decay)
         steps_per_epoch = len(train_loader)
         if steps_per_epoch == 0:
             raise ValueError("the training set is smaller than one batch; lower --batch-size")
+        total = self.epochs * steps_per_epoch
         self.scheduler = make_schedule(
-            self.optimizer, schedule, epochs * steps_per_epoch, int(warmup_epochs * steps_per_epoch)
+            self.optimizer, optim.schedule, total, int(optim.warmup_epochs * steps_per_epoch)
         )
         self.state = FitState()
-        method.begin(epochs * steps_per_epoch, steps_per_epoch)
+        method.begin(total, steps_per_epoch)
 
     # -- checkpoints
     @property
@@ -307,6 +271,8 @@ class Trainer:
             with _autocast(device, self.amp_dtype):
                 logits = model(x)
                 loss = self.criterion(logits.float(), y)
+                if self.distiller is not None:
+                    loss = self.distiller.loss(loss, logits, x)
                 extra, extra_logs = self.method.extra_loss(model, logits, self.state.step, epoch)
                 if extra is not None:
                     loss = loss + extra
@@ -344,7 +310,7 @@ class Trainer:
     def _end_of_epoch(self, train: dict[str, float], seconds: float) -> dict[str, float]:
         val = evaluate(self.model, self.val_loader, self.method, self.amp_dtype)
         cost = self.method.on_epoch_end(self.model, self.state.epoch)
-        dense = float(self.method.cost.dense_macs)
+        dense = float(self.method.dense_macs)  # the reference every ratio is taken against (result.json's too)
         macs = val.macs.mean().item() if len(val.macs) else dense
         row = {
             "epoch": self.state.epoch,

@@ -1,30 +1,34 @@
-"""Training methods are plug-ins on the one training spine (``engine.Trainer``), found by name.
+"""Training methods are plug-ins on the one training spine (``engine.Trainer``).
 
 A method may change the model before training (add gates, masks), act before each step, add a loss term per
-step, act at the end of each epoch, and say what the model costs per sample. ``dense`` is the plain baseline.
+step, act at the end of each epoch, say what the model costs per sample, and rebuild its model from a
+checkpoint. ``dense`` is the plain baseline. Each method family describes itself to the catalog
+(``dynprune.catalog``) with a ``MethodSpec``: which config field selects it, its options, how it is built.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from .checkpoints import load_weights
+from .config import TrainConfig
 from .cost import CostModel
-from .registry import Registry
-
-MethodFactory = Callable[..., "Method"]
-METHODS: Registry[MethodFactory] = Registry("method")
 
 
-def register_method(name: str) -> Callable[[MethodFactory], MethodFactory]:
-    return METHODS.register(name)
+@dataclass(frozen=True)
+class MethodSpec:
+    """A training-method family as the catalog knows it."""
 
-
-def create_method(name: str, **kwargs: Any) -> Method:
-    return METHODS.get(name)(**kwargs)
+    family: str  # dense | gated | static
+    selector: str | None  # the TrainConfig field that names the variant (gate, prune); None: chosen when none is
+    variants: Callable[[], list[str]]  # the names that field may take
+    option_groups: Callable[[], dict[str, type]]  # {group: options dataclass}; the groups' fields are CLI flags
+    build: Callable[[TrainConfig, str], Method]  # (config, variant) -> the method
 
 
 class Method:
@@ -76,5 +80,11 @@ class Method:
         """Extra entries for result.json, read after the final test evaluation."""
         return {}
 
+    def rebuild(self, model: nn.Module, ckpt: dict[str, Any], input_shape: Sequence[int], source: str) -> nn.Module:
+        """The trained model from a fresh ``model`` and the checkpoint of a run of this method (eval mode)."""
+        self.prepare(model, input_shape)
+        load_weights(model, ckpt["model"], source)
+        return model.eval()
 
-register_method("dense")(Method)
+
+DENSE = MethodSpec("dense", None, lambda: ["dense"], dict, lambda cfg, variant: Method())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -30,6 +32,19 @@ class Registry(Generic[T]):
             return self.add(name or item.__name__, item)
 
         return wrap
+
+    def discover(self, package: str, attribute: str) -> Registry[T]:
+        """Add the ``attribute`` of every module of ``package`` (one plug-in per file), under its ``name``.
+
+        Plug-ins found this way need no list to be kept in step with the folder: adding one is adding its file.
+        Modules whose name starts with ``_`` are skipped.
+        """
+        folder = importlib.import_module(package).__path__
+        for info in sorted(pkgutil.iter_modules(folder), key=lambda i: i.name):
+            if not info.name.startswith("_"):
+                item = getattr(importlib.import_module(f"{package}.{info.name}"), attribute)
+                self.add(item.name, item)
+        return self
 
     def get(self, name: str) -> T:
         if name not in self._items:

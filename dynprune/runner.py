@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .config import ConfigError, TrainConfig, save_yaml, to_dict
+from .base import ConfigError
+from .catalog import method_from_config, rebuild_from_checkpoint
+from .checkpoints import CHECKPOINT, load_checkpoint, load_weights, write_json
+from .config import TrainConfig, save_yaml, to_dict
 from .cost import measure_latency
-from .data import BatchLoader, load_dataset, subset
+from .data import BatchLoader, DataSplits, load_dataset, subset
+from .distill import Distiller
 from .distributed import (
     DistContext,
     check_sync_bn,
@@ -19,9 +24,9 @@ from .distributed import (
     max_weight_difference,
     shutdown,
 )
-from .engine import CHECKPOINT, Trainer, evaluate, load_checkpoint, load_weights, write_json
-from .methods import Method, create_method
-from .models import create_model
+from .engine import FitState, OptimSettings, RunFolder, Trainer, evaluate
+from .methods import Method
+from .models import input_shape, model_for_arch
 from .track import Tracker
 
 RESULT = "result.json"
@@ -41,8 +46,9 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
     out_dir = cfg.run_dir
     if (out_dir / CHECKPOINT).exists() and not cfg.resume:
         raise ConfigError(f"--out {out_dir} already holds a run; pass --resume to continue it or choose another --out")
-    if cfg.init is not None and not Path(cfg.init).is_file():
-        raise ConfigError(f"--init {cfg.init}: no such checkpoint file")
+    for flag, path in (("--init", cfg.init), ("--distill", cfg.distill)):
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"{flag} {path}: no such checkpoint file")
     if cfg.resume and not (out_dir / CHECKPOINT).exists():
         raise ConfigError(f"--resume: no {CHECKPOINT} in {out_dir} to resume from")
     if cfg.threads:
@@ -59,10 +65,27 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
         shutdown()
 
 
-def _run(cfg: TrainConfig, device: torch.device, ctx: DistContext) -> dict[str, Any]:
-    out_dir = cfg.run_dir
-    torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
+@dataclass
+class RunParts:
+    """What one run is made of once its data, model and method are set up."""
 
+    data: DataSplits
+    model: torch.nn.Module
+    method: Method
+    arch: dict[str, Any]
+    device: torch.device
+    channels_last: bool
+    amp_dtype: torch.dtype | None
+
+    def loader(self, arrays: Any, batch_size: int, **kwargs: Any) -> BatchLoader:
+        return BatchLoader(
+            arrays, self.data, batch_size, device=self.device, channels_last=self.channels_last, **kwargs
+        )
+
+
+def _setup(cfg: TrainConfig, device: torch.device, ctx: DistContext) -> RunParts:
+    """Data, model (from --init if given), the method's changes to it, device and memory format."""
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     data = load_dataset(
         cfg.dataset,
         cfg.data_dir,
@@ -71,8 +94,6 @@ def _run(cfg: TrainConfig, device: torch.device, ctx: DistContext) -> dict[str, 
         image_size=cfg.image_size,
         image_memory_gb=cfg.image_memory_gb,
     )
-    shape = (data.in_channels, data.image_size, data.image_size)
-    model = create_model(cfg.model, data.in_channels, data.num_classes, data.image_size, width=cfg.width)
     arch = {
         "model": cfg.model,
         "width": cfg.width,
@@ -80,100 +101,59 @@ def _run(cfg: TrainConfig, device: torch.device, ctx: DistContext) -> dict[str, 
         "num_classes": data.num_classes,
         "image_size": data.image_size,
     }
+    model = model_for_arch(arch)
     if cfg.init:  # the plain model's weights, before the method adds gates or masks
-        init = load_checkpoint(cfg.init, arch)
-        load_weights(model, init["model"], cfg.init)
+        load_weights(model, load_checkpoint(cfg.init, arch)["model"], cfg.init)
     if cfg.sync_bn and ctx.enabled:  # before the method hooks its masks onto the BN modules
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     method = method_from_config(cfg)
-    model = method.prepare(model, shape)
+    model = method.prepare(model, input_shape(arch))
     channels_last = cfg.channels_last and device.type == "cpu"
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     amp_dtype = torch.bfloat16 if cfg.amp and device.type == "cuda" else None
+    return RunParts(data, model, method, arch, device, channels_last, amp_dtype)
 
-    train_loader = BatchLoader(
-        subset(data.train, cfg.train_subset),
-        data,
+
+def _run(cfg: TrainConfig, device: torch.device, ctx: DistContext) -> dict[str, Any]:
+    out_dir = cfg.run_dir
+    parts = _setup(cfg, device, ctx)
+    train_loader = parts.loader(
+        subset(parts.data.train, cfg.train_subset),
         cfg.batch_size,
         train=True,
         seed=cfg.seed,
-        device=device,
-        channels_last=channels_last,
         shard=(ctx.rank, ctx.world_size),
     )
-    val_loader = BatchLoader(
-        data.val, data, cfg.eval_batch_size, train=False, device=device, channels_last=channels_last
-    )
+    val_loader = parts.loader(parts.data.val, cfg.eval_batch_size, train=False)
     if ctx.is_main:  # only rank 0 writes the run folder and talks to wandb
         out_dir.mkdir(parents=True, exist_ok=True)
         save_yaml(cfg, out_dir / "config.yaml")
     mode = cfg.wandb if ctx.is_main else "disabled"
     tracker = Tracker(mode, cfg.wandb_project, out_dir, to_dict(cfg), group=cfg.wandb_group)
     try:
+        folder = RunFolder(out_dir, parts.arch, to_dict(cfg), tracker)
         trainer = Trainer(
-            model,
-            method,
+            parts.model,
+            parts.method,
             train_loader,
             val_loader,
-            epochs=cfg.epochs,
-            lr=cfg.lr,
-            momentum=cfg.momentum,
-            weight_decay=cfg.weight_decay,
-            label_smoothing=cfg.label_smoothing,
-            schedule=cfg.schedule,
-            warmup_epochs=cfg.warmup_epochs,
-            out_dir=out_dir,
-            arch=arch,
-            config=to_dict(cfg),
-            tracker=tracker,
-            amp_dtype=amp_dtype,
+            OptimSettings.from_config(cfg),
+            folder,
+            amp_dtype=parts.amp_dtype,
             progress=cfg.progress,
+            distiller=_distiller(cfg, parts),
         )
         if cfg.resume:
             trainer.resume()
             if ctx.is_main:
                 print(f"resumed {out_dir} after epoch {trainer.state.epoch}/{cfg.epochs}", flush=True)
         state = trainer.fit()
-        weight_diff = max_weight_difference(model)  # 0.0 when DDP kept every rank's weights equal
+        weight_diff = max_weight_difference(parts.model)  # 0.0 when DDP kept every rank's weights equal
         if not ctx.is_main:  # rank 0 alone finishes: calibration, test, latency, result.json
             return {"rank": ctx.rank, "max_weight_diff": weight_diff}
-        method.finalize(model, val_loader, amp_dtype)  # may calibrate gates or remove channels in place
+        parts.method.finalize(parts.model, val_loader, parts.amp_dtype)  # may calibrate gates or remove channels
         trainer.save(sync=False)  # rank 0 alone gets here
-
-        test_loader = BatchLoader(
-            data.test, data, cfg.eval_batch_size, train=False, device=device, channels_last=channels_last
-        )
-        test = evaluate(model, test_loader, method, amp_dtype)
-        macs = test.macs.double()
-        dense_macs = method.dense_macs
-        result = {
-            "method": method.name,
-            "model": cfg.model,
-            "dataset": cfg.dataset,
-            "top1": test.top1,
-            "test_loss": test.loss,
-            "val_top1": state.history[-1]["val_acc"] if state.history else None,
-            "macs": macs.mean().item(),
-            "macs_dense": dense_macs,
-            "macs_ratio": macs.mean().item() / dense_macs,
-            "macs_p50": macs.quantile(0.5).item(),
-            "macs_p99": macs.quantile(0.99).item(),
-            "macs_std": macs.std(unbiased=False).item(),
-            "macs_per_class": per_class_mean(macs, test.labels),
-            "macs_unit": "multiply-accumulates per sample (FLOPs = 2 x MACs)",
-            "params": sum(p.numel() for p in model.parameters()),
-            "latency_ms": latency_on_test_images(method.deploy_model(model), test_loader, device, channels_last)
-            if cfg.latency
-            else None,
-            "seed": cfg.seed,
-            "epochs": cfg.epochs,
-            "train_seconds": state.train_seconds,
-            "images_per_s": state.history[-1]["images_per_s"] if state.history else None,
-            "device": str(device),
-            "threads": torch.get_num_threads(),
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            **method.result_fields(),
-        }
+        result, per_sample_ratio = _final_result(cfg, parts, state)
         if ctx.enabled:
             result["distributed"] = {
                 "world_size": ctx.world_size,
@@ -183,10 +163,63 @@ def _run(cfg: TrainConfig, device: torch.device, ctx: DistContext) -> dict[str, 
             }
         write_json(out_dir / RESULT, result)
         tracker.summary({f"final/{k}": v for k, v in result.items() if isinstance(v, int | float)})
-        report_distribution(result, macs / dense_macs, out_dir, tracker)
+        report_distribution(result, per_sample_ratio, out_dir, tracker)
     finally:
         tracker.finish()
     return result
+
+
+def _distiller(cfg: TrainConfig, parts: RunParts) -> Distiller | None:
+    """The --distill teacher, rebuilt as its own run trained it (a gated teacher keeps its gates)."""
+    if cfg.distill is None:
+        return None
+    teacher, _, ckpt = rebuild_from_checkpoint(cfg.distill)
+    if ckpt["arch"]["num_classes"] != parts.arch["num_classes"]:
+        raise ConfigError(
+            f"--distill {cfg.distill}: a teacher of {ckpt['arch']['num_classes']} classes for a "
+            f"{parts.arch['num_classes']}-class data set"
+        )
+    memory_format = torch.channels_last if parts.channels_last else torch.contiguous_format
+    return Distiller(teacher, cfg.distill_temperature, cfg.distill_weight).to(parts.device, memory_format)
+
+
+def _final_result(cfg: TrainConfig, parts: RunParts, state: FitState) -> tuple[dict[str, Any], torch.Tensor]:
+    """(everything result.json records about the run, per-sample MACs / dense) from the one test evaluation."""
+    model, method = parts.model, parts.method
+    test_loader = parts.loader(parts.data.test, cfg.eval_batch_size, train=False)
+    test = evaluate(model, test_loader, method, parts.amp_dtype)
+    macs = test.macs.double()
+    dense_macs = method.dense_macs
+    latency = None
+    if cfg.latency:
+        latency = latency_on_test_images(method.deploy_model(model), test_loader, parts.device, parts.channels_last)
+    result = {
+        "method": method.name,
+        "model": cfg.model,
+        "dataset": cfg.dataset,
+        "top1": test.top1,
+        "test_loss": test.loss,
+        "val_top1": state.history[-1]["val_acc"] if state.history else None,
+        "macs": macs.mean().item(),
+        "macs_dense": dense_macs,
+        "macs_ratio": macs.mean().item() / dense_macs,
+        "macs_p50": macs.quantile(0.5).item(),
+        "macs_p99": macs.quantile(0.99).item(),
+        "macs_std": macs.std(unbiased=False).item(),
+        "macs_per_class": per_class_mean(macs, test.labels),
+        "macs_unit": "multiply-accumulates per sample (FLOPs = 2 x MACs)",
+        "params": sum(p.numel() for p in model.parameters()),
+        "latency_ms": latency,
+        "seed": cfg.seed,
+        "epochs": cfg.epochs,
+        "train_seconds": state.train_seconds,
+        "images_per_s": state.history[-1]["images_per_s"] if state.history else None,
+        "device": str(parts.device),
+        "threads": torch.get_num_threads(),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **method.result_fields(),
+    }
+    return result, macs / dense_macs
 
 
 def latency_on_test_images(
@@ -197,42 +230,6 @@ def latency_on_test_images(
     inputs = {b: images[:b] for b in (1, 64)}
     ms = measure_latency(model, images.shape[1:], (1, 64), channels_last=channels_last, inputs=inputs)
     return {**ms, "device": str(device), "threads": torch.get_num_threads(), "deployed": model.__class__.__name__}
-
-
-def method_from_config(cfg: TrainConfig) -> Method:
-    """The method a config asks for: dense, static pruning, or gates with their estimator and budget."""
-    if cfg.prune != "none":
-        from .prune.ratios import resolver
-
-        return create_method(
-            "static",
-            prune=cfg.prune,
-            resolve_ratios=resolver(cfg.ratio, cfg.ratios, cfg.target_macs),
-            steps=cfg.prune_steps,
-            schedule=cfg.prune_schedule,
-            hard=cfg.hard,
-        )
-    if cfg.gate == "none":
-        return create_method("dense")
-    from . import gates  # noqa: F401  (registers the gated method)
-
-    return create_method(
-        "gated",
-        gate=cfg.gate,
-        target_macs=cfg.target_macs,
-        budget_weight=cfg.budget_weight,
-        balance_weight=cfg.balance_weight,
-        tau_start=cfg.tau_start,
-        tau_end=cfg.tau_end,
-        noise_fade=cfg.noise_fade,
-        gate_hard=cfg.gate_hard,
-        ste_grad=cfg.ste_grad,
-        group_size=cfg.gate_groups,
-        reduction=cfg.gate_reduction,
-        bias_init=cfg.gate_bias_init,
-        budget_warmup_epochs=cfg.budget_warmup_epochs,
-        calibrate=cfg.calibrate_budget,
-    )
 
 
 def per_class_mean(values: torch.Tensor, labels: torch.Tensor) -> list[float]:

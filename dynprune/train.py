@@ -5,16 +5,16 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from .catalog import parse_train_cli
 from .cli import run_command
-from .config import TrainConfig, parse_cli
 from .engine import TrainingDiverged
+from .runner import run_training
 
 PROG = "python -m dynprune.train"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    cfg = parse_cli(TrainConfig, argv, PROG, "Train a CNN on the dynprune spine and write <out>/result.json.")
-    from .runner import run_training  # after parsing, so --help and errors are instant
+    cfg = parse_train_cli(argv, PROG, "Train a CNN on the dynprune spine and write <out>/result.json.")
 
     def work() -> int:
         try:

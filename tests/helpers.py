@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dynprune.config import TrainConfig, build
+from dynprune.catalog import train_config
+from dynprune.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,7 +30,7 @@ QUICK_TIMING = ("--threads", "1", "--min-run-time", "0.05")  # benchmark CLIs: a
 
 def tiny_config(out: Path, **overrides: object) -> TrainConfig:
     """A run of a few seconds: small subset of the synthetic data set, no latency, no wandb."""
-    return build(TrainConfig, {**TINY, "out": str(out), **overrides})
+    return train_config({**TINY, "out": str(out), **overrides})
 
 
 def run_module(module: str, *args: str, timeout: int = 300, cwd: Path = REPO) -> subprocess.CompletedProcess:

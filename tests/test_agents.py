@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 
 import gymnasium as gym
@@ -13,10 +14,12 @@ import torch
 from helpers import TINY_RESNET, run_module, tiny_config
 from stable_baselines3.common.env_checker import check_env
 
+from agents.algorithms import ALGORITHMS
 from agents.config import SearchConfig
 from agents.env import ENV_ID, ChannelPruningEnv
 from agents.evaluate import EvalSettings, SearchError, StrategyEvaluator
 from agents.noise import DecayingTruncatedNormal
+from agents.rewards import REWARDS
 from agents.search import run_search
 from dynprune.config import ConfigError, build
 from dynprune.prune import StaticPruneMethod
@@ -118,6 +121,28 @@ def test_seeded_search_is_reproducible_and_resumes_from_its_cache(tmp_path, dens
     assert len(cache_lines) == first["new_evaluations"]
 
 
+@pytest.mark.parametrize("algo", ALGORITHMS.names())
+def test_every_search_algorithm_finds_a_policy_inside_the_budget(tmp_path, dense_ckpt, algo):
+    episodes = 4 if algo == "ppo" else 3
+    cfg = search_config(tmp_path, dense_ckpt, algo=algo, baselines="none", episodes=episodes, warmup_episodes=1)
+    policy = run_search(cfg)[algo]
+    assert 0.5 - 0.05 <= policy["macs_ratio"] <= 0.5 + 1e-9
+    assert 0 < policy["val_acc"] <= 100 and policy["episodes"] >= 1
+    assert set(policy["ratios"]) == {s.name for s in StrategyEvaluator(dense_ckpt, settings=SMALL).sites}
+
+
+@pytest.mark.parametrize("reward", REWARDS.names())
+def test_every_reward_scores_the_searched_strategies(tmp_path, dense_ckpt, reward):
+    cfg = search_config(tmp_path, dense_ckpt, algo="random", baselines="none", episodes=2, reward=reward)
+    policy = run_search(cfg)["random"]
+    assert policy["reward_kind"] == reward and math.isfinite(policy["reward"])
+    if reward == "accuracy":
+        assert policy["reward"] == pytest.approx(policy["val_acc"] / 100)
+    if reward == "log-macs":
+        assert policy["reward"] == pytest.approx(-(1 - policy["val_acc"] / 100) * math.log(policy["macs"]))
+
+
+@pytest.mark.slow
 def test_search_cli_writes_policy_that_training_consumes(tmp_path, dense_ckpt):
     out = tmp_path / "search"
     proc = run_module(

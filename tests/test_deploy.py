@@ -182,7 +182,7 @@ def test_bench_dynamic_cli_writes_rows(tmp_path):
 
 @pytest.mark.parametrize("name", ["resnet20", "mobilenetv2"])
 def test_breakdown_replays_the_deploy_decisions_exactly(name):
-    from dynprune.gates.breakdown import FixedConv, replay_executor
+    from dynprune.bench.breakdown import FixedConv, replay_executor
 
     model, shape = random_gated(name)
     deploy = to_deploy(model)
@@ -210,6 +210,7 @@ def test_bench_rejects_unknown_model():
         assert proc.returncode == 2 and "no CUDA device" in proc.stderr
 
 
+@pytest.mark.slow
 def test_bench_dynamic_times_a_trained_checkpoint_on_real_images(tmp_path):
     from helpers import TINY_RESNET, tiny_config
 

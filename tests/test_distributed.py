@@ -10,10 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from helpers import REPO, run_module
 
-from dynprune.engine import load_checkpoint
+from dynprune.checkpoints import load_checkpoint
 
 # LeNet-5 has no BatchNorm: 2 ranks x 32 images must then give exactly the gradients of one process x 64.
 LENET = ("--model", "lenet5", "--train-subset", "512", "--val-size", "500", "--batch-size", "64", "--lr", "0.05")
@@ -33,6 +34,7 @@ def metrics(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_train_like_one_process_on_the_global_batch(tmp_path, data_root):
     one = run_module("dynprune.train", *LENET, *QUIET, "--epochs", "2", "--out", str(tmp_path / "one"))
     assert one.returncode == 0, one.stderr[-2000:]
@@ -53,6 +55,7 @@ def test_two_gloo_ranks_train_like_one_process_on_the_global_batch(tmp_path, dat
     assert not (tmp_path / "two" / "wandb").exists()
 
 
+@pytest.mark.slow
 def test_gated_distributed_run_resumes_after_interrupt(tmp_path, data_root):
     """Gates' budget on the global batch, stopped after an epoch by Ctrl-C, continued with --resume."""
     out = tmp_path / "gated"
@@ -84,6 +87,7 @@ def test_gated_distributed_run_resumes_after_interrupt(tmp_path, data_root):
     assert abs(result["macs_ratio"] - 0.6) < 0.02  # the budget holds (calibrated on the validation split)
 
 
+@pytest.mark.slow
 def test_batch_that_does_not_split_over_the_ranks_is_refused(tmp_path, data_root):
     proc = run_torchrun(*LENET[:-4], "--batch-size", "63", *QUIET, "--epochs", "1", "--out", str(tmp_path / "x"))
     assert proc.returncode != 0
@@ -95,6 +99,7 @@ def test_sync_bn_on_cpu_is_a_clear_error(tmp_path, data_root):
     assert proc.returncode == 2 and "--sync-bn needs CUDA" in proc.stderr
 
 
+@pytest.mark.slow
 def test_ddp_benchmark_times_one_and_two_processes(tmp_path, data_root):
     out = tmp_path / "ddp.json"
     args = ("ddp", "--model", "lenet5", "--train-subset", "256", "--batch-size", "64", "--epochs", "1")

@@ -11,7 +11,9 @@ from helpers import TINY_RESNET, tiny_config
 
 from dynprune.config import ConfigError, TrainConfig
 from dynprune.cost import flop_counter_macs
-from dynprune.gates import ESTIMATORS, GatedMethod, create_estimator
+from dynprune.gates import ESTIMATORS, GatedMethod, GateOptions, create_estimator
+from dynprune.gates.estimators.gumbel import GumbelOptions
+from dynprune.gates.estimators.hardconcrete import HardConcreteOptions
 from dynprune.models import create_model, list_models
 from dynprune.runner import run_training
 from dynprune.sites import slice_site
@@ -20,11 +22,11 @@ REPO = Path(__file__).resolve().parents[1]
 SIZES = {"resnet18": 64}
 
 
-def gated(name: str, gate: str = "gumbel", target: float = 0.5, **kw):
+def gated(name: str, gate: str = "gumbel", target: float = 0.5, **options):
     torch.manual_seed(0)
     size = SIZES.get(name, 32)
     model = create_model(name, 3, 10, size)
-    method = GatedMethod(gate, target, **kw)
+    method = GatedMethod(gate, target, GateOptions(**options))
     model = method.prepare(model, (3, size, size))
     method.begin(100, 10)
     return model, method, (3, size, size)
@@ -36,7 +38,8 @@ def test_gradients_reach_every_gate_parameter(gate):
     model.train()
     logits = model(torch.randn(8, *shape))
     extra, logs = method.extra_loss(model, logits, step=50, epoch=5)
-    (torch.nn.functional.cross_entropy(logits, torch.randint(0, 10, (8,))) + extra).backward()
+    loss = torch.nn.functional.cross_entropy(logits, torch.randint(0, 10, (8,)))
+    (loss if extra is None else loss + extra).backward()
     for name, p in model.gate_set.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
     assert 0 < logs["macs_ratio"] <= 1.01
@@ -44,13 +47,13 @@ def test_gradients_reach_every_gate_parameter(gate):
 
 def test_ste_forward_is_exactly_binary_and_gumbel_hard_too():
     logits = torch.randn(64, 32, requires_grad=True)
-    for name in ("ste", "gumbel"):
-        out = create_estimator(name)(logits, True, 0.67)
+    for name in ("ste", "gumbel", "topk"):
+        out = create_estimator(name).decide(logits, True, 0.5)
         assert set(out.unique().tolist()) <= {0.0, 1.0}, name
         out.sum().backward()
         assert logits.grad.abs().sum() > 0
         logits.grad = None
-    soft = create_estimator("gumbel", hard=False)(logits, True, 0.67)
+    soft = create_estimator("gumbel", GumbelOptions(gate_hard=False)).decide(logits, True, 1.0)
     assert ((soft > 0) & (soft < 1)).any()
 
 
@@ -58,18 +61,39 @@ def test_gumbel_without_noise_trains_on_the_eval_decisions():
     torch.manual_seed(0)
     logits = torch.randn(256, 32)
     gumbel = create_estimator("gumbel")
-    assert torch.equal(gumbel(logits, True, 0.5, 0.0), (logits >= 0).float())
-    noisy = gumbel(logits, True, 0.5, 1.0)
+    gumbel.noise = 0.0
+    assert torch.equal(gumbel.decide(logits, True, 1.0), (logits >= 0).float())
+    gumbel.noise = 1.0
+    noisy = gumbel.decide(logits, True, 1.0)
     assert 0.05 < (noisy != (logits >= 0).float()).float().mean() < 0.5  # the noise flips some decisions
 
 
 def test_gate_noise_fades_to_zero_over_the_last_fraction_of_the_run():
-    _model, method, _shape = gated("resnet20", "gumbel")
-    method.noise_fade = 0.25
-    method.begin(total_steps=400, steps_per_epoch=100)
-    assert [method.noise_at(s) for s in (0, 200, 300, 350, 400)] == [1.0, 1.0, 1.0, 0.5, 0.0]
-    method.noise_fade = 0.0
-    assert method.noise_at(399) == 1.0
+    gumbel = create_estimator("gumbel", GumbelOptions(noise_fade=0.25, tau_start=1.0, tau_end=0.5))
+    noise = []
+    for progress in (0.0, 0.5, 0.75, 0.875, 1.0):
+        gumbel.schedule(progress)
+        noise.append(gumbel.noise)
+    assert noise == [1.0, 1.0, 1.0, 0.5, 0.0]
+    assert gumbel.tau == pytest.approx(0.5)  # tau_end at the last step
+    steady = create_estimator("gumbel")
+    steady.schedule(0.999)
+    assert steady.noise == 1.0
+
+
+def test_topk_keeps_exactly_each_sites_k_on_every_sample():
+    model, method, shape = gated("resnet20", "topk", target=0.4)
+    x = torch.randn(16, *shape)
+    for mode in (True, False):
+        model.train(mode)
+        with torch.no_grad():
+            model(x)
+        for site, mask in model.gate_set.masks.items():
+            k = model.gate_set.fixed_keep(site)
+            assert torch.equal(mask.sum(dim=1), torch.full((16,), float(k))), site
+    ratio = method.cost.macs_from_masks(model.gate_set.masks) / method.dense_macs
+    assert torch.allclose(ratio, ratio[:1].expand_as(ratio))  # every sample costs the same
+    assert 0.35 < ratio[0].item() <= 0.4
 
 
 @pytest.mark.parametrize("gate", ESTIMATORS.names())
@@ -84,7 +108,11 @@ def test_eval_is_deterministic_threshold(gate):
     assert torch.equal(a, b)
     for k, v in model.gate_set.masks.items():
         assert torch.equal(v, masks_a[k])
-        expected = (model.gate_set.logits[k] >= 0).float()
+        logits = model.gate_set.logits[k]
+        expected = (logits >= 0).float()
+        if model.gate_set.estimator.fixed_count:  # the k highest logits
+            keep = model.gate_set.fixed_keep(k)
+            expected = torch.zeros_like(logits).scatter_(1, logits.topk(keep, dim=1).indices, 1.0)
         assert torch.equal(v[:, :: v.shape[1] // expected.shape[1]], expected)
 
 
@@ -136,7 +164,7 @@ def tiny(tmp_path: Path, **kw) -> TrainConfig:
     return tiny_config(tmp_path / "run", **{**TINY_RESNET, **gated, **kw})
 
 
-@pytest.mark.parametrize("gate", ["gumbel", "ste"])
+@pytest.mark.parametrize("gate", ESTIMATORS.names())
 def test_budget_is_met_on_synthetic_task(tmp_path, gate):
     result = run_training(tiny(tmp_path, gate=gate))
     assert abs(result["macs_ratio"] - 0.5) <= 0.03, result["macs_ratio"]
@@ -164,7 +192,7 @@ def test_target_below_gate_floor_is_refused():
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["--gate", "softmax"], "--gate got 'softmax'; known: none, gumbel, ste"),
+        (["--gate", "softmax"], f"--gate got 'softmax'; known: {', '.join(['none', *ESTIMATORS.names()])}"),
         (["--gate", "ste", "--target-macs", "1.5"], "--target-macs must be in (0, 1], got 1.5"),
         (["--gate", "ste", "--target-macs", "0"], "--target-macs must be in (0, 1], got 0.0"),
         (["--gate", "gumbel", "--tau-end", "-1"], "--tau-end must be > 0"),
@@ -204,7 +232,7 @@ def test_gate_group_that_does_not_divide_sites_is_refused(tmp_path):
 
 
 def test_gate_groups_share_one_decision():
-    model, _method, shape = gated("resnet20", "ste", group_size=4)
+    model, _method, shape = gated("resnet20", "ste", gate_groups=4)
     model.eval()
     with torch.no_grad():
         model(torch.randn(2, *shape))
@@ -244,3 +272,35 @@ def test_result_json_of_gated_cli_run(tmp_path):
     assert proc.returncode == 0, proc.stderr
     result = json.loads((out / "result.json").read_text())
     assert result["method"] == "ste" and set(result["site_open_rates"]) == {"conv1", "conv2"}
+
+
+def test_val_macs_ratio_and_result_macs_ratio_share_one_denominator(tmp_path):
+    """Gates held open (no budget, huge bias): every sample costs dense + gates, in validation and test alike,
+    so the last epoch's val_macs_ratio must equal result.json's macs_ratio (both over the plain dense MACs)."""
+    cfg = tiny(
+        tmp_path,
+        gate="ste",
+        epochs=1,
+        gate_bias_init=50.0,
+        budget_weight=0.0,
+        balance_weight=0.0,
+        calibrate_budget=False,
+        target_macs=0.9,
+    )
+    result = run_training(cfg)
+    last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert result["macs_ratio"] > 1.0  # the gates' own MACs on top of the dense model's
+    assert last["val_macs_ratio"] == pytest.approx(result["macs_ratio"], rel=1e-12)
+
+
+def test_hardconcrete_budget_counts_the_probability_of_its_hard_decision():
+    torch.manual_seed(0)
+    logits = torch.randn(4096, 8) * 2
+    estimator = create_estimator("hardconcrete")
+    sample = estimator.decide(logits, True, 1.0)
+    assert set(sample.unique().tolist()) <= {0.0, 1.0}
+    expected = estimator.cost_mask(logits, sample)
+    assert torch.allclose(expected, torch.sigmoid(logits))
+    assert abs(sample.mean().item() - expected.mean().item()) < 0.01  # the sampled open rate matches P(open)
+    soft = create_estimator("hardconcrete", HardConcreteOptions(hc_hard=False)).decide(logits, True, 1.0)
+    assert (soft == 0).any() and (soft == 1).any() and ((soft > 0) & (soft < 1)).any()  # stretched and clamped

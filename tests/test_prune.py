@@ -6,9 +6,10 @@ import pytest
 import torch
 from helpers import QUICK_TIMING, TINY_RESNET, run_module, tiny_config
 
-from dynprune.config import ConfigError, TrainConfig, build
+from dynprune.catalog import train_config
+from dynprune.checkpoints import load_checkpoint
+from dynprune.config import ConfigError
 from dynprune.cost import CostModel, flop_counter_macs
-from dynprune.engine import load_checkpoint
 from dynprune.models import create_model
 from dynprune.prune import StaticPruneMethod, get_pruner
 from dynprune.prune.masks import channel_mask, current, sparsity
@@ -138,14 +139,14 @@ def test_ratio_files_are_checked(tmp_path):
 
 
 def test_bad_method_and_ratio_rejected():
-    with pytest.raises(ValueError, match="known: global-filter"):
+    with pytest.raises(ValueError, match="unknown pruning method .l3-filter.; known: .*global-filter"):
         get_pruner("l3-filter")
     with pytest.raises(ConfigError, match="--ratio must be in"):
-        build(TrainConfig, {"prune": "l1-filter", "ratio": 1.0})
+        train_config({"prune": "l1-filter", "ratio": 1.0})
     with pytest.raises(ConfigError, match="--prune got 'magic'"):
-        build(TrainConfig, {"prune": "magic"})
+        train_config({"prune": "magic"})
     with pytest.raises(ConfigError, match="choose one"):
-        build(TrainConfig, {"prune": "l1-filter", "gate": "ste"})
+        train_config({"prune": "l1-filter", "gate": "ste"})
 
 
 def sfp_model_with_trained_bn():
@@ -183,7 +184,7 @@ def test_sfp_zeroes_lowest_filters_each_epoch_and_lets_them_regrow():
 def test_sfp_masks_for_good_before_the_last_epochs():
     model, method, site, conv = sfp_model_with_trained_bn()
     method.begin(total_steps=8 * 10, steps_per_epoch=10)
-    assert method.sfp_hard_epoch == 6  # 8 epochs: the last 2 are fine-tuned with the channels removed
+    assert method.process.hard_epoch == 6  # 8 epochs: the last 2 are fine-tuned with the channels removed
     before = model.state_dict().keys()
     method.on_epoch_end(model, 6)
     assert model.state_dict().keys() == before  # same keys, so a resume across the hard epoch loads
@@ -321,3 +322,13 @@ def test_model_outside_the_zoo_is_pruned_hard_through_torch_pruning_sites():
         slice_sites(model, list(sites.values()), keep)
         torch.testing.assert_close(model(x), masked, atol=1e-5, rtol=1e-5)
     assert model.b.out_channels == 6 and model.c.in_channels == 6 and model.fc1.out_features == 12
+
+
+def test_fpgm_drops_the_filters_nearest_the_geometric_median_not_the_smallest():
+    from dynprune.prune.criteria import GeometricMedianDistance
+
+    weight = torch.tensor([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [-4.0, 6.0]]).view(4, 2, 1, 1)
+    scores = GeometricMedianDistance()(weight)
+    distances = torch.cdist(weight.flatten(1), weight.flatten(1)).sum(dim=1)
+    assert torch.allclose(scores, distances)
+    assert scores.argmin().item() in (0, 1) and scores.argmax().item() in (2, 3)  # the far ones are kept

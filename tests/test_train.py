@@ -12,8 +12,10 @@ import pytest
 import torch
 from helpers import REPO, run_module, tiny_config
 
-from dynprune.config import ConfigError, TrainConfig, build
-from dynprune.engine import CheckpointError, Trainer, TrainingDiverged, load_checkpoint
+from dynprune.catalog import option_groups, parse_train_cli, train_config
+from dynprune.checkpoints import CheckpointError, load_checkpoint
+from dynprune.config import ConfigError, TrainConfig, load_yaml
+from dynprune.engine import Trainer, TrainingDiverged
 from dynprune.runner import run_training
 
 
@@ -95,9 +97,8 @@ def test_bad_cli_values_give_one_line_and_exit_2(args, needle):
 def test_yaml_preset_then_flags_override(tmp_path):
     preset = tmp_path / "p.yaml"
     preset.write_text("model: vgg11\nepochs: 3\nlr: 0.01\n")
-    from dynprune.config import parse_cli
 
-    cfg = parse_cli(TrainConfig, ["--config", str(preset), "--epochs", "7"], "t", "")
+    cfg = parse_train_cli(["--config", str(preset), "--epochs", "7"], "t", "")
     assert (cfg.model, cfg.epochs, cfg.lr) == ("vgg11", 7, 0.01)
     preset.write_text("modle: vgg11\n")
     proc = cli("--config", str(preset), timeout=60)
@@ -105,12 +106,11 @@ def test_yaml_preset_then_flags_override(tmp_path):
 
 
 def test_shipped_presets_parse():
-    from dynprune.config import load_yaml
 
     presets = sorted((REPO / "configs" / "train").glob("*.yaml"))
     assert presets
     for path in presets:
-        build(TrainConfig, load_yaml(TrainConfig, path))
+        train_config(load_yaml(TrainConfig, path, option_groups()))
 
 
 def test_resume_ends_with_same_weights(tmp_path, monkeypatch):

@@ -9,9 +9,10 @@ from ..cli import run_command
 from ..config import build, parse_cli, to_dict
 from ..track import Tracker
 from .config import CompareConfig
+from .methods import COMPARE_METHODS
 
 PROG = "python -m dynprune.compare"
-# --quick: what CI runs end to end (tiny subset, one target, one seed, every method).
+# --quick: what CI runs end to end (tiny subset, one target, one seed; every registered method unless --methods).
 QUICK = {
     "train_subset": 512,
     "val_size": 500,
@@ -41,8 +42,6 @@ def _summary_run(cfg: CompareConfig, rows: list) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--list" in argv:
-        from .methods import COMPARE_METHODS
-
         for name, m in COMPARE_METHODS.items():
             print(f"{name:<22}{m.family:<9}{m.description}")
         return 0
@@ -50,7 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = [a for a in argv if a != "--quick"]
     cfg = parse_cli(CompareConfig, argv, PROG, __doc__ + " Add --quick for a tiny end-to-end run, --list for methods.")
     if quick:
-        cfg = build(CompareConfig, {**to_dict(cfg), **QUICK})
+        every = {} if any(a.startswith("--methods") for a in argv) else {"methods": COMPARE_METHODS.names()}
+        cfg = build(CompareConfig, {**to_dict(cfg), **QUICK, **every})
     from .execute import retime_cells, run_cells
     from .plan import build_plan, format_plan
     from .report import collect_rows, write_outputs

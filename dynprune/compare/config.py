@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from dynprune.config import ConfigError, option
+from dynprune.base import ConfigError, option
 
 
 @dataclasses.dataclass
@@ -28,13 +28,15 @@ class CompareConfig:
     seeds: list[int] = option([0], "seeds; every cell runs once per seed")
     epochs: int = option(9, "fine-tune/training epochs shared by every method that starts from the dense model")
     lr: float = option(0.05, "peak learning rate of the fine-tunes")
-    gate_budget_weight: float = option(200.0, "gumbel/ste: weight of the MAC budget term in the fine-tune")
+    gate_budget_weight: float = option(200.0, "gates: weight of the budget term in the fine-tune")
+    distill: bool = option(False, "every fine-tune distils from its dense checkpoint (--distill; same for all)")
     train_subset: int = option(0, "train on the first N training images only (0 = all)")
     val_size: int = option(5000, "validation images carved from the training set")
     batch_size: int = option(128, "training batch size")
     search_episodes: int = option(200, "rl: episodes of the policy search")
     search_algo: str = option("ddpg", "rl: search algorithm (python -m agents.search --help)")
     search_val_subset: int = option(2000, "rl: validation images scored per strategy")
+    search_r_max: float = option(0.8, "rl: the largest pruning ratio the search may give a site (--r-max)")
     threads: int = option(0, "torch CPU threads per cell (0 = torch's default, or cores / workers with --workers)")
     workers: int = option(1, "cells run in parallel processes (each with --threads threads)")
     data_dir: str | None = option(None, "folder holding the data sets (else $DYNPRUNE_DATA, else ./data)")
@@ -63,6 +65,8 @@ class CompareConfig:
             raise ConfigError(f"targets must be fractions in (0, 1], got {self.targets}")
         if not self.seeds:
             raise ConfigError("seeds: give at least one seed")
+        if not 0 < self.search_r_max < 1:
+            raise ConfigError(f"search_r_max must be in (0, 1), got {self.search_r_max}")
         for field in ("epochs", "dense_epochs", "search_episodes", "workers"):
             if getattr(self, field) < 1:
                 raise ConfigError(f"{field} must be >= 1, got {getattr(self, field)}")

@@ -11,41 +11,24 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import signal
-import subprocess
-import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any
 
-from ..config import ConfigError, TrainConfig, build
+from ..catalog import train_config
 from ..runner import run_training
-from .methods import COMPARE_METHODS
-from .plan import Cell
+from .cell import Cell
+from .methods import cell_method
 
 CELL_LOG = "train.log"
 
 
-def _search(cell: Cell) -> None:
-    """rl: the agent's search runs as ``python -m agents.search`` (dynprune never imports agents)."""
-    out = cell.run_dir / "search"
-    if (out / "policy.json").is_file():
-        return
-    args = list(cell.search_args) + (["--resume"] if (out / "cache.jsonl").is_file() else [])
-    proc = subprocess.run([sys.executable, "-m", "agents.search", *args], capture_output=True, text=True)
-    (cell.run_dir).mkdir(parents=True, exist_ok=True)
-    (cell.run_dir / "search.log").write_text(proc.stdout + proc.stderr)
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise ConfigError(f"{cell.label}: the policy search failed ({last}); see {cell.run_dir}/search.log")
-
-
 def run_cell(cell: Cell) -> dict[str, Any]:
     """One cell, start to result: the rl search if any, then its training run (resumed if interrupted)."""
-    if cell.search_args:
-        _search(cell)
+    cell_method(cell).before_training(cell)  # e.g. rl's policy search
     values = dict(cell.values)
     values["resume"] = (cell.run_dir / "checkpoint.pt").is_file()  # an interrupted cell continues
-    return run_training(build(TrainConfig, values))
+    return run_training(train_config(values))
 
 
 def _run_cell_logged(cell: Cell) -> tuple[dict[str, Any], float]:
@@ -82,8 +65,8 @@ def _run_parallel(cells: list[Cell], workers: int, total: int) -> None:
     """Cells that start from the dense checkpoint are submitted once every dense cell has finished; the others
     (dense, compact architectures from scratch) start at once."""
     print(f"running {len(cells)} cells in {workers} worker processes (logs: <cell>/{CELL_LOG})", flush=True)
-    waiting = [c for c in cells if COMPARE_METHODS[c.method].from_dense]
-    dense_left = sum(COMPARE_METHODS[c.method].family == "dense" for c in cells)
+    waiting = [c for c in cells if cell_method(c).from_dense]
+    dense_left = sum(cell_method(c).is_reference for c in cells)
     # spawn, not fork: a forked child would inherit the parent's torch thread pool and OpenMP state
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures: dict[Future, Cell] = {}
@@ -104,7 +87,7 @@ def _run_parallel(cells: list[Cell], workers: int, total: int) -> None:
                     result, seconds = future.result()  # a failed cell raises here; the rest are cancelled
                     done_count += 1
                     print(f"[{done_count}/{total}] {cell.label}: {_finished_line(result, seconds)}", flush=True)
-                    dense_left -= COMPARE_METHODS[cell.method].family == "dense"
+                    dense_left -= cell_method(cell).is_reference
                 if waiting and not dense_left:
                     before = set(futures)
                     submit(waiting)
@@ -126,9 +109,9 @@ def retime_cells(cells: list[Cell], threads: int) -> None:
 
     import torch
 
-    from ..data import BatchLoader
-    from ..engine import CHECKPOINT, write_json
-    from ..rebuild import data_of_checkpoint, deployable_from_checkpoint
+    from ..checkpoints import CHECKPOINT, write_json
+    from ..data import BatchLoader, data_of_checkpoint
+    from ..rebuild import deployable_from_checkpoint
     from ..runner import RESULT, latency_on_test_images, resolve_device
 
     todo = [c for c in cells if json.loads((c.run_dir / RESULT).read_text()).get("latency_ms") is None]

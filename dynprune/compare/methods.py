@@ -1,4 +1,6 @@
-"""What each compared method means as training runs (a registry): the overrides of one cell's TrainConfig.
+"""What each compared method is (a registry of objects that carry their own behaviour): the overrides of a cell's
+TrainConfig, how a MAC target is checked, what a cell costs, what runs before its training, what its report
+row shows. A new comparison method is one class (or one instance) registered here; nothing else switches on it.
 
 Every method that starts from the dense model gets the same fine-tune budget (``epochs``, ``lr``); models
 trained from scratch (the dense model, and the compact architectures that answer "why not just train a smaller
@@ -9,77 +11,202 @@ run as a subprocess: dynprune never imports ``agents``) and then fine-tunes it l
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from dataclasses import dataclass
+import importlib.util
+import subprocess
+import sys
 from typing import Any
 
 import torch
 
-from ..config import ConfigError
+from ..base import ConfigError
 from ..cost import CostModel
+from ..gates.estimators import ESTIMATORS
 from ..models import create_model
+from ..prune.pruners import PRUNERS
+from ..prune.ratios import keep_fractions, solve_uniform_for_macs
 from ..registry import Registry
+from .cell import Cell
 from .config import CompareConfig
 
 
-@dataclass(frozen=True)
 class CompareMethod:
-    name: str
-    family: str  # dense | static | rl | dynamic | compact
-    uses_target: bool
-    from_dense: bool  # fine-tuned from the dense checkpoint (else trained from scratch)
-    overrides: Callable[[CompareConfig, float], dict[str, Any]]  # (config, MAC target) -> TrainConfig values
-    description: str
+    """The base: a method fine-tuned from the dense checkpoint at each MAC target."""
+
+    family = "static"  # a label for the report's family column and --list
+    uses_target = True
+    from_dense = True  # fine-tuned from the dense checkpoint (else trained from scratch)
+    is_reference = False  # the dense model: trained first, every other cell starts from it
+    own_architecture = False  # trains another architecture: its own macs_dense is not the reference
+    per_sample_cost = False  # MACs differ per sample (the report shows their p99)
+    cost_factor = 1.0  # training step time relative to the dense model's
+    extra_val_passes = 3.0  # work after training, in validation passes (test set, latency, ...)
+
+    def __init__(self, name: str, description: str) -> None:
+        self.name, self.description = name, description
+
+    def overrides(self, cfg: CompareConfig, target: float) -> dict[str, Any]:
+        """TrainConfig values of a cell at ``target`` (on top of the comparison's shared ones)."""
+        return {}
+
+    def check_available(self) -> None:
+        """Raise ConfigError if something this method needs is not installed."""
+
+    def check_target(self, cfg: CompareConfig, cost: CostModel, target: float) -> None:
+        """Raise ConfigError if ``target`` cannot be reached by this method."""
+
+    def prepare_cell(self, cell: Cell, cfg: CompareConfig, cost: CostModel, data_shape: tuple[int, int, int]) -> None:
+        """Fill in what depends on the data or the model (a compact width, a search's arguments)."""
+
+    def extra_seconds(self, cfg: CompareConfig, cell: Cell, per_image_s: float) -> float:
+        """Estimated seconds outside training and evaluation (e.g. a policy search)."""
+        return 0.0
+
+    def before_training(self, cell: Cell) -> None:
+        """Runs before the cell's training run (e.g. the policy search whose output it fine-tunes)."""
 
 
-COMPARE_METHODS: Registry[CompareMethod] = Registry("compared method")
+class DenseMethod(CompareMethod):
+    family = "dense"
+    uses_target, from_dense, is_reference = False, False, True
+
+    def overrides(self, cfg: CompareConfig, target: float) -> dict[str, Any]:
+        return {"epochs": cfg.dense_epochs, "lr": cfg.dense_lr}
 
 
-def _add(name: str, family: str, overrides: Callable[[CompareConfig, float], dict[str, Any]], description: str):
-    uses_target, from_dense = family != "dense", family not in ("dense", "compact")
-    COMPARE_METHODS.add(name, CompareMethod(name, family, uses_target, from_dense, overrides, description))
+class StaticMethod(CompareMethod):
+    """A static pruner; structured ones remove their channels physically (``--hard``)."""
+
+    def __init__(self, pruner: str, description: str, structured: bool) -> None:
+        super().__init__(pruner, description)
+        self.structured = structured
+
+    def overrides(self, cfg: CompareConfig, target: float) -> dict[str, Any]:
+        return {"prune": self.name, "target_macs": target, **({"hard": True} if self.structured else {})}
+
+    def check_target(self, cfg: CompareConfig, cost: CostModel, target: float) -> None:
+        if self.structured:
+            solve_uniform_for_macs(cost, target)  # raises ConfigError naming the reachable floor
 
 
-_add("dense", "dense", lambda cfg, t: {"epochs": cfg.dense_epochs, "lr": cfg.dense_lr}, "the unpruned model")
-for _name in ("l1-filter", "global-filter", "sfp"):
-    _add(
-        _name,
-        "static",
-        lambda cfg, t, n=_name: {"prune": n, "target_macs": t, "hard": True},
-        f"static {_name}, channels removed physically (--hard)",
-    )
-_add(
-    "global-unstructured",
-    "static",
-    lambda cfg, t: {"prune": "global-unstructured", "target_macs": t},
-    "one magnitude threshold over all weights (MACs counted as nonzero-weight MACs; no real speed-up)",
-)
+class GatedCompare(CompareMethod):
+    """Gates of one estimator with its recipe (TrainConfig values on top of the short-fine-tune defaults)."""
 
+    family = "dynamic"
+    per_sample_cost = True
+    cost_factor = 1.2  # the gates' small networks and budget terms
+    extra_val_passes = 15.0  # + the budget calibration, a bisection of ~12 validation passes
 
-def _gated(gate: str) -> Callable[[CompareConfig, float], dict[str, Any]]:
-    def overrides(cfg: CompareConfig, t: float) -> dict[str, Any]:
+    def __init__(self, name: str, description: str, gate: str | None = None, recipe: dict | None = None) -> None:
+        super().__init__(name, description)
+        self.gate = gate or name
+        self.recipe = dict(recipe or {})
+
+    def overrides(self, cfg: CompareConfig, target: float) -> dict[str, Any]:
         # Gates must reach the budget within the shared (often short) fine-tune: the target slides in over the
         # first quarter, and gumbel's noise fades over the second half so training ends on the test decisions.
         # Measured on a 2-epoch fine-tune at 0.5: 30.6% top-1 with the long-run defaults, 80.9% with these.
         return {
-            "gate": gate,
-            "target_macs": t,
+            "gate": self.gate,
+            "target_macs": target,
             "budget_weight": cfg.gate_budget_weight,
             "budget_warmup_epochs": cfg.epochs / 4,
             "noise_fade": 0.5,
+            **self.recipe,
         }
 
-    return overrides
+    def check_target(self, cfg: CompareConfig, cost: CostModel, target: float) -> None:
+        floor = cost.macs(dict.fromkeys(cost.site_widths, 0.0)) / cost.dense_macs
+        if target <= floor + 0.01:
+            raise ConfigError(f"{self.name}: target {target} is at or below the gated floor {floor:.3f}")
 
 
-for _name in ("gumbel", "ste"):
-    _add(_name, "dynamic", _gated(_name), f"dynamic {_name} gates")
-_add(
-    "rl",
-    "rl",
-    lambda cfg, t: {"prune": "l1-filter", "hard": True},  # + ratios from the cell's own search
-    "per-site ratios searched by an RL agent (agents.search), then fine-tuned as l1-filter",
-)
+class PolicySearch:
+    """A cell whose training uses the per-site ratios of its own RL policy search (``python -m agents.search``,
+    run as a subprocess before the training: dynprune never imports agents)."""
+
+    def check_available(self) -> None:
+        if importlib.util.find_spec("agents") is None:
+            raise ConfigError("methods: rl needs the agents package (install the project with its rl extra)")
+
+    def check_target(self, cfg: CompareConfig, cost: CostModel, target: float) -> None:
+        keep = keep_fractions(cost, dict.fromkeys(cost.site_widths, cfg.search_r_max))
+        floor = cost.macs(keep) / cost.dense_macs
+        if target < floor:
+            raise ConfigError(
+                f"rl: target {target} is below {floor:.3f}, what the search reaches at --search-r-max "
+                f"{cfg.search_r_max}; raise search_r_max"
+            )
+
+    policy_field = "ratios"  # the TrainConfig field the policy file goes to
+
+    def prepare_cell(self, cell: Cell, cfg: CompareConfig, cost: CostModel, data_shape: tuple[int, int, int]) -> None:
+        search = cell.run_dir / "search"
+        cell.values[self.policy_field] = str(search / "policy.json")
+        warmup = 0 if cfg.search_episodes <= 1 else max(1, cfg.search_episodes // 4)
+        cell.search_args = [
+            *("--algo", cfg.search_algo, "--init", cell.values["init"], "--target-macs", str(cell.target)),
+            *("--episodes", str(cfg.search_episodes), "--val-subset", str(cfg.search_val_subset)),
+            *("--r-max", str(cfg.search_r_max), "--warmup-episodes", str(warmup)),
+            *("--seed", str(cell.seed), "--out", str(search), "--wandb", cfg.wandb, "--threads", str(cfg.cell_threads)),
+            *("--baselines", "none", "--no-progress"),
+        ]
+
+    def extra_seconds(self, cfg: CompareConfig, cell: Cell, per_image_s: float) -> float:
+        # each strategy: adaptive BN (8 x 128 images) and the val subset, forward only
+        return cfg.search_episodes * (1024 + cfg.search_val_subset) * per_image_s / 3 * cell.target
+
+    def before_training(self, cell: Cell) -> None:
+        """The agent's search runs as ``python -m agents.search`` (dynprune never imports agents)."""
+        out = cell.run_dir / "search"
+        if (out / "policy.json").is_file():
+            return
+        args = list(cell.search_args) + (["--resume"] if (out / "cache.jsonl").is_file() else [])
+        proc = subprocess.run([sys.executable, "-m", "agents.search", *args], capture_output=True, text=True)
+        cell.run_dir.mkdir(parents=True, exist_ok=True)
+        (cell.run_dir / "search.log").write_text(proc.stdout + proc.stderr)
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise ConfigError(f"{cell.label}: the policy search failed ({last}); see {cell.run_dir}/search.log")
+
+
+class RLMethod(PolicySearch, CompareMethod):
+    family = "rl"
+
+    def overrides(self, cfg: CompareConfig, target: float) -> dict[str, Any]:
+        return {"prune": "l1-filter", "hard": True}  # + ratios from the cell's own search (prepare_cell)
+
+
+class RLDensityGates(PolicySearch, GatedCompare):
+    """The hybrid: the RL agent picks how much each site keeps, the gates pick which channels per input."""
+
+    policy_field = "gate_density"
+
+    def check_target(self, cfg: CompareConfig, cost: CostModel, target: float) -> None:
+        PolicySearch.check_target(self, cfg, cost, target)
+        GatedCompare.check_target(self, cfg, cost, target)
+
+    def extra_seconds(self, cfg: CompareConfig, cell: Cell, per_image_s: float) -> float:
+        return PolicySearch.extra_seconds(self, cfg, cell, per_image_s)
+
+
+class CompactMethod(CompareMethod):
+    """Another (or the same) architecture at the width whose dense MACs match the target, from scratch."""
+
+    family = "compact"
+    from_dense, own_architecture = False, True
+
+    def __init__(self, name: str, description: str, model: str | None) -> None:
+        super().__init__(name, description)
+        self.model = model
+
+    def overrides(self, cfg: CompareConfig, target: float) -> dict[str, Any]:
+        return {"model": self.model or cfg.model, "epochs": cfg.dense_epochs, "lr": cfg.dense_lr}
+
+    def prepare_cell(self, cell: Cell, cfg: CompareConfig, cost: CostModel, data_shape: tuple[int, int, int]) -> None:
+        channels, size, classes = data_shape
+        cell.values["width"] = width_for_macs(
+            cell.values["model"], cost.dense_macs * cell.target, channels, classes, size
+        )
 
 
 @functools.lru_cache(maxsize=64)  # the same (model, target) recurs for every seed
@@ -104,13 +231,49 @@ def width_for_macs(model: str, target_macs: float, in_channels: int, num_classes
     return round(lo, 4)
 
 
-def _compact(model: str | None) -> Callable[[CompareConfig, float], dict[str, Any]]:
-    def overrides(cfg: CompareConfig, t: float) -> dict[str, Any]:
-        # The width is solved in plan.py (it needs the data set's shape); here only what does not depend on it.
-        return {"model": model or cfg.model, "epochs": cfg.dense_epochs, "lr": cfg.dense_lr}
+#: per-estimator TrainConfig values for the comparison's short fine-tunes, chosen on the validation split of
+#: 2-epoch fine-tunes at 0.1 of the dense MACs (BENCHMARKS.md, "Gate recipes"): every gate starts on the channels
+#: l1-filter keeps (+12.4 points for topk); the threshold gates are held per site (a global budget or an open start
+#: lost 20-50 points) with a budget weight of 20 and no target slide (they start at their density).
+_HELD_PER_SITE = {"gate_init": "l1", "gate_density": "uniform", "budget_weight": 20.0, "budget_warmup_epochs": 0.0}
+GATE_RECIPES: dict[str, dict[str, Any]] = {
+    "topk": {"gate_init": "l1"},
+    "ste": _HELD_PER_SITE,
+    "gumbel": _HELD_PER_SITE,
+    "hardconcrete": _HELD_PER_SITE,
+}
 
-    return overrides
+COMPARE_METHODS: Registry[CompareMethod] = Registry("compared method")
 
 
-_add("narrow", "compact", _compact(None), "the same model at a width multiplier of matched MACs, from scratch")
-_add("mobilenetv2", "compact", _compact("mobilenetv2"), "MobileNetV2 at a width of matched MACs, from scratch")
+def _register(method: CompareMethod) -> None:
+    COMPARE_METHODS.add(method.name, method)
+
+
+_register(DenseMethod("dense", "the unpruned model"))
+for _name, _pruner in PRUNERS.items():  # every static pruner; structured ones hard-pruned
+    _how = "channels removed physically (--hard)" if _pruner.structured else "(MACs counted as nonzero-weight MACs)"
+    _register(StaticMethod(_name, f"{_pruner.description}; {_how}", _pruner.structured))
+for _name, _estimator in ESTIMATORS.items():  # every gate estimator, with its recipe for short fine-tunes
+    _register(GatedCompare(_name, f"dynamic {_name} gates: {_estimator.summary}", recipe=GATE_RECIPES.get(_name)))
+_register(RLMethod("rl", "per-site ratios searched by an RL agent (agents.search), then fine-tuned as l1-filter"))
+_register(
+    RLDensityGates(
+        "topk-rl",
+        "hybrid: per-site densities from an RL search (policy.json), topk gates choose the channels per input",
+        gate="topk",
+        recipe=GATE_RECIPES.get("topk"),
+    )
+)
+_register(CompactMethod("narrow", "the same model at a width multiplier of matched MACs, from scratch", None))
+_register(CompactMethod("mobilenetv2", "MobileNetV2 at a width of matched MACs, from scratch", "mobilenetv2"))
+
+
+def compare_method(name: str) -> CompareMethod:
+    if name not in COMPARE_METHODS:
+        raise ConfigError(f"methods: unknown method {name!r}; known: {', '.join(COMPARE_METHODS.names())}")
+    return COMPARE_METHODS[name]
+
+
+def cell_method(cell: Cell) -> CompareMethod:
+    return COMPARE_METHODS[cell.method]

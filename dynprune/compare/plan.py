@@ -3,50 +3,20 @@ anything is trained (unknown method, unreachable target, missing or mismatched c
 
 from __future__ import annotations
 
-import importlib.util
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..config import ConfigError, TrainConfig, build
+from ..catalog import train_config
+from ..checkpoints import load_checkpoint
 from ..cost import CostModel
 from ..data import DataSplits, load_dataset
-from ..engine import load_checkpoint
 from ..models import create_model
-from ..prune.ratios import keep_fractions, solve_uniform_for_macs
+from .cell import Cell
 from .config import CompareConfig
-from .methods import COMPARE_METHODS, CompareMethod, width_for_macs
-
-RL_MAX_RATIO = 0.8  # agents.search's default --r-max: the most the search may remove at one site
-
-
-@dataclass
-class Cell:
-    method: str
-    target: float  # MAC target (1.0 for the dense model)
-    seed: int
-    run_dir: Path
-    values: dict[str, Any]  # TrainConfig values of the cell's training run
-    search_args: list[str] = field(default_factory=list)  # rl: arguments of python -m agents.search
-    external: bool = False  # the given dense checkpoint's own folder: read, never trained or written
-    estimate_s: float = 0.0
-
-    @property
-    def label(self) -> str:
-        return f"{self.method} @ {self.target:.2f} seed {self.seed}"
-
-    @property
-    def done(self) -> bool:
-        return (self.run_dir / "result.json").is_file()
-
-
-def _method(name: str) -> CompareMethod:
-    if name not in COMPARE_METHODS:
-        raise ConfigError(f"methods: unknown method {name!r}; known: {', '.join(COMPARE_METHODS.names())}")
-    return COMPARE_METHODS[name]
+from .methods import CompareMethod, cell_method, compare_method
 
 
 def _arch(cfg: CompareConfig, data: DataSplits) -> dict[str, Any]:
@@ -59,23 +29,10 @@ def _arch(cfg: CompareConfig, data: DataSplits) -> dict[str, Any]:
     }
 
 
-def _check_target(method: CompareMethod, cost: CostModel, target: float) -> None:
-    if method.name in ("l1-filter", "global-filter", "sfp"):
-        solve_uniform_for_macs(cost, target)  # raises ConfigError naming the reachable floor
-    elif method.family == "rl":
-        floor = cost.macs(keep_fractions(cost, dict.fromkeys(cost.site_widths, RL_MAX_RATIO))) / cost.dense_macs
-        if target < floor:
-            raise ConfigError(f"rl: target {target} is below {floor:.3f}, what the search reaches at ratio 0.8")
-    elif method.family == "dynamic":
-        floor = cost.macs(dict.fromkeys(cost.site_widths, 0.0)) / cost.dense_macs
-        if target <= floor + 0.01:
-            raise ConfigError(f"{method.name}: target {target} is at or below the gated floor {floor:.3f}")
-
-
 def build_plan(cfg: CompareConfig) -> list[Cell]:
-    methods = [_method(name) for name in cfg.methods]
-    if any(m.family == "rl" for m in methods) and importlib.util.find_spec("agents") is None:
-        raise ConfigError("methods: rl needs the agents package (install the project with its rl extra)")
+    methods = [compare_method(name) for name in cfg.methods]
+    for method in methods:
+        method.check_available()
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.val_size)
     shape = (data.in_channels, data.image_size, data.image_size)
     dense_model = create_model(cfg.model, data.in_channels, data.num_classes, data.image_size)
@@ -100,7 +57,7 @@ def build_plan(cfg: CompareConfig) -> list[Cell]:
         "progress": False,
     }
     cells: list[Cell] = []
-    for method in sorted(methods, key=lambda m: m.family != "dense"):  # dense first: the others start from it
+    for method in sorted(methods, key=lambda m: not m.is_reference):  # dense first: the others start from it
         for target in cfg.targets if method.uses_target else [1.0]:
             for seed in cfg.seeds:
                 cells.append(_cell(cfg, method, target, seed, base, cost, data, out))
@@ -113,37 +70,31 @@ def dense_checkpoint(cfg: CompareConfig, seed: int) -> Path:
     return Path(cfg.dense) if cfg.dense else cfg.run_dir / "dense" / f"s{seed}" / "checkpoint.pt"
 
 
-def _cell(cfg, method, target, seed, base, cost, data, out) -> Cell:
-    if method.family == "dense":
+def _cell(
+    cfg: CompareConfig,
+    method: CompareMethod,
+    target: float,
+    seed: int,
+    base: dict[str, Any],
+    cost: CostModel,
+    data: DataSplits,
+    out: Path,
+) -> Cell:
+    if method.is_reference:
         run_dir = Path(cfg.dense).parent if cfg.dense else out / "dense" / f"s{seed}"
     else:
-        _check_target(method, cost, target)
+        method.check_target(cfg, cost, target)
         run_dir = out / method.name / f"t{target:g}" / f"s{seed}"
     values = {**base, **method.overrides(cfg, target), "seed": seed, "out": str(run_dir)}
     if method.from_dense:
         values["init"] = str(dense_checkpoint(cfg, seed))
-    if method.family == "compact":
-        dense_macs = cost.dense_macs * target
-        values["width"] = width_for_macs(
-            values["model"], dense_macs, data.in_channels, data.num_classes, data.image_size
-        )
-    build(TrainConfig, values)  # every field checked now, before any cell trains
-    search_args: list[str] = []
-    if method.family == "rl":
-        search = run_dir / "search"
-        values["ratios"] = str(search / "policy.json")
-        search_args = [
-            *("--algo", cfg.search_algo, "--init", values["init"], "--target-macs", str(target)),
-            *("--episodes", str(cfg.search_episodes), "--val-subset", str(cfg.search_val_subset)),
-            *("--seed", str(seed), "--out", str(search), "--wandb", cfg.wandb, "--threads", str(cfg.cell_threads)),
-            *("--baselines", "none", "--no-progress"),
-        ]
-        if cfg.search_episodes <= 1:
-            search_args += ["--warmup-episodes", "0"]
-        else:
-            search_args += ["--warmup-episodes", str(max(1, cfg.search_episodes // 4))]
-    external = method.family == "dense" and cfg.dense is not None
-    return Cell(method.name, target, seed, run_dir, values, search_args, external)
+        if cfg.distill:  # every fine-tune learns from the same teacher: its own dense starting point
+            values["distill"] = values["init"]
+    external = method.is_reference and cfg.dense is not None
+    cell = Cell(method.name, target, seed, run_dir, values, external=external)
+    method.prepare_cell(cell, cfg, cost, (data.in_channels, data.image_size, data.num_classes))
+    train_config(cell.values)  # every field checked now (method names and options too), before any cell trains
+    return cell
 
 
 def _seconds_per_image(model: torch.nn.Module, shape: tuple[int, ...], batch_size: int) -> float:
@@ -161,13 +112,6 @@ def _seconds_per_image(model: torch.nn.Module, shape: tuple[int, ...], batch_siz
     return min(times[1:]) / batch_size
 
 
-# Training cost of a family relative to the dense model's step (gates add their small networks and budget terms).
-FAMILY_COST = {"dense": 1.0, "static": 1.0, "rl": 1.0, "dynamic": 1.2, "compact": 1.0}
-# Work after training, in passes over the validation split: test set, latency (all); gated budget calibration
-# (a bisection of ~12 val passes); the global-unstructured sparsity solve (a mask per candidate).
-FAMILY_EXTRA_VAL_PASSES = {"dense": 3.0, "static": 3.0, "rl": 3.0, "dynamic": 15.0, "compact": 3.0}
-
-
 def _estimate(
     cfg: CompareConfig, cells: list[Cell], model: torch.nn.Module, shape, num_classes: int, n_train: int
 ) -> None:
@@ -180,16 +124,15 @@ def _estimate(
     for cell in cells:
         if cell.done or cell.external:
             continue
-        family = COMPARE_METHODS[cell.method].family
+        method = cell_method(cell)
         per_image = dense_per_image
-        if family == "compact":
+        if method.own_architecture:
             net = create_model(cell.values["model"], shape[0], num_classes, shape[-1], width=cell.values["width"])
             per_image = _seconds_per_image(net, shape, batch)
         eval_pass = cfg.val_size * per_image / 3  # forward only: about a third of a training step
-        epoch_s = n_train * per_image * FAMILY_COST[family] + eval_pass
-        cell.estimate_s = cell.values["epochs"] * epoch_s + FAMILY_EXTRA_VAL_PASSES[family] * eval_pass
-        if family == "rl":  # each strategy: adaptive BN (8 x 128 images) and the val subset, forward only
-            cell.estimate_s += cfg.search_episodes * (1024 + cfg.search_val_subset) * per_image / 3 * cell.target
+        epoch_s = n_train * per_image * method.cost_factor + eval_pass
+        cell.estimate_s = cell.values["epochs"] * epoch_s + method.extra_val_passes * eval_pass
+        cell.estimate_s += method.extra_seconds(cfg, cell, per_image)
 
 
 def format_plan(cells: list[Cell], workers: int = 1) -> str:

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ..plots import plt
-from .methods import COMPARE_METHODS
-from .plan import Cell
+from .cell import Cell
+from .methods import COMPARE_METHODS, cell_method
 
 COLUMNS = (
     "method",
@@ -41,7 +41,7 @@ def collect_rows(cells: Sequence[Cell]) -> list[dict[str, Any]]:
     }
     # Every ratio is taken against the reference model's dense MACs (a compact model's own dense MACs are not it).
     reference = next(
-        (r["macs_dense"] for c in cells if (r := results.get(id(c))) and COMPARE_METHODS[c.method].family != "compact"),
+        (r["macs_dense"] for c in cells if (r := results.get(id(c))) and not cell_method(c).own_architecture),
         None,
     )
     rows = []
@@ -57,7 +57,7 @@ def collect_rows(cells: Sequence[Cell]) -> list[dict[str, Any]]:
         rows.append(
             {
                 "method": cell.method,
-                "family": COMPARE_METHODS[cell.method].family,
+                "family": cell_method(cell).family,
                 "target": cell.target,
                 "seed": cell.seed,
                 "top1": result["top1"],
@@ -74,8 +74,14 @@ def collect_rows(cells: Sequence[Cell]) -> list[dict[str, Any]]:
     return rows
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.pstdev(values) if len(values) > 1 else 0.0
+def _mean_std(values: list[float]) -> tuple[float, float | None]:
+    """Mean and standard deviation; no std from one value (a single seed says nothing about the spread)."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def format_top1(mean: float, std: float | None, seeds: int) -> str:
+    """``mean +- std`` over seeds, or ``mean (1 seed)``: never a ``+- 0.00`` made up from one run."""
+    return f"{mean:.2f} +- {std:.2f}" if std is not None and seeds > 1 else f"{mean:.2f} ({seeds} seed)"
 
 
 def aggregate(rows: list[dict[str, Any]]) -> dict[tuple[str, float], dict[str, Any]]:
@@ -104,7 +110,8 @@ def format_report(title: str, rows: list[dict[str, Any]], targets: Sequence[floa
     if dense:
         d = dense[0]
         lines += [
-            f"Dense: top-1 **{d['top1']:.2f} +- {d['top1_std']:.2f}%**, b64 {_fmt(d['latency_b64_ms'], '.1f')} ms.",
+            f"Dense: top-1 **{format_top1(d['top1'], d['top1_std'], d['seeds'])}** %, "
+            f"b64 {_fmt(d['latency_b64_ms'], '.1f')} ms.",
             "",
         ]
     for target in targets:
@@ -119,9 +126,9 @@ def format_report(title: str, rows: list[dict[str, Any]], targets: Sequence[floa
             "|---|---|---|---|---|---|---|---|",
         ]
         for method, v in sorted(entries.items(), key=lambda kv: -kv[1]["top1"]):
-            acc = f"{v['top1']:.2f} +- {v['top1_std']:.2f}"
+            acc = format_top1(v["top1"], v["top1_std"], v["seeds"])
             acc = f"**{acc}**" if method == best else acc
-            p99 = f" ({v['macs_p99_ratio']:.3f})" if v["family"] == "dynamic" else ""
+            p99 = f" ({v['macs_p99_ratio']:.3f})" if COMPARE_METHODS[method].per_sample_cost else ""
             lines.append(
                 f"| {method} | {acc} | {v['macs_ratio']:.3f}{p99} | {v['params']:,.0f} | "
                 f"{_fmt(v['latency_b1_ms'], '.2f')} | {_fmt(v['latency_b64_ms'], '.1f')} | "
@@ -129,6 +136,7 @@ def format_report(title: str, rows: list[dict[str, Any]], targets: Sequence[floa
             )
         lines.append("")
     lines.append(
+        "Top-1: mean +- sample standard deviation over seeds; a single seed is marked (1 seed). "
         "MACs of global-unstructured are nonzero-weight MACs (no real speed-up on dense kernels); dynamic methods "
         "are timed in deploy mode on real test images, structured ones hard-pruned."
     )
@@ -139,7 +147,9 @@ def _plot(rows: list[dict[str, Any]], x_key: str, xlabel: str, path: Path, title
     agg = aggregate(rows)
     fig, ax = plt.subplots(figsize=(7, 5))
     for method in sorted({m for m, _ in agg}):
-        points = sorted((v[x_key], v["top1"], v["top1_std"]) for (m, _), v in agg.items() if m == method and v[x_key])
+        points = sorted(
+            (v[x_key], v["top1"], v["top1_std"] or 0.0) for (m, _), v in agg.items() if m == method and v[x_key]
+        )
         if not points:
             continue
         xs, ys, errs = zip(*points, strict=True)

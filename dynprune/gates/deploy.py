@@ -111,8 +111,9 @@ class DeployGate(nn.Module):
     ``addmm`` (measured 9 vs 14 us for the two layers of a ResNet-20 gate at batch 1).
     """
 
-    def __init__(self, gate: ChannelGate) -> None:
+    def __init__(self, gate: ChannelGate, keep: int | None = None) -> None:
         super().__init__()
+        self.keep = keep  # fixed-count gates: the k highest logits open, else logit >= 0
         bn = gate.bn
         scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)  # [hidden]
         self.register_buffer("w1t", (gate.fc1.weight.detach() * scale[:, None]).t().contiguous())
@@ -132,7 +133,11 @@ class DeployGate(nn.Module):
         """Eval-mode decision from the spatially summed input [B, C_in] over ``pixels`` positions; fills
         ``rt.idx`` and ``rt.mask``."""
         hidden = torch.addmm(self.b1, summed, self._w1t_for(pixels)).relu_()
-        open_ = torch.addmm(self.b2, hidden, self.w2t) >= 0  # [B, G]
+        logits = torch.addmm(self.b2, hidden, self.w2t)  # [B, G]
+        if self.keep is None:
+            open_ = logits >= 0
+        else:
+            open_ = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, logits.topk(self.keep, dim=1).indices, True)
         if self.group > 1:
             open_ = open_.repeat_interleave(self.group, dim=1)  # [B, C]
         rt.groups = None
@@ -363,7 +368,7 @@ def to_deploy(model: nn.Module) -> DeployModel:
 
     widths = {s.name: site_width(model, s) for s in sites}
     runtimes = {s.name: SiteRuntime(widths[s.name]) for s in sites}
-    gates = {s.name: DeployGate(gate_set.gates[s.name.replace(".", "__")]) for s in sites}
+    gates = {s.name: DeployGate(gate_set.gate(s.name), gate_set.fixed_keep(s.name)) for s in sites}
     produces, consumes, inside = _roles(sites)
     pairs = conv_bn_pairs(model)
     for path, module in list(model.named_modules()):

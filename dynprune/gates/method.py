@@ -4,81 +4,115 @@ Loss = task loss + budget_weight * (mean_b MACs_b / MACs_dense - target)^2 + bal
 MACs_b is counted per sample from the gate decisions (gate MACs included) by the shared cost model, and the
 balance term pushes every site's open rate back inside [balance_low, balance_high] so no site collapses to
 all-off or stays all-on. During the first ``budget_warmup_epochs`` the target slides linearly from 1 to its
-final value, so a dense initialisation is not shocked. The Gumbel temperature decays exponentially from
-``tau_start`` to ``tau_end`` over the run: tau(t) = tau_start * (tau_end / tau_start) ** (t / T).
-
-Over the last ``noise_fade`` of the run gumbel's noise fades linearly to zero, so training ends on exactly the
-deterministic decisions the model is tested with. Without it a short fine-tune ends with logits still near 0:
-the noisy training decisions meet the budget in expectation while the test-time threshold opens far more
-channels (measured: 0.87x MACs against a 0.5 target after 2 epochs), and the calibration that then closes the
-gap removes channels the network never learned to lose (30.6% top-1).
+final value, so a dense initialisation is not shocked. How a logit becomes a decision (and what it anneals) is
+the estimator's business (``gates/estimators/``); fixed-count estimators meet every site's density exactly and
+need neither the budget term nor the calibration.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ConfigError
+from ..base import ConfigError, check_non_negative, check_positive, check_target_macs, option
+from ..checkpoints import load_weights
+from ..config import TrainConfig
 from ..cost import CostModel
 from ..distributed import global_mean
-from ..methods import Method, register_method
+from ..engine import evaluate
+from ..methods import Method, MethodSpec
 from .calibrate import bisect_logit_shift
+from .density import GLOBAL, UNIFORM, bounds, site_densities, slide
+from .deploy import to_deploy
+from .estimator import Estimator
 from .estimators import ESTIMATORS, create_estimator
+from .init import init_gates_like_l1_filter, quantile_shifts
 from .module import GateSet, attach_gates
 
 
-@register_method("gated")
+@dataclasses.dataclass
+class GateOptions:
+    """Options of every gated run, whatever its estimator."""
+
+    budget_weight: float = option(50.0, "gated: weight of (E[MACs]/MACs_dense - target)^2")
+    balance_weight: float = option(1.0, "gated: weight of the per-site open-rate bounds [0.05, 0.95]")
+    budget_warmup_epochs: float = option(1.0, "gated: epochs over which the target slides from 1 to --target-macs")
+    gate_groups: int = option(1, "gated: channels decided together by one logit (1 = per channel)")
+    gate_reduction: int = option(4, "gated: hidden width of the gate MLP = max(4, C_in / reduction)")
+    gate_bias_init: float = option(2.0, "gated: initial gate logit bias (2 -> 88%% open)")
+    calibrate_budget: bool = option(True, "gated: after training, shift gate logits on val to hit the target")
+    gate_density: str = option(
+        "global",
+        "gated: global (one MAC budget) | uniform (every site held to the density that meets --target-macs) | "
+        "FILE.json (per-site ratios as for --ratios, e.g. an RL policy.json: density = 1 - ratio)",
+    )
+    budget_schedule: Literal["linear", "cosine"] = option(
+        "linear", "gated: shape of the target's slide from 1 over --budget-warmup-epochs"
+    )
+    density_bound_decay: float = option(
+        0.0, "gated: DGNet-style per-site bounds [d(1-p), d+(1-d)p], p = exp(-decay x epoch); 0 = off"
+    )
+    gate_init: Literal["open", "l1"] = option(
+        "open", "gated: open (every gate at --gate-bias-init) | l1 (open exactly the channels l1-filter keeps)"
+    )
+
+    def validate(self) -> None:
+        check_positive(self, "gate_groups", "gate_reduction")
+        check_non_negative(self, "budget_weight", "balance_weight", "budget_warmup_epochs", "density_bound_decay")
+        mode = self.gate_density
+        if mode not in (GLOBAL, UNIFORM) and not mode.endswith(".json"):
+            raise ConfigError(f"--gate-density got {mode!r}; allowed: global, uniform, or a FILE.json")
+
+    @property
+    def per_site(self) -> bool:
+        return self.gate_density != GLOBAL
+
+
 class GatedMethod(Method):
+    balance_low, balance_high = 0.05, 0.95
+    calibration_tolerance = 0.005
+
     def __init__(
         self,
         gate: str,
         target_macs: float,
-        budget_weight: float = 50.0,
-        balance_weight: float = 1.0,
-        balance_low: float = 0.05,
-        balance_high: float = 0.95,
-        tau_start: float = 1.0,
-        tau_end: float = 0.5,
-        noise_fade: float = 0.0,
-        gate_hard: bool = True,
-        ste_grad: str = "sigmoid",
-        group_size: int = 1,
-        reduction: int = 4,
-        bias_init: float = 2.0,
-        budget_warmup_epochs: float = 1.0,
-        calibrate: bool = True,
+        options: GateOptions | None = None,
+        estimator: Estimator | None = None,
+        calibrate: bool | None = None,
     ) -> None:
         if gate not in ESTIMATORS:
             raise ConfigError(f"--gate got {gate!r}; known: none, {', '.join(ESTIMATORS.names())}")
-        if not 0 < target_macs <= 1:
-            raise ConfigError(f"--target-macs must be in (0, 1], got {target_macs}")
         self.name = gate
-        self.estimator = create_estimator(gate, hard=gate_hard, ste_grad=ste_grad)
-        self.target = target_macs
-        self.budget_weight, self.balance_weight = budget_weight, balance_weight
-        self.balance_low, self.balance_high = balance_low, balance_high
-        self.tau_start, self.tau_end = tau_start, tau_end
-        self.noise_fade = noise_fade
-        self.group_size, self.reduction, self.bias_init = group_size, reduction, bias_init
-        self.budget_warmup_epochs = budget_warmup_epochs
-        self.calibrate = calibrate
-        self.calibration: dict[str, float] = {}
+        self.options = options or GateOptions()
+        self.estimator = estimator or create_estimator(gate)
+        self.target = check_target_macs(target_macs)
+        self.calibrate = self.options.calibrate_budget if calibrate is None else calibrate
+        self.calibration: dict[str, Any] = {}
+        self.densities: dict[str, float] = {}  # per-site final densities (the reference for global)
+        self.epoch = 0
         self.total_steps, self.warmup_steps = 1, 0
         self._eval_rates: dict[str, float] = {}
         self._eval_count = 0
+        self._collect: dict[str, list[torch.Tensor]] = {}
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig, gate: str) -> GatedMethod:
+        estimator = create_estimator(gate, cfg.options.get(gate))
+        return cls(gate, cfg.target_macs, cfg.options["gated"], estimator)
 
     # -- setup
     def prepare(self, model: nn.Module, input_shape: Sequence[int]) -> nn.Module:
-        self.dense_macs = CostModel.from_model(model, input_shape).dense_macs
+        self.dense_macs = CostModel.from_model(model, input_shape).dense_macs  # the reference of every ratio
+        o = self.options
         try:
             self.gate_set: GateSet = attach_gates(
-                model, self.estimator, self.group_size, self.reduction, self.bias_init
+                model, self.estimator, o.gate_groups, o.gate_reduction, o.gate_bias_init
             )
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
@@ -90,51 +124,60 @@ class GatedMethod(Method):
                 f"model still costs {floor:.3f} of dense (gates and layers outside channel sites); "
                 f"choose > {floor + 0.01:.2f}"
             )
+        groups = {s.name: self.gate_set.gate(s.name).groups for s in self.gate_set.sites}
+        self.densities = site_densities(o.gate_density, self.cost, self.target, self.dense_macs, groups)
+        self.gate_set.densities = dict(self.densities)
+        if o.gate_init == "l1":
+            init_gates_like_l1_filter(model, self.gate_set, self.densities, o.gate_bias_init)
         return model
 
     def begin(self, total_steps: int, steps_per_epoch: int) -> None:
         self.total_steps = max(1, total_steps)
-        self.warmup_steps = int(self.budget_warmup_epochs * steps_per_epoch)
+        self.warmup_steps = int(self.options.budget_warmup_epochs * steps_per_epoch)
 
     # -- training
-    def tau_at(self, step: int) -> float:
-        progress = min(1.0, step / self.total_steps)
-        return self.tau_start * (self.tau_end / self.tau_start) ** progress
-
-    def noise_at(self, step: int) -> float:
-        fade_from = 1.0 - self.noise_fade
-        progress = min(1.0, step / self.total_steps)
-        if progress <= fade_from or self.noise_fade == 0:
-            return 1.0
-        return max(0.0, (1.0 - progress) / self.noise_fade)
+    def _slide(self, step: int) -> float:
+        return slide(step, self.warmup_steps, self.options.budget_schedule)
 
     def target_at(self, step: int) -> float:
-        if step >= self.warmup_steps:
-            return self.target
-        return 1.0 - (1.0 - self.target) * step / self.warmup_steps
+        return 1.0 - (1.0 - self.target) * self._slide(step)
+
+    def densities_at(self, step: int) -> dict[str, float]:
+        moved = self._slide(step)
+        return {k: 1.0 - (1.0 - d) * moved for k, d in self.densities.items()}
 
     def before_step(self, model: nn.Module, step: int) -> None:
-        self.gate_set.tau = self.tau_at(step)
-        self.gate_set.noise = self.noise_at(step)
+        self.estimator.schedule(step / self.total_steps)
+        if self.estimator.fixed_count:  # k shrinks with the schedule too
+            self.gate_set.densities = self.densities_at(step)
 
     def extra_loss(
         self, model: nn.Module, logits: torch.Tensor, step: int, epoch: int
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        masks = self.gate_set.masks
+    ) -> tuple[torch.Tensor | None, dict[str, float]]:
+        masks = self.gate_set.cost_masks
         ratio = self.cost.macs_from_masks(masks) / self.dense_macs  # [B], differentiable through the estimator
         target = self.target_at(step)
+        logs = {"macs_ratio": ratio.mean().item(), "budget_target": target, **self.estimator.logs()}
+        if self.estimator.fixed_count:  # every sample already costs exactly its sites' densities
+            return None, logs
         # Means over the global batch under torchrun: the budget is a square of the mean, not a mean of squares.
-        budget = (global_mean(ratio) - target) ** 2
         rates = global_mean(torch.stack([m.mean(dim=1) for m in masks.values()], dim=1))  # [S] open rate per site
-        balance = (F.relu(self.balance_low - rates) ** 2 + F.relu(rates - self.balance_high) ** 2).mean()
-        loss = self.budget_weight * budget + self.balance_weight * balance
-        logs = {
-            "macs_ratio": ratio.mean().item(),
-            "budget_target": target,
-            "tau": self.gate_set.tau,
-            "noise": self.gate_set.noise,
-        }
-        return loss, logs
+        if self.options.per_site:  # every site held to its own density
+            wanted = torch.tensor(list(self.densities_at(step).values()), dtype=rates.dtype, device=rates.device)
+            budget = ((rates - wanted) ** 2).mean()
+        else:
+            budget = (global_mean(ratio) - target) ** 2
+        low, high = self._bounds(rates)
+        balance = (F.relu(low - rates) ** 2 + F.relu(rates - high) ** 2).mean()
+        return self.options.budget_weight * budget + self.options.balance_weight * balance, logs
+
+    def _bounds(self, rates: torch.Tensor) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+        """Per-site open-rate bounds: [0.05, 0.95], tightened towards each site's density with DGNet's decay."""
+        if self.options.density_bound_decay <= 0:
+            return self.balance_low, self.balance_high
+        pairs = [bounds(d, self.epoch, self.options.density_bound_decay) for d in self.densities.values()]
+        low, high = (torch.tensor(v, dtype=rates.dtype, device=rates.device) for v in zip(*pairs, strict=True))
+        return low, high
 
     def finalize(self, model: nn.Module, val_loader: Any, amp_dtype: torch.dtype | None) -> None:
         """Budget calibration on the validation split: shift all gate logits by one scalar so that the
@@ -144,9 +187,11 @@ class GatedMethod(Method):
         off the training-time budget; one bisection over the shift (MACs grow monotonically with it) closes
         that gap without touching the threshold.
         """
-        if not self.calibrate:
+        if not self.calibrate or self.estimator.fixed_count:
             return
-        from ..engine import evaluate
+        if self.options.per_site:
+            self._calibrate_sites(model, val_loader, amp_dtype)
+            return
 
         @functools.cache  # the unshifted ratio is asked for twice (first bisection point, "before")
         def ratio_at(shift: float) -> float:
@@ -163,12 +208,32 @@ class GatedMethod(Method):
             "logit_shift": shift,
         }
 
-    calibration_tolerance = 0.005
+    def _calibrate_sites(self, model: nn.Module, val_loader: Any, amp_dtype: torch.dtype | None) -> None:
+        """Per-site calibration on the validation split: each site's logits shifted so that its eval open rate
+        is its density (a quantile per site, repeated a few passes; ``quantile_shifts``)."""
+
+        def logits_at(shifts: dict[str, float]) -> dict[str, torch.Tensor]:
+            self.gate_set.site_shifts = dict(shifts)
+            self._collect: dict[str, list[torch.Tensor]] = {site: [] for site in self.densities}
+            evaluate(model, val_loader, self, amp_dtype)
+            collected = {site: torch.cat(chunks) for site, chunks in self._collect.items()}
+            self._collect = {}
+            return collected
+
+        evaluate(model, val_loader, self, amp_dtype)
+        before = self.open_rates()
+        shifts = quantile_shifts(logits_at, self.densities)
+        self.gate_set.site_shifts = shifts
+        self.gate_set.fold_logit_shift()
+        evaluate(model, val_loader, self, amp_dtype)
+        self.calibration = {
+            "val_open_rates_before": before,
+            "val_open_rates_after": self.open_rates(),
+            "site_shifts": shifts,
+        }
 
     # -- evaluation
     def deploy_model(self, model: nn.Module) -> nn.Module:
-        from .deploy import to_deploy
-
         return to_deploy(model)
 
     def start_eval(self) -> None:
@@ -176,6 +241,8 @@ class GatedMethod(Method):
         self._eval_count = 0
 
     def per_sample_macs(self, model: nn.Module, batch_size: int) -> torch.Tensor:
+        for site, chunks in self._collect.items():  # per-site calibration collects the pass's logits
+            chunks.append(self.gate_set.logits[site].detach().float().cpu())
         masks = self.gate_set.masks
         for name, m in masks.items():
             self._eval_rates[name] += m.float().mean(dim=1).sum().item()
@@ -187,16 +254,31 @@ class GatedMethod(Method):
         return {k: v / max(self._eval_count, 1) for k, v in self._eval_rates.items()}
 
     def on_epoch_end(self, model: nn.Module, epoch: int) -> dict[str, float]:
-        logs = {f"open/{k}": v for k, v in self.open_rates().items()}
-        logs["tau"] = self.gate_set.tau
-        return logs
+        self.epoch = epoch
+        return {**{f"open/{k}": v for k, v in self.open_rates().items()}, **self.estimator.logs()}
 
     def result_fields(self) -> dict[str, Any]:
         return {
             "gate": self.name,
             "target_macs": self.target,
-            "tau_final": self.gate_set.tau,
+            **{f"{k}_final": v for k, v in self.estimator.logs().items()},
             "site_open_rates": self.open_rates(),
+            "gate_density": self.options.gate_density,
+            "site_densities": dict(self.densities),
             "gate_macs": self.cost.dense_macs - self.dense_macs,
             "budget_calibration": self.calibration,
         }
+
+    def rebuild(self, model: nn.Module, ckpt: dict[str, Any], input_shape: Sequence[int], source: str) -> nn.Module:
+        """Gates rebuilt from the saved config; their calibration is already folded into the saved biases."""
+        self.calibrate = False
+        self.prepare(model, input_shape)
+        load_weights(model, ckpt["model"], source)
+        return model.eval()
+
+
+def _option_groups() -> dict[str, type]:
+    return {"gated": GateOptions, **{name: est.Options for name, est in ESTIMATORS.items()}}
+
+
+GATED = MethodSpec("gated", "gate", ESTIMATORS.names, _option_groups, GatedMethod.from_config)

@@ -15,7 +15,7 @@ from einops import repeat
 from torch import nn
 
 from ..sites import ChannelSite, SiteMask, get_module, site_width
-from .estimators import Estimator
+from .estimator import Estimator
 
 
 class ChannelGate(nn.Module):
@@ -50,11 +50,12 @@ class GateSet(nn.Module):
         super().__init__()
         self.sites = list(sites)
         self.estimator = estimator
-        self.tau = 1.0
-        self.noise = 1.0  # scale of gumbel's logistic noise (method.py fades it out at the end of training)
         self.force_open = False
+        self.densities: dict[str, float] = {}  # per-site target open fraction (fixed-count estimators use it)
         self.logit_shift = 0.0  # added to every logit; calibration searches it, then folds it into the biases
+        self.site_shifts: dict[str, float] = {}  # per-site calibration shifts (--gate-density uniform / FILE)
         self.masks: dict[str, torch.Tensor] = {}
+        self.cost_masks: dict[str, torch.Tensor] = {}  # what the training budget counts (the estimator says)
         self.logits: dict[str, torch.Tensor] = {}
         self.gates = nn.ModuleDict()
         self._site_masks: dict[str, SiteMask] = {}
@@ -71,29 +72,40 @@ class GateSet(nn.Module):
     def _decide_hook(self, site: ChannelSite):
         def hook(module: nn.Module, args: tuple) -> None:
             gate = self.gates[_key(site.name)]
-            logits = gate(args[0]) + self.logit_shift  # [B, G]
+            logits = gate(args[0]) + (self.logit_shift + self.site_shifts.get(site.name, 0.0))  # [B, G]
             decision = (
                 torch.ones_like(logits)
                 if self.force_open
-                else self.estimator(logits, self.training, self.tau, self.noise)
+                else self.estimator.decide(logits, self.training, self.densities.get(site.name, 1.0))
             )
-            mask = repeat(decision, "b g -> b (g k)", k=gate.channels // gate.groups)  # [B, C]
+            per_group = gate.channels // gate.groups
+            mask = repeat(decision, "b g -> b (g k)", k=per_group)  # [B, C]
             self.logits[site.name] = logits
             self.masks[site.name] = mask
+            if self.training and not self.force_open:
+                counted = self.estimator.cost_mask(logits, decision)
+                expanded = mask if counted is decision else repeat(counted, "b g -> b (g k)", k=per_group)
+                self.cost_masks[site.name] = expanded
+            else:  # no training graph may outlive its step (a deep copy of the model, for deploy, would fail)
+                self.cost_masks.pop(site.name, None)
             self._site_masks[site.name].mask = mask
 
         return hook
 
-    def open_rates(self) -> dict[str, torch.Tensor]:
-        """Fraction of open channels per sample [B] for each site, from the last forward pass."""
-        return {name: m.mean(dim=1) for name, m in self.masks.items()}
+    def gate(self, site: str) -> ChannelGate:
+        return self.gates[_key(site)]
+
+    def fixed_keep(self, site: str) -> int | None:
+        """Channel groups every sample keeps at ``site`` when the estimator keeps a fixed count, else None."""
+        return self.estimator.fixed_keep(self.gate(site).groups, self.densities.get(site, 1.0))
 
     def fold_logit_shift(self) -> None:
-        """Move ``logit_shift`` into the gates' output biases, so the threshold stays at logit 0."""
+        """Move ``logit_shift`` and ``site_shifts`` into the gates' output biases (the threshold stays at 0)."""
         with torch.no_grad():
-            for gate in self.gates.values():
-                gate.fc2.bias.add_(self.logit_shift)
+            for site in self.sites:
+                self.gate(site.name).fc2.bias.add_(self.logit_shift + self.site_shifts.get(site.name, 0.0))
         self.logit_shift = 0.0
+        self.site_shifts = {}
 
     def remove(self) -> None:
         for h in self._handles:

@@ -34,6 +34,17 @@ def create_model(
     return MODELS.get(name)(in_channels=in_channels, num_classes=num_classes, image_size=image_size, **kwargs)
 
 
+def model_for_arch(arch: dict) -> SiteModel:
+    """A fresh model of the architecture a checkpoint records (``arch``: model, width, in_channels, ...)."""
+    return create_model(
+        arch["model"], arch["in_channels"], arch["num_classes"], arch["image_size"], width=arch["width"]
+    )
+
+
+def input_shape(arch: dict) -> tuple[int, int, int]:
+    return (arch["in_channels"], arch["image_size"], arch["image_size"])
+
+
 def scaled(channels: int, width: float) -> int:
     """Channels after a width multiplier; never below 1."""
     return max(1, round(channels * width))

@@ -30,7 +30,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "list":
         for name, p in PRUNERS.items():
             print(f"{name:<22}{'structured' if p.structured else 'unstructured':<14}{p.description}")
-        print(f"{'sfp':<22}{'structured':<14}soft filter pruning: zero lowest-L2 filters every epoch, regrowth allowed")
         return 0
     try:
         ratios = [float(r) for r in args.ratios.split(",")]
@@ -45,15 +44,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _sensitivity(args: argparse.Namespace, ratios: list[float]) -> int:
-    from ..data import DataError
-    from ..engine import CheckpointError
-    from ..rebuild import data_of_checkpoint, model_from_checkpoint
+    from ..checkpoints import CheckpointError, load_checkpoint
+    from ..data import DataError, data_of_checkpoint
+    from ..models import model_for_arch
     from ..track import Tracker
+    from .method import restore_pruned
     from .sensitivity import format_sensitivity, plot_sensitivity, site_sensitivity
 
     try:
-        model, ckpt = model_from_checkpoint(args.init)
+        ckpt = load_checkpoint(args.init)
         arch = ckpt["arch"]
+        model = restore_pruned(model_for_arch(arch), ckpt, args.init)
         data = data_of_checkpoint(ckpt, args.data_dir)
     except (CheckpointError, DataError, KeyError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)

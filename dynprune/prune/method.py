@@ -1,161 +1,109 @@
-"""Static pruning as a method on the training spine: prune (one-shot or on a schedule), fine-tune, optionally
-remove the pruned channels physically (``--hard``).
-
-Schedules: ``prune_steps`` pruning events spread evenly over the first half of the fine-tuning epochs, the ratio
-ramping linearly or cubically (AGP: r_t = r (1 - (1 - t/N)^3)) up to its final value; the last event is the full
-ratio. ``sfp`` instead zeroes the lowest-L2 filters after every epoch (they may regrow) and, for the last
-quarter of the epochs, masks them for good (BN included) so the network is fine-tuned without them: removing
-them only at the very end loses the constant their BN shift fed forward and costs tens of points of accuracy.
-"""
+"""Static pruning as a method on the training spine: prune (as the pruner's process says), fine-tune, and
+optionally remove the pruned channels physically at the end (``--hard``)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
 
 import torch
+import torch.nn.utils.prune as tprune
 from torch import nn
 
+from ..base import ConfigError, check_ratio, option
+from ..checkpoints import load_weights
+from ..config import TrainConfig
 from ..cost import CostModel
-from ..methods import Method, register_method
-from ..sites import site_width, slice_sites
-from .criteria import L2Norm, lowest
-from .masks import apply_channel_mask, channel_mask, current, make_permanent, prunable_weights, sparsity
-from .pruners import get_pruner, keep_lowest_removed
-from .ratios import keep_fractions, removed
-
-SFP = "sfp"
-SFP_FINAL_FRACTION = 0.25  # share of the epochs fine-tuned with SFP's channels removed for good
+from ..methods import Method, MethodSpec
+from ..sites import slice_site, slice_sites
+from .masks import make_permanent, prunable_weights, sparsity
+from .pruners import PRUNERS, get_pruner
+from .ratios import resolver
 
 
-def ramp(final: float, step: int, steps: int, kind: str) -> float:
-    t = step / steps
-    return final * (t if kind == "linear" else 1 - (1 - t) ** 3)
+@dataclasses.dataclass
+class PruneOptions:
+    """Options of every static-pruning run, whatever its pruner."""
+
+    ratio: float | None = option(None, "static: the same pruning ratio at every site/layer, in [0, 1)")
+    ratios: str | None = option(None, "static: JSON file {site name: ratio} (e.g. an RL policy.json)")
+    prune_steps: int = option(1, "static: pruning events (1 = one-shot), spread over the first half of training")
+    prune_schedule: Literal["cubic", "linear"] = option("cubic", "static: ramp of the ratio over the events")
+    hard: bool = option(False, "static structured: remove pruned channels physically at the end")
+
+    def validate(self) -> None:
+        if self.ratio is not None:
+            check_ratio(self.ratio)
+        if self.ratio is not None and self.ratios is not None:
+            raise ConfigError("--ratio and --ratios both given; choose one")
+        if self.prune_steps < 1:
+            raise ConfigError(f"--prune-steps must be >= 1, got {self.prune_steps}")
 
 
-@register_method("static")
 class StaticPruneMethod(Method):
     def __init__(
         self,
         prune: str,
         ratios: Mapping[str, float] | None = None,
-        resolve_ratios: Any = None,
+        resolve_ratios: Callable[..., dict[str, float]] | None = None,
         steps: int = 1,
         schedule: str = "cubic",
         hard: bool = False,
     ) -> None:
         self.name = prune
-        self.sfp = prune == SFP
-        self.pruner = None if self.sfp else get_pruner(prune)
-        self.structured = self.sfp or self.pruner.structured
+        self.pruner = get_pruner(prune)
+        self.structured = self.pruner.structured
         self._ratios = dict(ratios) if ratios else None
-        self._resolve = resolve_ratios  # (cost) -> ratios, when they depend on the model's cost
+        self._resolve = resolve_ratios  # (cost, structured[, macs curve]) -> ratios, when they depend on the model
         self.steps, self.schedule, self.hard = max(1, steps), schedule, hard
-        self.events: list[int] = []
-        self.done_events = 0
         self.site_keep: dict[str, list[int]] | None = None
         self.final_fractions: dict[str, float] | None = None
         self.macs_nonzero: float | None = None
-        self.sfp_hard_epoch: int | None = None  # epoch after which SFP's zeroing becomes a mask
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig, prune: str) -> StaticPruneMethod:
+        o: PruneOptions = cfg.options["static"]
+        resolve = resolver(o.ratio, o.ratios, cfg.target_macs)
+        return cls(prune, resolve_ratios=resolve, steps=o.prune_steps, schedule=o.prune_schedule, hard=o.hard)
 
     def prepare(self, model: nn.Module, input_shape: Sequence[int]) -> nn.Module:
         super().prepare(model, input_shape)
         self.sites = model.channel_sites()
         if self._ratios is not None:
             self.ratios = self._ratios
-        elif self.pruner is not None and self.pruner.macs_curve is not None:
+        elif self.pruner.macs_curve is not None:
             self.ratios = self._resolve(self.cost, self.structured, self.pruner.macs_curve(model, self.cost))
         else:
             self.ratios = self._resolve(self.cost, self.structured)
-        if self.sfp:
-            # All-ones masks from the start, so a checkpoint has the same keys before and after the hard epoch.
-            for site in self.sites:
-                apply_channel_mask(model, site, torch.ones(site_width(model, site)))
-        else:
-            self._prune_to(model, 1 if self.steps > 1 else None)
+        self.process = self.pruner.process(self.pruner, self.sites, self.ratios, self.cost, self.steps, self.schedule)
+        self.process.start(model)
         return model
 
     def begin(self, total_steps: int, steps_per_epoch: int) -> None:
-        epochs = max(1, total_steps // max(steps_per_epoch, 1))
-        span = max(1, epochs // 2)
-        # Epochs after which pruning events 2..N happen (event 1 happened in prepare).
-        self.events = [round(span * k / (self.steps - 1)) for k in range(1, self.steps)] if self.steps > 1 else []
-        self.sfp_hard_epoch = epochs - max(1, round(SFP_FINAL_FRACTION * epochs)) if epochs > 1 else 1
-
-    def _ratios_at(self, event: int | None) -> dict[str, float]:
-        if event is None:
-            return dict(self.ratios)
-        return {k: ramp(v, event, self.steps, self.schedule) for k, v in self.ratios.items()}
-
-    def _prune_to(self, model: nn.Module, event: int | None) -> None:
-        target = self._ratios_at(event)
-        if self.pruner.structured:
-            self.pruner.apply(model, self.sites, target, self.cost)
-        else:
-            # torch's pruning containers prune the still-unpruned weights: give each event its increment.
-            previous = self._ratios_at(event - 1) if event and event > 1 else dict.fromkeys(target, 0.0)
-            increment = {k: (target[k] - previous[k]) / (1 - previous[k]) for k in target}
-            self.pruner.apply(model, self.sites, increment, self.cost)
-        self.done_events = event or self.steps
+        self.process.begin(max(1, total_steps // max(steps_per_epoch, 1)))
 
     def on_epoch_end(self, model: nn.Module, epoch: int) -> dict[str, float]:
-        if self.sfp:
-            if self.sfp_hard_epoch is None or epoch < self.sfp_hard_epoch:
-                self._soft_zero(model)
-            elif epoch == self.sfp_hard_epoch:
-                self._sfp_mask(model)
-        elif self.done_events < self.steps and epoch in self.events:
-            self._prune_to(model, self.done_events + 1)
+        self.process.on_epoch_end(model, epoch)
         global_sparsity, _ = sparsity(model)
         return {"weight_sparsity": global_sparsity, "structured_macs_ratio": self._structured_ratio(model)}
-
-    def _soft_zero(self, model: nn.Module) -> None:
-        """SFP: zero the lowest-L2 filters of each site. No mask and BN untouched, so gradients still reach the
-        zeroed filters through BN's batch statistics and they may regrow (the point of soft pruning)."""
-        with torch.no_grad():
-            for site in self.sites:
-                producer = model.get_submodule(site.producer)
-                weight, bias = current(producer, "weight"), current(producer, "bias")
-                drop = lowest(L2Norm()(weight), removed(weight.shape[0], self.ratios[site.name]))
-                weight[drop] = 0
-                if bias is not None:
-                    bias[drop] = 0
-
-    def _sfp_mask(self, model: nn.Module) -> None:
-        """Make the current lowest-L2 filters of each site a permanent channel mask (BN and passthrough too)."""
-        for site in self.sites:
-            weight = current(model.get_submodule(site.producer), "weight")
-            n = removed(weight.shape[0], self.ratios[site.name])
-            apply_channel_mask(model, site, keep_lowest_removed(L2Norm()(weight), n))
-
-    def _sfp_masked(self, model: nn.Module) -> bool:
-        return any(channel_mask(model, s).min() < 1 for s in self.sites)
-
-    def _keep_masks(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        return {s.name: channel_mask(model, s) for s in self.sites}
 
     def _structured_ratio(self, model: nn.Module) -> float:
         """Structured-effective MACs / dense: what the kept channels cost once removed."""
         if not self.structured:
             return 1.0
-        if self.final_fractions is not None:  # after --hard the model is already narrow
-            fractions = self.final_fractions
-        elif self.sfp:
-            fractions = keep_fractions(self.cost, self.ratios)
-        else:
-            fractions = {k: v.mean().item() for k, v in self._keep_masks(model).items()}
+        fractions = self.final_fractions or self.process.keep_fractions(model)  # after --hard: already narrow
         return self.cost.macs(fractions) / self.dense_macs
 
     def per_sample_macs(self, model: nn.Module, batch_size: int) -> torch.Tensor:
         return torch.full((batch_size,), self._structured_ratio(model) * self.dense_macs, dtype=torch.float64)
 
     def finalize(self, model: nn.Module, val_loader: Any, amp_dtype: torch.dtype | None) -> None:
-        if self.sfp and not self._sfp_masked(model):  # a run too short to reach the hard epoch
-            self._sfp_mask(model)
+        self.process.finish(model)
         if not self.structured:
             self.macs_nonzero = nonzero_macs(model, self.cost)
         if self.hard and self.structured:
-            keep = {name: m.nonzero().flatten() for name, m in self._keep_masks(model).items()}
+            keep = {name: m.nonzero().flatten() for name, m in self.process.keep_masks(model).items()}
             self.final_fractions = {k: len(v) / self.cost.site_widths[k] for k, v in keep.items()}
             make_permanent(model)
             slice_sites(model, self.sites, keep)
@@ -176,9 +124,33 @@ class StaticPruneMethod(Method):
             fields["macs_nonzero_ratio"] = self.macs_nonzero / self.dense_macs
         return fields
 
+    def rebuild(self, model: nn.Module, ckpt: dict[str, Any], input_shape: Sequence[int], source: str) -> nn.Module:
+        return restore_pruned(model, ckpt, source).eval()
+
+
+def restore_pruned(model: nn.Module, ckpt: dict[str, Any], source: str) -> nn.Module:
+    """A checkpoint's pruned model on a fresh ``model``: removed channels (``site_keep``) sliced away, masks
+    re-attached, weights loaded. Other tools' pruned checkpoints fail with ``load_state_dict`` size mismatches
+    because the narrower shapes are not saved; dynprune's carry the kept channel indices."""
+    keep = ckpt.get("site_keep") or {}
+    for site in model.channel_sites():
+        if site.name in keep:
+            slice_site(model, site, torch.tensor(keep[site.name]))
+    state = ckpt["model"]
+    modules = dict(model.named_modules())
+    for key in state:
+        if key.endswith("_mask"):
+            path, _, param = key[: -len("_mask")].rpartition(".")
+            tprune.identity(modules[path], param)  # same key layout; load_state_dict fills the real mask
+    load_weights(model, state, source)
+    return model
+
 
 def nonzero_macs(model: nn.Module, cost: CostModel) -> float:
     """MACs if zero weights were free: each layer's MACs x its density (unstructured methods report this)."""
     names = {id(m): p for p, m in model.named_modules()}
     density = {names[id(m)]: float((getattr(m, n) != 0).float().mean()) for m, n in prunable_weights(model)}
     return float(sum(layer.macs * density.get(layer.name, 1.0) for layer in cost.layers))
+
+
+STATIC = MethodSpec("static", "prune", PRUNERS.names, lambda: {"static": PruneOptions}, StaticPruneMethod.from_config)

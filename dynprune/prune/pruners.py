@@ -7,7 +7,7 @@ Structured methods choose channels per site (``keep`` masks); unstructured metho
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.utils.prune as tprune
@@ -16,9 +16,11 @@ from torch import nn
 from ..cost import CostModel
 from ..registry import Registry
 from ..sites import ChannelSite, get_module, site_width
-from .criteria import Criterion, L1Norm, L2Norm, RandomScore, lowest
+from .criteria import CRITERIA, Criterion, L2Norm, keep_lowest_removed, lowest
 from .masks import apply_channel_mask, current, prunable_weights
-from .ratios import keep_fractions, removed
+from .process import PruneProcess, ScheduledPruning
+from .ratios import removed
+from .sfp import SoftFilterPruning
 
 
 @dataclass(frozen=True)
@@ -29,14 +31,21 @@ class Pruner:
     description: str
     # (model, cost) -> (sparsity -> nonzero-weight MACs / dense), for methods whose per-layer sparsity varies
     macs_curve: Callable[[nn.Module, CostModel], Callable[[float], float]] | None = None
+    process: type[PruneProcess] = field(default=ScheduledPruning)  # how the masks evolve over the fine-tune
 
 
 PRUNERS: Registry[Pruner] = Registry("pruning method")
 
 
-def register_pruner(name: str, structured: bool, description: str, macs_curve: Callable | None = None):
+def register_pruner(
+    name: str,
+    structured: bool,
+    description: str,
+    macs_curve: Callable | None = None,
+    process: type[PruneProcess] = ScheduledPruning,
+):
     def wrap(fn: Callable[..., None]) -> Callable[..., None]:
-        PRUNERS.add(name, Pruner(name, structured, fn, description, macs_curve))
+        PRUNERS.add(name, Pruner(name, structured, fn, description, macs_curve, process))
         return fn
 
     return wrap
@@ -49,12 +58,6 @@ def get_pruner(name: str) -> Pruner:
 # ------------------------------------------------------------------------------------------- structured
 def filter_scores(model: nn.Module, site: ChannelSite, criterion: Criterion) -> torch.Tensor:
     return criterion(current(get_module(model, site.producer), "weight"))
-
-
-def keep_lowest_removed(scores: torch.Tensor, n_remove: int) -> torch.Tensor:
-    keep = torch.ones_like(scores)
-    keep[lowest(scores, n_remove)] = 0
-    return keep
 
 
 def filter_keep_indices(
@@ -78,9 +81,15 @@ def _per_site(criterion_factory: Callable[[], Criterion]):
     return apply
 
 
-register_pruner("l1-filter", True, "per site, drop the filters of smallest L1 norm")(_per_site(L1Norm))
-register_pruner("l2-filter", True, "per site, drop the filters of smallest L2 norm")(_per_site(L2Norm))
-register_pruner("random-filter", True, "per site, drop random filters")(_per_site(RandomScore))
+for _name, (_criterion, _description) in CRITERIA.items():
+    register_pruner(_name, True, _description)(_per_site(_criterion))
+# SFP's final masks are l2-filter's; its process zeroes them softly first (one-shot use, e.g. sensitivity: l2)
+register_pruner(
+    "sfp",
+    True,
+    "soft filter pruning: zero lowest-L2 filters every epoch, regrowth allowed, masked for the last quarter",
+    process=SoftFilterPruning,
+)(_per_site(L2Norm))
 
 
 def global_filter_keep(model: nn.Module, sites: Sequence[ChannelSite], fraction: float) -> dict[str, torch.Tensor]:
@@ -185,7 +194,3 @@ def _global_unstructured(model, sites, ratios, cost) -> None:
     tprune.global_unstructured(
         prunable_weights(model), pruning_method=tprune.L1Unstructured, amount=_layer_ratio(ratios)
     )
-
-
-def structured_keep(cost: CostModel, ratios: Mapping[str, float]) -> dict[str, float]:
-    return keep_fractions(cost, ratios)

@@ -9,7 +9,7 @@ import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from ..config import ConfigError
+from ..base import ConfigError, check_ratio, check_target_macs
 from ..cost import CostModel
 
 
@@ -21,21 +21,15 @@ def keep_fractions(cost: CostModel, ratios: Mapping[str, float]) -> dict[str, fl
     return {s: (w - removed(w, ratios.get(s, 0.0))) / w for s, w in cost.site_widths.items()}
 
 
-def check_ratio(name: str, ratio: float) -> None:
-    if not 0 <= ratio < 1:
-        raise ConfigError(f"{name} must be in [0, 1), got {ratio}")
-
-
 def uniform(cost: CostModel, ratio: float) -> dict[str, float]:
-    check_ratio("--ratio", ratio)
+    check_ratio(ratio, "--ratio")
     return dict.fromkeys(cost.site_widths, ratio)
 
 
 def solve_uniform_for_macs(cost: CostModel, target: float, dense_macs: float | None = None) -> dict[str, float]:
     """The smallest uniform ratio whose structured-effective MACs are <= target x dense (bisection)."""
     dense = dense_macs or cost.dense_macs
-    if not 0 < target <= 1:
-        raise ConfigError(f"--target-macs must be in (0, 1], got {target}")
+    check_target_macs(target)
     floor = cost.macs(keep_fractions(cost, dict.fromkeys(cost.site_widths, 0.999))) / dense
     if target < floor:
         raise ConfigError(
@@ -52,27 +46,27 @@ def solve_uniform_for_macs(cost: CostModel, target: float, dense_macs: float | N
     return dict.fromkeys(cost.site_widths, hi)
 
 
-def from_file(cost: CostModel, path: str | Path) -> dict[str, float]:
+def from_file(cost: CostModel, path: str | Path, flag: str = "--ratios") -> dict[str, float]:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"--ratios {path}: no such file")
+        raise ConfigError(f"{flag} {path}: no such file")
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"--ratios {path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        raise ConfigError(f"{flag} {path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
     ratios = data.get("ratios", data) if isinstance(data, dict) else None
     if not isinstance(ratios, dict):
-        raise ConfigError(f"--ratios {path}: expected {{site name: ratio}} (or {{'ratios': {{...}}}})")
+        raise ConfigError(f"{flag} {path}: expected {{site name: ratio}} (or {{'ratios': {{...}}}})")
     known = set(cost.site_widths)
     unknown, missing = sorted(set(ratios) - known), sorted(known - set(ratios))
     if unknown:
-        raise ConfigError(f"--ratios {path}: unknown sites {unknown[:5]}; known: {', '.join(cost.site_widths)}")
+        raise ConfigError(f"{flag} {path}: unknown sites {unknown[:5]}; known: {', '.join(cost.site_widths)}")
     if missing:
-        raise ConfigError(f"--ratios {path}: missing sites {missing[:5]} (every site needs a ratio)")
+        raise ConfigError(f"{flag} {path}: missing sites {missing[:5]} (every site needs a ratio)")
     for site, r in ratios.items():
         if not isinstance(r, int | float):
-            raise ConfigError(f"--ratios {path}: ratio of {site} must be a number, got {r!r}")
-        check_ratio(f"--ratios {path}: {site}", float(r))
+            raise ConfigError(f"{flag} {path}: ratio of {site} must be a number, got {r!r}")
+        check_ratio(float(r), f"{flag} {path}: {site}")
     return {k: float(v) for k, v in ratios.items()}
 
 

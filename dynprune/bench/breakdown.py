@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..cost import interleaved_latency
-from .deploy import DeployConv, DeployModel
+from ..gates.deploy import DeployConv, DeployModel
 
 
 @dataclass

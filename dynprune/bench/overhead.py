@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from . import gates as _gates  # noqa: F401  (registers the gated method)
-from .data import BatchLoader, load_dataset, subset
-from .engine import Trainer, make_optimizer
-from .methods import create_method
-from .models import create_model
-from .track import Tracker
+from ..data import BatchLoader, load_dataset, subset
+from ..engine import OptimSettings, RunFolder, Trainer, make_optimizer
+from ..gates.method import GatedMethod
+from ..methods import Method
+from ..models import create_model
+from ..track import Tracker
 
 
 def compare_loops(
@@ -66,28 +68,36 @@ def _bare_epoch(name, data, arrays, batch_size, shape) -> float:
 
 def _trainer_epoch(name, data, arrays, batch_size, shape, gate: str) -> float:
     model = _model(name, data, shape)
-    method = create_method("dense") if gate == "none" else create_method("gated", gate=gate, target_macs=0.5)
+    method = Method() if gate == "none" else GatedMethod(gate, target_macs=0.5)
     model = method.prepare(model, shape).to(memory_format=torch.channels_last)
     loader = BatchLoader(arrays, data, batch_size, train=True, channels_last=True)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(
-            model,
-            method,
-            loader,
-            loader,
-            epochs=1,
-            lr=0.1,
-            momentum=0.9,
-            weight_decay=5e-4,
-            label_smoothing=0.1,
-            schedule="onecycle",
-            warmup_epochs=0,
-            out_dir=Path(tmp),
-            arch={},
-            config={},
-            tracker=Tracker("disabled", "", Path(tmp), {}),
-            progress=False,
-        )
+        optim = OptimSettings(1, 0.1, 0.9, 5e-4, 0.1, "onecycle", 0.0)
+        folder = RunFolder(Path(tmp), {}, {}, Tracker("disabled", "", Path(tmp), {}))
+        trainer = Trainer(model, method, loader, loader, optim, folder, progress=False)
         started = time.perf_counter()
         trainer._train_epoch(0)  # the per-step loop only: validation and checkpointing are per epoch
         return time.perf_counter() - started
+
+
+def cli(argv: Sequence[str]) -> int:
+    """Time the dynprune Trainer against a bare PyTorch loop on the same model, data and batches."""
+    parser = argparse.ArgumentParser(prog="python -m dynprune.bench overhead")
+    parser.add_argument("--model", default="resnet20")
+    parser.add_argument("--dataset", default="fashion-mnist")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--gates", default="gumbel,ste", help="gate estimators to time too ('' for none)")
+    args = parser.parse_args(argv)
+
+    gates = tuple(g for g in args.gates.split(",") if g)
+    rows = compare_loops(args.model, args.dataset, args.batch_size, args.steps, args.repeats, args.threads, gates)
+    print(f"{'loop':<12}{'median s/step':>15}{'images/s':>12}")
+    for name, seconds in rows.items():
+        print(f"{name:<12}{seconds:>15.4f}{args.batch_size / seconds:>12.0f}")
+    print(f"overhead: dynprune / bare = {rows['dynprune'] / rows['bare']:.3f}")
+    for gate in gates:
+        print(f"gated step time: {gate} / dense = {rows[gate] / rows['dynprune']:.3f}")
+    return 0

@@ -1,0 +1,53 @@
+"""The floor every layer stands on: the user-mistake error, ``option()`` for config fields, shared validators.
+
+Imports nothing of the project, so every module (spine, methods, harness, benchmarks, agents) may import it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value; the message names the field, the value and what is allowed."""
+
+
+def option(default: Any, help: str, **kw: Any) -> Any:
+    """A dataclass field with its help text; a list default is copied per instance (never a shared default)."""
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata={"help": help, **kw})
+    return dataclasses.field(default=default, metadata={"help": help, **kw})
+
+
+def check_target_macs(value: float, name: str = "--target-macs") -> float:
+    """A MAC target is a fraction of the dense model's MACs in (0, 1]."""
+    if not 0 < value <= 1:
+        raise ConfigError(f"{name} must be in (0, 1], got {value}")
+    return value
+
+
+def check_ratio(value: float, name: str = "--ratio") -> float:
+    """A pruning ratio removes a fraction in [0, 1) of a site's channels (one channel always stays)."""
+    if not 0 <= value < 1:
+        raise ConfigError(f"{name} must be in [0, 1), got {value}")
+    return value
+
+
+def check_positive(owner: Any, *names: str) -> None:
+    """Each named field of ``owner`` must be > 0."""
+    for name in names:
+        if getattr(owner, name) <= 0:
+            raise ConfigError(f"--{flag(name)} must be > 0, got {getattr(owner, name)}")
+
+
+def check_non_negative(owner: Any, *names: str) -> None:
+    """Each named field of ``owner`` must be >= 0."""
+    for name in names:
+        if getattr(owner, name) < 0:
+            raise ConfigError(f"--{flag(name)} must be >= 0, got {getattr(owner, name)}")
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a config field: ``target_macs`` -> ``target-macs``."""
+    return name.replace("_", "-")

@@ -1,0 +1,328 @@
+"""Latency of dense (BN folded), masked and deploy execution of gated models, as rows for a table/JSON.
+
+Gates for speed measurements may be random: the time depends on which channels are open, not on accuracy.
+Random gates get per-sample decisions (random weights) and a bias shift found by bisection so that the mean
+per-sample MACs on random inputs match the target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..cost import interleaved_latency
+from ..data import BatchLoader, data_of_checkpoint
+from ..fold import fold_bn
+from ..gates.calibrate import bisect_logit_shift
+from ..gates.deploy import to_deploy
+from ..gates.method import GatedMethod
+from ..models import create_model, list_models
+from ..rebuild import gated_model_from_checkpoint, is_gated_checkpoint, pruned_and_dense_from_checkpoint
+from .breakdown import BreakdownRow, breakdown_row, format_breakdown
+
+#: (input shape, classes) each zoo model is benchmarked at
+BENCH_SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
+    "resnet18": ((3, 224, 224), 1000),
+    "mobilenetv2": ((3, 32, 32), 10),
+}
+DEFAULT_SHAPE = ((3, 32, 32), 10)
+
+
+@dataclass
+class SpeedRow:
+    model: str
+    target: float
+    batch: int
+    macs_ratio: float  # measured mean per-sample MACs / dense, gate MACs included
+    dense_ms: float
+    masked_ms: float | None  # None for static checkpoints (no gates to mask with)
+    deploy_ms: float
+    strategy: str  # what deploy mode chose for this batch size; "static" for a statically pruned checkpoint
+    theoretical_speedup: float
+    measured_speedup: float
+    realization: float
+
+
+def mean_macs_ratio(model: nn.Module, method: GatedMethod, x: torch.Tensor) -> float:
+    """Mean per-sample MACs / dense MACs of the gated (training-form, eval-mode) model's decisions on ``x``."""
+    with torch.no_grad():
+        model(x)
+    return method.cost.macs_from_masks(model.gate_set.masks).mean().item() / method.dense_macs
+
+
+def random_gated_model(name: str, target: float, seed: int = 0) -> tuple[nn.Module, GatedMethod, tuple[int, ...]]:
+    shape, classes = BENCH_SHAPES.get(name, DEFAULT_SHAPE)
+    torch.manual_seed(seed)
+    model = create_model(name, shape[0], classes, shape[-1])
+    method = GatedMethod("ste", min(target, 1.0), calibrate=False)
+    model = method.prepare(model, shape).eval()
+    for gate in model.gate_set.gates.values():
+        nn.init.normal_(gate.fc2.weight, std=0.5)
+        nn.init.normal_(gate.fc2.bias, std=0.5)
+    x = torch.randn(32, *shape)
+
+    def ratio_at(shift: float) -> float:
+        model.gate_set.logit_shift = shift
+        return mean_macs_ratio(model, method, x)
+
+    bisect_logit_shift(ratio_at, target, tolerance=0.01)
+    model.gate_set.fold_logit_shift()
+    return model, method, shape
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How every row of one benchmark run is timed."""
+
+    batch_sizes: Sequence[int]
+    threads: int
+    min_run_time: float
+    device: str = "cpu"
+
+
+@dataclass
+class GatedCase:
+    """A gated model to time: its name and target for the table, its method (for the MAC ratio), its inputs."""
+
+    name: str
+    target: float
+    model: nn.Module
+    method: GatedMethod
+    shape: tuple[int, ...]
+    images: torch.Tensor | None = None  # real, normalised test images; None: random inputs
+
+    def inputs(self, batch: int) -> torch.Tensor:
+        return self.images[:batch] if self.images is not None else torch.randn(batch, *self.shape)
+
+
+def measure_rows(models: Sequence[str], targets: Sequence[float], timing: Timing) -> list[SpeedRow]:
+    rows = []
+    for name in models:
+        for target in targets:
+            model, method, shape = random_gated_model(name, target)
+            rows += rows_for(GatedCase(name, target, model, method, shape), timing)
+    return rows
+
+
+def _with_strategy(deploy: nn.Module, strategy: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The deploy model run with one fixed strategy (for timing the strategies side by side)."""
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        deploy.strategy = strategy
+        return deploy(x)
+
+    return run
+
+
+def rows_for(case: GatedCase, timing: Timing) -> list[SpeedRow]:
+    """One row per batch size: dense (BN folded) against every deploy strategy, interleaved. The MAC ratio comes
+    from the gated model on the CPU; dense and deploy run on ``timing.device``."""
+    out = []
+    dense = fold_bn(_without_gates(case.model)).to(timing.device)
+    deploy = to_deploy(case.model).to(timing.device)
+    for batch in timing.batch_sizes:
+        x = case.inputs(batch)
+        ratio = mean_macs_ratio(case.model, case.method, x)
+        candidates = deploy.candidates(batch)
+        executors = {"dense": dense, **{s: _with_strategy(deploy, s) for s in candidates}}
+        t = interleaved_latency(executors, x.to(timing.device), timing.threads, timing.min_run_time)
+        chosen = min(candidates, key=t.get)  # what autotune does, on the interleaved timings
+        deploy.tuned[batch] = chosen
+        deploy.strategy = "auto"
+        theoretical, measured = 1.0 / ratio, t["dense"] / t[chosen]
+        out.append(
+            SpeedRow(
+                case.name,
+                case.target,
+                batch,
+                ratio,
+                t["dense"],
+                t["masked"],
+                t[chosen],
+                chosen,
+                theoretical,
+                measured,
+                measured / theoretical,
+            )
+        )
+    return out
+
+
+def trained_case(path: str, batch: int) -> GatedCase:
+    """A trained gated checkpoint, with ``batch`` real test images of its data set."""
+    model, method, ckpt = gated_model_from_checkpoint(path)
+    cfg, arch = ckpt["config"], ckpt["arch"]
+    shape = (arch["in_channels"], arch["image_size"], arch["image_size"])
+    data = data_of_checkpoint(ckpt)
+    images, _ = next(iter(BatchLoader(data.test, data, batch, train=False)))
+    return GatedCase(f"{arch['model']}*", cfg["target_macs"], model, method, shape, images)  # * = trained gates
+
+
+def checkpoint_rows(path: str, timing: Timing) -> list[SpeedRow]:
+    """Rows for any dynprune checkpoint: gated runs in deploy mode, static runs as trained (hard-pruned:
+    physically narrower) against their dense architecture, both BN folded, on real test images."""
+    if is_gated_checkpoint(path):
+        return rows_for(trained_case(path, max(timing.batch_sizes)), timing)
+    return static_rows(path, timing)
+
+
+def static_rows(path: str, timing: Timing) -> list[SpeedRow]:
+    """A statically pruned checkpoint in the same rows: deploy = the pruned model, no masked column."""
+    model, dense, _, ratio, ckpt = pruned_and_dense_from_checkpoint(path)
+    cfg = ckpt.get("config") or {}
+    by_target = cfg.get("ratio") is None and cfg.get("ratios") is None  # else --target-macs was not used
+    target = cfg.get("target_macs", ratio) if by_target else ratio
+    data = data_of_checkpoint(ckpt)
+    images, _ = next(iter(BatchLoader(data.test, data, max(timing.batch_sizes), train=False)))
+    pruned, dense = fold_bn(model).to(timing.device), fold_bn(dense).to(timing.device)
+    name = f"{ckpt['arch']['model']}/{ckpt.get('method')}"
+    rows = []
+    for batch in timing.batch_sizes:
+        x = images[:batch].to(timing.device)
+        t = interleaved_latency({"dense": dense, "pruned": pruned}, x, timing.threads, timing.min_run_time)
+        measured = t["dense"] / t["pruned"]
+        rows.append(
+            SpeedRow(
+                name,
+                target,
+                batch,
+                ratio,
+                t["dense"],
+                None,
+                t["pruned"],
+                "static",
+                1.0 / ratio,
+                measured,
+                measured * ratio,
+            )
+        )
+    return rows
+
+
+def breakdown_rows(
+    models: Sequence[str], targets: Sequence[float], checkpoints: Sequence[str], timing: Timing
+) -> list[BreakdownRow]:
+    """Batch-1 time split (gates, gathers, narrow convolutions) for the random-gate models and checkpoints."""
+    cases = []
+    for name in models:
+        for target in targets:
+            model, method, shape = random_gated_model(name, target)
+            cases.append(GatedCase(name, target, model, method, shape))
+    cases += [trained_case(path, 1) for path in checkpoints if is_gated_checkpoint(path)]  # static: no gates
+    rows = []
+    for case in cases:
+        x = case.inputs(1)
+        ratio = mean_macs_ratio(case.model, case.method, x)
+        dense = fold_bn(_without_gates(case.model)).to(timing.device)
+        deploy = to_deploy(case.model).to(timing.device)
+        row = breakdown_row(
+            case.name, case.target, ratio, dense, deploy, x.to(timing.device), timing.threads, timing.min_run_time
+        )
+        rows.append(row)
+    return rows
+
+
+def _without_gates(model: nn.Module) -> nn.Module:
+    plain = copy.deepcopy(model)
+    plain.gate_set.remove()
+    del plain.gate_set
+    return plain
+
+
+def format_table(rows: Sequence[SpeedRow]) -> str:
+    width = max([12] + [len(r.model) + 1 for r in rows])
+    head = (
+        f"{'model':<{width}}{'target':>7}{'batch':>6}{'MACs':>7}{'dense ms':>10}{'masked ms':>11}{'deploy ms':>11}"
+        f"{'strategy':>9}{'theory':>8}{'measured':>9}{'realiz.':>8}"
+    )
+    lines = [head, "-" * len(head)]
+    slower = 0
+    for r in rows:
+        # every exact executor evaluates the gates, so none can fall back to the dense model's time: say so
+        flag = "  SLOWER than dense" if r.measured_speedup < 1 else ""
+        masked = "-" if r.masked_ms is None else f"{r.masked_ms:.3f}"
+        slower += bool(flag)
+        lines.append(
+            f"{r.model:<{width}}{r.target:>7.2f}{r.batch:>6d}{r.macs_ratio:>7.3f}{r.dense_ms:>10.3f}{masked:>11}"
+            f"{r.deploy_ms:>11.3f}{r.strategy:>9}{r.theoretical_speedup:>8.2f}{r.measured_speedup:>9.2f}"
+            f"{r.realization:>8.2f}{flag}"
+        )
+    if slower:
+        lines.append(
+            f"{slower} row(s) slower than dense: the fastest exact strategy still pays for the gates; run these "
+            "with the dense model or a larger batch (see --breakdown)"
+        )
+    return "\n".join(lines)
+
+
+def rows_as_dicts(rows: Sequence[SpeedRow]) -> list[dict]:
+    return [asdict(r) for r in rows]
+
+
+def cli(argv: Sequence[str]) -> int:
+    """Latency of dense (BN folded), masked and deploy execution of gated models at MAC targets."""
+    parser = argparse.ArgumentParser(prog="python -m dynprune.bench dynamic")
+    parser.add_argument("--models", default="resnet20,resnet56,mobilenetv2,resnet18")
+    parser.add_argument("--targets", default="0.3,0.5,0.7")
+    parser.add_argument("--batch-sizes", default="1,64")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--min-run-time", type=float, default=1.0, help="seconds of timing per measurement")
+    parser.add_argument("--json", default=None, help="write the rows to this JSON file")
+    parser.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        help="also time this run on real test images (repeatable): gated runs in deploy mode, statically "
+        "pruned ones as trained (hard-pruned = physically narrower) against their dense architecture",
+    )
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also split batch-1 deploy time into gates, weight gathers and narrow convolutions",
+    )
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]: where dense and deploy run")
+    args = parser.parse_args(argv)
+    try:
+        models = [m for m in args.models.split(",") if m]
+        targets = [float(t) for t in args.targets.split(",")]
+        batches = [int(b) for b in args.batch_sizes.split(",")]
+    except ValueError as exc:
+        parser.error(f"bad list value ({exc})")
+
+    unknown = sorted(set(models) - set(list_models()))
+    if unknown:
+        parser.error(f"unknown models {unknown}; known: {', '.join(list_models())}")
+    if any(not 0 < t <= 1 for t in targets) or any(b < 1 for b in batches):
+        parser.error("targets must be in (0, 1] and batch sizes >= 1")
+
+    if args.device != "cpu" and not args.device.startswith("cuda"):
+        parser.error(f"unknown --device {args.device!r}; allowed: cpu, cuda, cuda:N")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device} asked but this machine has no CUDA device; use --device cpu")
+    torch.set_num_threads(args.threads)
+    timing = Timing(batches, args.threads, args.min_run_time, args.device)
+    rows = measure_rows(models, targets, timing)
+    for path in args.checkpoint:
+        rows += checkpoint_rows(path, timing)
+    print(f"threads={args.threads}  device={args.device}  (ms per batch, median; MACs = mean per-sample / dense)")
+    print(format_table(rows))
+    split = []
+    if args.breakdown:
+        split = breakdown_rows(models, targets, args.checkpoint, timing)
+    if split:
+        print(format_breakdown(split))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(rows_as_dicts(rows), fh, indent=2)
+        if split:
+            breakdown_path = Path(args.json).with_name(Path(args.json).stem + "_breakdown.json")
+            with open(breakdown_path, "w") as fh:
+                json.dump(rows_as_dicts(split), fh, indent=2)
+    return 0

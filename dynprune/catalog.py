@@ -1,0 +1,94 @@
+"""Every built-in training method, and the one way from a config (or a checkpoint) to a method and its model.
+
+The one module above the method packages that imports them all (registration is explicit: this list, no import
+kept for its side effect); every entry point (the train CLI, the comparison harness, the benchmarks, rebuilding
+a run from its checkpoint) goes through it. A method family joins by adding its ``MethodSpec`` to
+``TRAINING_METHODS``; its variants (estimators, pruners) join their own registries in their packages.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from .base import ConfigError
+from .checkpoints import load_checkpoint
+from .config import Groups, TrainConfig, build, parse_cli
+from .gates.method import GATED
+from .methods import DENSE, Method, MethodSpec
+from .models import input_shape, model_for_arch
+from .prune.method import STATIC
+from .registry import Registry
+
+TRAINING_METHODS: Registry[MethodSpec] = Registry("training method")
+for _spec in (DENSE, GATED, STATIC):
+    TRAINING_METHODS.add(_spec.family, _spec)
+
+
+def option_groups() -> Groups:
+    """Every family's option groups (their fields are flags of ``python -m dynprune.train``)."""
+    groups: dict[str, type] = {}
+    for spec in TRAINING_METHODS.items():
+        groups.update(spec[1].option_groups())
+    return groups
+
+
+def method_spec(cfg: TrainConfig) -> tuple[MethodSpec, str]:
+    """(the family a config selects, its variant); one clear error for an unknown name or two selectors."""
+    chosen = []
+    for _, spec in TRAINING_METHODS.items():
+        if spec.selector is None:
+            continue
+        variant = getattr(cfg, spec.selector)
+        if variant == "none":
+            continue
+        if variant not in spec.variants():
+            known = ", ".join(["none", *spec.variants()])
+            raise ConfigError(f"--{spec.selector} got {variant!r}; known: {known}")
+        chosen.append((spec, variant))
+    if len(chosen) > 1:
+        flags = " and ".join(f"--{spec.selector}" for spec, _ in chosen)
+        raise ConfigError(f"{flags} are different methods; choose one")
+    return chosen[0] if chosen else (DENSE, "dense")
+
+
+def train_config(values: Mapping[str, Any]) -> TrainConfig:
+    """A validated TrainConfig (method options included) from flat values, e.g. a saved config.yaml."""
+    cfg = build(TrainConfig, values, option_groups())
+    method_spec(cfg)
+    return cfg
+
+
+def parse_train_cli(argv: Sequence[str] | None, prog: str, description: str) -> TrainConfig:
+    cfg = parse_cli(TrainConfig, argv, prog, description, option_groups())
+    try:
+        method_spec(cfg)
+    except ConfigError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return cfg
+
+
+def method_from_config(cfg: TrainConfig) -> Method:
+    """The method a config asks for: dense, static pruning, or gates with their estimator and budget."""
+    spec, variant = method_spec(cfg)
+    return spec.build(cfg, variant)
+
+
+def config_of_checkpoint(ckpt: dict[str, Any]) -> TrainConfig:
+    """The run's TrainConfig from a checkpoint's saved flat config (older checkpoints: their keys all exist)."""
+    return train_config(ckpt.get("config") or {})
+
+
+def rebuild_from_checkpoint(path: str | Path) -> tuple[nn.Module, Method, dict[str, Any]]:
+    """(the trained model in eval mode, its method, the checkpoint), through the run's own method entry: gated
+    runs get their gates back, pruned runs their narrower shapes and masks."""
+    ckpt = load_checkpoint(path)
+    arch = ckpt["arch"]
+    method = method_from_config(config_of_checkpoint(ckpt))
+    model = method.rebuild(model_for_arch(arch), ckpt, input_shape(arch), str(path))
+    return model, method, ckpt

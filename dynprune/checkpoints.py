@@ -1,0 +1,72 @@
+"""Checkpoint files: atomic writes (never a half-written file), safe loads (data, never code), clear errors.
+
+A checkpoint holds everything needed to continue bit-for-bit plus the architecture it belongs to, so a
+checkpoint of another model is refused with a clear message; it is loaded with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+CHECKPOINT = "checkpoint.pt"
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+# ------------------------------------------------------------------------------------------- checkpoints
+def atomic_write_bytes(path: Path, payload: Callable[[Any], None]) -> None:
+    """Write through a temp file in the same folder and rename it over ``path``: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            payload(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    atomic_write_bytes(path, lambda fh: torch.save(state, fh))
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write_bytes(path, lambda fh: fh.write(json.dumps(data, indent=2).encode()))
+
+
+def load_checkpoint(path: str | Path, arch: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Load a checkpoint safely; if ``arch`` is given, refuse one made for another architecture."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a loadable dynprune checkpoint ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{path}: not a dynprune checkpoint (no 'model' entry)")
+    if arch is not None and state.get("arch") != arch:
+        raise CheckpointError(f"{path}: made for {state.get('arch')}, but this run is {arch}")
+    return state
+
+
+def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        detail = first[1].strip() if len(first) > 1 else first[0]
+        raise CheckpointError(f"{source}: weights do not fit this model ({detail})") from None

@@ -1,0 +1,27 @@
+"""One cell of a comparison: a method at a MAC target and a seed, run as a normal run folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Cell:
+    method: str
+    target: float  # MAC target (1.0 for the dense model)
+    seed: int
+    run_dir: Path
+    values: dict[str, Any]  # TrainConfig values of the cell's training run
+    search_args: list[str] = field(default_factory=list)  # rl: arguments of python -m agents.search
+    external: bool = False  # the given dense checkpoint's own folder: read, never trained or written
+    estimate_s: float = 0.0
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} @ {self.target:.2f} seed {self.seed}"
+
+    @property
+    def done(self) -> bool:
+        return (self.run_dir / "result.json").is_file()

@@ -1,0 +1,48 @@
+"""Where gates start and where calibration moves them: l1-filter's choice as the first decisions, and per-site
+logit shifts found by a joint bisection."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import torch
+from torch import nn
+
+from ..prune.criteria import L1Norm, keep_lowest_removed
+from ..sites import get_module
+from .module import GateSet
+
+
+@torch.no_grad()
+def init_gates_like_l1_filter(model: nn.Module, gate_set: GateSet, densities: Mapping[str, float], bias: float) -> None:
+    """Each site's gates start open (bias +``bias``) on exactly the channel groups that l1-filter keeps at the
+    site's density, closed (-``bias``) on the rest: the dense model's own preference as the first decisions.
+    The gates' weights start near zero, so input-dependence is learned from there."""
+    for site in gate_set.sites:
+        gate = gate_set.gate(site.name)
+        scores = L1Norm()(get_module(model, site.producer).weight).view(gate.groups, -1).sum(dim=1)  # [G]
+        keep = max(1, round(densities[site.name] * gate.groups))
+        open_ = keep_lowest_removed(scores, gate.groups - keep)  # 1 on the `keep` highest-norm groups
+        gate.fc2.bias.copy_(torch.where(open_ > 0, bias, -bias))
+
+
+def quantile_shifts(
+    logits_at: Callable[[dict[str, float]], dict[str, torch.Tensor]],
+    densities: Mapping[str, float],
+    tolerance: float = 0.02,
+    max_passes: int | None = None,
+) -> dict[str, float]:
+    """Per-site logit shifts that open each site's ``density`` fraction of the validation decisions (ManiDP
+    resets per-layer thresholds to a remain rate the same way): one pass collects every site's logits, each
+    site's shift moves its (1 - density) quantile to 0. A site's inputs depend on the sites before it, so the
+    pass is repeated with the new shifts until every site is within ``tolerance`` (a fixed-point iteration: at
+    worst one more site settles per pass, so at most sites + 1 passes; a trained model settles in 2-3)."""
+    shifts = dict.fromkeys(densities, 0.0)
+    for _ in range(max_passes or len(densities) + 1):
+        logits = logits_at(shifts)  # site -> all logits of the pass, current shifts included
+        rates = {site: (logits[site] >= 0).float().mean().item() for site in densities}
+        if all(abs(rates[site] - d) <= tolerance for site, d in densities.items()):
+            break
+        for site, density in densities.items():
+            shifts[site] -= torch.quantile(logits[site].double().flatten(), 1.0 - density).item()
+    return shifts

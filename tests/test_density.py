@@ -1,0 +1,96 @@
+"""--gate-density (global / uniform / FILE.json), the target's schedule, DGNet bounds and the l1 gate start."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from helpers import TINY_RESNET, run_module, tiny_config
+
+from dynprune.gates import GatedMethod, GateOptions
+from dynprune.gates.density import bounds, slide
+from dynprune.models import create_model
+from dynprune.prune.criteria import L1Norm
+from dynprune.prune.pruners import filter_keep_indices
+from dynprune.runner import run_training
+
+SITES = [f"layer{i}.{j}.conv1" for i in (1, 2, 3) for j in range(3)]
+
+
+def _gated(gate: str, target: float = 0.5, **options):
+    torch.manual_seed(0)
+    model = create_model("resnet20", 3, 10, 32)
+    method = GatedMethod(gate, target, GateOptions(**options))
+    return method.prepare(model, (3, 32, 32)), method
+
+
+def _policy(path, ratios: dict) -> str:
+    path.write_text(json.dumps({"ratios": ratios, "algorithm": "test"}))
+    return str(path)
+
+
+def test_schedules_and_bounds():
+    assert [slide(s, 100, "linear") for s in (0, 50, 100, 200)] == [0.0, 0.5, 1.0, 1.0]
+    assert slide(50, 100, "cosine") == pytest.approx(0.5) and slide(25, 100, "cosine") < 0.25
+    assert bounds(0.4, 0, 0.5) == (0.0, 1.0)  # no constraint at the start
+    low, high = bounds(0.4, 50, 0.5)
+    assert low == pytest.approx(0.4, abs=1e-6) and high == pytest.approx(0.4, abs=1e-6)  # collapsed onto d
+
+
+def test_uniform_and_file_densities_reach_the_gates(tmp_path):
+    model, method = _gated("topk", 0.4, gate_density="uniform")
+    values = list(method.densities.values())
+    assert max(values) - min(values) <= 1 / 16 + 1e-9  # one density, up to channel rounding (16-channel sites)
+    ratios = {s: (0.25 if s.startswith("layer1") else 0.75) for s in SITES}
+    model, method = _gated("topk", 0.5, gate_density=_policy(tmp_path / "p.json", ratios))
+    model.eval()
+    with torch.no_grad():
+        model(torch.randn(4, 3, 32, 32))
+    for site, mask in model.gate_set.masks.items():
+        width = mask.shape[1]
+        expected = width - round(ratios[site] * width)
+        assert torch.equal(mask.sum(dim=1), torch.full((4,), float(expected))), site
+
+
+def test_l1_start_opens_exactly_the_channels_l1_filter_keeps():
+    model, method = _gated("ste", 0.5, gate_init="l1", gate_density="uniform")
+    model.eval()
+    with torch.no_grad():
+        model(torch.randn(3, 3, 32, 32))
+    ratios = {s.name: 1 - method.densities[s.name] for s in model.gate_set.sites}
+    keep = filter_keep_indices(model, model.gate_set.sites, ratios, L1Norm())
+    for site, mask in model.gate_set.masks.items():
+        assert torch.equal(mask[0].nonzero().flatten(), keep[site]), site
+        assert torch.equal(mask[0], mask[2])  # the same for every input at the start
+
+
+def test_per_site_densities_are_met_after_a_tiny_run(tmp_path):
+    values = dict(TINY_RESNET, epochs=3, train_subset=1280, val_size=1000, lr=0.1, gate="ste", target_macs=0.5)
+    result = run_training(tiny_config(tmp_path / "run", **values, gate_density="uniform", budget_weight=100.0))
+    after = result["budget_calibration"]["val_open_rates_after"]
+    for site, density in result["site_densities"].items():
+        assert abs(after[site] - density) <= 0.03, (site, after[site])  # validation: the split it calibrated on
+        assert abs(result["site_open_rates"][site] - density) <= 0.05, (site, result["site_open_rates"][site])
+    assert result["budget_calibration"]["site_shifts"].keys() == result["site_densities"].keys()
+
+
+@pytest.mark.parametrize(
+    ("ratios", "needle"),
+    [
+        ({**dict.fromkeys(SITES, 0.5), "layer9.conv1": 0.5}, "unknown sites ['layer9.conv1']"),
+        ({**dict.fromkeys(SITES, 0.5), "layer1.0.conv1": 1.0}, "must be in [0, 1), got 1.0"),
+    ],
+)
+def test_bad_density_file_is_one_line_before_training(tmp_path, ratios, needle):
+    bad = _policy(tmp_path / "bad.json", ratios)
+    out = tmp_path / "run"
+    proc = run_module(
+        "dynprune.train",
+        *("--gate", "ste", "--gate-density", bad, "--dataset", "synthetic", "--width", "0.5"),
+        *("--out", str(out), "--wandb", "disabled", "--epochs", "1"),
+        timeout=120,
+    )
+    assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr
+    assert f"--gate-density {bad}" in proc.stderr
+    assert not (out / "checkpoint.pt").exists()

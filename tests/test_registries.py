@@ -1,0 +1,52 @@
+"""One test per registry, parametrized over every registered name, each running the real thing on a tiny model.
+
+Gate estimators: ``test_gates.py::test_budget_is_met_on_synthetic_task``; RL algorithms and rewards:
+``test_agents.py``; comparison methods: ``test_compare.py::test_quick_comparison_end_to_end_then_resumes`` (one
+real comparison with every registered method). Here: pruners and the training-method families of the catalog.
+"""
+
+from __future__ import annotations
+
+import pytest
+from helpers import TINY_RESNET, tiny_config
+
+from dynprune.catalog import TRAINING_METHODS, method_from_config, option_groups, rebuild_from_checkpoint
+from dynprune.prune import PRUNERS
+from dynprune.prune.process import ScheduledPruning
+from dynprune.runner import run_training
+
+
+@pytest.fixture(scope="module")
+def dense_ckpt(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dense") / "run"
+    run_training(tiny_config(out, **TINY_RESNET, epochs=3, train_subset=1280))
+    return str(out / "checkpoint.pt")
+
+
+@pytest.mark.parametrize("name", PRUNERS.names())
+def test_every_pruner_trains_and_meets_its_target(tmp_path, dense_ckpt, name):
+    pruner = PRUNERS[name]
+    epochs = 2 if pruner.process is not ScheduledPruning else 1  # SFP fine-tunes one epoch after its hard epoch
+    values = dict(TINY_RESNET, epochs=epochs, train_subset=1280, prune=name, target_macs=0.6, hard=pruner.structured)
+    result = run_training(tiny_config(tmp_path / name, **values, init=dense_ckpt))
+    ratio = result["macs_ratio"] if pruner.structured else result["macs_nonzero_ratio"]
+    assert 0.5 <= ratio <= 0.6 + (1e-6 if pruner.structured else 0.005), ratio  # per-layer rounding of weights
+    assert result["prune"] == name and result["top1"] > 25.0  # synthetic data, 10 classes: well above chance
+    model, method, _ = rebuild_from_checkpoint(tmp_path / name / "checkpoint.pt")
+    assert method.name == name
+    if pruner.structured:  # hard-pruned: physically narrower once rebuilt
+        assert model.layer1[0].conv1.out_channels < 8
+
+
+def test_every_option_flag_is_owned_by_exactly_one_group():
+    groups = option_groups()  # raises on a flag declared twice
+    assert {"gated", "static", "gumbel", "ste", "topk"} <= set(groups)
+    assert set(TRAINING_METHODS.names()) == {"dense", "gated", "static"}
+
+
+@pytest.mark.parametrize("family", TRAINING_METHODS.names())
+def test_every_training_method_family_builds_from_a_config(tmp_path, family):
+    spec = TRAINING_METHODS[family]
+    values = {} if spec.selector is None else {spec.selector: spec.variants()[0]}
+    method = method_from_config(tiny_config(tmp_path, **values))
+    assert method.name == (spec.variants()[0])
