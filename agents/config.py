@@ -18,7 +18,9 @@ class SearchConfig:
     model: str | None = option(None, "optional check: the model the checkpoint must hold (e.g. resnet20)")
     target_macs: float = option(0.5, "MACs of every strategy / dense MACs (met by construction)")
     episodes: int = option(200, "episodes (strategies tried) of the algorithm")
-    warmup_episodes: int = option(50, "ddpg/td3/sac: episodes of uniformly random actions before learning")
+    warmup_episodes: int | None = option(
+        None, "ddpg/td3/sac: episodes of uniformly random actions before learning (default: min(50, episodes / 4))"
+    )
     r_min: float = option(0.0, "smallest pruning ratio of a site")
     r_max: float = option(0.8, "largest pruning ratio of a site")
     reward: str = option("accuracy", "accuracy | log-macs | latency (see agents.rewards)")
@@ -65,6 +67,8 @@ class SearchConfig:
             raise ConfigError(f"need 0 <= --r-min < --r-max < 1, got {self.r_min} and {self.r_max}")
         if self.episodes < 1:
             raise ConfigError(f"--episodes must be >= 1, got {self.episodes}")
+        if self.warmup_episodes is None:  # scales with a short search; an explicit value is checked as given
+            self.warmup_episodes = min(50, self.episodes // 4)
         if not 0 <= self.warmup_episodes < self.episodes and ALGORITHMS[self.algo].learns and self.algo != "ppo":
             raise ConfigError(
                 f"--warmup-episodes must be in [0, --episodes={self.episodes}), got {self.warmup_episodes}"

@@ -6,6 +6,8 @@ checkpoint of another model is refused with a clear message; it is loaded with `
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
 import tempfile
@@ -24,10 +26,17 @@ class CheckpointError(RuntimeError):
 
 
 # ------------------------------------------------------------------------------------------- checkpoints
+def _file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask  # what open() would give: a checkpoint is as readable as the rest of the run folder
+
+
 def atomic_write_bytes(path: Path, payload: Callable[[Any], None]) -> None:
     """Write through a temp file in the same folder and rename it over ``path``: never a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, _file_mode())  # mkstemp's 0600 would make checkpoints private while the rest is 0644
     try:
         with os.fdopen(fd, "wb") as fh:
             payload(fh)
@@ -40,7 +49,18 @@ def atomic_write_bytes(path: Path, payload: Callable[[Any], None]) -> None:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    atomic_write_bytes(path, lambda fh: torch.save(state, fh))
+    """Atomically; a full disk is one clear error saying what was needed and that the previous file is intact."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    try:
+        atomic_write_bytes(path, lambda fh: fh.write(buffer.getbuffer()))
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        kept = f"the previous {path.name} is intact" if path.is_file() else f"no {path.name} was written before"
+        raise CheckpointError(
+            f"cannot write {path}: no space left on the device (it needs {buffer.tell() / 1e6:.1f} MB); {kept}"
+        ) from None
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -18,7 +18,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DataError, CheckpointEr
 def run_command(
     prog: str,
     work: Callable[[], int],
-    interrupted: str,
+    interrupted: str | Callable[[], str],
     user_errors: tuple[type[Exception], ...] = (),
 ) -> int:
     """``work()``'s exit code; ``USER_ERRORS`` and ``user_errors`` become ``prog: error: ...`` and exit 2."""
@@ -32,5 +32,6 @@ def run_command(
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\n{prog}: interrupted; {interrupted}", file=sys.stderr)
+        said = interrupted() if callable(interrupted) else interrupted  # what is really there at that moment
+        print(f"\n{prog}: interrupted; {said}", file=sys.stderr)
         return 130

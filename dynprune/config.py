@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 import types
 import typing
@@ -66,9 +67,12 @@ def _coerce(name: str, tp: Any, value: Any) -> Any:
             return bool(value)
         if base is int and isinstance(value, float) and not value.is_integer():
             raise ValueError
-        return base(value)
+        converted = base(value)
     except (TypeError, ValueError):
         raise ConfigError(f"--{flag(name)} expects {base.__name__}, got {value!r}") from None
+    if base is float and not math.isfinite(converted):  # nan and inf parse as floats but train nothing
+        raise ConfigError(f"--{flag(name)} must be a finite number, got {value!r}")
+    return converted
 
 
 class _OneLineParser(argparse.ArgumentParser):

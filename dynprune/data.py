@@ -319,10 +319,16 @@ def ensure_files(spec: DatasetSpec, root: Path, download: bool, timeout: float =
         return folder
     missing = [f for f in spec.files if not (folder / f.name).is_file()]
     if missing and download:
+        created = [p for p in (folder, *folder.parents) if not p.exists()]  # what a failed lookup must not leave
         try:
             for f in missing:
                 _download(spec.base_url + f.name, folder / f.name, timeout)
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            for path in created:  # innermost first; only if still empty (a partial download is removed too)
+                for part in path.glob("*.part") if path.is_dir() else ():
+                    part.unlink()
+                if path.is_dir() and not any(path.iterdir()):
+                    path.rmdir()
             raise DataError(_missing_message(spec, folder, missing, f"download failed ({exc})")) from None
     elif missing:
         raise DataError(_missing_message(spec, folder, missing, "downloads are off"))

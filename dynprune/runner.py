@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +26,10 @@ from .distributed import (
     max_weight_difference,
     shutdown,
 )
-from .engine import FitState, OptimSettings, RunFolder, Trainer, evaluate
+from .engine import FitState, OptimSettings, RunFolder, Trainer, check_resumable, evaluate
 from .methods import Method
 from .models import input_shape, model_for_arch
+from .runlock import locked_run_folder
 from .track import Tracker
 
 RESULT = "result.json"
@@ -44,6 +47,9 @@ def resolve_device(name: str) -> torch.device:
 def run_training(cfg: TrainConfig) -> dict[str, Any]:
     """Train (or resume) as ``cfg`` says, evaluate once on the test set, write and return the result."""
     out_dir = cfg.run_dir
+    if cfg.resume and (out_dir / RESULT).is_file():  # a finished run changes nothing
+        print(f"{out_dir} is finished (its {RESULT} is kept; nothing to resume)", flush=True)
+        return json.loads((out_dir / RESULT).read_text())
     if (out_dir / CHECKPOINT).exists() and not cfg.resume:
         raise ConfigError(f"--out {out_dir} already holds a run; pass --resume to continue it or choose another --out")
     for flag, path in (("--init", cfg.init), ("--distill", cfg.distill)):
@@ -60,7 +66,8 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
         shutdown()
         raise ConfigError(f"--batch-size {cfg.batch_size} must be divisible by the {ctx.world_size} torchrun processes")
     try:
-        return _run(cfg, device_for_rank(device), ctx)
+        with locked_run_folder(out_dir) if ctx.is_main else contextlib.nullcontext():
+            return _run(cfg, device_for_rank(device), ctx)
     finally:
         shutdown()
 
@@ -125,8 +132,9 @@ def _run(cfg: TrainConfig, device: torch.device, ctx: DistContext) -> dict[str, 
         shard=(ctx.rank, ctx.world_size),
     )
     val_loader = parts.loader(parts.data.val, cfg.eval_batch_size, train=False)
+    if cfg.resume:  # refuse a mismatched resume before anything of the run folder is rewritten
+        check_resumable(out_dir / CHECKPOINT, parts.arch, parts.method.name)
     if ctx.is_main:  # only rank 0 writes the run folder and talks to wandb
-        out_dir.mkdir(parents=True, exist_ok=True)
         save_yaml(cfg, out_dir / "config.yaml")
     mode = cfg.wandb if ctx.is_main else "disabled"
     tracker = Tracker(mode, cfg.wandb_project, out_dir, to_dict(cfg), group=cfg.wandb_group)
@@ -162,7 +170,7 @@ def _run(cfg: TrainConfig, device: torch.device, ctx: DistContext) -> dict[str, 
                 "max_weight_diff": weight_diff,
             }
         write_json(out_dir / RESULT, result)
-        tracker.summary({f"final/{k}": v for k, v in result.items() if isinstance(v, int | float)})
+        tracker.summary(summary_values(result))
         report_distribution(result, per_sample_ratio, out_dir, tracker)
     finally:
         tracker.finish()
@@ -240,6 +248,21 @@ def per_class_mean(values: torch.Tensor, labels: torch.Tensor) -> list[float]:
     return (sums / counts).tolist()
 
 
+def summary_values(result: dict[str, Any]) -> dict[str, float]:
+    """result.json's numbers for the wandb summary, nested ones included (``final/latency_ms/b1``,
+    ``final/budget_calibration/logit_shift``); the calibrated test-time open rates as ``final/open/<site>``."""
+    out: dict[str, float] = {}
+    for key, value in result.items():
+        prefix = "final/open" if key == "site_open_rates" else f"final/{key}"
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int | float):
+            out[prefix] = value
+        elif isinstance(value, dict):
+            out.update({f"{prefix}/{k}": v for k, v in value.items() if isinstance(v, int | float)})
+    return out
+
+
 def report_distribution(result: dict[str, Any], ratios: torch.Tensor, out_dir: Path, tracker: Tracker) -> None:
     """Per-sample MAC histogram and per-site open rates: a PNG in the run folder and wandb charts."""
     rates = result.get("site_open_rates")
@@ -254,6 +277,7 @@ def report_distribution(result: dict[str, Any], ratios: torch.Tensor, out_dir: P
         out_dir / "gates.png",
         title=f"{result['model']} / {result['dataset']} / {result['method']}",
     )
+    tracker.image("final/gates", out_dir / "gates.png")
     tracker.histogram("final/macs_ratio_per_sample", ratios)
     tracker.table("final/macs_per_class", ["class", "mean_macs"], list(enumerate(result["macs_per_class"])))
     tracker.table("final/site_open_rate", ["site", "open_rate"], list(rates.items()))

@@ -69,6 +69,13 @@ class Tracker:
 
             self.run.log({name: wandb.Histogram(values.tolist() if hasattr(values, "tolist") else values)})
 
+    def image(self, name: str, path: Any) -> None:
+        """A PNG of the run folder, shown as an image panel."""
+        if self.run is not None:
+            import wandb
+
+            self.run.log({name: wandb.Image(str(path))})
+
     def table(self, name: str, columns: list[str], rows: list[Any]) -> None:
         if self.run is not None:
             import wandb

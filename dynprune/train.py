@@ -5,16 +5,32 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from .base import ConfigError
 from .catalog import parse_train_cli
+from .checkpoints import CHECKPOINT
 from .cli import run_command
+from .config import to_dict
 from .engine import TrainingDiverged
+from .resume_args import check_no_contradiction, saved_config
 from .runner import run_training
 
 PROG = "python -m dynprune.train"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    cfg = parse_train_cli(argv, PROG, "Train a CNN on the dynprune spine and write <out>/result.json.")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    saved = saved_config(argv)  # --resume: the run's own config.yaml is the preset, flags need not be repeated
+    cfg = parse_train_cli(
+        ["--config", str(saved), *argv] if saved else argv,
+        PROG,
+        "Train a CNN on the dynprune spine and write <out>/result.json.",
+    )
+    if saved is not None:
+        try:
+            check_no_contradiction(saved, argv, to_dict(cfg))
+        except ConfigError as exc:
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
+            return 2
 
     def work() -> int:
         try:
@@ -30,7 +46,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 0
 
-    interrupted = f"the last finished epoch is saved in {cfg.run_dir}/checkpoint.pt (continue with --resume)"
+    def interrupted() -> str:
+        checkpoint = cfg.run_dir / CHECKPOINT
+        if checkpoint.is_file():
+            return f"the last finished epoch is saved in {checkpoint} (continue with --resume)"
+        return "no epoch had finished, so nothing was saved; start the run again"
+
     return run_command(PROG, work, interrupted)
 
 

@@ -53,15 +53,17 @@ def test_narrow_width_matches_the_mac_target():
 @pytest.mark.slow
 def test_quick_comparison_end_to_end_then_resumes(tmp_path, data_root):
     out = tmp_path / "quick"
-    args = ("--quick", "--out", str(out), "--wandb", "disabled", "--threads", "2")
+    # the synthetic data set: no files to read and a small test split, so every registered method fits in CI
+    args = ("--quick", "--dataset", "synthetic", "--out", str(out), "--wandb", "disabled", "--threads", "2")
     proc = run_module("dynprune.compare", *args, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with (out / "results.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert {r["method"] for r in rows} == QUICK_METHODS
     for row in rows:
-        if row["method"] not in ("dense", "global-unstructured"):
-            assert float(row["macs_ratio"]) <= 0.5 + 0.01, row["method"]  # matched budget (gates: mean)
+        if row["method"] != "dense":  # matched budget; gates: their mean, within the +-0.03 they promise
+            slack = 0.03 if COMPARE_METHODS[row["method"]].per_sample_cost else 0.01
+            assert float(row["macs_ratio"]) <= 0.5 + slack, row["method"]
         assert float(row["latency_b64_ms"]) > 0
     report = (out / "report.md").read_text()
     assert "## 50% of dense MACs" in report and report.count("**") >= 2  # the best method in bold
@@ -100,6 +102,7 @@ def test_parallel_workers_give_the_serial_results(tmp_path, data_root):
     assert json.loads((tmp_path / "serial/l1-filter/t0.5/s0/result.json").read_text())["latency_ms"] is None
 
 
+@pytest.mark.slow
 def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path, data_root):
     out = tmp_path / "dry"
     proc = run_module(

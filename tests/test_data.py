@@ -123,3 +123,14 @@ def test_synthetic_is_learnable_shape():
     splits = D.load_dataset("synthetic", val_size=1000)
     assert splits.train.images.shape[1:] == (1, 28, 28) and splits.num_classes == 10
     assert len(splits.val) == 1000
+
+
+def test_failed_lookup_leaves_no_empty_folder_behind(tmp_path, monkeypatch):
+    def offline(url, *args, **kwargs):
+        raise D.urllib.error.URLError("no network")
+
+    monkeypatch.setattr(D.urllib.request, "urlopen", offline)
+    root = tmp_path / "typo" / "data"
+    with pytest.raises(D.DataError, match="download failed"):
+        D.load_dataset("fashion-mnist", root, download=True)
+    assert not (tmp_path / "typo").exists()  # nothing created by the failed lookup is left

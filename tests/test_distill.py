@@ -38,6 +38,7 @@ def test_the_loss_mixes_task_loss_and_scaled_kl_as_specified():
     assert got.item() == pytest.approx((1 - w) * 1.7 + w * t * t * kl.item(), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_distilled_fine_tune_from_the_dense_run(tmp_path):
     dense = tmp_path / "dense"
     run_training(tiny_config(dense, **TINY_RESNET, epochs=2, train_subset=1280))

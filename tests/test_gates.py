@@ -160,7 +160,7 @@ def test_reported_per_sample_macs_equal_counted_macs_of_sliced_model(name):
 
 
 def tiny(tmp_path: Path, **kw) -> TrainConfig:
-    gated = dict(epochs=4, train_subset=1280, val_size=1000, lr=0.1, gate="gumbel", target_macs=0.5)
+    gated = dict(epochs=4, train_subset=1280, val_size=500, lr=0.1, gate="gumbel", target_macs=0.5)
     return tiny_config(tmp_path / "run", **{**TINY_RESNET, **gated, **kw})
 
 

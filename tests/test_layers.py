@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
     "dynprune.sites": 1,
     "dynprune.checkpoints": 1,
     "dynprune.distill": 1,
+    "dynprune.runlock": 1,
     "dynprune.data": 2,
     "dynprune.models": 2,
     "dynprune.cost": 2,
@@ -45,6 +46,7 @@ LAYERS: dict[str, int] = {
     "dynprune.compare": 8,
     "dynprune.bench": 8,
     "dynprune.train": 9,
+    "dynprune.resume_args": 8,
     "dynprune.export": 9,
     # the RL search uses dynprune; dynprune never imports it
     "agents": 10,

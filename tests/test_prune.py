@@ -216,6 +216,7 @@ def test_hard_cli_run_reports_smaller_model(tmp_path):
     assert set(ckpt["site_keep"]) == set(dense.site_widths)
 
 
+@pytest.mark.slow
 def test_sensitivity_cli_table_plot_and_json(tmp_path):
     run_training(tiny_config(tmp_path / "dense", **TINY_RESNET, epochs=1))
     out = tmp_path / "sens"
@@ -332,3 +333,32 @@ def test_fpgm_drops_the_filters_nearest_the_geometric_median_not_the_smallest():
     distances = torch.cdist(weight.flatten(1), weight.flatten(1)).sum(dim=1)
     assert torch.allclose(scores, distances)
     assert scores.argmin().item() in (0, 1) and scores.argmax().item() in (2, 3)  # the far ones are kept
+
+
+def test_gates_on_a_model_outside_the_zoo_skip_its_linear_produced_site_with_a_reason():
+    from dynprune.gates import GatedMethod
+    from dynprune.gates.deploy import to_deploy
+    from dynprune.prune.depgraph import attach_dependency_sites
+
+    torch.manual_seed(0)
+    model = attach_dependency_sites(OutsideTheZoo(), (3, 16, 16))
+    method = GatedMethod("ste", 0.9)
+    model = method.prepare(model, (3, 16, 16))
+    assert [s.name for s in model.gate_set.sites] == ["b"]
+    assert "fc1 is a Linear layer" in model.gate_set.skipped["fc1"]
+    model.train()
+    logits = model(torch.randn(4, 3, 16, 16))
+    extra, _ = method.extra_loss(model, logits, step=10, epoch=0)
+    (logits.sum() + extra).backward()
+    model.eval()
+    x = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(to_deploy(model)(x), model(x), atol=1e-4, rtol=1e-4)
+    assert method.result_fields()["sites_not_gated"].keys() == {"fc1"}
+
+
+def test_global_unstructured_records_the_sparsity_of_every_layer(tmp_path):
+    result = run_training(tiny_config(tmp_path / "g", prune="global-unstructured", target_macs=0.5, epochs=1))
+    layers = result["layer_sparsity"]
+    assert set(layers) == {"conv1", "conv2", "fc1", "fc2", "fc3"}  # all five LeNet layers, not only the sites
+    assert 0 < result["weight_sparsity"] < 1 and len(set(round(v, 3) for v in layers.values())) > 1

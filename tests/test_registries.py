@@ -24,6 +24,7 @@ def dense_ckpt(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", PRUNERS.names())
+@pytest.mark.slow
 def test_every_pruner_trains_and_meets_its_target(tmp_path, dense_ckpt, name):
     pruner = PRUNERS[name]
     epochs = 2 if pruner.process is not ScheduledPruning else 1  # SFP fine-tunes one epoch after its hard epoch

@@ -10,6 +10,9 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from ..cli import run_command
+
+PROG = "python -m dynprune.bench"
 BENCHMARKS: dict[str, str] = {
     "overhead": "dynprune.bench.overhead",
     "dynamic": "dynprune.bench.dynamic",
@@ -22,9 +25,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in BENCHMARKS:
         known = ", ".join(sorted(BENCHMARKS))
-        print(f"python -m dynprune.bench: error: choose a benchmark: {known}", file=sys.stderr)
+        print(f"{PROG}: error: choose a benchmark: {known}", file=sys.stderr)
         return 2
-    return importlib.import_module(BENCHMARKS[argv[0]]).cli(argv[1:])
+    benchmark = importlib.import_module(BENCHMARKS[argv[0]])
+    return run_command(f"{PROG} {argv[0]}", lambda: benchmark.cli(argv[1:]), "nothing was written")
 
 
 if __name__ == "__main__":

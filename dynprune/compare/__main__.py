@@ -14,14 +14,14 @@ from .methods import COMPARE_METHODS
 PROG = "python -m dynprune.compare"
 # --quick: what CI runs end to end (tiny subset, one target, one seed; every registered method unless --methods).
 QUICK = {
-    "train_subset": 512,
-    "val_size": 500,
+    "train_subset": 256,
+    "val_size": 300,
     "epochs": 1,
     "dense_epochs": 1,
     "targets": [0.5],
     "seeds": [0],
     "search_episodes": 3,
-    "search_val_subset": 200,
+    "search_val_subset": 100,
 }
 
 

@@ -59,8 +59,8 @@ def site_densities(
         cost, Path(mode), "--gate-density"
     )  # checks every site is there, no unknown one, ratios in [0, 1)
     out = {}
-    for site, ratio in ratios.items():
-        width, g = cost.site_widths[site], groups[site]
+    for site, g in groups.items():  # the gated sites (a site without a gate stays dense)
+        width, ratio = cost.site_widths[site], ratios[site]
         kept = (width - removed(width, ratio)) / width
         out[site] = min(g, max(1, round(kept * g))) / g
     return out

@@ -361,6 +361,7 @@ def to_deploy(model: nn.Module) -> DeployModel:
     gate_set: GateSet = getattr(model, "gate_set", None)
     if gate_set is None:
         raise ValueError("to_deploy needs a gated model (attach gates first); use fold_bn for dense models")
+    gate_set.detach_batch_state()
     model = fast_pooling(copy.deepcopy(model).eval())
     gate_set = model.gate_set
     gate_set.remove()  # no more masking hooks: the deploy layers skip the work instead

@@ -117,7 +117,9 @@ class GatedMethod(Method):
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         self.cost = CostModel.from_model(model, input_shape)  # gate layers counted as always-on layers
-        floor = self.cost.macs(dict.fromkeys(self.cost.site_widths, 0.0)) / self.dense_macs
+        for site, reason in self.gate_set.skipped.items():
+            print(f"gates: site {site} not gated: {reason}", flush=True)
+        floor = self.cost.macs({s.name: 0.0 for s in self.gate_set.sites}) / self.dense_macs
         if self.target <= floor + 0.01:
             raise ConfigError(
                 f"--target-macs {self.target} is below what gates can reach: with every gate closed the "
@@ -163,19 +165,20 @@ class GatedMethod(Method):
         # Means over the global batch under torchrun: the budget is a square of the mean, not a mean of squares.
         rates = global_mean(torch.stack([m.mean(dim=1) for m in masks.values()], dim=1))  # [S] open rate per site
         if self.options.per_site:  # every site held to its own density
-            wanted = torch.tensor(list(self.densities_at(step).values()), dtype=rates.dtype, device=rates.device)
+            now = self.densities_at(step)
+            wanted = torch.tensor([now[name] for name in masks], dtype=rates.dtype, device=rates.device)
             budget = ((rates - wanted) ** 2).mean()
         else:
             budget = (global_mean(ratio) - target) ** 2
-        low, high = self._bounds(rates)
+        low, high = self._bounds(rates, list(masks))
         balance = (F.relu(low - rates) ** 2 + F.relu(rates - high) ** 2).mean()
         return self.options.budget_weight * budget + self.options.balance_weight * balance, logs
 
-    def _bounds(self, rates: torch.Tensor) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+    def _bounds(self, rates: torch.Tensor, sites: list[str]) -> tuple[torch.Tensor | float, torch.Tensor | float]:
         """Per-site open-rate bounds: [0.05, 0.95], tightened towards each site's density with DGNet's decay."""
         if self.options.density_bound_decay <= 0:
             return self.balance_low, self.balance_high
-        pairs = [bounds(d, self.epoch, self.options.density_bound_decay) for d in self.densities.values()]
+        pairs = [bounds(self.densities[s], self.epoch, self.options.density_bound_decay) for s in sites]
         low, high = (torch.tensor(v, dtype=rates.dtype, device=rates.device) for v in zip(*pairs, strict=True))
         return low, high
 
@@ -237,7 +240,7 @@ class GatedMethod(Method):
         return to_deploy(model)
 
     def start_eval(self) -> None:
-        self._eval_rates = dict.fromkeys(self.cost.site_widths, 0.0)
+        self._eval_rates = {s.name: 0.0 for s in self.gate_set.sites}
         self._eval_count = 0
 
     def per_sample_macs(self, model: nn.Module, batch_size: int) -> torch.Tensor:
@@ -266,6 +269,7 @@ class GatedMethod(Method):
             "gate_density": self.options.gate_density,
             "site_densities": dict(self.densities),
             "gate_macs": self.cost.dense_macs - self.dense_macs,
+            "sites_not_gated": dict(self.gate_set.skipped),
             "budget_calibration": self.calibration,
         }
 

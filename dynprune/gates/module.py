@@ -48,7 +48,15 @@ class GateSet(nn.Module):
         bias_init: float = 2.0,
     ) -> None:
         super().__init__()
-        self.sites = list(sites)
+        # A gate pools its producer's input feature map; a Linear producer has none, so its site stays dense.
+        self.skipped = {
+            s.name: f"its producer {s.producer} is a Linear layer (gates read a feature map); the site stays dense"
+            for s in sites
+            if isinstance(get_module(model, s.producer), nn.Linear)
+        }
+        self.sites = [s for s in sites if s.name not in self.skipped]
+        if not self.sites:
+            raise ValueError("no channel site can be gated: every site's producer is a Linear layer")
         self.estimator = estimator
         self.force_open = False
         self.densities: dict[str, float] = {}  # per-site target open fraction (fixed-count estimators use it)
@@ -62,7 +70,7 @@ class GateSet(nn.Module):
         self._handles = []
         for site in self.sites:
             producer = get_module(model, site.producer)
-            in_channels = producer.in_channels if isinstance(producer, nn.Conv2d) else producer.in_features
+            in_channels = producer.in_channels
             width = site_width(model, site)
             group = _group_size(width, group_size)
             self.gates[_key(site.name)] = ChannelGate(in_channels, width, width // group, reduction, bias_init)
@@ -91,6 +99,16 @@ class GateSet(nn.Module):
             self._site_masks[site.name].mask = mask
 
         return hook
+
+    def detach_batch_state(self) -> None:
+        """Drop the last training step's autograd history from the per-batch masks and logits (a deep copy of
+        the model, e.g. for deploy, cannot copy tensors that are not graph leaves). Not between forward and
+        backward: the step's gradients flow through these masks."""
+        self.masks = {k: v.detach() for k, v in self.masks.items()}
+        self.logits = {k: v.detach() for k, v in self.logits.items()}
+        self.cost_masks = {}
+        for site_mask in self._site_masks.values():
+            site_mask.mask = site_mask.mask.detach()
 
     def gate(self, site: str) -> ChannelGate:
         return self.gates[_key(site)]

@@ -60,6 +60,7 @@ class StaticPruneMethod(Method):
         self.site_keep: dict[str, list[int]] | None = None
         self.final_fractions: dict[str, float] | None = None
         self.macs_nonzero: float | None = None
+        self.final_sparsity: tuple[float, dict[str, float]] = (0.0, {})
 
     @classmethod
     def from_config(cls, cfg: TrainConfig, prune: str) -> StaticPruneMethod:
@@ -102,6 +103,7 @@ class StaticPruneMethod(Method):
         self.process.finish(model)
         if not self.structured:
             self.macs_nonzero = nonzero_macs(model, self.cost)
+            self.final_sparsity = sparsity(model)
         if self.hard and self.structured:
             keep = {name: m.nonzero().flatten() for name, m in self.process.keep_masks(model).items()}
             self.final_fractions = {k: len(v) / self.cost.site_widths[k] for k, v in keep.items()}
@@ -122,6 +124,8 @@ class StaticPruneMethod(Method):
         if self.macs_nonzero is not None:
             fields["macs_nonzero"] = self.macs_nonzero
             fields["macs_nonzero_ratio"] = self.macs_nonzero / self.dense_macs
+            # unstructured pruners prune every conv and linear layer, not only the channel sites of "ratios"
+            fields["weight_sparsity"], fields["layer_sparsity"] = self.final_sparsity
         return fields
 
     def rebuild(self, model: nn.Module, ckpt: dict[str, Any], input_shape: Sequence[int], source: str) -> nn.Module:

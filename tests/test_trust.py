@@ -1,0 +1,187 @@
+"""Runs a user can trust: one run per folder, nothing rewritten by a refused or finished resume, clear lines."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+from helpers import run_module, tiny_config
+
+from dynprune import checkpoints
+from dynprune.base import ConfigError
+from dynprune.checkpoints import CheckpointError, save_checkpoint
+from dynprune.engine import TrainingDiverged
+from dynprune.runlock import LOCK, locked_run_folder
+from dynprune.runner import run_training
+
+
+def test_a_second_run_in_a_held_folder_is_refused_and_a_stale_lock_is_taken_over(tmp_path):
+    out = tmp_path / "run"
+    with locked_run_folder(out):
+        holder = json.loads((out / LOCK).read_text())
+        assert holder["pid"] == os.getpid()
+        # another live process holds it: our parent (pytest's) is alive
+        (out / LOCK).write_text(json.dumps({**holder, "pid": os.getppid()}))
+        busy = rf"--out {out} is in use by another run \(pid {os.getppid()}"
+        with pytest.raises(ConfigError, match=busy), locked_run_folder(out):
+            pass
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (out / LOCK).write_text(json.dumps({**holder, "pid": dead.pid}))  # a run killed with -9
+    with locked_run_folder(out):
+        assert json.loads((out / LOCK).read_text())["pid"] == os.getpid()
+    assert not (out / LOCK).exists()  # released at the end
+
+
+def test_finished_run_is_not_refinalized_by_resume(tmp_path):
+    run_training(tiny_config(tmp_path / "run", epochs=1))
+    before = (tmp_path / "run" / "result.json").read_bytes()
+    again = run_training(tiny_config(tmp_path / "run", epochs=1, resume=True))
+    assert (tmp_path / "run" / "result.json").read_bytes() == before
+    assert again["top1"] == json.loads(before)["top1"]
+
+
+def test_refused_resume_rewrites_nothing(tmp_path):
+    run_training(tiny_config(tmp_path / "run", epochs=2))
+    (tmp_path / "run" / "result.json").unlink()  # as if stopped before the end
+    config = (tmp_path / "run" / "config.yaml").read_bytes()
+    with pytest.raises(CheckpointError, match="a dense run cannot be resumed as ste"):
+        run_training(tiny_config(tmp_path / "run", epochs=2, gate="ste", resume=True))
+    assert (tmp_path / "run" / "config.yaml").read_bytes() == config
+
+
+def test_divergence_in_the_first_epoch_says_no_checkpoint_exists(tmp_path):
+    with pytest.raises(TrainingDiverged, match="no checkpoint was written yet"):
+        run_training(tiny_config(tmp_path / "run", lr=1e6, label_smoothing=0.0))
+
+
+def test_checkpoints_are_as_readable_as_the_rest_of_the_run(tmp_path):
+    run_training(tiny_config(tmp_path / "run", epochs=1))
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "run").iterdir() if p.is_file()}
+    assert modes["checkpoint.pt"] == modes["result.json"] == modes["config.yaml"]
+
+
+def test_full_disk_at_a_checkpoint_is_one_clear_error(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"model": {}, "epoch": 1})
+
+    def full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoints, "atomic_write_bytes", full)
+    with pytest.raises(CheckpointError, match=r"no space left on the device \(it needs .* MB\); the previous"):
+        save_checkpoint(path, {"model": {}, "epoch": 2})
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("--lr", "nan"), "--lr must be a finite number, got 'nan'"),
+        (("--out", "/proc/no/such/run"), "--out /proc/no/such/run: cannot write there"),
+    ],
+)
+def test_bad_values_and_paths_are_one_line(args, needle):
+    proc = run_module("dynprune.train", "--dataset", "synthetic", "--wandb", "disabled", *args, timeout=120)
+    assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_out_naming_a_file_is_one_line(tmp_path):
+    target = tmp_path / "a-file"
+    target.write_text("not a folder")
+    proc = run_module("dynprune.train", "--dataset", "synthetic", "--out", str(target), "--wandb", "disabled")
+    assert proc.returncode == 2 and f"--out {target} is a file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_search_warmup_default_scales_with_a_short_search():
+    from agents.config import SearchConfig
+    from dynprune.config import build
+
+    assert build(SearchConfig, {"init": "x.pt", "episodes": 4}).warmup_episodes == 1
+    assert build(SearchConfig, {"init": "x.pt", "episodes": 400}).warmup_episodes == 50
+    with pytest.raises(ConfigError, match="--warmup-episodes must be in"):
+        build(SearchConfig, {"init": "x.pt", "episodes": 4, "warmup_episodes": 10})
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("dynprune.train", "--wandb", "disabled", "--init"),
+        ("dynprune.prune", "sensitivity", "--wandb", "disabled", "--init"),
+        ("dynprune.compare", "--wandb", "disabled", "--methods", "dense,l1-filter", "--dense"),
+        ("dynprune.bench", "dynamic", "--models", "", "--checkpoint"),
+        ("dynprune.bench", "pruned"),
+        ("agents.search", "--wandb", "disabled", "--init"),
+    ],
+    ids=lambda c: " ".join(c[:2]),
+)
+def test_every_cli_says_one_line_for_a_bad_path(tmp_path, command):
+    missing = str(tmp_path / "missing.pt")
+    proc = run_module(*command, missing, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-500:]
+    assert missing in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_progress_lines_when_the_output_is_not_a_terminal(tmp_path):
+    proc = run_module(
+        "dynprune.train",
+        *("--model", "lenet5", "--dataset", "synthetic", "--train-subset", "640", "--batch-size", "64"),
+        *("--epochs", "2", "--val-size", "500", "--no-latency", "--wandb", "disabled", "--out", str(tmp_path / "r")),
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-1000:]
+    lines = [line for line in proc.stdout.splitlines() if "ETA" in line]
+    assert len(lines) == 18  # every tenth of each of the 2 epochs of 10 steps
+    assert lines[0].startswith("epoch 1/2   10% of 10 steps") and "img/s" in lines[0]
+    assert lines[-1].startswith("epoch 2/2   90% of 10 steps")
+
+
+def test_wandb_summary_holds_latency_calibration_and_the_calibrated_open_rates():
+    from dynprune.runner import summary_values
+
+    result = {
+        "top1": 90.0,
+        "latency_ms": {"b1": 2.5, "b64": 40.0, "device": "cpu"},
+        "budget_calibration": {"logit_shift": -0.3, "val_macs_ratio_after": 0.5},
+        "site_open_rates": {"layer1.0.conv1": 0.4},
+        "hard": True,
+    }
+    assert summary_values(result) == {
+        "final/top1": 90.0,
+        "final/latency_ms/b1": 2.5,
+        "final/latency_ms/b64": 40.0,
+        "final/budget_calibration/logit_shift": -0.3,
+        "final/budget_calibration/val_macs_ratio_after": 0.5,
+        "final/open/layer1.0.conv1": 0.4,
+    }
+
+
+def test_resume_reads_the_runs_own_config_and_refuses_a_contradicting_flag(tmp_path):
+    out = str(tmp_path / "run")
+    common = ("--model", "lenet5", "--dataset", "synthetic", "--train-subset", "640", "--val-size", "500")
+    first = run_module(
+        "dynprune.train",
+        *common,
+        "--epochs",
+        "2",
+        "--lr",
+        "0.05",
+        "--wandb",
+        "disabled",
+        "--no-latency",
+        "--out",
+        out,
+        timeout=120,
+    )
+    assert first.returncode == 0, first.stderr[-500:]
+    (tmp_path / "run" / "result.json").unlink()  # as if it had stopped before the end
+    contradicting = run_module("dynprune.train", "--resume", "--out", out, "--lr", "0.1", timeout=120)
+    assert contradicting.returncode == 2 and "--lr 0.1 contradicts the run's" in contradicting.stderr
+    resumed = run_module("dynprune.train", "--resume", "--out", out, "--threads", "1", timeout=120)
+    assert resumed.returncode == 0, resumed.stderr[-500:]
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["model"] == "lenet5"  # not the default
