@@ -14,7 +14,7 @@ from helpers import REPO, run_module, tiny_config
 
 from dynprune.catalog import option_groups, parse_train_cli, train_config
 from dynprune.checkpoints import CheckpointError, load_checkpoint
-from dynprune.config import ConfigError, TrainConfig, load_yaml
+from dynprune.config import ConfigError, TrainConfig, load_yaml, to_dict
 from dynprune.engine import Trainer, TrainingDiverged
 from dynprune.runner import run_training
 
@@ -220,3 +220,9 @@ def test_wandb_offline_writes_run_folder(tmp_path):
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     assert any(p.suffix == ".wandb" for p in runs[0].iterdir())
+
+
+@pytest.mark.parametrize("preset", sorted((REPO / "configs/train").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_training_preset_parses_through_the_cli(preset):
+    cfg = parse_train_cli(["--config", str(preset)], "preset", "")
+    assert cfg.model and to_dict(cfg)["target_macs"] > 0
