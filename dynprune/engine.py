@@ -178,6 +178,8 @@ class Trainer:
         self.progress = progress and sys.stderr.isatty() and self.dist.is_main
         # Output that is not a terminal (nohup, log files, CI) gets plain lines instead of a bar.
         self.progress_lines = progress and not sys.stderr.isatty() and self.dist.is_main
+        # the steps of an epoch after which a progress line is printed: every tenth of the epoch
+        self._line_steps = {max(1, round(len(train_loader) * k / 10)) for k in range(1, 10)}
         self.criterion = nn.CrossEntropyLoss(label_smoothing=optim.label_smoothing)
         self.optimizer = make_optimizer(model, optim.lr, optim.momentum, optim.weight_decay)
         steps_per_epoch = len(train_loader)
@@ -318,12 +320,6 @@ class Trainer:
             "acc": 100.0 * distributed.sum_across_ranks(float(correct.item()), device) / seen_all,
             "images_per_s": seen_all / elapsed,
         }
-
-    @property
-    def _line_steps(self) -> set[int]:
-        """The steps of an epoch after which a progress line is printed: every tenth of the epoch."""
-        n = len(self.train_loader)
-        return {max(1, round(n * k / 10)) for k in range(1, 10)}
 
     def _progress_line(self, epoch: int, done: int, seen: int, seconds: float) -> str:
         """``epoch 2/9  40% of 117 steps  612 img/s  ETA 5.1 min for the run`` (the ETA from this epoch's rate)."""

@@ -24,12 +24,17 @@ from ..prune.ratios import from_file, removed
 GLOBAL, UNIFORM = "global", "uniform"
 
 
+def kept_groups(groups: int, density: float) -> int:
+    """Channel groups a site of ``groups`` keeps at ``density``: rounded, at least one, at most all."""
+    return min(groups, max(1, round(density * groups)))
+
+
 def uniform_density(cost: CostModel, target: float, dense_macs: float, groups: dict[str, int]) -> dict[str, float]:
     """The largest density, the same at every site, whose MACs (gates included, k = round(density x groups)
     groups kept per site) stay <= target x dense MACs (bisection: MACs grow with the density)."""
 
     def fractions(density: float) -> dict[str, float]:
-        return {s: min(g, max(1, round(density * g))) / g for s, g in groups.items()}
+        return {s: kept_groups(g, density) / g for s, g in groups.items()}
 
     def ratio(density: float) -> float:
         return float(cost.macs(fractions(density))) / dense_macs
@@ -62,7 +67,7 @@ def site_densities(
     for site, g in groups.items():  # the gated sites (a site without a gate stays dense)
         width, ratio = cost.site_widths[site], ratios[site]
         kept = (width - removed(width, ratio)) / width
-        out[site] = min(g, max(1, round(kept * g))) / g
+        out[site] = kept_groups(g, kept) / g
     return out
 
 

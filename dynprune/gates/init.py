@@ -10,6 +10,7 @@ from torch import nn
 
 from ..prune.criteria import L1Norm, keep_lowest_removed
 from ..sites import get_module
+from .density import kept_groups
 from .module import GateSet
 
 
@@ -21,7 +22,7 @@ def init_gates_like_l1_filter(model: nn.Module, gate_set: GateSet, densities: Ma
     for site in gate_set.sites:
         gate = gate_set.gate(site.name)
         scores = L1Norm()(get_module(model, site.producer).weight).view(gate.groups, -1).sum(dim=1)  # [G]
-        keep = max(1, round(densities[site.name] * gate.groups))
+        keep = kept_groups(gate.groups, densities[site.name])
         open_ = keep_lowest_removed(scores, gate.groups - keep)  # 1 on the `keep` highest-norm groups
         gate.fc2.bias.copy_(torch.where(open_ > 0, bias, -bias))
 

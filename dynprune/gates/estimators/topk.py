@@ -13,6 +13,7 @@ import dataclasses
 import torch
 
 from ...base import ConfigError, option
+from ..density import kept_groups
 from ..estimator import Estimator, straight_through
 
 
@@ -32,7 +33,7 @@ class Topk(Estimator):
     fixed_count = True
 
     def fixed_keep(self, groups: int, density: float) -> int:
-        return min(groups, max(1, round(density * groups)))
+        return kept_groups(groups, density)
 
     def decide(self, logits: torch.Tensor, training: bool, density: float) -> torch.Tensor:
         k = self.fixed_keep(logits.shape[1], density)
