@@ -15,12 +15,13 @@ from typing import Any
 
 from torch import nn
 
-from .base import ConfigError
+from .base import ConfigError, flag
 from .checkpoints import load_checkpoint
 from .config import Groups, TrainConfig, build, parse_cli
 from .gates.method import GATED
 from .methods import DENSE, Method, MethodSpec
-from .models import input_shape, model_for_arch
+from .models import input_shape, model_for_arch, model_recipe
+from .models.registry import MODELS
 from .prune.method import STATIC
 from .registry import Registry
 
@@ -63,8 +64,36 @@ def train_config(values: Mapping[str, Any]) -> TrainConfig:
     return cfg
 
 
+def recipe_defaults(chosen: Mapping[str, Any]) -> dict[str, Any]:
+    """The defaults the chosen model and method variant bring (model first, so a method's recipe wins where both
+    set a value); unknown names bring none (validation reports them)."""
+    model = chosen.get("model", TrainConfig.model)
+    values = dict(model_recipe(model)) if model in MODELS else {}
+    for _, spec in TRAINING_METHODS.items():
+        variant = chosen.get(spec.selector, "none") if spec.selector else "none"
+        if variant in spec.variants():
+            values.update(spec.recipe(variant))
+    return values
+
+
+def recipes_help() -> str:
+    """The --help epilog: which defaults each model and method variant changes."""
+    lines = ["defaults that follow the choice of --model or method (flags and --config override them):"]
+    for name in MODELS.names():
+        lines.append(f"  --model {name}: " + _values(model_recipe(name)))
+    for _, spec in TRAINING_METHODS.items():
+        for variant in spec.variants() if spec.selector else []:
+            if spec.recipe(variant):
+                lines.append(f"  --{spec.selector} {variant}: " + _values(spec.recipe(variant)))
+    return "\n".join(lines)
+
+
+def _values(values: Mapping[str, Any]) -> str:
+    return ", ".join(f"--{flag(k)} {v}" for k, v in values.items()) or "(the general defaults)"
+
+
 def parse_train_cli(argv: Sequence[str] | None, prog: str, description: str) -> TrainConfig:
-    cfg = parse_cli(TrainConfig, argv, prog, description, option_groups())
+    cfg = parse_cli(TrainConfig, argv, prog, description, option_groups(), recipe_defaults, recipes_help())
     try:
         method_spec(cfg)
     except ConfigError as exc:

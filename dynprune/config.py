@@ -14,7 +14,7 @@ import math
 import sys
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -166,8 +166,23 @@ def _add_flags(parser: Any, cls: type, preset: Mapping[str, Any]) -> None:
             parser.add_argument(f"--{flag(f.name)}", dest=f.name, default=None, help=helptext, metavar="X")
 
 
-def parse_cli(cls: type[C], argv: Sequence[str] | None, prog: str, description: str, groups: Groups | None = None) -> C:
-    """Parse ``argv`` into ``cls``; a bad value exits with one line on stderr and status 2."""
+#: the defaults a choice brings (e.g. the chosen model's or estimator's recipe), from the values chosen so far
+RecipeFn = Callable[[Mapping[str, Any]], Mapping[str, Any]]
+
+
+def parse_cli(
+    cls: type[C],
+    argv: Sequence[str] | None,
+    prog: str,
+    description: str,
+    groups: Groups | None = None,
+    recipe: RecipeFn | None = None,
+    epilog: str | None = None,
+) -> C:
+    """Parse ``argv`` into ``cls``; a bad value exits with one line on stderr and status 2.
+
+    Values are layered: the fields' defaults, then ``recipe(chosen)`` (defaults that depend on what the preset
+    and flags chose), then the ``--config`` preset, then the flags."""
     argv = list(sys.argv[1:] if argv is None else argv)
     pre = _OneLineParser(prog=prog, add_help=False)
     pre.add_argument("--config", default=None)
@@ -177,7 +192,9 @@ def parse_cli(cls: type[C], argv: Sequence[str] | None, prog: str, description: 
     except ConfigError as exc:
         pre.exit(2, f"{prog}: error: {exc}\n")
 
-    parser = _OneLineParser(prog=prog, description=description)
+    parser = _OneLineParser(
+        prog=prog, description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", default=None, help="YAML preset; flags given here override it")
     _add_flags(parser, cls, preset)
     for group, group_cls in (groups or {}).items():
@@ -185,10 +202,9 @@ def parse_cli(cls: type[C], argv: Sequence[str] | None, prog: str, description: 
             _add_flags(parser.add_argument_group(f"{group} options"), group_cls, preset)
     args = vars(parser.parse_args(argv))
     args.pop("config")
-    values = dict(preset)
-    values.update({k: v for k, v in args.items() if v is not None})
+    chosen = {**preset, **{k: v for k, v in args.items() if v is not None}}
     try:
-        return build(cls, values, groups)
+        return build(cls, {**(recipe(chosen) if recipe else {}), **chosen}, groups)
     except ConfigError as exc:
         parser.exit(2, f"{prog}: error: {exc}\n")
 

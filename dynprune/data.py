@@ -88,6 +88,12 @@ class DatasetSpec:
     std: tuple[float, ...]
     flip: bool
     crop_padding: int
+    #: shipped inside the package (``dynprune/<folder>/``): no --data-dir, no download
+    bundled: bool = False
+
+
+#: where bundled data sets live: the package folder itself
+BUNDLED_ROOT = Path(__file__).resolve().parent
 
 
 # ----------------------------------------------------------------------------------------------- readers
@@ -201,6 +207,26 @@ DATASETS: dict[str, DatasetSpec] = {
         std=(0.3530,),
         flip=True,  # clothes stay clothes when mirrored
         crop_padding=2,
+    ),
+    # 600 training and 100 test images per class of Fashion-MNIST, the first of each class in the published files'
+    # order, in the original idx format (MIT licensed, Zalando Research; dynprune/sample/README.md): the tests' and
+    # smoke runs' data where the full files are not at hand. Default --val-size 5000 leaves 1,000 to train on.
+    "fashion-mnist-sample": DatasetSpec(
+        folder="sample",
+        files=(
+            RemoteFile("train-images-idx3-ubyte.gz", "9b726f05c7c5b775685f5135b11aa7cf", 2615845),
+            RemoteFile("train-labels-idx1-ubyte.gz", "84b343bef7b858098d917ad09f8aab9d", 3078),
+            RemoteFile("t10k-images-idx3-ubyte.gz", "b2ab7aaadae1a58bdcedfba84aab8b18", 436247),
+            RemoteFile("t10k-labels-idx1-ubyte.gz", "05cbae676d53b2aedebc53a7a0016b7f", 519),
+        ),
+        base_url="",
+        reader=_read_mnist_like,
+        num_classes=10,
+        mean=(0.2860,),
+        std=(0.3530,),
+        flip=True,
+        crop_padding=2,
+        bundled=True,
     ),
     "mnist": DatasetSpec(
         folder="mnist",
@@ -377,7 +403,8 @@ def load_dataset(
         mean, std, flip, pad = IMAGENET_MEAN, IMAGENET_STD, True, max(1, image_size // 16)
     elif name in DATASETS:
         spec = DATASETS[name]
-        folder = ensure_files(spec, resolve_data_dir(data_dir), download)
+        root = BUNDLED_ROOT if spec.bundled else resolve_data_dir(data_dir)
+        folder = ensure_files(spec, root, download and not spec.bundled)
         train, test = spec.reader(folder)
         mean, std, num_classes, flip, pad = (
             spec.mean,

@@ -8,7 +8,7 @@ checkpoint. ``dense`` is the plain baseline. Each method family describes itself
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,8 @@ class MethodSpec:
     variants: Callable[[], list[str]]  # the names that field may take
     option_groups: Callable[[], dict[str, type]]  # {group: options dataclass}; the groups' fields are CLI flags
     build: Callable[[TrainConfig, str], Method]  # (config, variant) -> the method
+    #: variant -> the option values it measured best with (defaults of the CLI where no flag or preset sets them)
+    recipe: Callable[[str], Mapping[str, Any]] = lambda variant: {}
 
 
 class Method:

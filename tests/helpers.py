@@ -9,8 +9,17 @@ from pathlib import Path
 
 from dynprune.catalog import train_config
 from dynprune.config import TrainConfig
+from dynprune.data import BUNDLED_ROOT, ENV_VAR
 
 REPO = Path(__file__).resolve().parents[1]
+# Real data: the full Fashion-MNIST where $DYNPRUNE_DATA holds it, else the sample shipped in the package (7,000
+# real images), so the tests run on any machine, with or without a data folder or a network. Subprocesses inherit
+# $DYNPRUNE_DATA, and the sample needs no folder, so ``--dataset`` alone selects the data in a CLI.
+_FULL = Path(os.environ.get(ENV_VAR) or "/nonexistent")
+FULL_DATA = (_FULL / "fashion-mnist").is_dir()
+DATASET = "fashion-mnist" if FULL_DATA else "fashion-mnist-sample"
+DATA = _FULL if FULL_DATA else BUNDLED_ROOT
+DATA_FLAGS = ("--dataset", DATASET)
 
 TINY = dict(
     model="lenet5",

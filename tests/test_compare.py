@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import REPO, run_module
+from helpers import DATA_FLAGS, DATASET, REPO, run_module
 
 from dynprune.catalog import parse_train_cli
 from dynprune.checkpoints import CheckpointError
@@ -24,7 +24,8 @@ QUICK_METHODS = set(COMPARE_METHODS.names())  # --quick runs every registered me
 
 
 def plan_config(tmp_path: Path, **kw) -> CompareConfig:
-    values = {"out": str(tmp_path / "cmp"), "val_size": 500, "wandb": "disabled", "threads": 1, **kw}
+    values = {"out": str(tmp_path / "cmp"), "dataset": DATASET, "val_size": 500, "wandb": "disabled", "threads": 1}
+    values.update(kw)
     return build(CompareConfig, values)
 
 
@@ -37,7 +38,7 @@ def plan_config(tmp_path: Path, **kw) -> CompareConfig:
         ({"methods": ["l1-filter"], "dense": "nowhere/checkpoint.pt"}, "no such checkpoint"),
     ],
 )
-def test_whole_plan_is_validated_before_anything_runs(tmp_path, data_root, overrides, message):
+def test_whole_plan_is_validated_before_anything_runs(tmp_path, overrides, message):
     with pytest.raises((ConfigError, CheckpointError), match=message):
         build_plan(plan_config(tmp_path, **overrides))
     assert not (tmp_path / "cmp").exists()
@@ -51,7 +52,7 @@ def test_narrow_width_matches_the_mac_target():
 
 
 @pytest.mark.slow
-def test_quick_comparison_end_to_end_then_resumes(tmp_path, data_root):
+def test_quick_comparison_end_to_end_then_resumes(tmp_path):
     out = tmp_path / "quick"
     # the synthetic data set: no files to read and a small test split, so every registered method fits in CI
     args = ("--quick", "--dataset", "synthetic", "--out", str(out), "--wandb", "disabled", "--threads", "2")
@@ -80,7 +81,7 @@ def _results(out: Path) -> dict[str, tuple[str, str]]:
 
 
 @pytest.mark.slow
-def test_parallel_workers_give_the_serial_results(tmp_path, data_root):
+def test_parallel_workers_give_the_serial_results(tmp_path):
     common = ("--methods", "dense,l1-filter,narrow", "--targets", "0.5", "--train-subset", "256", "--val-size", "300")
     common += ("--dataset", "synthetic")  # a small test split: the latency pass and evaluations stay cheap
     common += ("--epochs", "1", "--dense-epochs", "1", "--wandb", "disabled", "--threads", "1")
@@ -104,7 +105,7 @@ def test_parallel_workers_give_the_serial_results(tmp_path, data_root):
 
 
 @pytest.mark.slow
-def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path, data_root):
+def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path):
     out = tmp_path / "dry"
     proc = run_module(
         "dynprune.compare",
@@ -113,6 +114,7 @@ def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path, data_root):
         "--methods",
         "dense,l1-filter,rl,narrow",  # every family but one compact architecture: each is timed for the estimate
         "--dry-run",
+        *DATA_FLAGS,
         "--out",
         str(out),
         "--wandb",

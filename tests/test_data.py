@@ -8,18 +8,23 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import DATASET
 
 from dynprune import data as D
 
+#: (training images, test images per class) of the full data set and of the sample shipped in the package
+PUBLISHED = {"fashion-mnist": (60000, 1000), "fashion-mnist-sample": (6000, 100)}
+
 
 def test_real_fashion_mnist_loads_with_fixed_val_split(fmnist, data_root):
-    assert len(fmnist.train) == 55000 and len(fmnist.val) == 5000 and len(fmnist.test) == 10000
+    n_train, per_class = PUBLISHED[DATASET]
+    assert len(fmnist.train) == n_train - 5000 and len(fmnist.val) == 5000 and len(fmnist.test) == 10 * per_class
     assert fmnist.train.images.dtype == torch.uint8
     assert fmnist.train.images.shape[1:] == (1, 28, 28)
     assert set(fmnist.test.labels.unique().tolist()) == set(range(10))
     # Class balance of the real test set: 1,000 per class.
-    assert torch.bincount(fmnist.test.labels).tolist() == [1000] * 10
-    again = D.load_dataset("fashion-mnist", data_root, download=False)
+    assert torch.bincount(fmnist.test.labels).tolist() == [per_class] * 10
+    again = D.load_dataset(DATASET, data_root, download=False)
     assert torch.equal(again.val.labels, fmnist.val.labels), "validation split must be the same every time"
 
 
@@ -88,14 +93,15 @@ def test_cifar_reader_on_written_batches_and_tar(tmp_path):
 
 
 def test_corrupted_file_is_rejected_by_name(tmp_path, data_root):
-    folder = tmp_path / "fashion-mnist"
-    shutil.copytree(data_root / "fashion-mnist", folder)
+    spec = D.DATASETS[DATASET]
+    folder = tmp_path / spec.folder
+    shutil.copytree(data_root / spec.folder, folder)
     victim = folder / "t10k-labels-idx1-ubyte.gz"
     raw = bytearray(victim.read_bytes())
     raw[100] ^= 0xFF  # same size, different content
     victim.write_bytes(bytes(raw))
     with pytest.raises(D.DataError, match="t10k-labels-idx1-ubyte.gz: md5"):
-        D.load_dataset("fashion-mnist", tmp_path, download=False)
+        D.ensure_files(spec, tmp_path, download=False)  # the check load_dataset runs on every data set's files
 
 
 def test_missing_files_name_folder_files_and_md5(tmp_path):
@@ -115,7 +121,9 @@ def test_data_dir_resolution(monkeypatch, tmp_path):
 
 
 def test_unknown_dataset_lists_known():
-    with pytest.raises(D.DataError, match="known: fashion-mnist, mnist, cifar10, cifar100, synthetic"):
+    with pytest.raises(
+        D.DataError, match="known: fashion-mnist, fashion-mnist-sample, mnist, cifar10, cifar100, synthetic"
+    ):
         D.load_dataset("imagenet")
 
 

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import REPO, run_module
+from helpers import DATA_FLAGS, REPO, run_module
 
 from dynprune.checkpoints import load_checkpoint
 
 # LeNet-5 has no BatchNorm: 2 ranks x 32 images must then give exactly the gradients of one process x 64.
-LENET = ("--model", "lenet5", "--train-subset", "512", "--val-size", "500", "--batch-size", "64", "--lr", "0.05")
+LENET = (*DATA_FLAGS, "--model", "lenet5", "--train-subset", "512", "--val-size", "500")
+LENET += ("--batch-size", "64", "--lr", "0.05")
 QUIET = ("--wandb", "disabled", "--no-latency", "--threads", "1")
 
 
@@ -35,7 +36,7 @@ def metrics(run: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_two_gloo_ranks_train_like_one_process_on_the_global_batch(tmp_path, data_root):
+def test_two_gloo_ranks_train_like_one_process_on_the_global_batch(tmp_path):
     one = run_module("dynprune.train", *LENET, *QUIET, "--epochs", "2", "--out", str(tmp_path / "one"))
     assert one.returncode == 0, one.stderr[-2000:]
     two = run_torchrun(*LENET, *QUIET, "--epochs", "2", "--out", str(tmp_path / "two"))
@@ -56,11 +57,11 @@ def test_two_gloo_ranks_train_like_one_process_on_the_global_batch(tmp_path, dat
 
 
 @pytest.mark.slow
-def test_gated_distributed_run_resumes_after_interrupt(tmp_path, data_root):
+def test_gated_distributed_run_resumes_after_interrupt(tmp_path):
     """Gates' budget on the global batch, stopped after an epoch by Ctrl-C, continued with --resume."""
     out = tmp_path / "gated"
     args = ("--model", "resnet20", "--width", "0.5", "--gate", "ste", "--target-macs", "0.6", "--epochs", "6")
-    args += ("--train-subset", "512", "--val-size", "500", "--batch-size", "64", *QUIET, "--out", str(out))
+    args += ("--train-subset", "512", "--val-size", "500", "--batch-size", "64", *QUIET, *DATA_FLAGS, "--out", str(out))
     proc = subprocess.Popen(
         torchrun("-m", "dynprune.train", *args),
         cwd=REPO,
@@ -88,21 +89,21 @@ def test_gated_distributed_run_resumes_after_interrupt(tmp_path, data_root):
 
 
 @pytest.mark.slow
-def test_batch_that_does_not_split_over_the_ranks_is_refused(tmp_path, data_root):
+def test_batch_that_does_not_split_over_the_ranks_is_refused(tmp_path):
     proc = run_torchrun(*LENET[:-4], "--batch-size", "63", *QUIET, "--epochs", "1", "--out", str(tmp_path / "x"))
     assert proc.returncode != 0
     assert "--batch-size 63 must be divisible by the 2 torchrun processes" in proc.stderr
 
 
-def test_sync_bn_on_cpu_is_a_clear_error(tmp_path, data_root):
+def test_sync_bn_on_cpu_is_a_clear_error(tmp_path):
     proc = run_module("dynprune.train", *LENET, *QUIET, "--sync-bn", "--device", "cpu", "--out", str(tmp_path / "x"))
     assert proc.returncode == 2 and "--sync-bn needs CUDA" in proc.stderr
 
 
 @pytest.mark.slow
-def test_ddp_benchmark_times_one_and_two_processes(tmp_path, data_root):
+def test_ddp_benchmark_times_one_and_two_processes(tmp_path):
     out = tmp_path / "ddp.json"
-    args = ("ddp", "--model", "lenet5", "--train-subset", "256", "--batch-size", "64", "--epochs", "1")
+    args = ("ddp", *DATA_FLAGS, "--model", "lenet5", "--train-subset", "256", "--batch-size", "64", "--epochs", "1")
     proc = run_module("dynprune.bench", *args, "--procs", "1,2", "--json", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads(out.read_text())

@@ -28,7 +28,7 @@ def cli(*args: str, timeout: int = 300, **popen) -> subprocess.CompletedProcess:
     return run_module("dynprune.train", *args, timeout=timeout, cwd=popen.get("cwd", REPO))
 
 
-def test_smoke_cli_writes_run_folder(tmp_path, data_root):
+def test_smoke_cli_writes_run_folder(tmp_path, data_flags):
     out = tmp_path / "smoke"
     proc = cli(
         "--model",
@@ -38,15 +38,16 @@ def test_smoke_cli_writes_run_folder(tmp_path, data_root):
         "--epochs",
         "1",
         "--train-subset",
-        "512",
+        "2048",
+        "--val-size",
+        "1000",
         "--batch-size",
         "64",
         "--out",
         str(out),
         "--wandb",
         "disabled",
-        "--data-dir",
-        str(data_root),
+        *data_flags,
     )
     assert proc.returncode == 0, proc.stderr
     for name in ("config.yaml", "checkpoint.pt", "metrics.jsonl", "result.json"):
@@ -67,7 +68,7 @@ def test_smoke_cli_writes_run_folder(tmp_path, data_root):
         "train_seconds",
     ):
         assert key in result, key
-    assert result["dataset"] == "fashion-mnist" and result["method"] == "dense"
+    assert result["dataset"] == data_flags[1] and result["method"] == "dense"
     assert 10.0 < result["top1"] <= 100.0  # one short epoch on real data beats chance
     assert result["macs"] == result["macs_dense"] and result["macs_ratio"] == 1.0
     assert result["latency_ms"]["b1"] > 0 and result["latency_ms"]["b64"] > result["latency_ms"]["b1"]

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import run_module, tiny_config
+from helpers import DATA_FLAGS, run_module, tiny_config
 
 from dynprune import checkpoints
 from dynprune.base import ConfigError
@@ -112,7 +112,7 @@ def test_search_warmup_default_scales_with_a_short_search():
     [
         ("dynprune.train", "--wandb", "disabled", "--init"),
         ("dynprune.prune", "sensitivity", "--wandb", "disabled", "--init"),
-        ("dynprune.compare", "--wandb", "disabled", "--methods", "dense,l1-filter", "--dense"),
+        ("dynprune.compare", *DATA_FLAGS, "--wandb", "disabled", "--methods", "dense,l1-filter", "--dense"),
         ("dynprune.bench", "dynamic", "--models", "", "--checkpoint"),
         ("dynprune.bench", "pruned"),
         ("agents.search", "--wandb", "disabled", "--init"),

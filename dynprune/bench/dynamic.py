@@ -20,7 +20,7 @@ from torch import nn
 from ..cost import interleaved_latency
 from ..data import BatchLoader, data_of_checkpoint
 from ..fold import fold_bn
-from ..gates.calibrate import bisect_logit_shift
+from ..gates.calibrate import find_logit_shift
 from ..gates.deploy import to_deploy
 from ..gates.method import GatedMethod
 from ..models import create_model, list_models
@@ -72,7 +72,7 @@ def random_gated_model(name: str, target: float, seed: int = 0) -> tuple[nn.Modu
         model.gate_set.logit_shift = shift
         return mean_macs_ratio(model, method, x)
 
-    bisect_logit_shift(ratio_at, target, tolerance=0.01)
+    model.gate_set.logit_shift = find_logit_shift(ratio_at, target, tolerance=0.01).shift  # the best, not the last
     model.gate_set.fold_logit_shift()
     return model, method, shape
 

@@ -96,10 +96,9 @@ class GatedCompare(CompareMethod):
     cost_factor = 1.2  # the gates' small networks and budget terms
     extra_val_passes = 15.0  # + the budget calibration, a bisection of ~12 validation passes
 
-    def __init__(self, name: str, description: str, gate: str | None = None, recipe: dict | None = None) -> None:
+    def __init__(self, name: str, description: str, gate: str | None = None) -> None:
         super().__init__(name, description)
         self.gate = gate or name
-        self.recipe = dict(recipe or {})
 
     def overrides(self, cfg: CompareConfig, target: float) -> dict[str, Any]:
         # Gates must reach the budget within the shared (often short) fine-tune: the target slides in over the
@@ -111,7 +110,7 @@ class GatedCompare(CompareMethod):
             "budget_weight": cfg.gate_budget_weight,
             "budget_warmup_epochs": cfg.epochs / 4,
             "noise_fade": 0.5,
-            **self.recipe,
+            **ESTIMATORS[self.gate].recipe,  # the estimator's own measured recipe, as for --gate NAME
         }
 
     def check_target(self, cfg: CompareConfig, cost: CostModel, target: float) -> None:
@@ -232,17 +231,6 @@ def width_for_macs(model: str, target_macs: float, in_channels: int, num_classes
 
 
 #: per-estimator TrainConfig values for the comparison's short fine-tunes, chosen on the validation split of
-#: 2-epoch fine-tunes at 0.1 of the dense MACs (BENCHMARKS.md, "Gate recipes"): every gate starts on the channels
-#: l1-filter keeps (+12.4 points for topk); the threshold gates are held per site (a global budget or an open start
-#: lost 20-50 points) with a budget weight of 20 and no target slide (they start at their density).
-_HELD_PER_SITE = {"gate_init": "l1", "gate_density": "uniform", "budget_weight": 20.0, "budget_warmup_epochs": 0.0}
-GATE_RECIPES: dict[str, dict[str, Any]] = {
-    "topk": {"gate_init": "l1"},
-    "ste": _HELD_PER_SITE,
-    "gumbel": _HELD_PER_SITE,
-    "hardconcrete": _HELD_PER_SITE,
-}
-
 COMPARE_METHODS: Registry[CompareMethod] = Registry("compared method")
 
 
@@ -255,14 +243,13 @@ for _name, _pruner in PRUNERS.items():  # every static pruner; structured ones h
     _how = "channels removed physically (--hard)" if _pruner.structured else "(MACs counted as nonzero-weight MACs)"
     _register(StaticMethod(_name, f"{_pruner.description}; {_how}", _pruner.structured))
 for _name, _estimator in ESTIMATORS.items():  # every gate estimator, with its recipe for short fine-tunes
-    _register(GatedCompare(_name, f"dynamic {_name} gates: {_estimator.summary}", recipe=GATE_RECIPES.get(_name)))
+    _register(GatedCompare(_name, f"dynamic {_name} gates: {_estimator.summary}"))
 _register(RLMethod("rl", "per-site ratios searched by an RL agent (agents.search), then fine-tuned as l1-filter"))
 _register(
     RLDensityGates(
         "topk-rl",
         "hybrid: per-site densities from an RL search (policy.json), topk gates choose the channels per input",
         gate="topk",
-        recipe=GATE_RECIPES.get("topk"),
     )
 )
 _register(CompactMethod("narrow", "the same model at a width multiplier of matched MACs, from scratch", None))

@@ -13,6 +13,8 @@ while the gradient is that of ``soft``.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import torch
@@ -32,6 +34,9 @@ class Estimator:
     summary: ClassVar[str] = ""
     #: every sample keeps exactly its site's k = density x groups channels (fixed shapes; the budget is met exactly)
     fixed_count: ClassVar[bool] = False
+    #: option values this estimator measured best with: the defaults of ``--gate NAME`` (flags and presets
+    #: override them) and of its comparison cells
+    recipe: ClassVar[Mapping[str, Any]] = MappingProxyType({})
 
     def __init__(self, options: Any | None = None) -> None:
         self.options = options if options is not None else self.Options()
@@ -55,6 +60,16 @@ class Estimator:
     def logs(self) -> dict[str, float]:
         """Scalars worth logging per step and saving in result.json (e.g. the current temperature)."""
         return {}
+
+
+#: The threshold gates' recipe (BENCHMARKS.md, "Gate recipes" and "Gates against static pruning"; 2-epoch
+#: fine-tunes from dense at 0.1 of its MACs): start on exactly the channels l1-filter keeps, hold every site to
+#: its density, a light budget weight and no target slide (they start at their density). A global budget or an
+#: open start lost 20-50 points there. Gumbel's noise fades over the second half so training ends on the
+#: deterministic decisions the model is tested with.
+HELD_PER_SITE: Mapping[str, Any] = MappingProxyType(
+    {"gate_init": "l1", "gate_density": "uniform", "budget_weight": 20.0, "budget_warmup_epochs": 0.0}
+)
 
 
 def straight_through(hard: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ need neither the budget term nor the calibration.
 from __future__ import annotations
 
 import dataclasses
-import functools
+import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -27,7 +27,7 @@ from ..cost import CostModel
 from ..distributed import global_mean
 from ..engine import evaluate
 from ..methods import Method, MethodSpec
-from .calibrate import bisect_logit_shift
+from .calibrate import two_stage_shift
 from .density import GLOBAL, UNIFORM, bounds, site_densities, slide
 from .deploy import to_deploy
 from .estimator import Estimator
@@ -196,26 +196,39 @@ class GatedMethod(Method):
             self._calibrate_sites(model, val_loader, amp_dtype)
             return
 
-        @functools.cache  # the unshifted ratio is asked for twice (first bisection point, "before")
-        def ratio_at(shift: float) -> float:
+        def ratio_on(loader: Any, shift: float) -> float:
             self.gate_set.logit_shift = shift
-            return evaluate(model, val_loader, self, amp_dtype).macs.mean().item() / self.dense_macs
+            return evaluate(model, loader, self, amp_dtype).macs.mean().item() / self.dense_macs
 
-        shift, ratio = bisect_logit_shift(ratio_at, self.target, self.calibration_tolerance)
-        before = ratio_at(0.0) if shift != 0.0 else ratio
-        self.gate_set.logit_shift = shift
+        started = time.perf_counter()
+        before = ratio_on(val_loader, 0.0)
+        found, subset_passes = two_stage_shift(ratio_on, val_loader, self.target, self.calibration_tolerance)
+        seconds = time.perf_counter() - started
+        self.gate_set.logit_shift = found.shift
         self.gate_set.fold_logit_shift()
         self.calibration = {
             "val_macs_ratio_before": before,
-            "val_macs_ratio_after": ratio,
-            "logit_shift": shift,
+            "val_macs_ratio_after": found.ratio,
+            "logit_shift": found.shift,
+            "val_passes": found.passes + 1,
+            "subset_passes": subset_passes,
+            "seconds": round(seconds, 1),
         }
+        print(
+            f"budget calibration: {found.passes + 1} validation passes (+ {subset_passes} on a subset), "
+            f"{seconds:.1f} s, val MACs {before:.3f}x -> {found.ratio:.3f}x dense",
+            flush=True,
+        )
 
     def _calibrate_sites(self, model: nn.Module, val_loader: Any, amp_dtype: torch.dtype | None) -> None:
         """Per-site calibration on the validation split: each site's logits shifted so that its eval open rate
         is its density (a quantile per site, repeated a few passes; ``quantile_shifts``)."""
 
+        passes = 2  # the "before" pass and the "after" pass around the search
+
         def logits_at(shifts: dict[str, float]) -> dict[str, torch.Tensor]:
+            nonlocal passes
+            passes += 1
             self.gate_set.site_shifts = dict(shifts)
             self._collect: dict[str, list[torch.Tensor]] = {site: [] for site in self.densities}
             evaluate(model, val_loader, self, amp_dtype)
@@ -223,17 +236,22 @@ class GatedMethod(Method):
             self._collect = {}
             return collected
 
+        started = time.perf_counter()
         evaluate(model, val_loader, self, amp_dtype)
         before = self.open_rates()
         shifts = quantile_shifts(logits_at, self.densities)
         self.gate_set.site_shifts = shifts
         self.gate_set.fold_logit_shift()
         evaluate(model, val_loader, self, amp_dtype)
+        seconds = time.perf_counter() - started
         self.calibration = {
             "val_open_rates_before": before,
             "val_open_rates_after": self.open_rates(),
             "site_shifts": shifts,
+            "val_passes": passes,
+            "seconds": round(seconds, 1),
         }
+        print(f"budget calibration: per site, {passes} validation passes, {seconds:.1f} s", flush=True)
 
     # -- evaluation
     def deploy_model(self, model: nn.Module) -> nn.Module:
@@ -285,4 +303,6 @@ def _option_groups() -> dict[str, type]:
     return {"gated": GateOptions, **{name: est.Options for name, est in ESTIMATORS.items()}}
 
 
-GATED = MethodSpec("gated", "gate", ESTIMATORS.names, _option_groups, GatedMethod.from_config)
+GATED = MethodSpec(
+    "gated", "gate", ESTIMATORS.names, _option_groups, GatedMethod.from_config, lambda name: ESTIMATORS[name].recipe
+)

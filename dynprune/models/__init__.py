@@ -8,7 +8,9 @@ from .registry import (
     input_shape,
     list_models,
     model_for_arch,
+    model_recipe,
     register_model,
+    with_recipe,
 )
 
 __all__ = [
@@ -18,5 +20,7 @@ __all__ = [
     "input_shape",
     "list_models",
     "model_for_arch",
+    "model_recipe",
     "register_model",
+    "with_recipe",
 ]

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..sites import ChannelSite
-from .registry import SiteModel, register_model
+from .registry import SiteModel, register_model, with_recipe
 
 # (expansion t, output channels c, repeats n, first stride s), from the paper's table 2
 SETTINGS = [
@@ -94,6 +94,8 @@ class MobileNetV2(SiteModel):
         return sites
 
 
+#: MobileNetV2's paper uses a small weight decay (4e-5): the depthwise filters have few weights to regularise
 @register_model
+@with_recipe(lr=0.1, schedule="onecycle", weight_decay=4e-5)
 def mobilenetv2(in_channels: int = 3, num_classes: int = 10, image_size: int = 32, width: float = 1.0) -> MobileNetV2:
     return MobileNetV2(in_channels, num_classes, image_size, width)

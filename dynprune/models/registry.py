@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any
 
 from torch import nn
 
@@ -21,6 +23,22 @@ ModelFn = Callable[..., SiteModel]
 MODELS: Registry[ModelFn] = Registry("model")
 UnknownModelError = UnknownNameError
 register_model = MODELS.register()
+
+
+def with_recipe(**values: Any) -> Callable[[ModelFn], ModelFn]:
+    """Decorator (under ``@register_model``): the training values this model learns well with (lr, schedule,
+    weight decay), the defaults of ``--model NAME`` where no flag or preset sets them."""
+
+    def mark(fn: ModelFn) -> ModelFn:
+        fn.recipe = MappingProxyType(dict(values))  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+def model_recipe(name: str) -> Mapping[str, Any]:
+    """The model's own training recipe (empty for a model registered without one)."""
+    return getattr(MODELS.get(name), "recipe", MappingProxyType({}))
 
 
 def list_models() -> list[str]:

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..sites import ChannelSite
-from .registry import SiteModel, register_model, scaled
+from .registry import SiteModel, register_model, scaled, with_recipe
 
 
 class Block(nn.Module):
@@ -55,6 +55,8 @@ class ResNet18(SiteModel):
         ]
 
 
+#: torchvision's ResNet recipe (peak lr 0.1, weight decay 1e-4) with the one-cycle schedule of the spine
 @register_model
+@with_recipe(lr=0.1, schedule="onecycle", weight_decay=1e-4)
 def resnet18(in_channels: int = 3, num_classes: int = 1000, image_size: int = 224, width: float = 1.0) -> ResNet18:
     return ResNet18(in_channels, num_classes, image_size, width)

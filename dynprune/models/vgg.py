@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ..sites import ChannelSite
-from .registry import SiteModel, register_model, scaled
+from .registry import SiteModel, register_model, scaled, with_recipe
 
 CONFIGS: dict[str, list[int | str]] = {
     "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512],
@@ -50,11 +50,14 @@ class VGG(SiteModel):
         return sites
 
 
+#: VGG with BatchNorm: a lower peak than the ResNets (no identity paths to carry the signal at a high lr)
 @register_model
+@with_recipe(lr=0.05, schedule="onecycle", weight_decay=5e-4)
 def vgg11(in_channels: int = 3, num_classes: int = 10, image_size: int = 32, width: float = 1.0) -> VGG:
     return VGG(CONFIGS["vgg11"], in_channels, num_classes, image_size, width)
 
 
 @register_model
+@with_recipe(lr=0.05, schedule="onecycle", weight_decay=5e-4)
 def vgg16(in_channels: int = 3, num_classes: int = 10, image_size: int = 32, width: float = 1.0) -> VGG:
     return VGG(CONFIGS["vgg16"], in_channels, num_classes, image_size, width)

@@ -11,11 +11,12 @@ lose (30.6% top-1).
 from __future__ import annotations
 
 import dataclasses
+from types import MappingProxyType
 
 import torch
 
 from ...base import ConfigError, option
-from ..estimator import Estimator, eval_decision, logistic_noise, straight_through
+from ..estimator import HELD_PER_SITE, Estimator, eval_decision, logistic_noise, straight_through
 
 
 @dataclasses.dataclass
@@ -36,6 +37,7 @@ class Gumbel(Estimator):
     name = "gumbel"
     Options = GumbelOptions
     summary = "logit + logistic noise, sigmoid(./tau), hard 0/1 forward, straight-through; eval: logit >= 0"
+    recipe = MappingProxyType({**HELD_PER_SITE, "noise_fade": 0.5})
 
     def __init__(self, options: GumbelOptions | None = None) -> None:
         super().__init__(options)

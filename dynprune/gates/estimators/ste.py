@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 
 from ...base import option
-from ..estimator import Estimator, eval_decision, straight_through
+from ..estimator import HELD_PER_SITE, Estimator, eval_decision, straight_through
 
 
 @dataclasses.dataclass
@@ -20,6 +20,7 @@ class Ste(Estimator):
     name = "ste"
     Options = SteOptions
     summary = "logit >= 0 forward (train and eval), sigmoid or identity gradient"
+    recipe = HELD_PER_SITE
 
     def decide(self, logits: torch.Tensor, training: bool, density: float) -> torch.Tensor:
         hard = eval_decision(logits)
