@@ -12,13 +12,12 @@ The same formula serves static keep ratios (floats) and per-sample gate decision
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
-from torch.utils.benchmark import Timer
 from torch.utils.flop_counter import FlopCounterMode
 
 from .sites import ChannelSite
@@ -155,63 +154,3 @@ def flop_counter_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
         model(torch.zeros(1, *input_shape, device=param.device, dtype=param.dtype))
     model.train(was_training)
     return counter.get_total_flops() // 2
-
-
-def measure_latency(
-    model: nn.Module,
-    input_shape: Sequence[int],
-    batch_sizes: Sequence[int] = (1, 64),
-    threads: int | None = None,
-    min_run_time: float = 0.3,
-    channels_last: bool = False,
-    inputs: Mapping[int, torch.Tensor] | None = None,
-) -> dict[str, float]:
-    """Median inference latency in milliseconds per batch, keyed ``b1``, ``b64``...
-
-    ``torch.utils.benchmark.Timer`` warms up, fixes the thread count and reports robust statistics.
-    """
-    param = next(model.parameters())
-    threads = threads or torch.get_num_threads()
-    was_training = model.training
-    model.eval()
-    out = {}
-    try:
-        for b in batch_sizes:
-            x = (
-                inputs[b]
-                if inputs and b in inputs
-                else torch.randn(b, *input_shape, device=param.device, dtype=param.dtype)
-            )
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.no_grad():
-                model(x)  # warm-up outside the timer (first call allocates)
-                timer = Timer("model(x)", globals={"model": model, "x": x}, num_threads=threads)
-                out[f"b{b}"] = timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
-    finally:
-        model.train(was_training)
-    return out
-
-
-def interleaved_latency(
-    models: Mapping[str, Callable[[torch.Tensor], torch.Tensor]],
-    x: torch.Tensor,
-    threads: int,
-    min_run_time: float,
-    rounds: int = 5,
-) -> dict[str, float]:
-    """Median ms per call of each model on ``x``, timed in ``rounds`` interleaved passes, fastest pass kept.
-
-    On a shared machine the speed drifts within seconds: timing A fully and then B turns the drift into a
-    speed-up. Interleaving puts every model in every phase; the fastest pass is the least disturbed one.
-    """
-    best = dict.fromkeys(models, float("inf"))
-    with torch.no_grad():
-        for model in models.values():
-            model(x)  # warm-up outside the timer (first call allocates)
-        for _ in range(rounds):
-            for name, model in models.items():
-                timer = Timer("model(x)", globals={"model": model, "x": x}, num_threads=threads)
-                ms = timer.blocked_autorange(min_run_time=min_run_time / rounds).median * 1e3
-                best[name] = min(best[name], ms)
-    return best

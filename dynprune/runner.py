@@ -15,7 +15,6 @@ from .base import ConfigError
 from .catalog import method_from_config, rebuild_from_checkpoint
 from .checkpoints import CHECKPOINT, load_checkpoint, load_weights, write_json
 from .config import TrainConfig, save_yaml, to_dict
-from .cost import measure_latency
 from .data import BatchLoader, DataSplits, load_dataset, subset
 from .distill import Distiller
 from .distributed import (
@@ -30,6 +29,7 @@ from .engine import FitState, OptimSettings, RunFolder, Trainer, check_resumable
 from .methods import Method
 from .models import input_shape, model_for_arch
 from .runlock import locked_run_folder
+from .timing import measure_latency
 from .track import Tracker
 
 RESULT = "result.json"

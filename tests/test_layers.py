@@ -22,6 +22,7 @@ LAYERS: dict[str, int] = {
     "dynprune.imagefolder": 1,
     "dynprune.track": 1,
     "dynprune.plots": 1,
+    "dynprune.timing": 1,
     "dynprune.sites": 1,
     "dynprune.checkpoints": 1,
     "dynprune.distill": 1,

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..cost import interleaved_latency
 from ..gates.deploy import DeployConv, DeployModel
+from ..timing import interleaved_latency
 
 
 @dataclass

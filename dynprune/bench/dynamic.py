@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..cost import interleaved_latency
 from ..data import BatchLoader, data_of_checkpoint
 from ..fold import fold_bn
 from ..gates.calibrate import find_logit_shift
@@ -25,6 +24,7 @@ from ..gates.deploy import to_deploy
 from ..gates.method import GatedMethod
 from ..models import create_model, list_models
 from ..rebuild import gated_model_from_checkpoint, is_gated_checkpoint, pruned_and_dense_from_checkpoint
+from ..timing import interleaved_timing, round_ratio
 from .breakdown import BreakdownRow, breakdown_row, format_breakdown
 
 #: (input shape, classes) each zoo model is benchmarked at
@@ -48,6 +48,8 @@ class SpeedRow:
     theoretical_speedup: float
     measured_speedup: float
     realization: float
+    spread: float = 0.0  # the widest relative spread (IQR / median over rounds) of the two figures compared
+    stable: bool = True  # False: a figure did not settle (busy machine); do not trust the row
 
 
 def mean_macs_ratio(model: nn.Module, method: GatedMethod, x: torch.Tensor) -> float:
@@ -132,11 +134,12 @@ def rows_for(case: GatedCase, timing: Timing) -> list[SpeedRow]:
         ratio = mean_macs_ratio(case.model, case.method, x)
         candidates = deploy.candidates(batch)
         executors = {"dense": dense, **{s: _with_strategy(deploy, s) for s in candidates}}
-        t = interleaved_latency(executors, x.to(timing.device), timing.threads, timing.min_run_time)
+        timed, rounds = interleaved_timing(executors, x.to(timing.device), timing.threads, timing.min_run_time)
+        t = {name: v.ms for name, v in timed.items()}
         chosen = min(candidates, key=t.get)  # what autotune does, on the interleaved timings
         deploy.tuned[batch] = chosen
         deploy.strategy = "auto"
-        theoretical, measured = 1.0 / ratio, t["dense"] / t[chosen]
+        theoretical, measured = 1.0 / ratio, round_ratio(rounds, "dense", chosen)
         out.append(
             SpeedRow(
                 case.name,
@@ -150,6 +153,8 @@ def rows_for(case: GatedCase, timing: Timing) -> list[SpeedRow]:
                 theoretical,
                 measured,
                 measured / theoretical,
+                max(timed["dense"].spread, timed[chosen].spread),
+                timed["dense"].stable and timed[chosen].stable,
             )
         )
     return out
@@ -186,8 +191,9 @@ def static_rows(path: str, timing: Timing) -> list[SpeedRow]:
     rows = []
     for batch in timing.batch_sizes:
         x = images[:batch].to(timing.device)
-        t = interleaved_latency({"dense": dense, "pruned": pruned}, x, timing.threads, timing.min_run_time)
-        measured = t["dense"] / t["pruned"]
+        timed, rounds = interleaved_timing({"dense": dense, "pruned": pruned}, x, timing.threads, timing.min_run_time)
+        t = {name: v.ms for name, v in timed.items()}
+        measured = round_ratio(rounds, "dense", "pruned")
         rows.append(
             SpeedRow(
                 name,
@@ -201,6 +207,8 @@ def static_rows(path: str, timing: Timing) -> list[SpeedRow]:
                 1.0 / ratio,
                 measured,
                 measured * ratio,
+                max(v.spread for v in timed.values()),
+                all(v.stable for v in timed.values()),
             )
         )
     return rows
@@ -240,20 +248,24 @@ def format_table(rows: Sequence[SpeedRow]) -> str:
     width = max([12] + [len(r.model) + 1 for r in rows])
     head = (
         f"{'model':<{width}}{'target':>7}{'batch':>6}{'MACs':>7}{'dense ms':>10}{'masked ms':>11}{'deploy ms':>11}"
-        f"{'strategy':>9}{'theory':>8}{'measured':>9}{'realiz.':>8}"
+        f"{'strategy':>9}{'theory':>8}{'measured':>9}{'realiz.':>8}{'spread':>8}"
     )
     lines = [head, "-" * len(head)]
     slower = 0
     for r in rows:
         # every exact executor evaluates the gates, so none can fall back to the dense model's time: say so
         flag = "  SLOWER than dense" if r.measured_speedup < 1 else ""
+        flag += "" if r.stable else "  UNSTABLE: the machine was busy, do not trust this row"
         masked = "-" if r.masked_ms is None else f"{r.masked_ms:.3f}"
-        slower += bool(flag)
+        slower += r.measured_speedup < 1
         lines.append(
             f"{r.model:<{width}}{r.target:>7.2f}{r.batch:>6d}{r.macs_ratio:>7.3f}{r.dense_ms:>10.3f}{masked:>11}"
             f"{r.deploy_ms:>11.3f}{r.strategy:>9}{r.theoretical_speedup:>8.2f}{r.measured_speedup:>9.2f}"
-            f"{r.realization:>8.2f}{flag}"
+            f"{r.realization:>8.2f}{r.spread:>7.0%}{flag}"
         )
+    unstable = sum(not r.stable for r in rows)
+    if unstable:
+        lines.append(f"{unstable} row(s) UNSTABLE: their timing rounds never agreed within 10%; rerun when idle")
     if slower:
         lines.append(
             f"{slower} row(s) slower than dense: the fastest exact strategy still pays for the gates; run these "

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 import torch
 
 from ..base import ConfigError
-from ..cost import measure_latency
 from ..fold import fold_bn
 from ..rebuild import pruned_and_dense_from_checkpoint
+from ..timing import interleaved_timing, round_ratio
 
 
 def cli(argv: Sequence[str]) -> int:
@@ -32,31 +32,39 @@ def cli(argv: Sequence[str]) -> int:
             model, dense, shape, ratio, ckpt = pruned_and_dense_from_checkpoint(path)
         except ValueError as exc:  # e.g. a gated checkpoint: one line through the CLI wrapper, not a usage dump
             raise ConfigError(str(exc)) from None
-        t_pruned = measure_latency(fold_bn(model), shape, batches, args.threads, args.min_run_time)
-        t_dense = measure_latency(fold_bn(dense), shape, batches, args.threads, args.min_run_time)
+        pruned, reference = fold_bn(model).eval(), fold_bn(dense).eval()
         for b in batches:
-            speedup = t_dense[f"b{b}"] / t_pruned[f"b{b}"]
+            x = torch.randn(b, *shape)
+            # dense and pruned in alternating rounds until both settle: drift on a busy machine hits both alike
+            timed, rounds = interleaved_timing(
+                {"dense": reference, "pruned": pruned}, x, args.threads, args.min_run_time
+            )
+            speedup = round_ratio(rounds, "dense", "pruned")
             rows.append(
                 {
                     "checkpoint": path,
                     "method": ckpt.get("method"),
                     "batch": b,
                     "macs_ratio": ratio,
-                    "dense_ms": t_dense[f"b{b}"],
-                    "pruned_ms": t_pruned[f"b{b}"],
+                    "dense_ms": timed["dense"].ms,
+                    "pruned_ms": timed["pruned"].ms,
                     "measured_speedup": speedup,
                     "theoretical_speedup": 1 / ratio,
                     "realization": speedup * ratio,
+                    "spread": max(t.spread for t in timed.values()),
+                    "rounds": timed["dense"].rounds,
+                    "stable": all(t.stable for t in timed.values()),
                 }
             )
     print(
         f"{'method':<16}{'batch':>6}{'MACs':>7}{'dense ms':>10}{'pruned ms':>11}"
-        f"{'theory':>8}{'measured':>9}{'realiz.':>8}"
+        f"{'theory':>8}{'measured':>9}{'realiz.':>8}{'spread':>8}"
     )
     for r in rows:
         print(
             f"{r['method']!s:<16}{r['batch']:>6}{r['macs_ratio']:>7.3f}{r['dense_ms']:>10.3f}{r['pruned_ms']:>11.3f}"
             f"{r['theoretical_speedup']:>8.2f}{r['measured_speedup']:>9.2f}{r['realization']:>8.2f}"
+            f"{r['spread']:>7.0%}{'' if r['stable'] else '  UNSTABLE: the machine was busy, do not trust this row'}"
         )
     if args.json:
         with open(args.json, "w") as fh:

@@ -28,6 +28,7 @@ COLUMNS = (
     "latency_b64_ms",
     "speedup_b64",
     "realization_b64",
+    "latency_stable",
     "run_dir",
 )
 
@@ -68,6 +69,8 @@ def collect_rows(cells: Sequence[Cell]) -> list[dict[str, Any]]:
                 "latency_b64_ms": latency.get("b64"),
                 "speedup_b64": speedup,
                 "realization_b64": speedup * macs_ratio if speedup else None,
+                # older results have no verdict; their timing then counts as stable (it was not checked)
+                "latency_stable": bool(latency.get("stable", True)) if latency else None,
                 "run_dir": str(cell.run_dir),
             }
         )
@@ -92,6 +95,7 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[tuple[str, float], dict[str, A
     out = {}
     for key, group in groups.items():
         agg: dict[str, Any] = {"seeds": len(group), "family": group[0]["family"]}
+        agg["latency_stable"] = all(r.get("latency_stable") is not False for r in group)
         for col in ("top1", "macs_ratio", "macs_p99_ratio", "params", "latency_b1_ms", "latency_b64_ms", "speedup_b64"):
             values = [r[col] for r in group if r[col] is not None]
             agg[col], agg[f"{col}_std"] = _mean_std(values) if values else (None, None)
@@ -129,16 +133,18 @@ def format_report(title: str, rows: list[dict[str, Any]], targets: Sequence[floa
             acc = format_top1(v["top1"], v["top1_std"], v["seeds"])
             acc = f"**{acc}**" if method == best else acc
             p99 = f" ({v['macs_p99_ratio']:.3f})" if COMPARE_METHODS[method].per_sample_cost else ""
+            busy = "" if v["latency_stable"] else " (!)"  # a timing whose rounds never agreed
             lines.append(
                 f"| {method} | {acc} | {v['macs_ratio']:.3f}{p99} | {v['params']:,.0f} | "
-                f"{_fmt(v['latency_b1_ms'], '.2f')} | {_fmt(v['latency_b64_ms'], '.1f')} | "
+                f"{_fmt(v['latency_b1_ms'], '.2f')}{busy} | {_fmt(v['latency_b64_ms'], '.1f')}{busy} | "
                 f"{_fmt(v['speedup_b64'], '.2f')}x | {v['seeds']} |"
             )
         lines.append("")
     lines.append(
         "Top-1: mean +- sample standard deviation over seeds; a single seed is marked (1 seed). "
         "MACs of global-unstructured are nonzero-weight MACs (no real speed-up on dense kernels); dynamic methods "
-        "are timed in deploy mode on real test images, structured ones hard-pruned."
+        "are timed in deploy mode on real test images, structured ones hard-pruned. (!): a latency whose timing rounds "
+        "never agreed within 10% (the machine was busy): do not trust it."
     )
     return "\n".join(lines) + "\n"
 
