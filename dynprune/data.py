@@ -7,6 +7,7 @@ published size (where known) and md5 before it is read: a corrupt file is an err
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -191,27 +192,31 @@ _FMNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 _MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 _CIFAR_URL = "https://www.cs.toronto.edu/~kriz/"
 
-DATASETS: dict[str, DatasetSpec] = {
-    "fashion-mnist": DatasetSpec(
-        folder="fashion-mnist",
-        files=(
-            RemoteFile("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d", 26421880),
-            RemoteFile("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe", 29515),
-            RemoteFile("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79", 4422102),
-            RemoteFile("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310", 5148),
-        ),
-        base_url=_FMNIST_URL,
-        reader=_read_mnist_like,
-        num_classes=10,
-        mean=(0.2860,),
-        std=(0.3530,),
-        flip=True,  # clothes stay clothes when mirrored
-        crop_padding=2,
+_FASHION_MNIST = DatasetSpec(
+    folder="fashion-mnist",
+    files=(
+        RemoteFile("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d", 26421880),
+        RemoteFile("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe", 29515),
+        RemoteFile("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79", 4422102),
+        RemoteFile("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310", 5148),
     ),
+    base_url=_FMNIST_URL,
+    reader=_read_mnist_like,
+    num_classes=10,
+    mean=(0.2860,),
+    std=(0.3530,),
+    flip=True,  # clothes stay clothes when mirrored
+    crop_padding=2,
+)
+
+DATASETS: dict[str, DatasetSpec] = {
+    "fashion-mnist": _FASHION_MNIST,
     # 600 training and 100 test images per class of Fashion-MNIST, the first of each class in the published files'
     # order, in the original idx format (MIT licensed, Zalando Research; dynprune/sample/README.md): the tests' and
-    # smoke runs' data where the full files are not at hand. Default --val-size 5000 leaves 1,000 to train on.
-    "fashion-mnist-sample": DatasetSpec(
+    # smoke runs' data where the full files are not at hand. Default --val-size 5000 leaves 1,000 to train on. Every
+    # property but the files is the full set's.
+    "fashion-mnist-sample": dataclasses.replace(
+        _FASHION_MNIST,
         folder="sample",
         files=(
             RemoteFile("train-images-idx3-ubyte.gz", "9b726f05c7c5b775685f5135b11aa7cf", 2615845),
@@ -220,12 +225,6 @@ DATASETS: dict[str, DatasetSpec] = {
             RemoteFile("t10k-labels-idx1-ubyte.gz", "05cbae676d53b2aedebc53a7a0016b7f", 519),
         ),
         base_url="",
-        reader=_read_mnist_like,
-        num_classes=10,
-        mean=(0.2860,),
-        std=(0.3530,),
-        flip=True,
-        crop_padding=2,
         bundled=True,
     ),
     "mnist": DatasetSpec(

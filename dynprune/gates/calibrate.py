@@ -14,7 +14,6 @@ benchmark to give random gates a chosen open rate.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 from collections.abc import Callable, Iterator
@@ -110,8 +109,12 @@ def two_stage_shift(
 ) -> tuple[ShiftSearch, int]:
     """(the search on the whole loader, passes over the subset): a coarse search on the first batches, at twice
     the tolerance, then a refinement on every batch from its answer (a loader of at most ``subset_batches``
-    batches is searched whole at once)."""
-    full = functools.cache(lambda shift: ratio_on(loader, shift))
+    batches is searched whole at once). ``ratio_on`` is expected to remember what it measured on the whole
+    loader (the caller also asks for the unshifted ratio)."""
+
+    def full(shift: float) -> float:
+        return ratio_on(loader, shift)
+
     if len(loader) <= subset_batches:
         return find_logit_shift(full, target, tolerance), 0
     coarse = find_logit_shift(
