@@ -177,7 +177,23 @@ def test_bench_dynamic_cli_writes_rows(tmp_path):
             assert key in r
         assert abs(r["macs_ratio"] - 0.5) < 0.05
         assert r["realization"] == pytest.approx(r["measured_speedup"] / r["theoretical_speedup"])
-    assert "realiz." in proc.stdout
+        # random topk gates: the fixed-k executor competes, and the same k per site hard-pruned is timed alongside
+        assert r["runtime"] == "eager" and r["hard_ms"] > 0 and 0 < r["hard_realization"] < 5
+    assert "realiz." in proc.stdout and "hard re." in proc.stdout
+
+
+@pytest.mark.slow
+def test_bench_dynamic_times_dense_and_deploy_both_in_onnx_runtime(tmp_path):
+    out = tmp_path / "rows.json"
+    args = ("--models", "resnet20", "--targets", "0.5", "--batch-sizes", "2", "--runtime", "onnxruntime")
+    proc = run_module("dynprune.bench", "dynamic", *args, *QUICK_TIMING, "--json", str(out), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    (row,) = json.loads(out.read_text())
+    assert row["runtime"] == "onnxruntime" and row["strategy"] == "fixedk" and row["masked_ms"] is None
+    assert row["dense_ms"] > 0 and row["hard_ms"] > 0 and row["batch"] == 2
+    proc = run_module("dynprune.bench", "dynamic", "--runtime", "tensorrt", "--models", "resnet20", timeout=60)
+    assert proc.returncode == 2 and "unknown --runtime ['tensorrt']" in proc.stderr
+    assert "allowed: compiled, eager, onnxruntime" in proc.stderr
 
 
 @pytest.mark.parametrize("name", ["resnet20", "mobilenetv2"])

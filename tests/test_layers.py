@@ -23,6 +23,7 @@ LAYERS: dict[str, int] = {
     "dynprune.track": 1,
     "dynprune.plots": 1,
     "dynprune.timing": 1,
+    "dynprune.runtimes": 1,
     "dynprune.sites": 1,
     "dynprune.checkpoints": 1,
     "dynprune.distill": 1,

@@ -21,9 +21,13 @@ from ..data import BatchLoader, data_of_checkpoint
 from ..fold import fold_bn
 from ..gates.calibrate import find_logit_shift
 from ..gates.deploy import to_deploy
+from ..gates.estimators import ESTIMATORS
+from ..gates.fixed_k import FixedKUnsupported, to_fixed_k
 from ..gates.method import GatedMethod
 from ..models import create_model, list_models
 from ..rebuild import gated_model_from_checkpoint, is_gated_checkpoint, pruned_and_dense_from_checkpoint
+from ..runtimes import RUNTIMES, Executor
+from ..sites import slice_sites
 from ..timing import interleaved_timing, round_ratio
 from .breakdown import BreakdownRow, breakdown_row, format_breakdown
 
@@ -50,6 +54,9 @@ class SpeedRow:
     realization: float
     spread: float = 0.0  # the widest relative spread (IQR / median over rounds) of the two figures compared
     stable: bool = True  # False: a figure did not settle (busy machine); do not trust the row
+    runtime: str = "eager"  # where dense and deploy ran (see dynprune.runtimes); both in the same one
+    hard_ms: float | None = None  # the same MACs statically hard-pruned (same k per site), fixed-k models only
+    hard_realization: float | None = None  # its speed-up / its MAC reduction, timed in the same rounds
 
 
 def mean_macs_ratio(model: nn.Module, method: GatedMethod, x: torch.Tensor) -> float:
@@ -59,11 +66,14 @@ def mean_macs_ratio(model: nn.Module, method: GatedMethod, x: torch.Tensor) -> f
     return method.cost.macs_from_masks(model.gate_set.masks).mean().item() / method.dense_macs
 
 
-def random_gated_model(name: str, target: float, seed: int = 0) -> tuple[nn.Module, GatedMethod, tuple[int, ...]]:
+def random_gated_model(
+    name: str, target: float, seed: int = 0, gate: str = "topk"
+) -> tuple[nn.Module, GatedMethod, tuple[int, ...]]:
+    """A zoo model with random gates of estimator ``gate`` (``topk``: a fixed k per site) at ``target``."""
     shape, classes = BENCH_SHAPES.get(name, DEFAULT_SHAPE)
     torch.manual_seed(seed)
     model = create_model(name, shape[0], classes, shape[-1])
-    method = GatedMethod("ste", min(target, 1.0), calibrate=False)
+    method = GatedMethod(gate, min(target, 1.0), calibrate=False)
     model = method.prepare(model, shape).eval()
     for gate in model.gate_set.gates.values():
         nn.init.normal_(gate.fc2.weight, std=0.5)
@@ -87,6 +97,8 @@ class Timing:
     threads: int
     min_run_time: float
     device: str = "cpu"
+    runtimes: Sequence[str] = ("eager",)
+    gate: str = "topk"  # estimator of the random gates
 
 
 @dataclass
@@ -108,7 +120,7 @@ def measure_rows(models: Sequence[str], targets: Sequence[float], timing: Timing
     rows = []
     for name in models:
         for target in targets:
-            model, method, shape = random_gated_model(name, target)
+            model, method, shape = random_gated_model(name, target, gate=timing.gate)
             rows += rows_for(GatedCase(name, target, model, method, shape), timing)
     return rows
 
@@ -123,40 +135,109 @@ def _with_strategy(deploy: nn.Module, strategy: str) -> Callable[[torch.Tensor],
     return run
 
 
-def rows_for(case: GatedCase, timing: Timing) -> list[SpeedRow]:
-    """One row per batch size: dense (BN folded) against every deploy strategy, interleaved. The MAC ratio comes
-    from the gated model on the CPU; dense and deploy run on ``timing.device``."""
-    out = []
-    dense = fold_bn(_without_gates(case.model)).to(timing.device)
-    deploy = to_deploy(case.model).to(timing.device)
-    for batch in timing.batch_sizes:
-        x = case.inputs(batch)
-        ratio = mean_macs_ratio(case.model, case.method, x)
-        candidates = deploy.candidates(batch)
-        executors = {"dense": dense, **{s: _with_strategy(deploy, s) for s in candidates}}
-        timed, rounds = interleaved_timing(executors, x.to(timing.device), timing.threads, timing.min_run_time)
-        t = {name: v.ms for name, v in timed.items()}
-        chosen = min(candidates, key=t.get)  # what autotune does, on the interleaved timings
-        deploy.tuned[batch] = chosen
-        deploy.strategy = "auto"
-        theoretical, measured = 1.0 / ratio, round_ratio(rounds, "dense", chosen)
-        out.append(
-            SpeedRow(
-                case.name,
-                case.target,
-                batch,
-                ratio,
-                t["dense"],
-                t["masked"],
-                t[chosen],
-                chosen,
-                theoretical,
-                measured,
-                measured / theoretical,
-                max(timed["dense"].spread, timed[chosen].spread),
-                timed["dense"].stable and timed[chosen].stable,
-            )
+def hard_pruned_twin(case: GatedCase) -> tuple[nn.Module, float] | None:
+    """The dense model hard-pruned to the fixed-k gates' channel counts (which channels does not matter for
+    time) and its MAC ratio; None for gates without a fixed k."""
+    gate_set = case.model.gate_set
+    counts = {s.name: gate_set.fixed_keep(s.name) for s in gate_set.sites}
+    if any(k is None for k in counts.values()):
+        return None
+    twin = _without_gates(case.model)
+    keep, fractions = {}, {}
+    for site in gate_set.sites:
+        gate = gate_set.gate(site.name)
+        keep[site.name] = torch.arange(counts[site.name] * (gate.channels // gate.groups))  # groups -> channels
+        fractions[site.name] = len(keep[site.name]) / case.method.cost.site_widths[site.name]
+    slice_sites(twin, gate_set.sites, keep)
+    return fold_bn(twin), float(case.method.cost.macs(fractions) / case.method.dense_macs)
+
+
+@dataclass
+class Executors:
+    """Everything timed for one gated case, built once: dense, the data-dependent deploy model, the fixed-k
+    executor (None where unsupported, with the reason) and the hard-pruned twin."""
+
+    dense: nn.Module
+    deploy: nn.Module
+    fixed_k: nn.Module | None
+    fixed_k_problem: str | None
+    hard: tuple[nn.Module, float] | None
+
+    @classmethod
+    def build(cls, case: GatedCase, device: str) -> Executors:
+        try:
+            fixed_k, problem = to_fixed_k(case.model).to(device), None
+        except FixedKUnsupported as exc:
+            fixed_k, problem = None, str(exc)
+        hard = hard_pruned_twin(case)
+        return cls(
+            fold_bn(_without_gates(case.model)).to(device),
+            to_deploy(case.model).to(device),
+            fixed_k,
+            problem,
+            None if hard is None else (hard[0].to(device), hard[1]),
         )
+
+    def timed(self, runtime: str, x: torch.Tensor, threads: int) -> tuple[dict[str, Executor], list[str]]:
+        """(executors by name, the deploy candidates among them) for this runtime and input. Eager runs every
+        deploy strategy; compiled runtimes need static shapes, so only the fixed-k executor."""
+        make = RUNTIMES.get(runtime)
+        out = {"dense": make(self.dense, x, threads)}
+        candidates = []
+        if runtime == "eager":
+            for strategy in self.deploy.candidates(x.shape[0]):
+                out[strategy] = _with_strategy(self.deploy, strategy)
+                candidates.append(strategy)
+        if self.fixed_k is not None:
+            out["fixedk"] = make(self.fixed_k, x, threads)
+            candidates.append("fixedk")
+        if self.hard is not None:
+            out["hard"] = make(self.hard[0], x, threads)
+        return out, candidates
+
+
+def rows_for(case: GatedCase, timing: Timing) -> list[SpeedRow]:
+    """One row per runtime and batch size: dense (BN folded) against every deploy executor and the hard-pruned
+    twin, interleaved. The MAC ratio comes from the gated model on the CPU; the rest runs on ``timing.device``."""
+    out = []
+    built = Executors.build(case, timing.device)
+    for runtime in timing.runtimes:
+        if runtime != "eager" and built.fixed_k is None:
+            print(f"{case.name} at {case.target}: no {runtime} row ({built.fixed_k_problem})")
+            continue
+        for batch in timing.batch_sizes:
+            x = case.inputs(batch)
+            ratio = mean_macs_ratio(case.model, case.method, x)
+            x = x.to(timing.device)
+            executors, candidates = built.timed(runtime, x, timing.threads)
+            timed, rounds = interleaved_timing(executors, x, timing.threads, timing.min_run_time)
+            t = {name: v.ms for name, v in timed.items()}
+            chosen = min(candidates, key=t.get)  # what autotune does, on the interleaved timings
+            if chosen != "fixedk":
+                built.deploy.tuned[batch] = chosen
+            built.deploy.strategy = "auto"
+            theoretical, measured = 1.0 / ratio, round_ratio(rounds, "dense", chosen)
+            hard_realization = None if built.hard is None else round_ratio(rounds, "dense", "hard") * built.hard[1]
+            out.append(
+                SpeedRow(
+                    case.name,
+                    case.target,
+                    batch,
+                    ratio,
+                    t["dense"],
+                    t.get("masked"),
+                    t[chosen],
+                    chosen,
+                    theoretical,
+                    measured,
+                    measured / theoretical,
+                    max(timed["dense"].spread, timed[chosen].spread),
+                    timed["dense"].stable and timed[chosen].stable,
+                    runtime,
+                    t.get("hard"),
+                    hard_realization,
+                )
+            )
     return out
 
 
@@ -247,8 +328,9 @@ def _without_gates(model: nn.Module) -> nn.Module:
 def format_table(rows: Sequence[SpeedRow]) -> str:
     width = max([12] + [len(r.model) + 1 for r in rows])
     head = (
-        f"{'model':<{width}}{'target':>7}{'batch':>6}{'MACs':>7}{'dense ms':>10}{'masked ms':>11}{'deploy ms':>11}"
-        f"{'strategy':>9}{'theory':>8}{'measured':>9}{'realiz.':>8}{'spread':>8}"
+        f"{'model':<{width}}{'runtime':>12}{'target':>7}{'batch':>6}{'MACs':>7}{'dense ms':>10}{'masked ms':>11}"
+        f"{'deploy ms':>11}{'strategy':>9}{'theory':>8}{'measured':>9}{'realiz.':>8}{'hard ms':>9}{'hard re.':>9}"
+        f"{'spread':>8}"
     )
     lines = [head, "-" * len(head)]
     slower = 0
@@ -258,10 +340,14 @@ def format_table(rows: Sequence[SpeedRow]) -> str:
         flag += "" if r.stable else "  UNSTABLE: the machine was busy, do not trust this row"
         masked = "-" if r.masked_ms is None else f"{r.masked_ms:.3f}"
         slower += r.measured_speedup < 1
+        if r.hard_realization is not None and r.realization < r.hard_realization:
+            flag += "  below the hard-pruned twin"
+        hard_ms = "-" if r.hard_ms is None else f"{r.hard_ms:.3f}"
+        hard_re = "-" if r.hard_realization is None else f"{r.hard_realization:.2f}"
         lines.append(
-            f"{r.model:<{width}}{r.target:>7.2f}{r.batch:>6d}{r.macs_ratio:>7.3f}{r.dense_ms:>10.3f}{masked:>11}"
-            f"{r.deploy_ms:>11.3f}{r.strategy:>9}{r.theoretical_speedup:>8.2f}{r.measured_speedup:>9.2f}"
-            f"{r.realization:>8.2f}{r.spread:>7.0%}{flag}"
+            f"{r.model:<{width}}{r.runtime:>12}{r.target:>7.2f}{r.batch:>6d}{r.macs_ratio:>7.3f}{r.dense_ms:>10.3f}"
+            f"{masked:>11}{r.deploy_ms:>11.3f}{r.strategy:>9}{r.theoretical_speedup:>8.2f}{r.measured_speedup:>9.2f}"
+            f"{r.realization:>8.2f}{hard_ms:>9}{hard_re:>9}{r.spread:>7.0%}{flag}"
         )
     unstable = sum(not r.stable for r in rows)
     if unstable:
@@ -300,6 +386,15 @@ def cli(argv: Sequence[str]) -> int:
         help="also split batch-1 deploy time into gates, weight gathers and narrow convolutions",
     )
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]: where dense and deploy run")
+    parser.add_argument(
+        "--runtime",
+        default="eager",
+        help=f"comma list of {', '.join(RUNTIMES.names())}: each row times dense and deploy in the same runtime "
+        "(compiled and onnxruntime need fixed-k gates: the static-shape executor)",
+    )
+    parser.add_argument(
+        "--gate", default="topk", help="estimator of the random gates (topk: fixed k per site, every executor)"
+    )
     args = parser.parse_args(argv)
     try:
         models = [m for m in args.models.split(",") if m]
@@ -308,6 +403,12 @@ def cli(argv: Sequence[str]) -> int:
     except ValueError as exc:
         parser.error(f"bad list value ({exc})")
 
+    runtimes = [r for r in args.runtime.split(",") if r]
+    unknown_runtimes = sorted(set(runtimes) - set(RUNTIMES.names()))
+    if unknown_runtimes or not runtimes:
+        parser.error(f"unknown --runtime {unknown_runtimes}; allowed: {', '.join(RUNTIMES.names())}")
+    if args.gate not in ESTIMATORS:
+        parser.error(f"unknown --gate {args.gate!r}; allowed: {', '.join(ESTIMATORS.names())}")
     unknown = sorted(set(models) - set(list_models()))
     if unknown:
         parser.error(f"unknown models {unknown}; known: {', '.join(list_models())}")
@@ -319,7 +420,7 @@ def cli(argv: Sequence[str]) -> int:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"--device {args.device} asked but this machine has no CUDA device; use --device cpu")
     torch.set_num_threads(args.threads)
-    timing = Timing(batches, args.threads, args.min_run_time, args.device)
+    timing = Timing(batches, args.threads, args.min_run_time, args.device, runtimes, args.gate)
     rows = measure_rows(models, targets, timing)
     for path in args.checkpoint:
         rows += checkpoint_rows(path, timing)

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..fold import conv_bn_pairs, fast_pooling, folded_conv
-from ..sites import ChannelSite, get_module, set_module, site_width
+from ..sites import ChannelSite, set_module, site_width
 from .module import ChannelGate, GateSet
 
 STRATEGIES = ("auto", "gather", "union", "grouped", "masked")
@@ -129,11 +129,15 @@ class DeployGate(nn.Module):
             w1t = self._w1t_per_size[pixels] = self.w1t / pixels
         return w1t
 
+    def logits(self, summed: torch.Tensor, pixels: int) -> torch.Tensor:
+        """[B, G] gate logits from the spatially summed input [B, C_in] over ``pixels`` positions."""
+        hidden = torch.addmm(self.b1, summed, self._w1t_for(pixels)).relu()
+        return torch.addmm(self.b2, hidden, self.w2t)
+
     def forward(self, summed: torch.Tensor, pixels: int, rt: SiteRuntime) -> None:
         """Eval-mode decision from the spatially summed input [B, C_in] over ``pixels`` positions; fills
         ``rt.idx`` and ``rt.mask``."""
-        hidden = torch.addmm(self.b1, summed, self._w1t_for(pixels)).relu_()
-        logits = torch.addmm(self.b2, hidden, self.w2t)  # [B, G]
+        logits = self.logits(summed, pixels)  # [B, G]
         if self.keep is None:
             open_ = logits >= 0
         else:
@@ -356,30 +360,53 @@ def _roles(sites: Sequence[ChannelSite]) -> tuple[dict[str, str], dict[str, str]
     return produces, consumes, inside
 
 
-def to_deploy(model: nn.Module) -> DeployModel:
-    """Convert a trained gated model (``model.gate_set``) to a ``DeployModel``; the original stays as is."""
+@dataclass
+class GatedCopy:
+    """An inference copy of a gated model, prepared for its layers to be swapped: gate hooks removed, fast
+    pooling, the gates folded (``DeployGate``), each site's width; ``model.gate_set`` is gone."""
+
+    model: nn.Module
+    sites: Sequence[ChannelSite]
+    widths: dict[str, int]
+    gates: dict[str, DeployGate]
+
+
+def gated_copy(model: nn.Module) -> GatedCopy:
+    """The first step of every executor of a gated model; the original model stays as is."""
     gate_set: GateSet = getattr(model, "gate_set", None)
     if gate_set is None:
-        raise ValueError("to_deploy needs a gated model (attach gates first); use fold_bn for dense models")
+        raise ValueError("deploy needs a gated model (attach gates first); use fold_bn for dense models")
     gate_set.detach_batch_state()
     model = fast_pooling(copy.deepcopy(model).eval())
     gate_set = model.gate_set
     gate_set.remove()  # no more masking hooks: the deploy layers skip the work instead
     sites = gate_set.sites
-
     widths = {s.name: site_width(model, s) for s in sites}
-    runtimes = {s.name: SiteRuntime(widths[s.name]) for s in sites}
     gates = {s.name: DeployGate(gate_set.gate(s.name), gate_set.fixed_keep(s.name)) for s in sites}
-    produces, consumes, inside = _roles(sites)
+    del model.gate_set  # its gates now live, folded, inside the executor's layers
+    return GatedCopy(model, sites, widths, gates)
+
+
+#: make_conv(folded conv, input site, output site, depthwise inside its input site, input width) -> layer
+ConvFactory = Callable[[nn.Conv2d, str | None, str | None, bool, int], nn.Module]
+#: make_linear(linear, input site) -> layer
+LinearFactory = Callable[[nn.Linear, str], nn.Module]
+
+
+def swap_layers(copied: GatedCopy, make_conv: ConvFactory, make_linear: LinearFactory) -> nn.Module:
+    """Fold every conv's BN in and swap each layer that touches a site for the executor's own; returns the
+    model (changed in place)."""
+    model = copied.model
+    produces, consumes, inside = _roles(copied.sites)
     pairs = conv_bn_pairs(model)
     for path, module in list(model.named_modules()):
-        if path.startswith("gate_set") or not isinstance(module, nn.Conv2d | nn.Linear):
+        if not isinstance(module, nn.Conv2d | nn.Linear):
             continue
         in_site = consumes.get(path) or inside.get(path)
         out_site = produces.get(path)
         if isinstance(module, nn.Linear):
             if in_site is not None:
-                set_module(model, path, DeployLinear(module, runtimes[in_site], widths[in_site]))
+                set_module(model, path, make_linear(module, in_site))
             continue
         conv = folded_conv(model, path, pairs.get(path))
         if path in pairs:
@@ -387,18 +414,26 @@ def to_deploy(model: nn.Module) -> DeployModel:
         if in_site is None and out_site is None:
             set_module(model, path, conv)
             continue
-        in_width = get_module(model, path).in_channels
-        set_module(
-            model,
-            path,
-            DeployConv(
-                conv,
-                runtimes[in_site] if in_site else None,
-                runtimes[out_site] if out_site else None,
-                gates[out_site] if out_site else None,
-                depthwise=path in inside,
-                in_width=in_width,
-            ),
+        set_module(model, path, make_conv(conv, in_site, out_site, path in inside, module.in_channels))
+    return model
+
+
+def to_deploy(model: nn.Module) -> DeployModel:
+    """Convert a trained gated model (``model.gate_set``) to a ``DeployModel``; the original stays as is."""
+    copied = gated_copy(model)
+    runtimes = {name: SiteRuntime(width) for name, width in copied.widths.items()}
+
+    def make_conv(conv: nn.Conv2d, in_site: str | None, out_site: str | None, depthwise: bool, width: int):
+        return DeployConv(
+            conv,
+            runtimes[in_site] if in_site else None,
+            runtimes[out_site] if out_site else None,
+            copied.gates[out_site] if out_site else None,
+            depthwise=depthwise,
+            in_width=width,
         )
-    del model.gate_set  # its gates now live, folded, inside the DeployConv layers
-    return DeployModel(model, runtimes)
+
+    def make_linear(linear: nn.Linear, in_site: str) -> DeployLinear:
+        return DeployLinear(linear, runtimes[in_site], copied.widths[in_site])
+
+    return DeployModel(swap_layers(copied, make_conv, make_linear), runtimes)

@@ -88,8 +88,10 @@ class MobileNetV2(SiteModel):
             project = (f"{b}.project.0",)
             if block.expand is not None:
                 sites.append(ChannelSite(f"{b}.expand", f"{b}.expand.0", f"{b}.expand.1", project, dw))
-            else:
-                # t = 1: the stem's channels flow through this block's depthwise conv into its projection.
+            elif not block.use_residual:
+                # t = 1: the stem's channels flow through this block's depthwise conv into its projection. Not a
+                # site where the block adds them to its output (width < 0.5: cin == cout): the residual reads
+                # every stem channel.
                 sites.append(ChannelSite("stem", "stem.0", "stem.1", project, dw))
         return sites
 

@@ -1,0 +1,112 @@
+"""python -m dynprune.export CHECKPOINT --onnx model.onnx: a run's deploy model as a fixed-shape ONNX file,
+checked against PyTorch on real test images with ONNX Runtime.
+
+Gated runs export their static-shape executor (``dynprune.gates.fixed_k``: gates, ``TopK``, weight ``Gather``s
+and narrow ``Conv``s, each sample only its own channels), so they need fixed-count gates (``--gate topk``);
+statically pruned runs export their physically narrower model, dense runs the dense one, BN folded in all. The
+batch size is part of the file (one grouped convolution per layer holds a group per sample).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .base import ConfigError
+from .cli import run_command
+from .data import BatchLoader, data_of_checkpoint
+from .fold import fold_bn
+from .gates.fixed_k import FixedKUnsupported, to_fixed_k
+from .models import input_shape
+from .rebuild import deployable_from_checkpoint, gated_model_from_checkpoint, is_gated_checkpoint
+from .runtimes import OrtExecutor, export_onnx
+
+PROG = "python -m dynprune.export"
+#: the largest |ONNX Runtime - PyTorch| accepted on the check images
+TOLERANCE = 1e-4
+
+
+def exportable(path: str) -> tuple[nn.Module, nn.Module, dict]:
+    """(module to export, the PyTorch reference it must equal, checkpoint)."""
+    if is_gated_checkpoint(path):
+        model, _, ckpt = gated_model_from_checkpoint(path)
+        try:
+            return to_fixed_k(model), model, ckpt
+        except FixedKUnsupported as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    model, ckpt = deployable_from_checkpoint(path)
+    return fold_bn(model), model, ckpt
+
+
+def check_images(ckpt: dict, batch: int, count: int, data_dir: str | None) -> list[torch.Tensor]:
+    """Whole batches of real, normalised test images of the run's data set, ``count`` images at most."""
+    data = data_of_checkpoint(ckpt, data_dir)
+    batches = []
+    for images, _ in BatchLoader(data.test, data, batch, train=False):
+        if images.shape[0] < batch or len(batches) * batch >= count:
+            break
+        batches.append(images)
+    return batches
+
+
+def export(args: argparse.Namespace) -> int:
+    module, reference, ckpt = exportable(args.checkpoint)
+    shape = input_shape(ckpt["arch"])
+    out = Path(args.onnx)
+    if out.is_dir():
+        raise ConfigError(f"--onnx {out} is a folder; give a file name such as {out / 'model.onnx'}")
+    if not out.parent.is_dir():
+        raise ConfigError(f"--onnx {out}: folder {out.parent} does not exist")
+    export_onnx(module, torch.randn(args.batch, *shape), out)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): input [{args.batch}, {', '.join(map(str, shape))}]")
+    report = {"onnx": str(out), "batch": args.batch, "input_shape": list(shape), "checked_images": 0}
+    if args.check_images > 0:
+        session = OrtExecutor(out, args.threads)
+        worst, agree, seen = 0.0, 0, 0
+        with torch.no_grad():
+            for images in check_images(ckpt, args.batch, args.check_images, args.data_dir):
+                got, want = session(images), reference(images)
+                worst = max(worst, (got - want).abs().max().item())
+                agree += int((got.argmax(1) == want.argmax(1)).sum())
+                seen += images.shape[0]
+        if seen == 0:
+            raise ConfigError(f"the test split has fewer than --batch {args.batch} images; nothing was checked")
+        report.update(checked_images=seen, max_abs_error=worst, top1_agreement=agree / seen)
+        verdict = "OK" if worst <= TOLERANCE else f"FAILED (over {TOLERANCE:g})"
+        print(
+            f"ONNX Runtime vs PyTorch on {seen} test images: max |diff| {worst:.2e} {verdict}; "
+            f"top-1 agrees on {agree}/{seen}"
+        )
+    Path(f"{out}.json").write_text(json.dumps(report, indent=2) + "\n")
+    return 0 if report.get("max_abs_error", 0.0) <= TOLERANCE else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", help="checkpoint.pt of a dynprune run")
+    parser.add_argument("--onnx", required=True, help="the ONNX file to write")
+    parser.add_argument("--batch", type=int, default=1, help="the batch size the file is exported for (default 1)")
+    parser.add_argument(
+        "--check-images", type=int, default=256, help="test images ONNX Runtime is checked on (0: no check)"
+    )
+    parser.add_argument("--data-dir", default=None, help="where the run's data set is, if not where it was")
+    parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads for the check")
+    args = parser.parse_args(argv)
+    if args.batch < 1 or args.check_images < 0 or args.threads < 1:
+        parser.error("--batch and --threads must be >= 1, --check-images >= 0")
+    torch.set_num_threads(args.threads)
+
+    def interrupted() -> str:
+        return f"{args.onnx} may be incomplete: export again" if Path(args.onnx).exists() else "nothing was written"
+
+    return run_command(PROG, lambda: export(args), interrupted)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""Fixed-k executor: deploy for gates that keep the same number of channels per site and sample (``topk``).
+
+With k fixed, every tensor has a shape known before the call, so the whole forward is plain tensor ops with no
+data-dependent shapes or Python branches: it traces (TorchScript), compiles (``torch.compile``, one graph) and
+exports to ONNX (``TopK``, ``Gather``, ``Conv``). Each sample still computes only its own channels:
+
+- a site's producer gathers each sample's k filters and runs them as one grouped convolution with one group per
+  sample: input ``[1, B*C_in, H, W]``, weight ``[B*k, C_in, kh, kw]``, ``groups=B`` -> ``[B, k, H', W']``;
+- a depthwise layer inside the site gathers the same k channels per sample (``groups=B*k``);
+- the consumer gathers each sample's k input channels of its weight (``[B*C_out, k, kh, kw]``, ``groups=B``).
+
+The site's tensor is *packed*: sample b's channel j is channel ``idx[b, j]`` of the full-width model. At batch
+1 this is the ``gather`` strategy of ``deploy.py`` without its branches. Supported where no gated producer reads
+another site and no site is flattened into a linear layer (ResNets, MobileNetV2); chains of sites (VGG, LeNet)
+are refused with the reason.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .deploy import DeployGate, GatedCopy, gated_copy, swap_layers
+
+
+class FixedKUnsupported(ValueError):
+    """This gated model cannot run with static shapes (the message says why)."""
+
+
+class SiteIndex:
+    """The per-call channel choice of one site, shared by its producer, channel-wise layers and consumers."""
+
+    def __init__(self) -> None:
+        self.idx: torch.Tensor | None = None  # [B, k] channel indices per sample, set by the producer
+
+
+class FixedKConv(nn.Module):
+    """A folded conv in one role: ``produce`` a site (gate + its filters), run ``depthwise`` inside one, or
+    ``consume`` one; per-sample channel sets as grouped convolutions."""
+
+    def __init__(self, conv: nn.Conv2d, site: SiteIndex, role: str, gate: DeployGate | None = None) -> None:
+        super().__init__()
+        self.register_buffer("weight", conv.weight.detach().clone())  # [C_out, C_in / g, kh, kw]
+        bias = conv.bias.detach().clone() if conv.bias is not None else torch.zeros(conv.out_channels)
+        self.register_buffer("bias", bias)
+        if role == "consume":  # input-major copy: a sample's k input channels are k contiguous rows
+            self.register_buffer("weight_in_major", self.weight.transpose(0, 1).contiguous())
+        self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
+        self.site, self.role, self.gate = site, role, gate
+        if gate is not None:
+            self.keep, self.group = gate.keep, gate.group
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = x.shape
+        if self.role == "produce":
+            logits = self.gate.logits(x.sum(dim=(2, 3)), height * width)  # [B, G]
+            idx = logits.topk(self.keep, dim=1).indices  # [B, k groups]
+            if self.group > 1:  # a gate group opens `group` consecutive channels
+                idx = (idx[:, :, None] * self.group + torch.arange(self.group, device=idx.device)).flatten(1)
+            self.site.idx = idx
+            flat = idx.reshape(-1)
+            weight, bias = self.weight.index_select(0, flat), self.bias.index_select(0, flat)
+            groups = batch
+        elif self.role == "depthwise":
+            flat = self.site.idx.reshape(-1)
+            weight, bias = self.weight.index_select(0, flat), self.bias.index_select(0, flat)
+            groups = weight.shape[0]
+        else:  # consume: [B*k, C_out, kh, kw] -> [B, C_out, k, kh, kw] -> [B*C_out, k, kh, kw]
+            k = channels
+            gathered = self.weight_in_major.index_select(0, self.site.idx.reshape(-1))
+            weight = gathered.view(batch, k, *gathered.shape[1:]).transpose(1, 2).reshape(-1, k, *gathered.shape[2:])
+            bias = self.bias.repeat(batch)
+            groups = batch
+        out = F.conv2d(x.reshape(1, -1, height, width), weight, bias, self.stride, self.padding, self.dilation, groups)
+        return out.view(batch, -1, out.shape[2], out.shape[3])
+
+
+class FixedKModel(nn.Module):
+    """Inference-only, static-shape executor of a fixed-k gated model (see the module docstring)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.eval()
+
+    def train(self, mode: bool = True) -> FixedKModel:
+        """Inference-only: stays in eval mode whatever is asked."""
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def fixed_k_problem(copied: GatedCopy) -> str | None:
+    """Why this gated model cannot run with static shapes, or None when it can."""
+    loose = sorted(name for name, gate in copied.gates.items() if gate.keep is None)
+    if loose:
+        return (
+            f"sites {', '.join(loose[:3])}{' ...' if len(loose) > 3 else ''} open a data-dependent number of "
+            "channels (threshold gates); static shapes need fixed-count gates (--gate topk)"
+        )
+    producers = {s.producer for s in copied.sites}
+    for s in copied.sites:
+        chained = producers.intersection((*s.consumers, *s.passthrough))
+        if chained:
+            return f"site {s.name} feeds the gated producer {sorted(chained)[0]} (a chain of sites, as in VGG/LeNet)"
+    modules = dict(copied.model.named_modules())
+    for s in copied.sites:
+        linear = [c for c in s.consumers if isinstance(modules.get(c), nn.Linear)]
+        if linear:
+            return f"site {s.name} is flattened into the linear layer {linear[0]}"
+    return None
+
+
+def to_fixed_k(model: nn.Module) -> FixedKModel:
+    """Convert a trained fixed-k gated model to a ``FixedKModel``; raises ``FixedKUnsupported`` with the reason
+    for models it cannot run (threshold gates, chains of sites, sites read by a linear layer)."""
+    copied = gated_copy(model)
+    problem = fixed_k_problem(copied)
+    if problem is not None:
+        raise FixedKUnsupported(f"no static-shape executor for this model: {problem}")
+    indices = {name: SiteIndex() for name in copied.widths}
+
+    def make_conv(conv: nn.Conv2d, in_site: str | None, out_site: str | None, depthwise: bool, width: int):
+        if out_site is not None:
+            return FixedKConv(conv, indices[out_site], "produce", copied.gates[out_site])
+        return FixedKConv(conv, indices[in_site], "depthwise" if depthwise else "consume")
+
+    def make_linear(linear: nn.Linear, in_site: str) -> nn.Module:
+        raise FixedKUnsupported(f"site {in_site} is flattened into a linear layer")  # fixed_k_problem said so
+
+    return FixedKModel(swap_layers(copied, make_conv, make_linear))

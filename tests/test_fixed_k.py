@@ -1,0 +1,126 @@
+"""The static-shape (fixed-k) executor: equal to the masked model in eager PyTorch, compiled, and ONNX Runtime;
+refuses, in one line, the models it cannot run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dynprune.gates import GatedMethod
+from dynprune.gates.fixed_k import FixedKUnsupported, to_fixed_k
+from dynprune.models import create_model, list_models
+from dynprune.runtimes import RUNTIMES
+
+SIZES = {"resnet18": 64}
+#: every zoo model the executor runs: no chains of sites, no site flattened into a linear layer
+SUPPORTED = ("mobilenetv2", "resnet110", "resnet18", "resnet20", "resnet32", "resnet56")
+
+
+def random_topk(name: str, target: float = 0.5, width: float = 1.0, estimator: str = "topk"):
+    """A zoo model with random, well-separated gate logits (no near-ties that a rounding could flip) and
+    non-trivial BN statistics, so that folding and gathering are really tested."""
+    torch.manual_seed(0)
+    size = SIZES.get(name, 32)
+    model = create_model(name, 3, 10, size, width=width)
+    model = GatedMethod(estimator, target, calibrate=False).prepare(model, (3, size, size))
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    for gate in model.gate_set.gates.values():
+        torch.nn.init.normal_(gate.fc2.weight, std=2.0)
+    return model.eval(), (3, size, size)
+
+
+def max_error(executor, model: torch.nn.Module, x: torch.Tensor) -> float:
+    with torch.no_grad():
+        return (executor(x) - model(x)).abs().max().item()
+
+
+def test_supported_models_are_the_zoo_without_chains_of_sites():
+    supported = []
+    for name in list_models():
+        try:
+            to_fixed_k(random_topk(name, width=0.25)[0])
+            supported.append(name)
+        except FixedKUnsupported as exc:
+            assert "chain of sites" in str(exc) and "\n" not in str(exc), exc
+    assert tuple(supported) == SUPPORTED
+
+
+@pytest.mark.parametrize("name", SUPPORTED)
+def test_fixed_k_equals_the_masked_model_per_sample(name):
+    model, shape = random_topk(name)
+    executor = to_fixed_k(model)
+    torch.manual_seed(1)
+    x = torch.randn(5, *shape)
+    with torch.no_grad():
+        model(x)
+    masks = list(model.gate_set.masks.values())
+    # samples keep different channel sets: the per-sample grouped convolutions are really exercised
+    assert any(not torch.equal(m[0], m[1]) for m in masks)
+    assert max_error(executor, model, x) < 1e-4
+    assert max_error(executor, model, x[:1]) < 1e-4
+
+
+def test_refuses_threshold_gates_in_one_line():
+    model, _ = random_topk("resnet20", estimator="ste")
+    with pytest.raises(FixedKUnsupported, match="threshold gates.*--gate topk") as info:
+        to_fixed_k(model)
+    assert "\n" not in str(info.value)
+
+
+def test_mobilenetv2_narrow_width_has_no_stem_site_tied_to_a_residual():
+    model = create_model("mobilenetv2", 3, 10, 32, width=0.25)
+    assert model.blocks[0].use_residual and "stem" not in {s.name for s in model.channel_sites()}
+    assert "stem" in {s.name for s in create_model("mobilenetv2", 3, 10, 32).channel_sites()}
+
+
+# ONNX export takes 5-40 s per model: one of each architecture family (CIFAR basic-block ResNets share one code
+# path whatever their depth; ImageNet ResNet-18; MobileNetV2's depthwise inside a site), at width 0.25
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet20", "resnet18", "mobilenetv2"])
+def test_onnx_runtime_equals_the_masked_model(name):
+    model, shape = random_topk(name, width=0.25)
+    x = torch.randn(3, *shape)
+    executor = RUNTIMES.get("onnxruntime")(to_fixed_k(model), x, 2)
+    assert max_error(executor, model, x) < 1e-4
+
+
+@pytest.mark.slow
+def test_compiled_equals_the_masked_model():
+    model, shape = random_topk("resnet20", width=0.25)
+    x = torch.randn(3, *shape)
+    executor = RUNTIMES.get("compiled")(to_fixed_k(model), x, 2)
+    assert max_error(executor, model, x) < 1e-4
+
+
+@pytest.mark.slow
+def test_export_cli_writes_an_onnx_file_that_equals_pytorch_on_real_test_images(tmp_path):
+    import json
+
+    from helpers import DATA, DATASET, run_module, tiny_config
+
+    from dynprune.runner import run_training
+
+    cfg = dict(model="resnet20", width=0.25, epochs=1, train_subset=256, gate="topk", target_macs=0.5)
+    run_training(tiny_config(tmp_path / "topk", **cfg, dataset=DATASET, data_dir=str(DATA), val_size=256))
+    out = tmp_path / "model.onnx"
+    args = ("--onnx", str(out), "--batch", "4", "--check-images", "32")
+    proc = run_module("dynprune.export", str(tmp_path / "topk" / "checkpoint.pt"), *args, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "model.onnx.json").read_text())
+    assert report["checked_images"] == 32 and report["max_abs_error"] <= 1e-4 and report["batch"] == 4
+    assert report["input_shape"] == [1, 28, 28] and out.stat().st_size > 10_000
+    assert "OK" in proc.stdout and "top-1 agrees on" in proc.stdout
+
+    # a chain of sites (LeNet) has no static-shape executor: one line, exit 2, nothing written
+    run_training(tiny_config(tmp_path / "lenet", epochs=1, gate="topk", target_macs=0.5))
+    refused = tmp_path / "lenet.onnx"
+    proc = run_module("dynprune.export", str(tmp_path / "lenet" / "checkpoint.pt"), "--onnx", str(refused))
+    assert proc.returncode == 2 and "chain of sites" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not refused.exists()
+    proc = run_module("dynprune.export", str(tmp_path / "missing.pt"), "--onnx", str(refused))
+    assert proc.returncode == 2 and "missing.pt" in proc.stderr and "Traceback" not in proc.stderr
