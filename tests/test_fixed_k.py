@@ -63,6 +63,20 @@ def test_fixed_k_equals_the_masked_model_per_sample(name):
     assert any(not torch.equal(m[0], m[1]) for m in masks)
     assert max_error(executor, model, x) < 1e-4
     assert max_error(executor, model, x[:1]) < 1e-4
+    for layer in executor.layers():  # every layer wide (dense conv + gather / scatter) is exact too
+        layer.wide = {1: layer.role != "depthwise", 5: layer.role != "depthwise"}
+    assert max_error(executor, model, x) < 1e-4
+    assert max_error(executor, model, x[:1]) < 1e-4
+
+
+def test_autotune_chooses_a_mode_per_layer_and_stays_exact():
+    model, shape = random_topk("resnet20")
+    executor = to_fixed_k(model)
+    x = torch.randn(4, *shape)
+    counts = executor.autotune(x, repeats=2)
+    assert counts["narrow"] + counts["wide"] == 2 * len(model.gate_set.sites)  # a producer and a consumer each
+    assert all(4 in layer.wide for layer in executor.layers() if layer.role != "depthwise")
+    assert max_error(executor, model, x) < 1e-4
 
 
 def test_refuses_threshold_gates_in_one_line():

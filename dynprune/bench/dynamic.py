@@ -189,6 +189,7 @@ class Executors:
                 out[strategy] = _with_strategy(self.deploy, strategy)
                 candidates.append(strategy)
         if self.fixed_k is not None:
+            self.fixed_k.autotune(x)  # narrow or wide per layer, for this batch size, before it is compiled
             out["fixedk"] = make(self.fixed_k, x, threads)
             candidates.append("fixedk")
         if self.hard is not None:

@@ -17,6 +17,9 @@ are refused with the reason.
 
 from __future__ import annotations
 
+import statistics
+import time
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -50,29 +53,57 @@ class FixedKConv(nn.Module):
         self.site, self.role, self.gate = site, role, gate
         if gate is not None:
             self.keep, self.group = gate.keep, gate.group
+        self.wide: dict[int, bool] = {}  # batch size -> run this layer wide (autotuned); default narrow
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, channels, height, width = x.shape
+        batch, _, height, width = x.shape
         if self.role == "produce":
             logits = self.gate.logits(x.sum(dim=(2, 3)), height * width)  # [B, G]
             idx = logits.topk(self.keep, dim=1).indices  # [B, k groups]
             if self.group > 1:  # a gate group opens `group` consecutive channels
                 idx = (idx[:, :, None] * self.group + torch.arange(self.group, device=idx.device)).flatten(1)
             self.site.idx = idx
-            flat = idx.reshape(-1)
-            weight, bias = self.weight.index_select(0, flat), self.bias.index_select(0, flat)
-            groups = batch
-        elif self.role == "depthwise":
-            flat = self.site.idx.reshape(-1)
-            weight, bias = self.weight.index_select(0, flat), self.bias.index_select(0, flat)
-            groups = weight.shape[0]
-        else:  # consume: [B*k, C_out, kh, kw] -> [B, C_out, k, kh, kw] -> [B*C_out, k, kh, kw]
+        if self.wide.get(batch, False):  # static shapes: these branches are fixed when traced or exported
+            return self._wide(x, self.site.idx)
+        if batch == 1:
+            return self._single(x, self.site.idx[0])
+        return self._per_sample(x, self.site.idx)
+
+    def _wide(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """The dense convolution with the packed site at full width: a producer computes every filter and keeps
+        each sample's k (``gather``), a consumer reads its packed input scattered into zeros. Exact too; faster
+        than the narrow path for layers whose grouped form the convolution library runs slowly."""
+        if self.role == "produce":
+            out = self._conv(x, self.weight, self.bias, 1)
+            return out.gather(1, idx[:, :, None, None].expand(-1, -1, out.shape[2], out.shape[3]))
+        full = x.new_zeros(x.shape[0], self.weight.shape[1], x.shape[2], x.shape[3])
+        full = full.scatter(1, idx[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3]), x)
+        return self._conv(full, self.weight, self.bias, 1)
+
+    def _conv(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int) -> torch.Tensor:
+        return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, groups)
+
+    def _single(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """One sample: gathered weights and a plain convolution (no reshapes or weight transposes, which cost
+        ~15% of batch-1 time in ONNX Runtime)."""
+        if self.role == "consume":
+            return self._conv(x, self.weight.index_select(1, idx), self.bias, 1)
+        weight, bias = self.weight.index_select(0, idx), self.bias.index_select(0, idx)
+        return self._conv(x, weight, bias, weight.shape[0] if self.role == "depthwise" else 1)
+
+    def _per_sample(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Each sample its own channels, the batch folded into the channel axis of one grouped convolution."""
+        batch, channels, height, width = x.shape
+        flat = idx.reshape(-1)  # [B*k]
+        if self.role == "consume":  # [B*k, C_out, kh, kw] -> [B, C_out, k, kh, kw] -> [B*C_out, k, kh, kw]
+            gathered = self.weight_in_major.index_select(0, flat)
             k = channels
-            gathered = self.weight_in_major.index_select(0, self.site.idx.reshape(-1))
             weight = gathered.view(batch, k, *gathered.shape[1:]).transpose(1, 2).reshape(-1, k, *gathered.shape[2:])
-            bias = self.bias.repeat(batch)
-            groups = batch
-        out = F.conv2d(x.reshape(1, -1, height, width), weight, bias, self.stride, self.padding, self.dilation, groups)
+            bias, groups = self.bias.repeat(batch), batch
+        else:
+            weight, bias = self.weight.index_select(0, flat), self.bias.index_select(0, flat)
+            groups = weight.shape[0] if self.role == "depthwise" else batch
+        out = self._conv(x.reshape(1, -1, height, width), weight, bias, groups)
         return out.view(batch, -1, out.shape[2], out.shape[3])
 
 
@@ -91,6 +122,48 @@ class FixedKModel(nn.Module):
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
+
+    def layers(self) -> list[FixedKConv]:
+        return [m for m in self.model.modules() if isinstance(m, FixedKConv)]
+
+    @torch.no_grad()
+    def autotune(self, example: torch.Tensor, repeats: int = 7) -> dict[str, int]:
+        """Time every producer and consumer narrow and wide on its real input for this batch size (the modes
+        alternating, the median of ``repeats``) and keep the faster; depthwise layers stay narrow. Returns the
+        count of layers per mode. Decided in eager PyTorch; compiled and exported copies inherit the choice."""
+        batch = example.shape[0]
+        layers = [m for m in self.layers() if m.role != "depthwise"]
+        inputs: dict[FixedKConv, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        hooks = [m.register_forward_pre_hook(_recorder(inputs)) for m in layers]
+        for m in layers:
+            m.wide[batch] = False
+        try:
+            self(example)
+        finally:
+            for h in hooks:
+                h.remove()
+        for m in layers:
+            x, idx = inputs[m]
+            times: dict[bool, list[float]] = {False: [], True: []}
+            for _ in range(repeats):
+                for wide in (False, True):
+                    m.wide[batch] = wide
+                    m.site.idx = idx
+                    started = time.perf_counter()
+                    m(x)
+                    times[wide].append(time.perf_counter() - started)
+            m.wide[batch] = statistics.median(times[True]) < statistics.median(times[False])
+        wide = sum(m.wide[batch] for m in layers)
+        return {"narrow": len(layers) - wide, "wide": wide}
+
+
+def _recorder(inputs: dict):
+    """A forward pre-hook that keeps a layer's input and its site's channel choice at that moment."""
+
+    def record(module: FixedKConv, args: tuple[torch.Tensor, ...]) -> None:
+        inputs[module] = (args[0], module.site.idx)
+
+    return record
 
 
 def fixed_k_problem(copied: GatedCopy) -> str | None:
