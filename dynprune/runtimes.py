@@ -10,6 +10,7 @@ fixed-k against TorchScript's ``trace`` + ``freeze`` at 4.02 / 4.25 ms, so Torch
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -51,6 +52,8 @@ def export_onnx(module: nn.Module, example: torch.Tensor, path: str | Path) -> P
     except ImportError as exc:
         raise ConfigError(DEPLOY_EXTRA) from exc
     path = Path(path)
+    # torch's exporter logs a warning per torchvision op it cannot register (torchvision is not a dependency)
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's deprecation chatter, not the user's business
         try:

@@ -92,10 +92,11 @@ def test_mobilenetv2_narrow_width_has_no_stem_site_tied_to_a_residual():
     assert "stem" in {s.name for s in create_model("mobilenetv2", 3, 10, 32).channel_sites()}
 
 
-# ONNX export takes 5-40 s per model: one of each architecture family (CIFAR basic-block ResNets share one code
-# path whatever their depth; ImageNet ResNet-18; MobileNetV2's depthwise inside a site), at width 0.25
+# ONNX export takes 5-40 s per model: one of each architecture family at width 0.25 (ImageNet ResNet-18;
+# MobileNetV2's depthwise inside a site); the CIFAR ResNets, which share one code path whatever their depth, are
+# exported by the export CLI's test below (a trained ResNet-20, real test images)
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["resnet20", "resnet18", "mobilenetv2"])
+@pytest.mark.parametrize("name", ["resnet18", "mobilenetv2"])
 def test_onnx_runtime_equals_the_masked_model(name):
     model, shape = random_topk(name, width=0.25)
     x = torch.randn(3, *shape)
@@ -103,12 +104,38 @@ def test_onnx_runtime_equals_the_masked_model(name):
     assert max_error(executor, model, x) < 1e-4
 
 
+class SmallResidual(torch.nn.Module):
+    """A model outside the zoo (sites from the dependency graph): one gated site b -> c inside a residual."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        nn = torch.nn
+        self.a, self.bn_a = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.b, self.bn_b = nn.Conv2d(8, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16)
+        self.c, self.bn_c = nn.Conv2d(16, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.bn_a(self.a(x)).relu()
+        x = x + self.bn_c(self.c(self.bn_b(self.b(x)).relu()))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+# torch.compile takes ~50 s on ResNet-20 here: the compiled executor is checked on a small model of the same
+# structure (the graph is the same ops whatever the depth); ONNX Runtime above covers the zoo's architectures
 @pytest.mark.slow
-def test_compiled_equals_the_masked_model():
-    model, shape = random_topk("resnet20", width=0.25)
-    x = torch.randn(3, *shape)
-    executor = RUNTIMES.get("compiled")(to_fixed_k(model), x, 2)
-    assert max_error(executor, model, x) < 1e-4
+def test_compiled_equals_the_masked_model_per_sample():
+    from dynprune.prune.depgraph import attach_dependency_sites
+
+    torch.manual_seed(0)
+    model = attach_dependency_sites(SmallResidual(), (3, 16, 16))
+    model = GatedMethod("topk", 0.5, calibrate=False).prepare(model, (3, 16, 16)).eval()
+    for gate in model.gate_set.gates.values():
+        torch.nn.init.normal_(gate.fc2.weight, std=2.0)
+    for batch in (1, 3):
+        x = torch.randn(batch, 3, 16, 16)
+        executor = RUNTIMES.get("compiled")(to_fixed_k(model), x, 2)
+        assert max_error(executor, model, x) < 1e-4
 
 
 @pytest.mark.slow
@@ -136,5 +163,3 @@ def test_export_cli_writes_an_onnx_file_that_equals_pytorch_on_real_test_images(
     proc = run_module("dynprune.export", str(tmp_path / "lenet" / "checkpoint.pt"), "--onnx", str(refused))
     assert proc.returncode == 2 and "chain of sites" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not refused.exists()
-    proc = run_module("dynprune.export", str(tmp_path / "missing.pt"), "--onnx", str(refused))
-    assert proc.returncode == 2 and "missing.pt" in proc.stderr and "Traceback" not in proc.stderr

@@ -115,6 +115,7 @@ def test_search_warmup_default_scales_with_a_short_search():
         ("dynprune.compare", *DATA_FLAGS, "--wandb", "disabled", "--methods", "dense,l1-filter", "--dense"),
         ("dynprune.bench", "dynamic", "--models", "", "--checkpoint"),
         ("dynprune.bench", "pruned"),
+        ("dynprune.export", "--onnx", "model.onnx"),
         ("agents.search", "--wandb", "disabled", "--init"),
     ],
     ids=lambda c: " ".join(c[:2]),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -239,7 +240,18 @@ def rows_for(case: GatedCase, timing: Timing) -> list[SpeedRow]:
                     hard_realization,
                 )
             )
+            _progress(out[-1])
     return out
+
+
+def _progress(row: SpeedRow) -> None:
+    """One line per finished row on stderr: a full table can take an hour (compiles, exports, rounds)."""
+    print(
+        f"[bench dynamic] {row.model} {row.runtime} target {row.target:.2f} batch {row.batch}: dense "
+        f"{row.dense_ms:.2f} ms, deploy {row.deploy_ms:.2f} ms ({row.strategy}), x{row.measured_speedup:.2f}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def trained_case(path: str, batch: int) -> GatedCase:
@@ -293,6 +305,7 @@ def static_rows(path: str, timing: Timing) -> list[SpeedRow]:
                 all(v.stable for v in timed.values()),
             )
         )
+        _progress(rows[-1])
     return rows
 
 
