@@ -17,7 +17,7 @@ SUPPORTED = ("mobilenetv2", "resnet110", "resnet18", "resnet20", "resnet32", "re
 
 
 def random_topk(name: str, target: float = 0.5, width: float = 1.0, estimator: str = "topk"):
-    """A zoo model with random, well-separated gate logits (no near-ties that a rounding could flip) and
+    """A zoo model with random, well-separated gate logits (no ties that a rounding could flip) and
     non-trivial BN statistics, so that folding and gathering are really tested."""
     torch.manual_seed(0)
     size = SIZES.get(name, 32)
@@ -31,6 +31,9 @@ def random_topk(name: str, target: float = 0.5, width: float = 1.0, estimator: s
             m.bias.data.uniform_(-0.2, 0.2)
     for gate in model.gate_set.gates.values():
         torch.nn.init.normal_(gate.fc2.weight, std=2.0)
+        # distinct biases: a gate whose hidden ReLUs are all 0 gives logits = bias, and equal logits are a tie
+        # that torch.topk and ONNX's TopK (lower index first) may break differently
+        torch.nn.init.normal_(gate.fc2.bias, std=0.01)
     return model.eval(), (3, size, size)
 
 
