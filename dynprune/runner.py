@@ -231,12 +231,19 @@ def _final_result(cfg: TrainConfig, parts: RunParts, state: FitState) -> tuple[d
 
 
 def latency_on_test_images(
-    model: torch.nn.Module, test_loader: BatchLoader, device: torch.device, channels_last: bool
+    model: torch.nn.Module,
+    test_loader: BatchLoader,
+    device: torch.device,
+    channels_last: bool,
+    min_run_time: float = 0.3,
 ) -> dict:
-    """Batch 1 and 64 on real test images (gates decide per input, so random tensors would mislead)."""
+    """Batch 1 and 64 on real test images (gates decide per input, so random tensors would mislead);
+    ``min_run_time``: seconds of timing per round."""
     images = next(iter(test_loader))[0]
     inputs = {b: images[:b] for b in (1, 64)}
-    ms = measure_latency(model, images.shape[1:], (1, 64), channels_last=channels_last, inputs=inputs)
+    ms = measure_latency(
+        model, images.shape[1:], (1, 64), channels_last=channels_last, inputs=inputs, min_run_time=min_run_time
+    )
     return {**ms, "device": str(device), "threads": torch.get_num_threads(), "deployed": model.__class__.__name__}
 
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 from dynprune.catalog import train_config
 from dynprune.config import TrainConfig
 from dynprune.data import BUNDLED_ROOT, ENV_VAR
@@ -52,3 +54,34 @@ def run_module(module: str, *args: str, timeout: int = 300, cwd: Path = REPO) ->
         cwd=cwd,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+
+
+class SmallResidual(torch.nn.Module):
+    """A model outside the zoo (sites from the dependency graph): one gated site b -> c inside a residual."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        nn = torch.nn
+        self.a, self.bn_a = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.b, self.bn_b = nn.Conv2d(8, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16)
+        self.c, self.bn_c = nn.Conv2d(16, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.bn_a(self.a(x)).relu()
+        x = x + self.bn_c(self.c(self.bn_b(self.b(x)).relu()))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+def small_gated_residual(estimator: str = "topk") -> torch.nn.Module:
+    """``SmallResidual`` with dependency-graph sites and random, tie-free gates at half of its channels (eval)."""
+    from dynprune.gates import GatedMethod
+    from dynprune.prune.depgraph import attach_dependency_sites
+
+    torch.manual_seed(0)
+    model = attach_dependency_sites(SmallResidual(), (3, 16, 16))
+    model = GatedMethod(estimator, 0.5, calibrate=False).prepare(model, (3, 16, 16)).eval()
+    for gate in model.gate_set.gates.values():
+        torch.nn.init.normal_(gate.fc2.weight, std=2.0)
+        torch.nn.init.normal_(gate.fc2.bias, std=0.01)
+    return model

@@ -183,14 +183,23 @@ def test_bench_dynamic_cli_writes_rows(tmp_path):
 
 
 @pytest.mark.slow
-def test_bench_dynamic_times_dense_and_deploy_both_in_onnx_runtime(tmp_path):
-    out = tmp_path / "rows.json"
-    args = ("--models", "resnet20", "--targets", "0.5", "--batch-sizes", "2", "--runtime", "onnxruntime")
-    proc = run_module("dynprune.bench", "dynamic", *args, *QUICK_TIMING, "--json", str(out), timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    (row,) = json.loads(out.read_text())
-    assert row["runtime"] == "onnxruntime" and row["strategy"] == "fixedk" and row["masked_ms"] is None
-    assert row["dense_ms"] > 0 and row["hard_ms"] > 0 and row["batch"] == 2
+def test_bench_rows_time_dense_deploy_and_the_hard_twin_in_onnx_runtime():
+    from helpers import small_gated_residual
+
+    from dynprune.bench.dynamic import GatedCase, Timing, rows_for
+    from dynprune.gates.method import GatedMethod
+
+    model = small_gated_residual()
+    method = GatedMethod("topk", 0.5, calibrate=False)
+    method.prepare(small_gated_residual(), (3, 16, 16))  # the same sites: its cost model serves the MAC ratio
+    case = GatedCase("small", 0.5, model, method, (3, 16, 16))
+    (row,) = rows_for(case, Timing((2,), 1, 0.01, runtimes=("onnxruntime",)))
+    assert row.runtime == "onnxruntime" and row.strategy == "fixedk" and row.masked_ms is None
+    assert row.dense_ms > 0 and row.hard_ms > 0 and row.batch == 2 and 0.4 < row.macs_ratio < 0.9
+    assert 0 < row.hard_realization < 5
+
+
+def test_bench_dynamic_refuses_an_unknown_runtime():
     proc = run_module("dynprune.bench", "dynamic", "--runtime", "tensorrt", "--models", "resnet20", timeout=60)
     assert proc.returncode == 2 and "unknown --runtime ['tensorrt']" in proc.stderr
     assert "allowed: compiled, eager, onnxruntime" in proc.stderr

@@ -22,6 +22,7 @@ QUICK = {
     "seeds": [0],
     "search_episodes": 3,
     "search_val_subset": 100,
+    "latency_seconds": 0.05,
 }
 
 
@@ -62,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         run_cells(cells, cfg.workers)
         if cfg.latency and cfg.workers > 1:
-            retime_cells([c for c in cells if not c.external], cfg.cell_threads)
+            retime_cells([c for c in cells if not c.external], cfg.cell_threads, cfg.latency_seconds)
         rows = collect_rows(cells)
         report = write_outputs(cfg.run_dir, f"{cfg.model} on {cfg.dataset}", rows, cfg.targets)
         _summary_run(cfg, rows)

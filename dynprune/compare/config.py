@@ -44,6 +44,9 @@ class CompareConfig:
     wandb: Literal["offline", "online", "disabled"] = option("offline", "wandb mode of every cell and the summary")
     wandb_project: str = option("dynprune", "wandb project")
     latency: bool = option(True, "measure latency of every cell (batch 1 and 64)")
+    latency_seconds: float = option(
+        0.3, "seconds of timing per round of each latency figure (--quick: 0.05, a smoke test, not a figure)"
+    )
     dry_run: bool = option(False, "print the plan and its estimated time, train nothing")
 
     @property
@@ -67,6 +70,8 @@ class CompareConfig:
             raise ConfigError("seeds: give at least one seed")
         if not 0 < self.search_r_max < 1:
             raise ConfigError(f"search_r_max must be in (0, 1), got {self.search_r_max}")
+        if not self.latency_seconds > 0:
+            raise ConfigError(f"latency_seconds must be > 0, got {self.latency_seconds}")
         for field in ("epochs", "dense_epochs", "search_episodes", "workers"):
             if getattr(self, field) < 1:
                 raise ConfigError(f"{field} must be >= 1, got {getattr(self, field)}")

@@ -99,7 +99,7 @@ def _run_parallel(cells: list[Cell], workers: int, total: int) -> None:
             raise
 
 
-def retime_cells(cells: list[Cell], threads: int) -> None:
+def retime_cells(cells: list[Cell], threads: int, seconds: float = 0.3) -> None:
     """Latency of every finished cell that has none, one cell at a time on an otherwise idle machine.
 
     Parallel cells skip their own latency: measured while another cell trains on the other cores it was noise
@@ -134,7 +134,8 @@ def retime_cells(cells: list[Cell], threads: int) -> None:
         )
         result_path = cell.run_dir / RESULT
         result = json.loads(result_path.read_text())
-        result["latency_ms"] = {**latency_on_test_images(model, loader, device, channels_last), "pass": "serial"}
+        latency = latency_on_test_images(model, loader, device, channels_last, seconds)
+        result["latency_ms"] = {**latency, "pass": "serial"}
         write_json(result_path, result)
         print(f"    {cell.label}: b1 {result['latency_ms']['b1']:.2f} ms, b64 {result['latency_ms']['b64']:.1f} ms")
 
