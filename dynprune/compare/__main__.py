@@ -15,12 +15,12 @@ PROG = "python -m dynprune.compare"
 # --quick: what CI runs end to end (tiny subset, one target, one seed; every registered method unless --methods).
 QUICK = {
     "train_subset": 256,
-    "val_size": 300,
+    "val_size": 200,
     "epochs": 1,
     "dense_epochs": 1,
     "targets": [0.5],
     "seeds": [0],
-    "search_episodes": 3,
+    "search_episodes": 2,
     "search_val_subset": 100,
     "latency_seconds": 0.05,
 }
