@@ -85,3 +85,13 @@ def small_gated_residual(estimator: str = "topk") -> torch.nn.Module:
         torch.nn.init.normal_(gate.fc2.weight, std=2.0)
         torch.nn.init.normal_(gate.fc2.bias, std=0.01)
     return model
+
+
+def randomize_bn(model: torch.nn.Module) -> None:
+    """Non-trivial BN statistics and affine parameters (in place), so that BN folding is really tested."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)

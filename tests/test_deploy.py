@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from helpers import QUICK_TIMING, run_module
+from helpers import QUICK_TIMING, randomize_bn, run_module
 
 from dynprune.fold import fold_bn
 from dynprune.gates import GatedMethod
@@ -19,12 +19,7 @@ def random_gated(name: str, gate_std: float = 1.0, bias: float = 0.0):
     size = SIZES.get(name, 32)
     model = create_model(name, 3, 10, size)
     model = GatedMethod("ste", 0.5).prepare(model, (3, size, size))
-    for m in model.modules():  # non-trivial BN so that folding is really tested
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
+    randomize_bn(model)  # non-trivial BN so that folding is really tested
     for gate in model.gate_set.gates.values():
         torch.nn.init.normal_(gate.fc2.weight, std=gate_std)
         torch.nn.init.constant_(gate.fc2.bias, bias)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import randomize_bn
 
 from dynprune.gates import GatedMethod
 from dynprune.gates.fixed_k import FixedKUnsupported, to_fixed_k
@@ -23,12 +24,7 @@ def random_topk(name: str, target: float = 0.5, width: float = 1.0, estimator: s
     size = SIZES.get(name, 32)
     model = create_model(name, 3, 10, size, width=width)
     model = GatedMethod(estimator, target, calibrate=False).prepare(model, (3, size, size))
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
+    randomize_bn(model)  # non-trivial BN so that folding is really tested
     for gate in model.gate_set.gates.values():
         torch.nn.init.normal_(gate.fc2.weight, std=2.0)
         # distinct biases: a gate whose hidden ReLUs are all 0 gives logits = bias, and equal logits are a tie
