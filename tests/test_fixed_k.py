@@ -10,6 +10,7 @@ from helpers import randomize_bn
 from dynprune.gates import GatedMethod
 from dynprune.gates.fixed_k import FixedKUnsupported, to_fixed_k
 from dynprune.models import create_model, list_models
+from dynprune.runner import latency_on_test_images
 from dynprune.runtimes import RUNTIMES
 
 SIZES = {"resnet18": 64}
@@ -76,6 +77,35 @@ def test_autotune_chooses_a_mode_per_layer_and_stays_exact():
     assert counts["narrow"] + counts["wide"] == 2 * len(model.gate_set.sites)  # a producer and a consumer each
     assert all(4 in layer.wide for layer in executor.layers() if layer.role != "depthwise")
     assert max_error(executor, model, x) < 1e-4
+
+
+def test_the_gated_methods_deploy_model_runs_fixed_k_as_a_strategy():
+    model, shape = random_topk("resnet20")
+    deploy = GatedMethod("topk", 0.5, calibrate=False).deploy_model(model)
+    x = torch.randn(4, *shape)
+    assert "fixedk" in deploy.candidates(4) and deploy.strategy_for(1) == "fixedk"  # batch 1: static shapes
+    deploy.strategy = "fixedk"
+    assert max_error(deploy, model, x) < 1e-4 and max_error(deploy, model, x[:1]) < 1e-4
+    deploy.strategy = "auto"
+    choice = deploy.autotune(x)  # fixed-k's own narrow/wide choice is tuned when it is timed
+    assert deploy.strategy_for(4) == choice and all(4 in m.wide for m in deploy.executors["fixedk"].layers())
+    assert max_error(deploy, model, x) < 1e-4
+    threshold, _ = random_topk("resnet20", estimator="ste")  # threshold gates: the data-dependent strategies only
+    deploy = GatedMethod("ste", 0.5, calibrate=False).deploy_model(threshold)
+    assert "fixedk" not in deploy.candidates(4) and deploy.strategy_for(1) == "gather"
+    deploy.strategy = "fixedk"
+    with pytest.raises(ValueError, match="unknown deploy strategy 'fixedk'"):
+        deploy(x)
+
+
+def test_run_latency_times_the_fastest_strategy_per_batch_size():
+    model, shape = random_topk("resnet20", width=0.25)
+    deploy = GatedMethod("topk", 0.5, calibrate=False).deploy_model(model)
+    images = [(torch.randn(64, *shape), torch.zeros(64, dtype=torch.long))]  # a loader's first batch
+    latency = latency_on_test_images(deploy, images, torch.device("cpu"), False, min_run_time=0.01)
+    assert latency["deployed"] == "DeployModel" and latency["b1"] > 0 and latency["b64"] > 0
+    assert latency["strategies"] == {"b1": deploy.strategy_for(1), "b64": deploy.strategy_for(64)}
+    assert set(latency["strategies"].values()) <= set(deploy.candidates(64))
 
 
 def test_refuses_threshold_gates_in_one_line():

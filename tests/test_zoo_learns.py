@@ -1,10 +1,10 @@
-"""Zoo models learn with their own default recipe: one short epoch on real Fashion-MNIST images, well above chance
-(10%). The recipe comes in through the real CLI parser (no lr, schedule or weight decay given).
+"""Every zoo model learns with its own default recipe: one short epoch on real Fashion-MNIST images (4,800 images
+at batch 64, 75 steps; the shipped sample holds 5,000 training images after its validation split) ends well above
+chance (10%). The recipe comes in through the real CLI parser (no lr, schedule or weight decay given).
 
-Only the models a CPU test can afford are here (LeNet-5, whose recipe this was made for, and ResNet-20 at a
-quarter width): MobileNetV2 and ResNet-110 at a quarter width took 113 s and 306 s on the 2-core CI machine
-under load, and ResNet-110 did not learn in 31 steps with the ResNet recipe (val 18%, see the README's model
-table)."""
+A quarter width keeps the deep models affordable on a CPU (ResNet-110: ~20 s, MobileNetV2: ~20-30 s on 2 cores);
+the recipe is the model's whatever its width. Measured values per model and seed: BENCHMARKS.md, "Default recipe
+per zoo model: one short epoch each"."""
 
 from __future__ import annotations
 
@@ -12,20 +12,23 @@ import pytest
 from helpers import DATASET
 
 from dynprune.catalog import parse_train_cli
-from dynprune.models import model_recipe
+from dynprune.models import list_models, model_recipe
 from dynprune.runner import run_training
 
-#: narrow enough for a CPU test; the recipe is the model's whatever its width. LeNet-5 is cheap at full width.
+#: narrow enough for a CPU test; LeNet-5 is cheap at full width
 WIDTH = {"lenet5": 1.0}
+#: a few seconds each: in the quick tier; the rest are trainings of 5-30 s
+QUICK = ("lenet5", "resnet18", "vgg11")
 
 
-@pytest.mark.parametrize("model", ["lenet5", pytest.param("resnet20", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("model", [m if m in QUICK else pytest.param(m, marks=pytest.mark.slow) for m in list_models()])
 def test_zoo_model_learns_in_one_short_epoch_with_its_recipe(tmp_path, model):
     args = ["--model", model, "--width", str(WIDTH.get(model, 0.25)), "--dataset", DATASET, "--epochs", "1"]
-    args += ["--train-subset", "4000", "--val-size", "1000", "--no-latency", "--wandb", "disabled", "--threads", "2"]
-    cfg = parse_train_cli([*args, "--no-progress", "--out", str(tmp_path / model)], "t", "")
-    assert (cfg.lr, cfg.schedule, cfg.weight_decay) == tuple(
-        model_recipe(model)[k] for k in ("lr", "schedule", "weight_decay")
-    )
+    args += ["--train-subset", "4800", "--batch-size", "64", "--val-size", "1000", "--no-latency"]
+    args += ["--wandb", "disabled", "--threads", "2", "--no-progress", "--out", str(tmp_path / model)]
+    cfg = parse_train_cli(args, "t", "")
+    recipe = model_recipe(model)
+    assert recipe, f"{model} has no recipe of its own"
+    assert (cfg.lr, cfg.schedule, cfg.weight_decay) == tuple(recipe[k] for k in ("lr", "schedule", "weight_decay"))
     result = run_training(cfg)
-    assert result["val_top1"] >= 30.0, (model, result["val_top1"])  # 3x chance after 31 steps
+    assert result["val_top1"] >= 30.0, (model, result["val_top1"])  # 3x chance after 75 steps

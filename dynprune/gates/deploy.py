@@ -19,8 +19,12 @@ Strategies for a batch (``DeployModel.strategy``):
   packed (each group's channels in the first slots). Only where no gated producer reads another site
   (ResNets, MobileNetV2). Trained gates repeat their sets, random ones rarely do.
 - ``masked``: dense folded convolutions times the mask (the fallback when gathering would not pay).
-- ``auto`` (default): batch 1 -> ``gather``; larger batches -> ``union``; ``autotune()`` replaces this rule by
-  the fastest strategy measured per batch size on this machine, ``grouped`` and ``masked`` included.
+- ``auto`` (default): batch 1 -> ``fixedk`` where added, else ``gather``; larger batches -> ``union``;
+  ``autotune()`` replaces this rule by the fastest strategy measured per batch size on this machine, ``grouped``,
+  ``masked`` and added executors included.
+- added executors (``add_executor``): whole-model executors of the same gated model run as a strategy of their
+  own; ``fixedk`` (``fixed_k.py``, static shapes for fixed-count gates) is added by the gated method where the
+  model supports it: the fastest eager executor at batch 1 in every ResNet-20/56 row of BENCHMARKS.md.
 Gather: ``index_select`` on the folded weight per call (output filters: a contiguous row copy; input channels:
 a strided copy). Measured on the 2-core CPU (half of the channels of a [C, C, 3, 3] weight):
 - ``index_select(1, idx)`` 0.44 ms at C=512, 0.087 at 256; advanced indexing ``w[:, idx]`` 1.92 / 0.26 ms,
@@ -289,6 +293,7 @@ class DeployModel(nn.Module):
         self.runtimes = runtimes
         self.strategy = "auto"
         self.tuned: dict[int, str] = {}
+        self.executors = nn.ModuleDict()  # name -> whole-model executor run as a strategy (``add_executor``)
         # grouped packs a site's channels per group: possible when no gated producer reads another site
         # (ResNets, MobileNetV2), not for chains of sites (VGG, LeNet) or sites flattened into a linear layer
         self.groupable = not any(
@@ -298,30 +303,41 @@ class DeployModel(nn.Module):
         )
         self.eval()
 
+    def add_executor(self, name: str, executor: nn.Module) -> None:
+        """Run ``executor`` (a whole-model executor of the same gated model, equal outputs) as strategy ``name``."""
+        if name in STRATEGIES:
+            raise ValueError(f"{name!r} is a built-in deploy strategy")
+        self.executors[name] = executor
+
     def candidates(self, batch: int = 2) -> tuple[str, ...]:
         """The strategies worth timing for this batch size: all but ``grouped`` for chains of sites, and not
-        at batch 1, where it is ``gather``."""
+        at batch 1, where it is ``gather``; then the added executors."""
         grouped = self.groupable and batch > 1
-        return tuple(s for s in STRATEGIES if s != "auto" and (s != "grouped" or grouped))
+        return (*(s for s in STRATEGIES if s != "auto" and (s != "grouped" or grouped)), *self.executors)
 
     def train(self, mode: bool = True) -> DeployModel:
         """Deploy modules are inference-only: they stay in eval mode whatever is asked."""
         return super().train(False)
 
     def strategy_for(self, batch: int) -> str:
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"unknown deploy strategy {self.strategy!r}; allowed: {', '.join(STRATEGIES)}")
+        if self.strategy not in (*STRATEGIES, *self.executors):
+            allowed = ", ".join((*STRATEGIES, *self.executors))
+            raise ValueError(f"unknown deploy strategy {self.strategy!r}; allowed: {allowed}")
         if self.strategy == "grouped" and not self.groupable:
             raise ValueError("strategy 'grouped' needs sites whose producers read no other site; use 'union'")
         if self.strategy != "auto":
             return self.strategy
         if batch in self.tuned:
             return self.tuned[batch]
-        return "gather" if batch == 1 else "union"
+        if batch == 1:
+            return "fixedk" if "fixedk" in self.executors else "gather"
+        return "union"
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         strategy = self.strategy_for(x.shape[0])
+        if strategy in self.executors:
+            return self.executors[strategy](x)
         for rt in self.runtimes.values():
             rt.strategy = strategy
         if strategy == "gather" and x.shape[0] > 1:
@@ -335,6 +351,9 @@ class DeployModel(nn.Module):
         candidates = candidates or self.candidates(example.shape[0])
         saved, timings = self.strategy, {}
         for name in candidates:
+            tune = getattr(self.executors[name], "autotune", None) if name in self.executors else None
+            if tune is not None:  # an executor with choices of its own (fixed-k: narrow or wide per layer)
+                tune(example)
             self.strategy = name
             self(example)  # warm-up
             runs = []

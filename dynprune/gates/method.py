@@ -11,6 +11,7 @@ need neither the budget term nor the calibration.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Sequence
@@ -32,6 +33,7 @@ from .density import GLOBAL, UNIFORM, bounds, site_densities, slide
 from .deploy import to_deploy
 from .estimator import Estimator
 from .estimators import ESTIMATORS, create_estimator
+from .fixed_k import FixedKUnsupported, to_fixed_k
 from .init import init_gates_like_l1_filter, quantile_shifts
 from .module import GateSet, attach_gates
 
@@ -262,7 +264,12 @@ class GatedMethod(Method):
 
     # -- evaluation
     def deploy_model(self, model: nn.Module) -> nn.Module:
-        return to_deploy(model)
+        """The deploy executor; fixed-count gates on a model with static shapes (topk on ResNets, MobileNetV2)
+        also get the fixed-k executor as its ``fixedk`` strategy."""
+        deploy = to_deploy(model)
+        with contextlib.suppress(FixedKUnsupported):  # threshold gates, chains of sites: data-dependent only
+            deploy.add_executor("fixedk", to_fixed_k(model))
+        return deploy
 
     def start_eval(self) -> None:
         self._eval_rates = {s.name: 0.0 for s in self.gate_set.sites}

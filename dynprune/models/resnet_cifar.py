@@ -91,7 +91,13 @@ def _factory(depth: int):
 #: the CIFAR ResNet recipe, measured on ResNet-20 (93.29% on Fashion-MNIST in 9 epochs, BENCHMARKS.md); these
 #: are also the general defaults of TrainConfig
 CIFAR_RESNET_RECIPE = with_recipe(lr=0.2, schedule="onecycle", weight_decay=5e-4)
+#: deeper CIFAR ResNets learn slower at 0.2 (one short epoch, 4 seeds: BENCHMARKS.md, "Default recipe per zoo
+#: model: one short epoch each"): ResNet-56 at He et al.'s peak lr 0.1 (0.2 was erratic, 10.7-66.7% val);
+#: ResNet-110 at 0.05 (57.2 +- 7.3% val where 0.1 gave 37.1 +- 8.3% and 0.2 30.6 +- 5.2%, at chance with batch
+#: 128; He et al. needed a 0.01 warm-up for it)
+RESNET56_RECIPE = with_recipe(lr=0.1, schedule="onecycle", weight_decay=5e-4)
+RESNET110_RECIPE = with_recipe(lr=0.05, schedule="onecycle", weight_decay=5e-4)
 resnet20 = register_model(CIFAR_RESNET_RECIPE(_factory(20)))
 resnet32 = register_model(CIFAR_RESNET_RECIPE(_factory(32)))
-resnet56 = register_model(CIFAR_RESNET_RECIPE(_factory(56)))
-resnet110 = register_model(CIFAR_RESNET_RECIPE(_factory(110)))
+resnet56 = register_model(RESNET56_RECIPE(_factory(56)))
+resnet110 = register_model(RESNET110_RECIPE(_factory(110)))
