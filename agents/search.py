@@ -23,6 +23,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 from dynprune.checkpoints import write_json
 from dynprune.cli import run_command
 from dynprune.config import ConfigError, parse_cli, save_yaml, to_dict
+from dynprune.outputs import check_folder, prepare_folder
 from dynprune.track import Tracker
 
 from .algorithms import ALGORITHMS, SearchSpace
@@ -95,6 +96,7 @@ def _policy(cfg: SearchConfig, name: str, recorder: EpisodeRecorder, evaluator: 
 def run_search(cfg: SearchConfig) -> dict[str, dict[str, Any]]:
     """Run the algorithm then its baselines; write the folder; return {algorithm: policy summary}."""
     out = cfg.run_dir
+    check_folder(out)  # a file in the way is one line now, not a traceback after loading the model and data
     if (out / CACHE).exists() and not cfg.resume:
         raise ConfigError(f"--out {out} already holds a search; pass --resume to continue it or choose another --out")
     if cfg.resume and not (out / CACHE).exists():
@@ -106,7 +108,7 @@ def run_search(cfg: SearchConfig) -> dict[str, dict[str, Any]]:
     if cfg.model and evaluator.arch["model"] != cfg.model:
         raise SearchError(f"--model {cfg.model}: the checkpoint {cfg.init} holds a {evaluator.arch['model']}")
     space = SearchSpace(evaluator.cost, len(evaluator.sites), cfg.target_macs, cfg.r_min, cfg.r_max)
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_folder(out)
     save_yaml(cfg, out / "search.yaml")
     cache = EvaluationCache(out / CACHE)
     if cfg.resume:

@@ -24,6 +24,7 @@ from .data import BatchLoader, data_of_checkpoint
 from .fold import fold_bn
 from .gates.fixed_k import FixedKUnsupported, to_fixed_k
 from .models import input_shape
+from .outputs import check_output_file
 from .rebuild import deployable_from_checkpoint, gated_model_from_checkpoint, is_gated_checkpoint
 from .runtimes import OrtExecutor, export_onnx
 
@@ -56,13 +57,10 @@ def check_images(ckpt: dict, batch: int, count: int, data_dir: str | None) -> li
 
 
 def export(args: argparse.Namespace) -> int:
+    out = Path(args.onnx)
+    check_output_file(out, "--onnx", "model.onnx")
     module, reference, ckpt = exportable(args.checkpoint)
     shape = input_shape(ckpt["arch"])
-    out = Path(args.onnx)
-    if out.is_dir():
-        raise ConfigError(f"--onnx {out} is a folder; give a file name such as {out / 'model.onnx'}")
-    if not out.parent.is_dir():
-        raise ConfigError(f"--onnx {out}: folder {out.parent} does not exist")
     export_onnx(module, torch.randn(args.batch, *shape), out)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): input [{args.batch}, {', '.join(map(str, shape))}]")
     report = {"onnx": str(out), "batch": args.batch, "input_shape": list(shape), "checked_images": 0}

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .base import ConfigError
+from .outputs import prepare_folder
 
 LOCK = ".lock"
 
@@ -40,19 +41,6 @@ def _alive(holder: dict) -> bool:
     except (KeyError, ValueError, TypeError):
         return False
     return True
-
-
-def prepare_folder(out_dir: Path) -> None:
-    """Create ``--out`` (one clear line if it is a file or cannot be written)."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"--out {out_dir} is a file; give a folder for the run")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(f"--out {out_dir}: cannot write there ({exc.strerror or exc})") from None
 
 
 @contextlib.contextmanager

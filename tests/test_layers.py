@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "dynprune.checkpoints": 1,
     "dynprune.distill": 1,
     "dynprune.runlock": 1,
+    "dynprune.outputs": 1,
     "dynprune.data": 2,
     "dynprune.models": 2,
     "dynprune.cost": 2,

@@ -97,6 +97,35 @@ def test_out_naming_a_file_is_one_line(tmp_path):
     assert proc.returncode == 2 and f"--out {target} is a file" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    run_training(tiny_config(out, epochs=1))
+    return str(out / "checkpoint.pt")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("dynprune.compare", *DATA_FLAGS, "--dry-run", "--out", "{file}/sub"),
+        ("dynprune.prune", "sensitivity", "--init", "{ckpt}", "--wandb", "disabled", "--out", "{file}/sub"),
+        ("agents.search", "--init", "{ckpt}", "--wandb", "disabled", "--out", "{file}"),
+        ("dynprune.bench", "dynamic", "--models", "", "--json", "{file}/rows.json"),
+        ("dynprune.bench", "pruned", "{ckpt}", "--json", "{file}/rows.json"),
+        ("dynprune.bench", "ddp", "--json", "{file}/rows.json"),
+        ("dynprune.export", "{ckpt}", "--onnx", "{file}/model.onnx"),
+    ],
+    ids=lambda c: " ".join(c[:2]),
+)
+def test_every_cli_refuses_an_output_path_through_a_file_before_its_work(tmp_path, tiny_checkpoint, command):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    proc = run_module(*(a.format(file=blocker, ckpt=tiny_checkpoint) for a in command), timeout=120)
+    assert proc.returncode == 2 and str(blocker) in proc.stderr, proc.stderr[-500:]
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert blocker.read_text() == "not a folder"
+
+
 def test_search_warmup_default_scales_with_a_short_search():
     from agents.config import SearchConfig
     from dynprune.config import build

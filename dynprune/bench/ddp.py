@@ -11,6 +11,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..outputs import check_output_file
+
 
 def cli(argv: Sequence[str]) -> int:
     """Training images/s of N torchrun processes (DDP) against one process, on the same global batches."""
@@ -25,6 +27,8 @@ def cli(argv: Sequence[str]) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
+    if args.json:
+        check_output_file(args.json, "--json")  # before the trainings, not after them
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     rows = []

@@ -26,6 +26,7 @@ from ..gates.estimators import ESTIMATORS
 from ..gates.fixed_k import FixedKUnsupported, to_fixed_k
 from ..gates.method import GatedMethod
 from ..models import create_model, list_models
+from ..outputs import check_output_file
 from ..rebuild import gated_model_from_checkpoint, is_gated_checkpoint, pruned_and_dense_from_checkpoint
 from ..runtimes import RUNTIMES, Executor
 from ..sites import slice_sites
@@ -433,6 +434,8 @@ def cli(argv: Sequence[str]) -> int:
         parser.error(f"unknown --device {args.device!r}; allowed: cpu, cuda, cuda:N")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"--device {args.device} asked but this machine has no CUDA device; use --device cpu")
+    if args.json:
+        check_output_file(args.json, "--json")  # before the timing, not after it
     torch.set_num_threads(args.threads)
     timing = Timing(batches, args.threads, args.min_run_time, args.device, runtimes, args.gate)
     rows = measure_rows(models, targets, timing)

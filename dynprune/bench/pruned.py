@@ -10,6 +10,7 @@ import torch
 
 from ..base import ConfigError
 from ..fold import fold_bn
+from ..outputs import check_output_file
 from ..rebuild import pruned_and_dense_from_checkpoint
 from ..timing import interleaved_timing, round_ratio
 
@@ -23,6 +24,8 @@ def cli(argv: Sequence[str]) -> int:
     parser.add_argument("--min-run-time", type=float, default=1.0)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
+    if args.json:
+        check_output_file(args.json, "--json")  # before the timing, not after it
 
     torch.set_num_threads(args.threads)
     batches = [int(b) for b in args.batch_sizes.split(",")]

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from ..cli import run_command
 from ..config import build, parse_cli, to_dict
+from ..outputs import check_folder
 from ..track import Tracker
 from .config import CompareConfig
 from .methods import COMPARE_METHODS
@@ -57,6 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .report import collect_rows, write_outputs
 
     def work() -> int:
+        check_folder(cfg.run_dir)  # before the plan: a dry run creates nothing but must not list folders in a file
         cells = build_plan(cfg)
         print(format_plan(cells, cfg.workers), flush=True)
         if cfg.dry_run:

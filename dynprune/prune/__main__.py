@@ -44,25 +44,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _sensitivity(args: argparse.Namespace, ratios: list[float]) -> int:
+    from ..base import ConfigError
     from ..checkpoints import CheckpointError, load_checkpoint
     from ..data import DataError, data_of_checkpoint
     from ..models import model_for_arch
+    from ..outputs import check_folder, prepare_folder
     from ..track import Tracker
     from .method import restore_pruned
     from .sensitivity import format_sensitivity, plot_sensitivity, site_sensitivity
 
+    out = Path(args.out)
     try:
+        check_folder(out)
         ckpt = load_checkpoint(args.init)
         arch = ckpt["arch"]
         model = restore_pruned(model_for_arch(arch), ckpt, args.init)
         data = data_of_checkpoint(ckpt, args.data_dir)
-    except (CheckpointError, DataError, KeyError) as exc:
+        prepare_folder(out)  # before the passes, so that a folder that cannot be written loses no work
+    except (CheckpointError, DataError, ConfigError, KeyError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     dense_acc, table = site_sensitivity(model, args.method, data, ratios, args.val_subset)
     print(format_sensitivity(dense_acc, ratios, table))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     title = f"{arch['model']} / {data.name} / {args.method}: one site pruned at a time"
     plot_sensitivity(dense_acc, ratios, table, out / "sensitivity.png", title)
     (out / "sensitivity.json").write_text(
