@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from . import distributed
+from .base import ConfigError
 from .checkpoints import CHECKPOINT, CheckpointError, load_checkpoint, load_weights, save_checkpoint
 from .data import BatchLoader
 from .distill import Distiller
@@ -184,7 +185,7 @@ class Trainer:
         self.optimizer = make_optimizer(model, optim.lr, optim.momentum, optim.weight_decay)
         steps_per_epoch = len(train_loader)
         if steps_per_epoch == 0:
-            raise ValueError("the training set is smaller than one batch; lower --batch-size")
+            raise ConfigError("the training set is smaller than one batch; lower --batch-size")
         total = self.epochs * steps_per_epoch
         self.scheduler = make_schedule(
             self.optimizer, optim.schedule, total, int(optim.warmup_epochs * steps_per_epoch)

@@ -45,7 +45,9 @@ def _alive(holder: dict) -> bool:
 
 @contextlib.contextmanager
 def locked_run_folder(out_dir: Path) -> Iterator[None]:
-    """Hold ``out_dir`` for this process while the block runs."""
+    """Hold ``out_dir`` for this process while the block runs; a folder this call created and the block left
+    empty (a run refused before it wrote anything) is removed again."""
+    created = not out_dir.exists()
     prepare_folder(out_dir)
     lock = out_dir / LOCK
     record = {
@@ -77,3 +79,6 @@ def locked_run_folder(out_dir: Path) -> Iterator[None]:
     finally:
         if (_holder(lock) or {}).get("pid") == os.getpid():
             lock.unlink(missing_ok=True)
+        if created:
+            with contextlib.suppress(OSError):  # only succeeds while the folder is empty
+                out_dir.rmdir()

@@ -124,13 +124,13 @@ def _setup(cfg: TrainConfig, device: torch.device, ctx: DistContext) -> RunParts
 def _run(cfg: TrainConfig, device: torch.device, ctx: DistContext) -> dict[str, Any]:
     out_dir = cfg.run_dir
     parts = _setup(cfg, device, ctx)
-    train_loader = parts.loader(
-        subset(parts.data.train, cfg.train_subset),
-        cfg.batch_size,
-        train=True,
-        seed=cfg.seed,
-        shard=(ctx.rank, ctx.world_size),
-    )
+    train_set = subset(parts.data.train, cfg.train_subset)
+    train_loader = parts.loader(train_set, cfg.batch_size, train=True, seed=cfg.seed, shard=(ctx.rank, ctx.world_size))
+    if len(train_loader) == 0:  # checked before anything of the run folder is written
+        raise ConfigError(
+            f"--batch-size {cfg.batch_size} is more than the {len(train_set)} training images"
+            f"{f' split over {ctx.world_size} processes' if ctx.enabled else ''}; lower --batch-size"
+        )
     val_loader = parts.loader(parts.data.val, cfg.eval_batch_size, train=False)
     if cfg.resume:  # refuse a mismatched resume before anything of the run folder is rewritten
         check_resumable(out_dir / CHECKPOINT, parts.arch, parts.method.name)

@@ -90,6 +90,15 @@ def test_bad_values_and_paths_are_one_line(args, needle):
     assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_a_batch_larger_than_the_training_set_is_one_line_and_leaves_no_folder(tmp_path):
+    out = tmp_path / "run"
+    args = ("--dataset", "synthetic", "--train-subset", "100", "--batch-size", "128", "--wandb", "disabled")
+    proc = run_module("dynprune.train", *args, "--out", str(out))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-500:]
+    assert "--batch-size 128 is more than the 100 training images" in proc.stderr
+    assert not out.exists()  # refused before anything was written: no empty run folder either
+
+
 def test_out_naming_a_file_is_one_line(tmp_path):
     target = tmp_path / "a-file"
     target.write_text("not a folder")
