@@ -357,6 +357,56 @@ def test_gates_on_a_model_outside_the_zoo_skip_its_linear_produced_site_with_a_r
     assert method.result_fields()["sites_not_gated"].keys() == {"fc1"}
 
 
+class SqueezeExcite(torch.nn.Module):
+    """A squeeze-and-excitation block on `a`'s channels, then a chain b -> c and a Linear head after pooling."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        nn = torch.nn
+        self.a, self.bn_a = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.se1, self.se2 = nn.Conv2d(8, 4, 1), nn.Conv2d(4, 8, 1)
+        self.b, self.bn_b = nn.Conv2d(8, 12, 3, padding=1), nn.BatchNorm2d(12)
+        self.c, self.bn_c = nn.Conv2d(12, 16, 3, padding=1), nn.BatchNorm2d(16)
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn_a(self.a(x)))
+        y = y * torch.sigmoid(self.se2(torch.relu(self.se1(y.mean((2, 3), keepdim=True)))))  # [B, 8, H, W]
+        z = torch.relu(self.bn_c(self.c(torch.relu(self.bn_b(self.b(y))))))
+        return self.head(z.mean((2, 3)))
+
+
+@pytest.mark.parametrize("gate", ["ste", "topk"])
+def test_gates_on_a_squeeze_and_excitation_model_outside_the_zoo(gate):
+    from dynprune.gates import GatedMethod
+    from dynprune.prune.depgraph import attach_dependency_sites
+
+    torch.manual_seed(0)
+    model = attach_dependency_sites(SqueezeExcite(), (3, 16, 16))
+    # a's channels are tied by the excitation multiply (README): not a site; SE's hidden channels, b and c are
+    assert [s.name for s in model.channel_sites()] == ["se1", "b", "c"]
+    method = GatedMethod(gate, 0.6)
+    model = method.prepare(model, (3, 16, 16))
+    assert [s.name for s in model.gate_set.sites] == ["se1", "b", "c"] and not model.gate_set.skipped
+    model.train()
+    logits = model(torch.randn(4, 3, 16, 16))
+    extra, _ = method.extra_loss(model, logits, step=10, epoch=0)
+    (logits.sum() + (extra if extra is not None else 0)).backward()
+    assert all(p.grad is not None for p in model.gate_set.gates.parameters() if p.requires_grad)
+    model.eval()
+    for g in model.gate_set.gates.values():  # trained-like gates: input-dependent, partly closed
+        torch.nn.init.normal_(g.fc2.weight, std=1.0)
+        torch.nn.init.normal_(g.fc2.bias, std=0.01)
+    x = torch.randn(3, 3, 16, 16)
+    deploy = method.deploy_model(model)
+    with torch.no_grad():
+        reference = model(x)
+        assert 0 < sum(m.mean().item() for m in model.gate_set.masks.values()) < 3  # some channels are closed
+        for strategy in deploy.candidates(3):
+            deploy.strategy = strategy
+            torch.testing.assert_close(deploy(x), reference, atol=1e-4, rtol=1e-4)
+
+
 def test_global_unstructured_records_the_sparsity_of_every_layer(tmp_path):
     result = run_training(tiny_config(tmp_path / "g", prune="global-unstructured", target_macs=0.5, epochs=1))
     layers = result["layer_sparsity"]
