@@ -272,6 +272,24 @@ def test_result_json_of_gated_cli_run(tmp_path):
     assert proc.returncode == 0, proc.stderr
     result = json.loads((out / "result.json").read_text())
     assert result["method"] == "ste" and set(result["site_open_rates"]) == {"conv1", "conv2"}
+    sets = result["site_channel_sets"]  # how dynamic the gates were on the test images
+    assert set(sets) == {"conv1", "conv2"} and all(
+        v["distinct"] >= 1 and 0 < v["top_share"] <= 1 for v in sets.values()
+    )
+    assert result["dynamic_sites"] == sum(v["distinct"] > 1 for v in sets.values())
+
+
+def test_channel_set_counter_counts_distinct_sets_and_the_top_share():
+    from dynprune.gates.sets import ChannelSetCounter
+
+    counter = ChannelSetCounter()
+    same = torch.tensor([[1.0, 0, 1, 0]] * 3)  # one set for every input: static
+    mixed = torch.tensor([[1.0] * 9 + [0.0], [1.0] * 9 + [0.0], [0.0] * 9 + [1.0]])  # 10 channels: 2 bytes
+    counter.add({"a": same, "b": mixed})
+    counter.add({"a": same[:1], "b": mixed[2:]})
+    assert counter.summary() == {"a": {"distinct": 1, "top_share": 1.0}, "b": {"distinct": 2, "top_share": 0.5}}
+    counter.reset()
+    assert counter.summary() == {}
 
 
 def test_val_macs_ratio_and_result_macs_ratio_share_one_denominator(tmp_path):

@@ -36,6 +36,7 @@ from .estimators import ESTIMATORS, create_estimator
 from .fixed_k import FixedKUnsupported, to_fixed_k
 from .init import init_gates_like_l1_filter, quantile_shifts
 from .module import GateSet, attach_gates
+from .sets import ChannelSetCounter
 
 
 @dataclasses.dataclass
@@ -100,6 +101,7 @@ class GatedMethod(Method):
         self.epoch = 0
         self.total_steps, self.warmup_steps = 1, 0
         self._eval_rates: dict[str, float] = {}
+        self._eval_sets = ChannelSetCounter()  # distinct channel sets per site over the last evaluation pass
         self._eval_count = 0
         self._collect: dict[str, list[torch.Tensor]] = {}
 
@@ -274,6 +276,7 @@ class GatedMethod(Method):
     def start_eval(self) -> None:
         self._eval_rates = {s.name: 0.0 for s in self.gate_set.sites}
         self._eval_count = 0
+        self._eval_sets.reset()
 
     def per_sample_macs(self, model: nn.Module, batch_size: int) -> torch.Tensor:
         for site, chunks in self._collect.items():  # per-site calibration collects the pass's logits
@@ -281,6 +284,7 @@ class GatedMethod(Method):
         masks = self.gate_set.masks
         for name, m in masks.items():
             self._eval_rates[name] += m.float().mean(dim=1).sum().item()
+        self._eval_sets.add(masks)
         self._eval_count += batch_size
         return self.cost.macs_from_masks({k: v.double() for k, v in masks.items()}).detach().cpu()
 
@@ -293,11 +297,14 @@ class GatedMethod(Method):
         return {**{f"open/{k}": v for k, v in self.open_rates().items()}, **self.estimator.logs()}
 
     def result_fields(self) -> dict[str, Any]:
+        sets = self._eval_sets.summary()
         return {
             "gate": self.name,
             "target_macs": self.target,
             **{f"{k}_final": v for k, v in self.estimator.logs().items()},
             "site_open_rates": self.open_rates(),
+            "site_channel_sets": sets,  # of the test pass: one set everywhere is static pruning
+            "dynamic_sites": sum(v["distinct"] > 1 for v in sets.values()),
             "gate_density": self.options.gate_density,
             "site_densities": dict(self.densities),
             "gate_macs": self.cost.dense_macs - self.dense_macs,
