@@ -44,5 +44,8 @@ def check_output_file(path: Path | str, flag: str, example: str = "out.json") ->
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{flag} {path} is a folder; give a file name such as {path / example}")
+    blocker = _file_in_the_way(path.parent)
+    if blocker is not None:
+        raise ConfigError(f"{flag} {path}: {blocker} is a file, not a folder")
     if not path.parent.is_dir():
         raise ConfigError(f"{flag} {path}: folder {path.parent} does not exist")
