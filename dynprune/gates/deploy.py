@@ -19,7 +19,8 @@ Strategies for a batch (``DeployModel.strategy``):
   packed (each group's channels in the first slots). Only where no gated producer reads another site
   (ResNets, MobileNetV2). Trained gates repeat their sets, random ones rarely do.
 - ``masked``: dense folded convolutions times the mask (the fallback when gathering would not pay).
-- ``auto`` (default): batch 1 -> ``fixedk`` where added, else ``gather``; larger batches -> ``union``;
+- ``auto`` (default): batch 1 -> ``gather`` (or an added executor that asks for it: ``fixedk``); larger
+  batches -> ``union``;
   ``autotune()`` replaces this rule by the fastest strategy measured per batch size on this machine, ``grouped``,
   ``masked`` and added executors included.
 - added executors (``add_executor``): whole-model executors of the same gated model run as a strategy of their
@@ -294,6 +295,7 @@ class DeployModel(nn.Module):
         self.strategy = "auto"
         self.tuned: dict[int, str] = {}
         self.executors = nn.ModuleDict()  # name -> whole-model executor run as a strategy (``add_executor``)
+        self.batch1_default = "gather"  # what ``auto`` runs at batch 1 before any autotune
         # grouped packs a site's channels per group: possible when no gated producer reads another site
         # (ResNets, MobileNetV2), not for chains of sites (VGG, LeNet) or sites flattened into a linear layer
         self.groupable = not any(
@@ -303,11 +305,14 @@ class DeployModel(nn.Module):
         )
         self.eval()
 
-    def add_executor(self, name: str, executor: nn.Module) -> None:
-        """Run ``executor`` (a whole-model executor of the same gated model, equal outputs) as strategy ``name``."""
+    def add_executor(self, name: str, executor: nn.Module, batch1_default: bool = False) -> None:
+        """Run ``executor`` (a whole-model executor of the same gated model, equal outputs) as strategy ``name``;
+        ``batch1_default``: ``auto`` runs it at batch 1 until an autotune says otherwise."""
         if name in STRATEGIES:
             raise ValueError(f"{name!r} is a built-in deploy strategy")
         self.executors[name] = executor
+        if batch1_default:
+            self.batch1_default = name
 
     def candidates(self, batch: int = 2) -> tuple[str, ...]:
         """The strategies worth timing for this batch size: all but ``grouped`` for chains of sites, and not
@@ -329,9 +334,7 @@ class DeployModel(nn.Module):
             return self.strategy
         if batch in self.tuned:
             return self.tuned[batch]
-        if batch == 1:
-            return "fixedk" if "fixedk" in self.executors else "gather"
-        return "union"
+        return self.batch1_default if batch == 1 else "union"
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -270,7 +270,7 @@ class GatedMethod(Method):
         also get the fixed-k executor as its ``fixedk`` strategy."""
         deploy = to_deploy(model)
         with contextlib.suppress(FixedKUnsupported):  # threshold gates, chains of sites: data-dependent only
-            deploy.add_executor("fixedk", to_fixed_k(model))
+            deploy.add_executor("fixedk", to_fixed_k(model), batch1_default=True)  # fastest at b1: BENCHMARKS
         return deploy
 
     def start_eval(self) -> None:
