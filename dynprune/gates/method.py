@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -26,15 +25,14 @@ from ..checkpoints import load_weights
 from ..config import TrainConfig
 from ..cost import CostModel
 from ..distributed import global_mean
-from ..engine import evaluate
 from ..methods import Method, MethodSpec
-from .calibrate import two_stage_shift
 from .density import GLOBAL, UNIFORM, bounds, site_densities, slide
 from .deploy import to_deploy
 from .estimator import Estimator
 from .estimators import ESTIMATORS, create_estimator
+from .fit_budget import calibrate_global, calibrate_per_site
 from .fixed_k import FixedKUnsupported, to_fixed_k
-from .init import init_gates_like_l1_filter, quantile_shifts
+from .init import init_gates_like_l1_filter
 from .module import GateSet, attach_gates
 from .sets import ChannelSetCounter
 
@@ -187,82 +185,21 @@ class GatedMethod(Method):
         return low, high
 
     def finalize(self, model: nn.Module, val_loader: Any, amp_dtype: torch.dtype | None) -> None:
-        """Budget calibration on the validation split: shift all gate logits by one scalar so that the
-        deterministic (eval) decisions meet the target, then fold the shift into the gate biases.
-
-        Training decisions are stochastic (gumbel) while eval thresholds at logit 0, so the eval MACs can sit
-        off the training-time budget; one bisection over the shift (MACs grow monotonically with it) closes
-        that gap without touching the threshold.
-        """
+        """Budget calibration on the validation split (``fit_budget``): the eval decisions moved onto the target,
+        the shift folded into the gate biases. Fixed-count gates meet it by construction."""
         if not self.calibrate or self.estimator.fixed_count:
             return
-        if self.options.per_site:
-            self._calibrate_sites(model, val_loader, amp_dtype)
-            return
+        calibrate = calibrate_per_site if self.options.per_site else calibrate_global
+        self.calibration = calibrate(self, model, val_loader, amp_dtype)
 
-        full_split: dict[float, float] = {}  # shift -> ratio on the whole split: no shift is evaluated twice
+    def collect_logits(self, sites: Any) -> None:
+        """Keep every logit of the next evaluation pass at ``sites`` (read with ``collected_logits``)."""
+        self._collect = {site: [] for site in sites}
 
-        def ratio_on(loader: Any, shift: float) -> float:
-            if loader is val_loader and shift in full_split:
-                return full_split[shift]
-            self.gate_set.logit_shift = shift
-            ratio = evaluate(model, loader, self, amp_dtype).macs.mean().item() / self.dense_macs
-            if loader is val_loader:
-                full_split[shift] = ratio
-            return ratio
-
-        started = time.perf_counter()
-        before = ratio_on(val_loader, 0.0)
-        found, subset_passes = two_stage_shift(ratio_on, val_loader, self.target, self.calibration_tolerance)
-        seconds = time.perf_counter() - started
-        self.gate_set.logit_shift = found.shift
-        self.gate_set.fold_logit_shift()
-        self.calibration = {
-            "val_macs_ratio_before": before,
-            "val_macs_ratio_after": found.ratio,
-            "logit_shift": found.shift,
-            "val_passes": len(full_split),
-            "subset_passes": subset_passes,
-            "seconds": round(seconds, 1),
-        }
-        print(
-            f"budget calibration: {len(full_split)} validation passes (+ {subset_passes} on a subset), "
-            f"{seconds:.1f} s, val MACs {before:.3f}x -> {found.ratio:.3f}x dense",
-            flush=True,
-        )
-
-    def _calibrate_sites(self, model: nn.Module, val_loader: Any, amp_dtype: torch.dtype | None) -> None:
-        """Per-site calibration on the validation split: each site's logits shifted so that its eval open rate
-        is its density (a quantile per site, repeated a few passes; ``quantile_shifts``)."""
-
-        passes = 2  # the "before" pass and the "after" pass around the search
-
-        def logits_at(shifts: dict[str, float]) -> dict[str, torch.Tensor]:
-            nonlocal passes
-            passes += 1
-            self.gate_set.site_shifts = dict(shifts)
-            self._collect: dict[str, list[torch.Tensor]] = {site: [] for site in self.densities}
-            evaluate(model, val_loader, self, amp_dtype)
-            collected = {site: torch.cat(chunks) for site, chunks in self._collect.items()}
-            self._collect = {}
-            return collected
-
-        started = time.perf_counter()
-        evaluate(model, val_loader, self, amp_dtype)
-        before = self.open_rates()
-        shifts = quantile_shifts(logits_at, self.densities)
-        self.gate_set.site_shifts = shifts
-        self.gate_set.fold_logit_shift()
-        evaluate(model, val_loader, self, amp_dtype)
-        seconds = time.perf_counter() - started
-        self.calibration = {
-            "val_open_rates_before": before,
-            "val_open_rates_after": self.open_rates(),
-            "site_shifts": shifts,
-            "val_passes": passes,
-            "seconds": round(seconds, 1),
-        }
-        print(f"budget calibration: per site, {passes} validation passes, {seconds:.1f} s", flush=True)
+    def collected_logits(self) -> dict[str, torch.Tensor]:
+        collected = {site: torch.cat(chunks) for site, chunks in self._collect.items()}
+        self._collect = {}
+        return collected
 
     # -- evaluation
     def deploy_model(self, model: nn.Module) -> nn.Module:

@@ -1,0 +1,108 @@
+"""After training: the gates' eval-mode (thresholded) decisions moved onto the MAC target on the validation split.
+
+Training decisions are stochastic (gumbel) or soft while eval thresholds at logit 0, so the eval MACs can sit off
+the training-time budget. A global budget gets one scalar logit shift (``two_stage_shift``: MACs grow monotonically
+with it); per-site densities get one shift per site (``quantile_shifts``). Either is folded into the gate biases,
+so the saved model runs the calibrated decisions with the threshold left at 0.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from ..engine import evaluate
+from .calibrate import two_stage_shift
+from .init import quantile_shifts
+from .module import GateSet
+
+
+class GatedMethod(Protocol):
+    """What calibration needs of the gated method (``gates.method.GatedMethod``, which calls it with itself)."""
+
+    gate_set: GateSet
+    target: float
+    dense_macs: float
+    densities: dict[str, float]
+    calibration_tolerance: float
+
+    def start_eval(self) -> None: ...
+
+    def per_sample_macs(self, model: nn.Module, batch_size: int) -> torch.Tensor: ...
+
+    def open_rates(self) -> dict[str, float]: ...
+
+    def collect_logits(self, sites: Iterable[str]) -> None: ...
+
+    def collected_logits(self) -> dict[str, torch.Tensor]: ...
+
+
+def calibrate_global(method: GatedMethod, model: nn.Module, val_loader: Any, amp_dtype: torch.dtype | None) -> dict:
+    """One logit shift for every gate so that the mean eval MACs on ``val_loader`` meet the method's target."""
+    gate_set = method.gate_set
+    full_split: dict[float, float] = {}  # shift -> ratio on the whole split: no shift is evaluated twice
+
+    def ratio_on(loader: Any, shift: float) -> float:
+        if loader is val_loader and shift in full_split:
+            return full_split[shift]
+        gate_set.logit_shift = shift
+        ratio = evaluate(model, loader, method, amp_dtype).macs.mean().item() / method.dense_macs
+        if loader is val_loader:
+            full_split[shift] = ratio
+        return ratio
+
+    started = time.perf_counter()
+    before = ratio_on(val_loader, 0.0)
+    found, subset_passes = two_stage_shift(ratio_on, val_loader, method.target, method.calibration_tolerance)
+    seconds = time.perf_counter() - started
+    gate_set.logit_shift = found.shift
+    gate_set.fold_logit_shift()
+    print(
+        f"budget calibration: {len(full_split)} validation passes (+ {subset_passes} on a subset), "
+        f"{seconds:.1f} s, val MACs {before:.3f}x -> {found.ratio:.3f}x dense",
+        flush=True,
+    )
+    return {
+        "val_macs_ratio_before": before,
+        "val_macs_ratio_after": found.ratio,
+        "logit_shift": found.shift,
+        "val_passes": len(full_split),
+        "subset_passes": subset_passes,
+        "seconds": round(seconds, 1),
+    }
+
+
+def calibrate_per_site(method: GatedMethod, model: nn.Module, val_loader: Any, amp_dtype: torch.dtype | None) -> dict:
+    """Each site's logits shifted so that its eval open rate on ``val_loader`` is its density (a quantile per
+    site, repeated a few passes; ``quantile_shifts``)."""
+    gate_set = method.gate_set
+    passes = 2  # the "before" pass and the "after" pass around the search
+
+    def logits_at(shifts: dict[str, float]) -> dict[str, torch.Tensor]:
+        nonlocal passes
+        passes += 1
+        gate_set.site_shifts = dict(shifts)
+        method.collect_logits(method.densities)
+        evaluate(model, val_loader, method, amp_dtype)
+        return method.collected_logits()
+
+    started = time.perf_counter()
+    evaluate(model, val_loader, method, amp_dtype)
+    before = method.open_rates()
+    shifts = quantile_shifts(logits_at, method.densities)
+    gate_set.site_shifts = shifts
+    gate_set.fold_logit_shift()
+    evaluate(model, val_loader, method, amp_dtype)
+    seconds = time.perf_counter() - started
+    print(f"budget calibration: per site, {passes} validation passes, {seconds:.1f} s", flush=True)
+    return {
+        "val_open_rates_before": before,
+        "val_open_rates_after": method.open_rates(),
+        "site_shifts": shifts,
+        "val_passes": passes,
+        "seconds": round(seconds, 1),
+    }
