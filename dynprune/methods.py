@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -80,6 +81,15 @@ class Method:
 
     def result_fields(self) -> dict[str, Any]:
         """Extra entries for result.json, read after the final test evaluation."""
+        return {}
+
+    def inspect(self, model: nn.Module, val_loader: Any, test_loader: Any, num_classes: int) -> dict[str, Any]:
+        """Extra result.json entries measured on the finished model after the test evaluation (gated: how
+        dynamic the gates are, ``gates/dynamism.py``); the model must be left as it was."""
+        return {}
+
+    def figures(self, out_dir: Path, title: str) -> dict[str, Path]:
+        """Plots of the finished run written into ``out_dir`` (name -> file), logged with the run."""
         return {}
 
     def rebuild(self, model: nn.Module, ckpt: dict[str, Any], input_shape: Sequence[int], source: str) -> nn.Module:

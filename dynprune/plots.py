@@ -37,3 +37,28 @@ def plot_gate_report(
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_class_open_rates(class_rates: Mapping[str, torch.Tensor], path: Path, title: str) -> None:
+    """One heat map per site: class (rows) x channel group (columns) open rate on the test split, columns sorted
+    by overall open rate; a map of uniform columns is a static site, varying rows are class-dependent gates."""
+    sites = list(class_rates)
+    cols = min(3, len(sites))
+    rows = -(-len(sites) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.6 * rows), squeeze=False, layout="constrained")
+    for ax, site in zip(axes.flat, sites, strict=False):
+        rates = class_rates[site].float()  # [K, G]
+        order = rates.mean(dim=0).argsort(descending=True)
+        image = ax.imshow(rates[:, order].numpy(), aspect="auto", vmin=0, vmax=1, cmap="viridis")
+        spread = rates.std(dim=0, unbiased=False).mean().item()
+        ax.set_title(f"{site}  (class spread {spread:.3f})", fontsize=8)
+        ax.set_ylabel("class", fontsize=7)
+        ax.set_xlabel("channel (by open rate)", fontsize=7)
+        ax.tick_params(labelsize=6)
+    for ax in list(axes.flat)[len(sites) :]:
+        ax.axis("off")
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.6, label="open rate")
+    fig.suptitle(title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

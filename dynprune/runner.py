@@ -161,7 +161,7 @@ def _run(cfg: TrainConfig, device: torch.device, ctx: DistContext) -> dict[str, 
             return {"rank": ctx.rank, "max_weight_diff": weight_diff}
         parts.method.finalize(parts.model, val_loader, parts.amp_dtype)  # may calibrate gates or remove channels
         trainer.save(sync=False)  # rank 0 alone gets here
-        result, per_sample_ratio = _final_result(cfg, parts, state)
+        result, per_sample_ratio = _final_result(cfg, parts, state, val_loader)
         if ctx.enabled:
             result["distributed"] = {
                 "world_size": ctx.world_size,
@@ -172,6 +172,8 @@ def _run(cfg: TrainConfig, device: torch.device, ctx: DistContext) -> dict[str, 
         write_json(out_dir / RESULT, result)
         tracker.summary(summary_values(result))
         report_distribution(result, per_sample_ratio, out_dir, tracker)
+        for name, path in parts.method.figures(out_dir, _title(result)).items():
+            tracker.image(f"final/{name}", path)
     finally:
         tracker.finish()
     return result
@@ -191,7 +193,9 @@ def _distiller(cfg: TrainConfig, parts: RunParts) -> Distiller | None:
     return Distiller(teacher, cfg.distill_temperature, cfg.distill_weight).to(parts.device, memory_format)
 
 
-def _final_result(cfg: TrainConfig, parts: RunParts, state: FitState) -> tuple[dict[str, Any], torch.Tensor]:
+def _final_result(
+    cfg: TrainConfig, parts: RunParts, state: FitState, val_loader: BatchLoader
+) -> tuple[dict[str, Any], torch.Tensor]:
     """(everything result.json records about the run, per-sample MACs / dense) from the one test evaluation."""
     model, method = parts.model, parts.method
     test_loader = parts.loader(parts.data.test, cfg.eval_batch_size, train=False)
@@ -226,6 +230,7 @@ def _final_result(cfg: TrainConfig, parts: RunParts, state: FitState) -> tuple[d
         "threads": torch.get_num_threads(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         **method.result_fields(),
+        **method.inspect(model, val_loader, test_loader, parts.arch["num_classes"]),
     }
     return result, macs / dense_macs
 
@@ -287,9 +292,13 @@ def report_distribution(result: dict[str, Any], ratios: torch.Tensor, out_dir: P
         ratios,
         result.get("target_macs"),
         out_dir / "gates.png",
-        title=f"{result['model']} / {result['dataset']} / {result['method']}",
+        title=_title(result),
     )
     tracker.image("final/gates", out_dir / "gates.png")
     tracker.histogram("final/macs_ratio_per_sample", ratios)
     tracker.table("final/macs_per_class", ["class", "mean_macs"], list(enumerate(result["macs_per_class"])))
     tracker.table("final/site_open_rate", ["site", "open_rate"], list(rates.items()))
+
+
+def _title(result: dict[str, Any]) -> str:
+    return f"{result['model']} / {result['dataset']} / {result['method']}"

@@ -36,3 +36,15 @@ def test_several_seeds_give_mean_and_sample_std():
     report = format_report("t", rows, [0.5])
     assert f"**92.50 +- {statistics.stdev([92.0, 93.0]):.2f}**" in report  # the best method in bold
     assert f"90.25 +- {statistics.stdev([90.0, 90.5]):.2f}" in report
+
+
+def test_gated_rows_show_conditional_share_and_dynamic_gain_next_to_top1():
+    topk = [
+        {**_row("topk", s, 90.0 + s, "dynamic"), "conditional_share": c, "dynamic_gain": g}
+        for s, c, g in ((0, 0.3, 1.0), (1, 0.5, 2.0))
+    ]
+    report = format_report("t", [*topk, _row("l1-filter", 0, 92.5)], [0.5])
+    topk_line = next(line for line in report.splitlines() if line.startswith("| topk |"))
+    assert f"| 0.40 | 1.50 +- {statistics.stdev([1.0, 2.0]):.2f} |" in topk_line  # mean share, gain mean +- std
+    l1_line = next(line for line in report.splitlines() if line.startswith("| l1-filter |"))
+    assert "| - | - |" in l1_line  # a static row has no gates to measure

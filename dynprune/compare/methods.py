@@ -14,6 +14,7 @@ import functools
 import importlib.util
 import subprocess
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -96,9 +97,12 @@ class GatedCompare(CompareMethod):
     cost_factor = 1.2  # the gates' small networks and budget terms
     extra_val_passes = 15.0  # + the budget calibration, a bisection of ~12 validation passes
 
-    def __init__(self, name: str, description: str, gate: str | None = None) -> None:
+    def __init__(
+        self, name: str, description: str, gate: str | None = None, recipe: Mapping[str, Any] | None = None
+    ) -> None:
         super().__init__(name, description)
         self.gate = gate or name
+        self.recipe = recipe  # None: the estimator's own recipe, as for --gate NAME
 
     def overrides(self, cfg: CompareConfig, target: float) -> dict[str, Any]:
         # Gates must reach the budget within the shared (often short) fine-tune: the target slides in over the
@@ -110,7 +114,7 @@ class GatedCompare(CompareMethod):
             "budget_weight": cfg.gate_budget_weight,
             "budget_warmup_epochs": cfg.epochs / 4,
             "noise_fade": 0.5,
-            **ESTIMATORS[self.gate].recipe,  # the estimator's own measured recipe, as for --gate NAME
+            **(ESTIMATORS[self.gate].recipe if self.recipe is None else self.recipe),
         }
 
     def check_target(self, cfg: CompareConfig, cost: CostModel, target: float) -> None:
@@ -244,6 +248,9 @@ for _name, _pruner in PRUNERS.items():  # every static pruner; structured ones h
     _register(StaticMethod(_name, f"{_pruner.description}; {_how}", _pruner.structured))
 for _name, _estimator in ESTIMATORS.items():  # every gate estimator, with its recipe for short fine-tunes
     _register(GatedCompare(_name, f"dynamic {_name} gates: {_estimator.summary}"))
+    for _variant, (_recipe, _what) in _estimator.variants.items():  # other measured starts, named for what they are
+        _recipe = {**_estimator.recipe, **_recipe}
+        _register(GatedCompare(f"{_name}-{_variant}", f"{_name} gates, {_what}", _name, _recipe))
 _register(RLMethod("rl", "per-site ratios searched by an RL agent (agents.search), then fine-tuned as l1-filter"))
 _register(
     RLDensityGates(

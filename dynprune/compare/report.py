@@ -29,8 +29,11 @@ COLUMNS = (
     "speedup_b64",
     "realization_b64",
     "latency_stable",
+    "conditional_share",
+    "dynamic_gain",
     "run_dir",
 )
+GATE_FIGURES = ("conditional_share", "dynamic_gain")  # how dynamic a gated row is (gates/dynamism.py); else empty
 
 
 def collect_rows(cells: Sequence[Cell]) -> list[dict[str, Any]]:
@@ -71,6 +74,7 @@ def collect_rows(cells: Sequence[Cell]) -> list[dict[str, Any]]:
                 "realization_b64": speedup * macs_ratio if speedup else None,
                 # older results have no verdict; their timing then counts as stable (it was not checked)
                 "latency_stable": bool(latency.get("stable", True)) if latency else None,
+                **{key: result.get(key) for key in GATE_FIGURES},
                 "run_dir": str(cell.run_dir),
             }
         )
@@ -96,8 +100,9 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[tuple[str, float], dict[str, A
     for key, group in groups.items():
         agg: dict[str, Any] = {"seeds": len(group), "family": group[0]["family"]}
         agg["latency_stable"] = all(r.get("latency_stable") is not False for r in group)
-        for col in ("top1", "macs_ratio", "macs_p99_ratio", "params", "latency_b1_ms", "latency_b64_ms", "speedup_b64"):
-            values = [r[col] for r in group if r[col] is not None]
+        numeric = ("top1", "macs_ratio", "macs_p99_ratio", "params", "latency_b1_ms", "latency_b64_ms", "speedup_b64")
+        for col in (*numeric, *GATE_FIGURES):
+            values = [r[col] for r in group if r.get(col) is not None]
             agg[col], agg[f"{col}_std"] = _mean_std(values) if values else (None, None)
         out[key] = agg
     return out
@@ -126,16 +131,20 @@ def format_report(title: str, rows: list[dict[str, Any]], targets: Sequence[floa
         lines += [
             f"## {target:.0%} of dense MACs",
             "",
-            "| method | top-1 % (mean +- std) | MACs / dense (p99) | params | b1 ms | b64 ms | speed-up b64 | seeds |",
-            "|---|---|---|---|---|---|---|---|",
+            "| method | top-1 % (mean +- std) | conditional share | dynamic gain | MACs / dense (p99) | params | b1 ms "
+            "| b64 ms | speed-up b64 | seeds |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for method, v in sorted(entries.items(), key=lambda kv: -kv[1]["top1"]):
             acc = format_top1(v["top1"], v["top1_std"], v["seeds"])
             acc = f"**{acc}**" if method == best else acc
             p99 = f" ({v['macs_p99_ratio']:.3f})" if COMPARE_METHODS[method].per_sample_cost else ""
             busy = "" if v["latency_stable"] else " (!)"  # a timing whose rounds never agreed
+            gain = v["dynamic_gain"]
+            gain = "-" if gain is None else format_top1(gain, v["dynamic_gain_std"], v["seeds"])
             lines.append(
-                f"| {method} | {acc} | {v['macs_ratio']:.3f}{p99} | {v['params']:,.0f} | "
+                f"| {method} | {acc} | {_fmt(v['conditional_share'], '.2f')} | {gain} | "
+                f"{v['macs_ratio']:.3f}{p99} | {v['params']:,.0f} | "
                 f"{_fmt(v['latency_b1_ms'], '.2f')}{busy} | {_fmt(v['latency_b64_ms'], '.1f')}{busy} | "
                 f"{_fmt(v['speedup_b64'], '.2f')}x | {v['seeds']} |"
             )
@@ -144,7 +153,10 @@ def format_report(title: str, rows: list[dict[str, Any]], targets: Sequence[floa
         "Top-1: mean +- sample standard deviation over seeds; a single seed is marked (1 seed). "
         "MACs of global-unstructured are nonzero-weight MACs (no real speed-up on dense kernels); dynamic methods "
         "are timed in deploy mode on real test images, structured ones hard-pruned. (!): a latency whose timing rounds "
-        "never agreed within 10% (the machine was busy): do not trust it."
+        "never agreed within 10% (the machine was busy): do not trust it. Gated rows: conditional share = mean over "
+        "sites of the share of channels open for 1-99% of the test images (0: static pruning through gates); "
+        "dynamic gain = top-1 points lost when each site is frozen to the channels it opened most often on the "
+        "validation split (same MACs, no retraining)."
     )
     return "\n".join(lines) + "\n"
 

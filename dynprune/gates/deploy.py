@@ -125,6 +125,10 @@ class DeployGate(nn.Module):
         self.register_buffer("b1", bn.bias.detach() - bn.running_mean * scale)
         self.register_buffer("w2t", gate.fc2.weight.detach().t().contiguous())
         self.register_buffer("b2", gate.fc2.bias.detach().clone())
+        self.boosted = gate.boost is not None  # feature boosting: the kept channels scaled per input
+        if self.boosted:
+            self.register_buffer("w3t", gate.boost.weight.detach().t().contiguous())
+            self.register_buffer("b3", gate.boost.bias.detach().clone())
         self.group = gate.channels // gate.groups
         self._w1t_per_size: dict[int, torch.Tensor] = {}
 
@@ -136,13 +140,27 @@ class DeployGate(nn.Module):
 
     def logits(self, summed: torch.Tensor, pixels: int) -> torch.Tensor:
         """[B, G] gate logits from the spatially summed input [B, C_in] over ``pixels`` positions."""
+        return self.logits_and_scale(summed, pixels)[0]
+
+    def logits_and_scale(self, summed: torch.Tensor, pixels: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """([B, G] logits, [B, C] per-channel boost scale of a boosted gate, else None)."""
         hidden = torch.addmm(self.b1, summed, self._w1t_for(pixels)).relu()
-        return torch.addmm(self.b2, hidden, self.w2t)
+        logits = torch.addmm(self.b2, hidden, self.w2t)
+        if not self.boosted:
+            return logits, None
+        scale = 1.0 + torch.tanh(torch.addmm(self.b3, hidden, self.w3t))  # [B, G]
+        return logits, (scale.repeat_interleave(self.group, dim=1) if self.group > 1 else scale)
 
     def forward(self, summed: torch.Tensor, pixels: int, rt: SiteRuntime) -> None:
         """Eval-mode decision from the spatially summed input [B, C_in] over ``pixels`` positions; fills
-        ``rt.idx`` and ``rt.mask``."""
-        logits = self.logits(summed, pixels)  # [B, G]
+        ``rt.idx`` and ``rt.mask`` (a boosted gate's scale is multiplied into the mask: its site has no
+        channel-wise layer after the producer, so the producer's output is the masked point)."""
+        logits, scale = self.logits_and_scale(summed, pixels)  # [B, G], [B, C] | None
+        self._decide(logits, summed.dtype, rt)
+        if scale is not None:
+            _boost(rt, scale)
+
+    def _decide(self, logits: torch.Tensor, dtype: torch.dtype, rt: SiteRuntime) -> None:
         if self.keep is None:
             open_ = logits >= 0
         else:
@@ -152,11 +170,11 @@ class DeployGate(nn.Module):
         rt.groups = None
         if rt.strategy == "grouped" and open_.shape[0] > 1:
             rt.idx, rt.mask = None, None
-            rt.groups, rt.width = group_samples(open_, summed.dtype)
+            rt.groups, rt.width = group_samples(open_, dtype)
             return
         if rt.strategy == "masked":
             rt.idx = None
-            rt.mask = None if bool(open_.all()) else open_.to(summed.dtype)
+            rt.mask = None if bool(open_.all()) else open_.to(dtype)
             return
         if open_.shape[0] == 1:  # one sample: its own channel set, nothing to re-mask
             idx = open_.view(-1).nonzero().view(-1)
@@ -166,7 +184,18 @@ class DeployGate(nn.Module):
         idx = open_.any(dim=0).nonzero().flatten()  # union over the batch
         rt.idx = None if idx.numel() == rt.channels else idx
         sub = open_ if rt.idx is None else open_[:, rt.idx]
-        rt.mask = None if bool(sub.all()) else sub.to(summed.dtype)
+        rt.mask = None if bool(sub.all()) else sub.to(dtype)
+
+
+def _boost(rt: SiteRuntime, scale: torch.Tensor) -> None:
+    """Multiply a boosted site's per-sample channel scale [B, C] into the masks its producer applies."""
+    if rt.groups is not None:
+        for g in rt.groups:
+            part = scale.index_select(0, g.samples).index_select(1, g.idx)  # [n, k]
+            g.mask = part if g.mask is None else g.mask * part
+        return
+    part = scale if rt.idx is None else scale.index_select(1, rt.idx)
+    rt.mask = part if rt.mask is None else rt.mask * part
 
 
 class DeployConv(nn.Module):

@@ -37,6 +37,9 @@ class Estimator:
     #: option values this estimator measured best with: the defaults of ``--gate NAME`` (flags and presets
     #: override them) and of its comparison cells
     recipe: ClassVar[Mapping[str, Any]] = MappingProxyType({})
+    #: other starts worth comparing, by name: (option values on top of the recipe, what they are); the comparison
+    #: registers each as ``<estimator>-<name>``
+    variants: ClassVar[Mapping[str, tuple[Mapping[str, Any], str]]] = MappingProxyType({})
 
     def __init__(self, options: Any | None = None) -> None:
         self.options = options if options is not None else self.Options()

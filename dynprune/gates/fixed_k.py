@@ -57,17 +57,22 @@ class FixedKConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, _, height, width = x.shape
+        scale = None
         if self.role == "produce":
-            logits = self.gate.logits(x.sum(dim=(2, 3)), height * width)  # [B, G]
+            logits, scale = self.gate.logits_and_scale(x.sum(dim=(2, 3)), height * width)  # [B, G], [B, C] | None
             idx = logits.topk(self.keep, dim=1).indices  # [B, k groups]
             if self.group > 1:  # a gate group opens `group` consecutive channels
                 idx = (idx[:, :, None] * self.group + torch.arange(self.group, device=idx.device)).flatten(1)
             self.site.idx = idx
         if self.wide.get(batch, False):  # static shapes: these branches are fixed when traced or exported
-            return self._wide(x, self.site.idx)
-        if batch == 1:
-            return self._single(x, self.site.idx[0])
-        return self._per_sample(x, self.site.idx)
+            out = self._wide(x, self.site.idx)
+        elif batch == 1:
+            out = self._single(x, self.site.idx[0])
+        else:
+            out = self._per_sample(x, self.site.idx)
+        if scale is not None:  # feature boosting: each sample's kept channels scaled (the producer is the mask point)
+            out = out * scale.gather(1, self.site.idx)[:, :, None, None]
+        return out
 
     def _wide(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """The dense convolution with the packed site at full width: a producer computes every filter and keeps

@@ -15,16 +15,34 @@ from .module import GateSet
 
 
 @torch.no_grad()
-def init_gates_like_l1_filter(model: nn.Module, gate_set: GateSet, densities: Mapping[str, float], bias: float) -> None:
-    """Each site's gates start open (bias +``bias``) on exactly the channel groups that l1-filter keeps at the
-    site's density, closed (-``bias``) on the rest: the dense model's own preference as the first decisions.
-    The gates' weights start near zero, so input-dependence is learned from there."""
+def init_gates_like_l1_filter(
+    model: nn.Module,
+    gate_set: GateSet,
+    densities: Mapping[str, float],
+    bias: float,
+    pool: float = 1.0,
+    core: float | None = None,
+) -> None:
+    """Gate biases from l1-filter's ranking of each site's channel groups (k = groups kept at its density):
+
+    - ``pool`` = 1, ``core`` None: open (+``bias``) on exactly the k groups l1-filter keeps, closed (-``bias``) on
+      the rest: the dense model's own preference as the first decisions; in a short fine-tune the gates never
+      leave it (BENCHMARKS, "Are the gates dynamic?").
+    - ``pool`` > 1, ``core`` None: the top ``pool`` x k groups open with equal biases, a candidate pool in which
+      the input-dependent part chooses from the first step.
+    - ``core`` in [0, 1]: the top ``core`` x k groups open (+``bias``), the candidates up to ``pool`` x k
+      undecided (bias 0: the input decides), the rest closed: a static core and a dynamic margin.
+    """
     for site in gate_set.sites:
         gate = gate_set.gate(site.name)
         scores = L1Norm()(get_module(model, site.producer).weight).view(gate.groups, -1).sum(dim=1)  # [G]
-        keep = kept_groups(gate.groups, densities[site.name])
-        open_ = keep_lowest_removed(scores, gate.groups - keep)  # 1 on the `keep` highest-norm groups
-        gate.fc2.bias.copy_(torch.where(open_ > 0, bias, -bias))
+        density = densities[site.name]
+        candidates = keep_lowest_removed(scores, gate.groups - kept_groups(gate.groups, min(1.0, density * pool)))
+        biases = torch.where(candidates > 0, bias if core is None else 0.0, -bias)
+        if core is not None and core > 0:
+            held = keep_lowest_removed(scores, gate.groups - kept_groups(gate.groups, density * core))
+            biases = torch.where(held > 0, bias, biases)
+        gate.fc2.bias.copy_(biases)
 
 
 def quantile_shifts(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -26,12 +27,15 @@ from ..config import TrainConfig
 from ..cost import CostModel
 from ..distributed import global_mean
 from ..methods import Method, MethodSpec
+from ..plots import plot_class_open_rates
 from .density import GLOBAL, UNIFORM, bounds, site_densities, slide
 from .deploy import to_deploy
+from .dynamism import measure_dynamism
 from .estimator import Estimator
 from .estimators import ESTIMATORS, create_estimator
 from .fit_budget import calibrate_global, calibrate_per_site
 from .fixed_k import FixedKUnsupported, to_fixed_k
+from .guide import gate_rate_loss, guide_loss
 from .init import init_gates_like_l1_filter
 from .module import GateSet, attach_gates
 from .sets import ChannelSetCounter
@@ -59,13 +63,51 @@ class GateOptions:
     density_bound_decay: float = option(
         0.0, "gated: DGNet-style per-site bounds [d(1-p), d+(1-d)p], p = exp(-decay x epoch); 0 = off"
     )
-    gate_init: Literal["open", "l1"] = option(
-        "open", "gated: open (every gate at --gate-bias-init) | l1 (open exactly the channels l1-filter keeps)"
+    gate_init: Literal["open", "l1", "pool", "core"] = option(
+        "open",
+        "gated: open (every gate at --gate-bias-init) | l1 (open exactly the channels l1-filter keeps: the gates "
+        "stay static in a short fine-tune) | pool (open the l1 ranking's top --gate-pool x k channels, equal "
+        "biases) | core (the top --gate-core x k open, the rest of the pool undecided at bias 0, others closed)",
+    )
+    gate_pool: float = option(1.5, "gated: --gate-init pool/core: candidate channels per site, a multiple of its k")
+    gate_core: float = option(0.5, "gated: --gate-init core: channels held open per site, a fraction of its k")
+    guide_weight: float = option(
+        0.0, "gated: weight of the activation guide (BCE to each input's k most active channels); 0 = off"
+    )
+    guide_until: float = option(0.5, "gated: fraction of the run after which the activation guide is off")
+    guide_open_epochs: float = option(
+        0.0, "gated: epochs at the start with the gates held open, learning from the activation guide alone"
+    )
+    gate_boost: bool = option(
+        False, "gated: feature boosting (FBS): kept channels scaled per input by 1 + tanh(a second gate head)"
+    )
+    gate_rate_weight: float = option(
+        0.0, "gated: weight of ConvNet-AIG's per-gate rate term (every channel open for its site's density share)"
+    )
+    measure_dynamism: bool = option(
+        True, "gated: after the test pass, measure conditional share and the frozen-gate ablation (3 more passes)"
     )
 
     def validate(self) -> None:
         check_positive(self, "gate_groups", "gate_reduction")
-        check_non_negative(self, "budget_weight", "balance_weight", "budget_warmup_epochs", "density_bound_decay")
+        check_non_negative(
+            self,
+            "budget_weight",
+            "balance_weight",
+            "budget_warmup_epochs",
+            "density_bound_decay",
+            "guide_weight",
+            "guide_open_epochs",
+            "gate_rate_weight",
+        )
+        if not 0 <= self.gate_core <= 1:
+            raise ConfigError(f"--gate-core must be a fraction of each site's k in [0, 1], got {self.gate_core}")
+        if self.gate_pool < 1:
+            raise ConfigError(f"--gate-pool must be >= 1 (a multiple of each site's k), got {self.gate_pool}")
+        if not 0 <= self.guide_until <= 1:
+            raise ConfigError(f"--guide-until must be a fraction of the run in [0, 1], got {self.guide_until}")
+        if self.guide_open_epochs > 0 and self.guide_weight == 0:
+            raise ConfigError("--guide-open-epochs needs --guide-weight > 0 (held open, the gates learn from it alone)")
         mode = self.gate_density
         if mode not in (GLOBAL, UNIFORM) and not mode.endswith(".json"):
             raise ConfigError(f"--gate-density got {mode!r}; allowed: global, uniform, or a FILE.json")
@@ -97,11 +139,12 @@ class GatedMethod(Method):
         self.calibration: dict[str, Any] = {}
         self.densities: dict[str, float] = {}  # per-site final densities (the reference for global)
         self.epoch = 0
-        self.total_steps, self.warmup_steps = 1, 0
+        self.total_steps, self.warmup_steps, self.open_steps = 1, 0, 0
         self._eval_rates: dict[str, float] = {}
         self._eval_sets = ChannelSetCounter()  # distinct channel sets per site over the last evaluation pass
         self._eval_count = 0
         self._collect: dict[str, list[torch.Tensor]] = {}
+        self._class_rates: dict[str, torch.Tensor] = {}  # site -> [K, G] test open rates per class (inspect)
 
     @classmethod
     def from_config(cls, cfg: TrainConfig, gate: str) -> GatedMethod:
@@ -114,10 +157,17 @@ class GatedMethod(Method):
         o = self.options
         try:
             self.gate_set: GateSet = attach_gates(
-                model, self.estimator, o.gate_groups, o.gate_reduction, o.gate_bias_init
+                model, self.estimator, o.gate_groups, o.gate_reduction, o.gate_bias_init, o.gate_boost
             )
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        boosted_through = [s.name for s in self.gate_set.sites if s.passthrough] if o.gate_boost else []
+        if boosted_through:  # the scale must act at the mask point; deploy applies it at the producer
+            raise ConfigError(
+                f"--gate-boost: site {boosted_through[0]} carries its channels through channel-wise layers "
+                "(a depthwise conv, as in MobileNetV2), where deploy mode cannot apply the boost; use it on "
+                "models without them (ResNets, VGG, LeNet)"
+            )
         self.cost = CostModel.from_model(model, input_shape)  # gate layers counted as always-on layers
         for site, reason in self.gate_set.skipped.items():
             print(f"gates: site {site} not gated: {reason}", flush=True)
@@ -131,13 +181,16 @@ class GatedMethod(Method):
         groups = {s.name: self.gate_set.gate(s.name).groups for s in self.gate_set.sites}
         self.densities = site_densities(o.gate_density, self.cost, self.target, self.dense_macs, groups)
         self.gate_set.densities = dict(self.densities)
-        if o.gate_init == "l1":
-            init_gates_like_l1_filter(model, self.gate_set, self.densities, o.gate_bias_init)
+        if o.gate_init != "open":
+            pool = 1.0 if o.gate_init == "l1" else o.gate_pool
+            core = o.gate_core if o.gate_init == "core" else None
+            init_gates_like_l1_filter(model, self.gate_set, self.densities, o.gate_bias_init, pool, core)
         return model
 
     def begin(self, total_steps: int, steps_per_epoch: int) -> None:
         self.total_steps = max(1, total_steps)
         self.warmup_steps = int(self.options.budget_warmup_epochs * steps_per_epoch)
+        self.open_steps = int(self.options.guide_open_epochs * steps_per_epoch)
 
     # -- training
     def _slide(self, step: int) -> float:
@@ -150,14 +203,38 @@ class GatedMethod(Method):
         moved = self._slide(step)
         return {k: 1.0 - (1.0 - d) * moved for k, d in self.densities.items()}
 
+    def _guided(self, step: int) -> bool:
+        return self.options.guide_weight > 0 and step < self.options.guide_until * self.total_steps
+
     def before_step(self, model: nn.Module, step: int) -> None:
         self.estimator.schedule(step / self.total_steps)
+        self.gate_set.capture_activity = self._guided(step)
+        if self.open_steps:
+            self.gate_set.force_open = step < self.open_steps
         if self.estimator.fixed_count:  # k shrinks with the schedule too
             self.gate_set.densities = self.densities_at(step)
 
     def extra_loss(
         self, model: nn.Module, logits: torch.Tensor, step: int, epoch: int
     ) -> tuple[torch.Tensor | None, dict[str, float]]:
+        guide = None
+        if self._guided(step):
+            guide = self.options.guide_weight * guide_loss(
+                self.gate_set.logits, self.gate_set.activity, self.densities_at(step)
+            )
+        if step < self.open_steps:  # held open at the start: the activation guide is the gates' only signal
+            return guide, ({"guide_loss": guide.item()} if guide is not None else {})
+        budget, logs = self._budget_loss(step)
+        if guide is not None:
+            logs["guide_loss"] = guide.item()
+        rate = None
+        if self.options.gate_rate_weight > 0:
+            rate = self.options.gate_rate_weight * gate_rate_loss(self.gate_set.cost_masks, self.densities_at(step))
+            logs["rate_loss"] = rate.item()
+        terms = [t for t in (budget, guide, rate) if t is not None]
+        return (sum(terms) if terms else None), logs
+
+    def _budget_loss(self, step: int) -> tuple[torch.Tensor | None, dict[str, float]]:
         masks = self.gate_set.cost_masks
         ratio = self.cost.macs_from_masks(masks) / self.dense_macs  # [B], differentiable through the estimator
         target = self.target_at(step)
@@ -248,6 +325,29 @@ class GatedMethod(Method):
             "sites_not_gated": dict(self.gate_set.skipped),
             "budget_calibration": self.calibration,
         }
+
+    def inspect(self, model: nn.Module, val_loader: Any, test_loader: Any, num_classes: int) -> dict[str, Any]:
+        """How much the gates' input-dependence is worth (``dynamism.py``): conditional share, class spread and
+        the frozen-gate ablation; keeps the class x channel open rates for ``figures``."""
+        self._class_rates = {}
+        if not self.options.measure_dynamism:
+            return {}
+
+        def macs_ratio(masks: dict[str, torch.Tensor]) -> torch.Tensor:
+            return self.cost.macs_from_masks({k: v.double() for k, v in masks.items()}).cpu() / self.dense_macs
+
+        fields, self._class_rates = measure_dynamism(
+            model, self.gate_set, val_loader, test_loader, num_classes, macs_ratio
+        )
+        return fields
+
+    def figures(self, out_dir: Path, title: str) -> dict[str, Path]:
+        """The class x channel open-rate map of every site (test split), when ``inspect`` measured it."""
+        if not self._class_rates:
+            return {}
+        path = out_dir / "gate_classes.png"
+        plot_class_open_rates(self._class_rates, path, title)
+        return {"gate_classes": path}
 
     def rebuild(self, model: nn.Module, ckpt: dict[str, Any], input_shape: Sequence[int], source: str) -> nn.Module:
         """Gates rebuilt from the saved config; their calibration is already folded into the saved biases."""

@@ -19,7 +19,9 @@ from .estimator import Estimator
 
 
 class ChannelGate(nn.Module):
-    def __init__(self, in_channels: int, channels: int, groups: int, reduction: int, bias_init: float) -> None:
+    def __init__(
+        self, in_channels: int, channels: int, groups: int, reduction: int, bias_init: float, boost: bool = False
+    ) -> None:
         super().__init__()
         hidden = max(4, in_channels // reduction)
         self.channels, self.groups = channels, groups
@@ -29,10 +31,20 @@ class ChannelGate(nn.Module):
         self.fc2 = nn.Linear(hidden, groups)
         nn.init.normal_(self.fc2.weight, std=0.01)
         nn.init.constant_(self.fc2.bias, bias_init)  # sigmoid(2) = 0.88: gates start (almost) all open
+        # Feature boosting (FBS): a per-input scale 1 + tanh(.) in (0, 2) of the kept channels, from the same hidden
+        # layer; zero-initialised, so a boosted gate starts as the plain 0/1 gate.
+        self.boost = nn.Linear(hidden, groups) if boost else None
+        if self.boost is not None:
+            nn.init.zeros_(self.boost.weight)
+            nn.init.zeros_(self.boost.bias)
+        self.scale: torch.Tensor | None = None  # [B, groups] of the last forward (boosted gates only)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = x.mean(dim=(2, 3))  # [B, C_in]
-        return self.fc2(self.act(self.bn(self.fc1(pooled))))  # [B, groups] logits
+        hidden = self.act(self.bn(self.fc1(pooled)))
+        if self.boost is not None:
+            self.scale = 1.0 + torch.tanh(self.boost(hidden))  # [B, groups]
+        return self.fc2(hidden)  # [B, groups] logits
 
 
 class GateSet(nn.Module):
@@ -46,6 +58,7 @@ class GateSet(nn.Module):
         group_size: int = 1,
         reduction: int = 4,
         bias_init: float = 2.0,
+        boost: bool = False,
     ) -> None:
         super().__init__()
         # A gate pools its producer's input feature map; a Linear producer has none, so its site stays dense.
@@ -62,6 +75,12 @@ class GateSet(nn.Module):
         self.densities: dict[str, float] = {}  # per-site target open fraction (fixed-count estimators use it)
         self.logit_shift = 0.0  # added to every logit; calibration searches it, then folds it into the biases
         self.site_shifts: dict[str, float] = {}  # per-site calibration shifts (--gate-density uniform / FILE)
+        #: site -> [G] 0/1: a fixed decision for every input in place of the gate's (the frozen-gate ablation)
+        self.fixed_decisions: dict[str, torch.Tensor] = {}
+        #: while True, each site's pre-mask activity (mean ReLU activation per channel group, [B, G], detached) is
+        #: kept in ``activity``: the per-input targets of the activation guide (``gates/guide.py``)
+        self.capture_activity = False
+        self.activity: dict[str, torch.Tensor] = {}
         self.masks: dict[str, torch.Tensor] = {}
         self.cost_masks: dict[str, torch.Tensor] = {}  # what the training budget counts (the estimator says)
         self.logits: dict[str, torch.Tensor] = {}
@@ -73,7 +92,9 @@ class GateSet(nn.Module):
             in_channels = producer.in_channels
             width = site_width(model, site)
             group = _group_size(width, group_size)
-            self.gates[_key(site.name)] = ChannelGate(in_channels, width, width // group, reduction, bias_init)
+            self.gates[_key(site.name)] = ChannelGate(in_channels, width, width // group, reduction, bias_init, boost)
+            mask_point = get_module(model, site.mask_point)  # runs before the SiteMask hook: sees every channel
+            self._handles.append(mask_point.register_forward_hook(self._activity_hook(site), prepend=True))
             self._site_masks[site.name] = SiteMask(model, site, torch.ones(width))
             self._handles.append(producer.register_forward_pre_hook(self._decide_hook(site)))
 
@@ -81,22 +102,36 @@ class GateSet(nn.Module):
         def hook(module: nn.Module, args: tuple) -> None:
             gate = self.gates[_key(site.name)]
             logits = gate(args[0]) + (self.logit_shift + self.site_shifts.get(site.name, 0.0))  # [B, G]
-            decision = (
-                torch.ones_like(logits)
-                if self.force_open
-                else self.estimator.decide(logits, self.training, self.densities.get(site.name, 1.0))
-            )
+            fixed = self.fixed_decisions.get(site.name)
+            if self.force_open:
+                decision = torch.ones_like(logits)
+            elif fixed is not None:
+                decision = fixed.to(logits).expand_as(logits)
+            else:
+                decision = self.estimator.decide(logits, self.training, self.densities.get(site.name, 1.0))
             per_group = gate.channels // gate.groups
             mask = repeat(decision, "b g -> b (g k)", k=per_group)  # [B, C]
             self.logits[site.name] = logits
             self.masks[site.name] = mask
-            if self.training and not self.force_open:
+            if self.training and not self.force_open and fixed is None:
                 counted = self.estimator.cost_mask(logits, decision)
                 expanded = mask if counted is decision else repeat(counted, "b g -> b (g k)", k=per_group)
                 self.cost_masks[site.name] = expanded
             else:  # no training graph may outlive its step (a deep copy of the model, for deploy, would fail)
                 self.cost_masks.pop(site.name, None)
-            self._site_masks[site.name].mask = mask
+            boosted = mask if gate.scale is None else mask * repeat(gate.scale, "b g -> b (g k)", k=per_group)
+            self._site_masks[site.name].mask = boosted  # what the channels are multiplied by
+
+        return hook
+
+    def _activity_hook(self, site: ChannelSite):
+        def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+            if not self.capture_activity:
+                return
+            groups = self.gate(site.name).groups
+            act = output.detach().float().clamp(min=0)
+            per_channel = act.mean(dim=tuple(range(2, act.dim()))) if act.dim() > 2 else act  # [B, C]
+            self.activity[site.name] = per_channel.view(per_channel.shape[0], groups, -1).mean(dim=2)  # [B, G]
 
         return hook
 
@@ -109,6 +144,8 @@ class GateSet(nn.Module):
         self.cost_masks = {}
         for site_mask in self._site_masks.values():
             site_mask.mask = site_mask.mask.detach()
+        for gate in self.gates.values():
+            gate.scale = None if gate.scale is None else gate.scale.detach()
 
     def gate(self, site: str) -> ChannelGate:
         return self.gates[_key(site)]
@@ -144,8 +181,13 @@ def _group_size(width: int, group_size: int) -> int:
 
 
 def attach_gates(
-    model: nn.Module, estimator: Estimator, group_size: int = 1, reduction: int = 4, bias_init: float = 2.0
+    model: nn.Module,
+    estimator: Estimator,
+    group_size: int = 1,
+    reduction: int = 4,
+    bias_init: float = 2.0,
+    boost: bool = False,
 ) -> GateSet:
-    gate_set = GateSet(model, model.channel_sites(), estimator, group_size, reduction, bias_init)
+    gate_set = GateSet(model, model.channel_sites(), estimator, group_size, reduction, bias_init, boost)
     model.gate_set = gate_set  # a submodule: its parameters train and save with the model
     return gate_set

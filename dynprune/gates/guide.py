@@ -1,0 +1,47 @@
+"""Losses that keep gates input-dependent.
+
+The activation guide: per-input targets for the gates from the network's own activations (FTWT, Elkerdawy et al.
+2022; FBS's saliency idea).
+
+Per image and site, the target opens the k channel groups with the largest mean ReLU activation before the mask
+(k = the site's density now), so from the first step the gates learn *which* channels this input needs, not one
+set for all inputs. The loss is binary cross-entropy between the gate logits and these (detached) targets, on
+for the first ``until`` of the run (FTWT switches its mask loss off after half of training). During the first
+``open_epochs`` the gates are held open (the dense forward pass) and learn from the guide alone, so the per-input
+choice is already informed when the gates start to cut.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+
+from .density import kept_groups
+
+
+def activity_targets(activity: torch.Tensor, density: float) -> torch.Tensor:
+    """[B, G] activity -> [B, G] 0/1: each row's k = round(density x G) most active groups."""
+    k = kept_groups(activity.shape[1], density)
+    return torch.zeros_like(activity).scatter_(1, activity.topk(k, dim=1).indices, 1.0)
+
+
+def guide_loss(
+    logits: Mapping[str, torch.Tensor], activity: Mapping[str, torch.Tensor], densities: Mapping[str, float]
+) -> torch.Tensor:
+    """Mean over sites of BCE(logits, activity targets); every mapping is keyed by site, logits/activity [B, G]."""
+    losses = [
+        F.binary_cross_entropy_with_logits(logits[site].float(), activity_targets(activity[site], densities[site]))
+        for site in activity
+    ]
+    return torch.stack(losses).mean()
+
+
+def gate_rate_loss(masks: Mapping[str, torch.Tensor], densities: Mapping[str, float]) -> torch.Tensor:
+    """ConvNet-AIG's target-rate term, per gate: mean over every gate of (its open rate over the batch - its
+    site's density)^2. Zero when each channel opens for exactly the density's share of the batch; a channel open
+    for every input or for none is pushed away from that, so the term rewards conditional gates (a site-level
+    budget is met just as well by one fixed set)."""
+    terms = [((mask.float().mean(dim=0) - densities[site]) ** 2) for site, mask in masks.items()]  # [G] each
+    return torch.cat(terms).mean()
