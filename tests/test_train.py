@@ -106,6 +106,16 @@ def test_yaml_preset_then_flags_override(tmp_path):
     assert proc.returncode == 2 and "unknown key 'modle'" in proc.stderr
 
 
+def test_the_cli_records_which_values_the_user_chose(tmp_path):
+    assert parse_train_cli(["--gate", "gumbel"], "t", "").given == {"gate"}  # not the recipe's nor the defaults
+    preset = tmp_path / "p.yaml"
+    preset.write_text("dataset: fashion-mnist\nepochs: 3\n")
+    cfg = parse_train_cli(["--config", str(preset), "--no-latency"], "t", "")
+    assert cfg.given == {"dataset", "epochs", "latency"}
+    assert train_config(to_dict(cfg)).given is None  # from values (config.yaml, a comparison's cell): all chosen
+    assert "given" not in to_dict(cfg)  # never written to config.yaml
+
+
 def test_shipped_presets_parse():
 
     presets = sorted((REPO / "configs" / "train").glob("*.yaml"))
