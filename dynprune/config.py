@@ -236,7 +236,11 @@ class TrainConfig:
 
     model: str = option("resnet20", "zoo model (see dynprune.models.list_models())")
     width: float = option(1.0, "channel width multiplier of the model")
-    dataset: str = option("fashion-mnist", "fashion-mnist | mnist | cifar10 | cifar100 | synthetic")
+    dataset: str = option(
+        "fashion-mnist",
+        "fashion-mnist | fashion-mnist-sample | mnist | cifar10 | cifar100 | synthetic | imagefolder (the default "
+        "falls back to the shipped fashion-mnist-sample where its files can be neither found nor downloaded)",
+    )
     data_dir: str | None = option(None, "folder holding the data sets (else $DYNPRUNE_DATA, else ./data)")
     download: bool = option(True, "download missing data files from their official addresses")
     image_size: int = option(224, "imagefolder: images resized and center-cropped to this size")
