@@ -166,6 +166,10 @@ def _add_flags(parser: Any, cls: type, preset: Mapping[str, Any]) -> None:
             parser.add_argument(f"--{flag(f.name)}", dest=f.name, default=None, help=helptext, metavar="X")
 
 
+#: the non-flag field of a config class in which ``parse_cli`` records the names the preset or a flag set (a value
+#: the user chose, as opposed to a default or a recipe's)
+GIVEN = "given"
+
 #: the defaults a choice brings (e.g. the chosen model's or estimator's recipe), from the values chosen so far
 RecipeFn = Callable[[Mapping[str, Any]], Mapping[str, Any]]
 
@@ -204,9 +208,12 @@ def parse_cli(
     args.pop("config")
     chosen = {**preset, **{k: v for k, v in args.items() if v is not None}}
     try:
-        return build(cls, {**(recipe(chosen) if recipe else {}), **chosen}, groups)
+        cfg = build(cls, {**(recipe(chosen) if recipe else {}), **chosen}, groups)
     except ConfigError as exc:
         parser.exit(2, f"{prog}: error: {exc}\n")
+    if GIVEN in {f.name for f in dataclasses.fields(cls)}:  # a config that asks which values the user chose
+        setattr(cfg, GIVEN, frozenset(chosen))
+    return cfg
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -229,7 +236,11 @@ class TrainConfig:
 
     model: str = option("resnet20", "zoo model (see dynprune.models.list_models())")
     width: float = option(1.0, "channel width multiplier of the model")
-    dataset: str = option("fashion-mnist", "fashion-mnist | mnist | cifar10 | cifar100 | synthetic")
+    dataset: str = option(
+        "fashion-mnist",
+        "fashion-mnist | fashion-mnist-sample | mnist | cifar10 | cifar100 | synthetic | imagefolder (the default "
+        "falls back to the shipped fashion-mnist-sample where its files can be neither found nor downloaded)",
+    )
     data_dir: str | None = option(None, "folder holding the data sets (else $DYNPRUNE_DATA, else ./data)")
     download: bool = option(True, "download missing data files from their official addresses")
     image_size: int = option(224, "imagefolder: images resized and center-cropped to this size")
@@ -267,6 +278,11 @@ class TrainConfig:
     progress: bool = option(True, "progress bar (shown only when stderr is a terminal)")
     # The method families' own options ({group: options}); ``build`` fills it from the flat flags.
     options: dict[str, Any] = dataclasses.field(default_factory=dict, metadata={"cli": False})
+    # The fields the --config preset or a flag set, where ``parse_cli`` built the config; None (not known: a config
+    # built from values, such as a saved config.yaml or a comparison's cell) counts every value as chosen. A default
+    # may be replaced where it cannot work (the data set: ``runner.data_set``), a value the user chose never. Not
+    # part of a config's value: two configs of the same values are equal however they were given.
+    given: frozenset[str] | None = dataclasses.field(default=None, metadata={"cli": False}, compare=False)
 
     @property
     def run_dir(self) -> Path:

@@ -32,6 +32,16 @@ class DataError(RuntimeError):
     """A data set is missing, corrupt or unknown; the message says which file and what was expected."""
 
 
+class MissingDataError(DataError):
+    """A data set's files are neither in ``folder`` nor downloadable (``why``: how the download failed, or that
+    downloads are off). Files that are there but corrupt are a plain DataError: never a reason to fall back."""
+
+    def __init__(self, message: str, folder: Path, why: str) -> None:
+        super().__init__(message)
+        self.folder = folder
+        self.why = why
+
+
 @dataclass(frozen=True)
 class RemoteFile:
     name: str
@@ -354,9 +364,11 @@ def ensure_files(spec: DatasetSpec, root: Path, download: bool, timeout: float =
                     part.unlink()
                 if path.is_dir() and not any(path.iterdir()):
                     path.rmdir()
-            raise DataError(_missing_message(spec, folder, missing, f"download failed ({exc})")) from None
+            why = f"download failed ({exc})"
+            raise MissingDataError(_missing_message(spec, folder, missing, why), folder, why) from None
     elif missing:
-        raise DataError(_missing_message(spec, folder, missing, "downloads are off"))
+        why = "downloads are off"
+        raise MissingDataError(_missing_message(spec, folder, missing, why), folder, why)
     for f in spec.files:
         verify_file(folder / f.name, f.md5, f.size)
     return folder
@@ -368,6 +380,32 @@ def _missing_message(spec: DatasetSpec, folder: Path, missing: list[RemoteFile],
         f"data set files not found in {folder} and {why}: expected {names}; "
         f"put them there or point --data-dir / ${ENV_VAR} at their parent folder"
     )
+
+
+#: the sample shipped in the package that a data set's *default* run falls back to (``full_or_sample``)
+SAMPLES = {"fashion-mnist": "fashion-mnist-sample"}
+
+
+def full_or_sample(name: str, data_dir: str | os.PathLike | None, download: bool) -> tuple[str, str | None]:
+    """(the data set to train on, a one-line notice or None): ``name`` where its files are found or downloaded,
+    else its shipped sample (``SAMPLES``) and a notice saying so, why, and how to get the full files.
+
+    Only for a data set the user did not choose (the default): so that the README's main command runs on a fresh
+    machine without network. A chosen data set is loaded as chosen, and its missing files are an error."""
+    sample = SAMPLES.get(name)
+    if sample is None:
+        return name, None
+    try:
+        ensure_files(DATASETS[name], resolve_data_dir(data_dir), download)
+    except MissingDataError as exc:
+        notice = (
+            f"no {name} files in {exc.folder} and {exc.why}, so this run trains on {sample}, a sample of it "
+            f"shipped in the package (figures not comparable with the full set's); for the full data set let it "
+            f"download (a network, no --no-download) or put its files in {exc.folder} (or point --data-dir / "
+            f"${ENV_VAR} at their parent folder)"
+        )
+        return sample, notice
+    return name, None
 
 
 # ----------------------------------------------------------------------------------------------- splits

@@ -45,9 +45,10 @@ def _alive(holder: dict) -> bool:
 
 @contextlib.contextmanager
 def locked_run_folder(out_dir: Path) -> Iterator[None]:
-    """Hold ``out_dir`` for this process while the block runs; a folder this call created and the block left
-    empty (a run refused before it wrote anything) is removed again."""
-    created = not out_dir.exists()
+    """Hold ``out_dir`` for this process while the block runs; the folders this call created (``out_dir`` and any
+    missing parents, such as ``runs/`` of the default ``runs/<method>``) that the block left empty (a run refused
+    before it wrote anything) are removed again."""
+    created = [p for p in (out_dir, *out_dir.parents) if not p.exists()]  # innermost first
     prepare_folder(out_dir)
     lock = out_dir / LOCK
     record = {
@@ -79,6 +80,8 @@ def locked_run_folder(out_dir: Path) -> Iterator[None]:
     finally:
         if (_holder(lock) or {}).get("pid") == os.getpid():
             lock.unlink(missing_ok=True)
-        if created:
-            with contextlib.suppress(OSError):  # only succeeds while the folder is empty
-                out_dir.rmdir()
+        for folder in created:
+            try:
+                folder.rmdir()  # only succeeds while the folder is empty
+            except OSError:
+                break  # kept (the run wrote there, or another run uses it): so are the folders above it

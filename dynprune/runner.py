@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,10 +14,10 @@ from typing import Any
 import torch
 
 from .base import ConfigError
-from .catalog import method_from_config, rebuild_from_checkpoint
+from .catalog import method_from_config, option_groups, rebuild_from_checkpoint
 from .checkpoints import CHECKPOINT, load_checkpoint, load_weights, write_json
-from .config import TrainConfig, save_yaml, to_dict
-from .data import BatchLoader, DataSplits, load_dataset, subset
+from .config import TrainConfig, load_yaml, save_yaml, to_dict
+from .data import BatchLoader, DataSplits, full_or_sample, load_dataset, subset
 from .distill import Distiller
 from .distributed import (
     DistContext,
@@ -121,8 +123,27 @@ def _setup(cfg: TrainConfig, device: torch.device, ctx: DistContext) -> RunParts
     return RunParts(data, model, method, arch, device, channels_last, amp_dtype)
 
 
+def data_set(cfg: TrainConfig, speak: bool = True) -> str:
+    """The data set a run trains on: the one the user chose (a flag or the --config preset, or any value of a
+    config built from values) or the resumed run recorded, else the default where its files are found or
+    downloaded, else the sample shipped in the package, said in one line on stderr where ``speak``: so that the
+    README's main command runs on a fresh machine without network."""
+    if cfg.given is None or "dataset" in cfg.given:
+        return cfg.dataset  # chosen: loaded as chosen, and missing files are an error (no fallback not asked for)
+    recorded = cfg.run_dir / "config.yaml"
+    if cfg.resume and recorded.is_file():  # --resume without --out: continue on the data the run started with
+        return load_yaml(TrainConfig, recorded, option_groups()).get("dataset", cfg.dataset)
+    dataset, notice = full_or_sample(cfg.dataset, cfg.data_dir, cfg.download)
+    if notice is not None and speak:
+        print(f"note: {notice}", file=sys.stderr, flush=True)
+    return dataset
+
+
 def _run(cfg: TrainConfig, device: torch.device, ctx: DistContext) -> dict[str, Any]:
     out_dir = cfg.run_dir
+    # The data set really used, so that config.yaml and result.json name it (never the full set for a sample run);
+    # decided here, after the checks that need no data, so that a bad flag is one line without a data notice.
+    cfg = dataclasses.replace(cfg, dataset=data_set(cfg, speak=ctx.is_main))
     parts = _setup(cfg, device, ctx)
     train_set = subset(parts.data.train, cfg.train_subset)
     train_loader = parts.loader(train_set, cfg.batch_size, train=True, seed=cfg.seed, shard=(ctx.rank, ctx.world_size))

@@ -142,3 +142,28 @@ def test_failed_lookup_leaves_no_empty_folder_behind(tmp_path, monkeypatch):
     with pytest.raises(D.DataError, match="download failed"):
         D.load_dataset("fashion-mnist", root, download=True)
     assert not (tmp_path / "typo").exists()  # nothing created by the failed lookup is left
+
+
+def test_only_missing_files_fall_back_to_the_shipped_sample(tmp_path, monkeypatch, data_root):
+    def offline(url, *args, **kwargs):
+        raise D.urllib.error.URLError("no network")
+
+    monkeypatch.setattr(D.urllib.request, "urlopen", offline)
+    name, notice = D.full_or_sample("fashion-mnist", tmp_path, download=True)
+    assert name == "fashion-mnist-sample"
+    assert notice.startswith(f"no fashion-mnist files in {tmp_path / 'fashion-mnist'} and download failed (")
+    assert "\n" not in notice and list(tmp_path.iterdir()) == []  # one line; the failed lookup left nothing
+    name, notice = D.full_or_sample("fashion-mnist", tmp_path, download=False)
+    assert name == "fashion-mnist-sample" and "and downloads are off, so this run trains on" in notice
+    # Data sets without a shipped sample are loaded as named (their missing files are load_dataset's error).
+    assert D.full_or_sample("mnist", tmp_path, download=True) == ("mnist", None)
+    assert D.full_or_sample("synthetic", tmp_path, download=True) == ("synthetic", None)
+    # Files that are there but corrupt are an error, never a reason to train on something else.
+    folder = tmp_path / "fashion-mnist"
+    folder.mkdir()
+    for f in D.DATASETS["fashion-mnist"].files:
+        (folder / f.name).write_bytes(b"\0" * 10)
+    with pytest.raises(D.DataError, match="train-images-idx3-ubyte.gz: size 10 bytes, expected 26421880"):
+        D.full_or_sample("fashion-mnist", tmp_path, download=True)
+    if DATASET == "fashion-mnist":  # the full files at hand: used as they are, no notice
+        assert D.full_or_sample("fashion-mnist", data_root, download=False) == ("fashion-mnist", None)

@@ -68,7 +68,8 @@ def test_comparison_gated_cells_use_the_estimator_recipe(name):
 
 def test_resume_values_are_not_replaced_by_recipes(tmp_path):
     saved = tmp_path / "config.yaml"
-    flat = {f.name: getattr(TrainConfig(), f.name) for f in dataclasses.fields(TrainConfig) if f.name != "options"}
+    flags = [f for f in dataclasses.fields(TrainConfig) if f.metadata.get("cli", True)]  # not options, given
+    flat = {f.name: getattr(TrainConfig(), f.name) for f in flags}
     flat.update(gate="ste", gate_init="open", gate_density="global", budget_weight=50.0)
     saved.write_text(yaml.safe_dump(flat))
     cfg = parse_train_cli(["--config", str(saved)], "t", "")

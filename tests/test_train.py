@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,9 +13,10 @@ import pytest
 import torch
 from helpers import REPO, run_module, tiny_config
 
-from dynprune.catalog import option_groups, parse_train_cli, train_config
+from dynprune.catalog import option_groups, parse_train_cli, rebuild_from_checkpoint, train_config
 from dynprune.checkpoints import CheckpointError, load_checkpoint
 from dynprune.config import ConfigError, TrainConfig, load_yaml, to_dict
+from dynprune.data import data_of_checkpoint
 from dynprune.engine import Trainer, TrainingDiverged
 from dynprune.runner import run_training
 
@@ -104,6 +106,16 @@ def test_yaml_preset_then_flags_override(tmp_path):
     preset.write_text("modle: vgg11\n")
     proc = cli("--config", str(preset), timeout=60)
     assert proc.returncode == 2 and "unknown key 'modle'" in proc.stderr
+
+
+def test_the_cli_records_which_values_the_user_chose(tmp_path):
+    assert parse_train_cli(["--gate", "gumbel"], "t", "").given == {"gate"}  # not the recipe's nor the defaults
+    preset = tmp_path / "p.yaml"
+    preset.write_text("dataset: fashion-mnist\nepochs: 3\n")
+    cfg = parse_train_cli(["--config", str(preset), "--no-latency"], "t", "")
+    assert cfg.given == {"dataset", "epochs", "latency"}
+    assert train_config(to_dict(cfg)).given is None  # from values (config.yaml, a comparison's cell): all chosen
+    assert "given" not in to_dict(cfg)  # never written to config.yaml
 
 
 def test_shipped_presets_parse():
@@ -227,3 +239,83 @@ def test_wandb_offline_writes_run_folder(tmp_path):
 def test_every_training_preset_parses_through_the_cli(preset):
     cfg = parse_train_cli(["--config", str(preset)], "preset", "")
     assert cfg.model and to_dict(cfg)["target_macs"] > 0
+
+
+# ------------------------------------------------------------------ the README's main command on a fresh machine
+MAIN = ("--gate", "gumbel")  # the README's main command: python -m dynprune.train --gate gumbel
+SHORT = ("--epochs", "1", "--train-subset", "512", "--val-size", "1000", "--no-latency", "--wandb", "disabled")
+
+
+@pytest.fixture
+def offline(tmp_path):
+    """Run ``python -m dynprune.train ARGS`` as a new user would on a fresh clone without network: in an empty
+    folder (no ./data), no $DYNPRUNE_DATA, this checkout importable, and every download refused at once: the
+    proxy is a local port this test holds bound but never listening (no timeout, no real network involved)."""
+    work = tmp_path / "fresh"
+    work.mkdir()
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        proxy = f"http://127.0.0.1:{closed.getsockname()[1]}"
+        hidden = {"DYNPRUNE_DATA", "no_proxy", "NO_PROXY"}
+        env = {k: v for k, v in os.environ.items() if k not in hidden}
+        env.update(
+            http_proxy=proxy,
+            https_proxy=proxy,
+            PYTHONUNBUFFERED="1",
+            PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
+        )
+
+        def run(*args: str, merged: bool = False) -> subprocess.CompletedProcess:
+            """``merged``: stderr into stdout, in the order written (PYTHONUNBUFFERED)."""
+            cmd = [sys.executable, "-m", "dynprune.train", *args]
+            err = subprocess.STDOUT if merged else subprocess.PIPE
+            return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True, timeout=300, cwd=work, env=env)
+
+        yield work, run
+
+
+def test_main_command_without_data_or_network_trains_on_the_shipped_sample(offline):
+    work, run = offline
+    proc = run(*MAIN, *SHORT, merged=True)
+    assert proc.returncode == 0, proc.stdout
+    notes = [line for line in proc.stdout.splitlines() if "note:" in line]
+    assert len(notes) == 1, proc.stdout  # said once, in one line, before training
+    assert notes[0].startswith("note: no fashion-mnist files in data/fashion-mnist and ")
+    assert "download failed" in notes[0] and "this run trains on fashion-mnist-sample" in notes[0]
+    assert "put its files in data/fashion-mnist" in notes[0]  # how to get the full data set
+    assert proc.stdout.index(notes[0]) < proc.stdout.index("epoch   1/1")
+    run_dir = work / "runs" / "gumbel"
+    result = json.loads((run_dir / "result.json").read_text())
+    assert (result["dataset"], result["method"], result["epochs"]) == ("fashion-mnist-sample", "gumbel", 1)
+    saved = load_yaml(TrainConfig, run_dir / "config.yaml", option_groups())
+    assert saved["dataset"] == "fashion-mnist-sample" and saved["gate"] == "gumbel"
+    assert sorted(p.name for p in work.iterdir()) == ["runs"]  # the failed download left no data/ folder
+    # The run's checkpoint rebuilds on the data it recorded, the sample, with no lookup of the full files.
+    _, method, ckpt = rebuild_from_checkpoint(run_dir / "checkpoint.pt")
+    assert method.name == "gumbel" and ckpt["config"]["dataset"] == "fashion-mnist-sample"
+    assert data_of_checkpoint(ckpt).name == "fashion-mnist-sample"
+    # --resume, with --out (config.yaml is its preset) and as the interrupt message says (flags repeated, no
+    # --out): it continues on the recorded sample without trying the full files again.
+    (run_dir / "result.json").unlink()  # as if stopped before its end
+    for resume in (("--resume", "--out", "runs/gumbel"), (*MAIN, *SHORT, "--resume")):
+        proc = run(*resume)
+        assert proc.returncode == 0, proc.stderr
+        assert "note:" not in proc.stderr and "resumed runs/gumbel after epoch 1/1" in proc.stdout
+        assert json.loads((run_dir / "result.json").read_text())["dataset"] == "fashion-mnist-sample"
+        (run_dir / "result.json").unlink()
+
+
+@pytest.mark.parametrize("how", ["flag", "preset"])
+def test_an_explicit_fashion_mnist_without_its_files_is_one_line_and_leaves_nothing(offline, how):
+    work, run = offline
+    args = ["--dataset", "fashion-mnist"]
+    if how == "preset":
+        (work.parent / "preset.yaml").write_text("dataset: fashion-mnist\n")
+        args = ["--config", str(work.parent / "preset.yaml")]
+    for out in ((), ("--out", "mine/run")):  # the default runs/gumbel, and a folder of the user's
+        proc = run(*MAIN, *args, *SHORT, *out)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.startswith("python -m dynprune.train: error: data set files not found in data/fashion")
+        assert "download failed" in proc.stderr and "note:" not in proc.stderr  # no fallback not asked for
+        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+        assert list(work.iterdir()) == []  # neither runs/ nor mine/ nor data/

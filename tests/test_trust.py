@@ -38,6 +38,21 @@ def test_a_second_run_in_a_held_folder_is_refused_and_a_stale_lock_is_taken_over
     assert not (out / LOCK).exists()  # released at the end
 
 
+def test_a_refused_run_leaves_none_of_the_folders_it_created(tmp_path):
+    out = tmp_path / "runs" / "gumbel"  # the default --out runs/<method>, in a fresh working folder
+    with pytest.raises(ConfigError, match="refused"), locked_run_folder(out):
+        assert (out / LOCK).is_file()
+        raise ConfigError("refused before anything was written")
+    assert list(tmp_path.iterdir()) == []  # neither runs/gumbel nor runs/
+    (tmp_path / "runs" / "dense").mkdir(parents=True)  # runs/ was there before: it stays
+    with pytest.raises(ConfigError), locked_run_folder(out):
+        raise ConfigError("refused")
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["dense"]
+    with locked_run_folder(out):  # a run that wrote something keeps its folder
+        (out / "config.yaml").write_text("x: 1\n")
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml"]
+
+
 def test_finished_run_is_not_refinalized_by_resume(tmp_path):
     run_training(tiny_config(tmp_path / "run", epochs=1))
     before = (tmp_path / "run" / "result.json").read_bytes()
