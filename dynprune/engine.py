@@ -347,6 +347,7 @@ class Trainer:
             "images_per_s": train["images_per_s"],
             "epoch_seconds": seconds,
             "lr": self.scheduler.get_last_lr()[0],
+            **{f"cost/{k}": v for k, v in cost.items()},  # the method's own per-epoch figures (gates: open rates)
         }
         self.state.history.append(row)
         if not self.dist.is_main:

@@ -3,6 +3,8 @@ the losses that keep gates conditional (activation guide, per-gate rate term), o
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from helpers import TINY_RESNET, randomize_bn, small_gated_residual, tiny_config
@@ -124,7 +126,7 @@ def test_gate_rate_term_is_zero_at_the_target_rate_and_grows_away_from_it():
 
 @pytest.mark.parametrize(
     "bad",
-    [{"gate_pool": 0.5}, {"guide_until": 1.5}, {"guide_open_epochs": 0.5}, {"gate_rate_weight": -1.0}],
+    [{"gate_pool": 0.5}, {"guide_until": 1.5}, {"guide_open_epochs": -0.5}, {"gate_rate_weight": -1.0}],
 )
 def test_bad_guide_options_are_one_clear_error(tmp_path, bad):
     with pytest.raises(ConfigError):
@@ -149,6 +151,12 @@ def test_guided_pool_run_records_dynamism_that_describes_the_saved_model(tmp_pat
     assert result["dynamic_gain"] == pytest.approx(result["top1"] - result["static_ablation_top1"])
     assert result["static_ablation_macs_ratio"] == pytest.approx(result["macs_ratio"], abs=0.02)
     assert (tmp_path / "r" / "gate_classes.png").stat().st_size > 0
+    history = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert len(history) == cfg.epochs  # per epoch, on the validation pass: how dynamic the gates were then
+    assert all(0 <= row["cost/conditional_share"] <= 1 for row in history)
+    assert set(result["site_open_rates"]) == {
+        k.removeprefix("cost/conditional/") for k in history[-1] if "conditional/" in k
+    }
     model, _, _ = rebuild_from_checkpoint(tmp_path / "r" / "checkpoint.pt")
     assert not model.gate_set.fixed_decisions and not model.gate_set.force_open
 
@@ -191,7 +199,8 @@ def _boosted(gate: str, name: str = "resnet20"):
     for g in model.gate_set.gates.values():
         torch.nn.init.normal_(g.fc2.weight, std=1.0)
         torch.nn.init.constant_(g.fc2.bias, 0.0)
-        torch.nn.init.normal_(g.boost.weight, std=1.0)  # scales far from 1, different per input
+        if g.boost is not None:
+            torch.nn.init.normal_(g.boost.weight, std=1.0)  # scales far from 1, different per input
     return model.eval(), method
 
 
@@ -221,6 +230,15 @@ def test_feature_boosting_deploys_exactly_in_every_strategy(gate):
     assert to_deploy(model) is not None
 
 
-def test_feature_boosting_is_refused_where_deploy_cannot_apply_it():
-    with pytest.raises(ConfigError, match="channel-wise layers"):
-        _boosted("topk", "mobilenetv2")
+def test_feature_boosting_leaves_sites_with_channel_wise_layers_unboosted_and_deploys_exactly():
+    model, method = _boosted("topk", "mobilenetv2")
+    sites = {s.name: s for s in model.gate_set.sites}
+    assert model.gate_set.unboosted == [name for name, s in sites.items() if s.passthrough]
+    assert all((model.gate_set.gate(n).boost is None) == bool(s.passthrough) for n, s in sites.items())
+    deploy = method.deploy_model(model)
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        reference = model(x)
+        for strategy in deploy.candidates():
+            deploy.strategy = strategy
+            assert (deploy(x) - reference).abs().max().item() < 1e-4, strategy

@@ -33,12 +33,13 @@ def test_every_estimator_recipe_names_known_options():
 def test_gate_recipe_is_the_default_and_flags_override_it():
     cfg = parse_train_cli(["--gate", "gumbel"], "t", "")
     gate = cfg.options["gated"]
-    assert (gate.gate_init, gate.gate_density, gate.budget_weight) == ("l1", "uniform", 20.0)
+    assert (gate.gate_init, gate.gate_density, gate.budget_weight) == ("pool", "uniform", 20.0)
+    assert (gate.guide_weight, gate.gate_boost) == (1.0, True)  # started to decide per input
     assert cfg.options["gumbel"].noise_fade == 0.5
 
     cfg = parse_train_cli(["--gate", "gumbel", "--gate-density", "global", "--budget-weight", "7"], "t", "")
     assert (cfg.options["gated"].gate_density, cfg.options["gated"].budget_weight) == ("global", 7.0)
-    assert cfg.options["gated"].gate_init == "l1"  # what was not given still follows the recipe
+    assert cfg.options["gated"].gate_init == "pool"  # what was not given still follows the recipe
 
     dense = parse_train_cli([], "t", "")
     assert dense.options["gated"].gate_init == "open"  # no gate chosen: the dataclass defaults
@@ -74,3 +75,14 @@ def test_resume_values_are_not_replaced_by_recipes(tmp_path):
     saved.write_text(yaml.safe_dump(flat))
     cfg = parse_train_cli(["--config", str(saved)], "t", "")
     assert (cfg.options["gated"].gate_init, cfg.options["gated"].gate_density) == ("open", "global")
+
+
+@pytest.mark.parametrize("name", ESTIMATORS.names())
+def test_the_static_start_stays_available_under_a_name_that_says_so(name):
+    overrides = COMPARE_METHODS[f"{name}-l1"].overrides(CompareConfig(), 0.25)
+    assert (overrides["gate_init"], overrides["guide_weight"], overrides["gate_boost"]) == ("l1", 0.0, False)
+    assert overrides["gate"] == name
+    assert "static" in COMPARE_METHODS[f"{name}-l1"].description
+    cfg = parse_train_cli(["--gate", name, "--gate-init", "l1", "--guide-weight", "0", "--no-gate-boost"], "t", "")
+    gate = cfg.options["gated"]
+    assert (gate.gate_init, gate.guide_weight, gate.gate_boost) == ("l1", 0.0, False)  # the README's static start

@@ -65,13 +65,29 @@ class Estimator:
         return {}
 
 
-#: The threshold gates' recipe (BENCHMARKS.md, "Gate recipes" and "Gates against static pruning"; 2-epoch
-#: fine-tunes from dense at 0.1 of its MACs): start on exactly the channels l1-filter keeps, hold every site to
-#: its density, a light budget weight and no target slide (they start at their density). A global budget or an
-#: open start lost 20-50 points there. Gumbel's noise fades over the second half so training ends on the
-#: deterministic decisions the model is tested with.
+#: How gates start so that they decide per input (BENCHMARKS.md, "Gates that decide per input"; 3-epoch fine-tunes
+#: from dense at 0.25 of its MACs): a candidate pool of 1.5 x k channels from the l1 ranking with equal biases,
+#: the activation guide (each input's k most active channels as the gates' targets, the gates held open for the
+#: first quarter epoch and guided over the first half of the run) and feature boosting. topk gates so started
+#: opened 0.3 of their channels conditionally and carried 3-9 points of accuracy in their per-input choice.
+DYNAMIC_START: Mapping[str, Any] = MappingProxyType(
+    {"gate_init": "pool", "gate_pool": 1.5, "guide_weight": 1.0, "guide_open_epochs": 0.25, "gate_boost": True}
+)
+
+#: The start that makes gates static (the recipe before 2026-12-06): open on exactly the channels l1-filter keeps;
+#: in a short fine-tune every input then opens the same set ("Are the gates dynamic?"): l1-filter through gates.
+STATIC_START: Mapping[str, Any] = MappingProxyType(
+    {"gate_init": "l1", "guide_weight": 0.0, "guide_open_epochs": 0.0, "gate_boost": False}
+)
+STATIC_VARIANT: Mapping[str, tuple[Mapping[str, Any], str]] = MappingProxyType(
+    {"l1": (STATIC_START, "started on exactly l1-filter's channels (static: one channel set per site)")}
+)
+
+#: The threshold gates' density control (BENCHMARKS.md, "Gate recipes" and "Gates against static pruning"): every
+#: site held to its density, a light budget weight and no target slide; a global budget lost 20-50 points at 0.1
+#: of the dense MACs in 2-epoch fine-tunes.
 HELD_PER_SITE: Mapping[str, Any] = MappingProxyType(
-    {"gate_init": "l1", "gate_density": "uniform", "budget_weight": 20.0, "budget_warmup_epochs": 0.0}
+    {**DYNAMIC_START, "gate_density": "uniform", "budget_weight": 20.0, "budget_warmup_epochs": 0.0}
 )
 
 

@@ -30,7 +30,7 @@ from ..methods import Method, MethodSpec
 from ..plots import plot_class_open_rates
 from .density import GLOBAL, UNIFORM, bounds, site_densities, slide
 from .deploy import to_deploy
-from .dynamism import measure_dynamism
+from .dynamism import conditional_share, measure_dynamism
 from .estimator import Estimator
 from .estimators import ESTIMATORS, create_estimator
 from .fit_budget import calibrate_global, calibrate_per_site
@@ -76,7 +76,7 @@ class GateOptions:
     )
     guide_until: float = option(0.5, "gated: fraction of the run after which the activation guide is off")
     guide_open_epochs: float = option(
-        0.0, "gated: epochs at the start with the gates held open, learning from the activation guide alone"
+        0.0, "gated: epochs at the start with the gates held open, learning from the activation guide alone (if on)"
     )
     gate_boost: bool = option(
         False, "gated: feature boosting (FBS): kept channels scaled per input by 1 + tanh(a second gate head)"
@@ -106,8 +106,6 @@ class GateOptions:
             raise ConfigError(f"--gate-pool must be >= 1 (a multiple of each site's k), got {self.gate_pool}")
         if not 0 <= self.guide_until <= 1:
             raise ConfigError(f"--guide-until must be a fraction of the run in [0, 1], got {self.guide_until}")
-        if self.guide_open_epochs > 0 and self.guide_weight == 0:
-            raise ConfigError("--guide-open-epochs needs --guide-weight > 0 (held open, the gates learn from it alone)")
         mode = self.gate_density
         if mode not in (GLOBAL, UNIFORM) and not mode.endswith(".json"):
             raise ConfigError(f"--gate-density got {mode!r}; allowed: global, uniform, or a FILE.json")
@@ -142,6 +140,7 @@ class GatedMethod(Method):
         self.total_steps, self.warmup_steps, self.open_steps = 1, 0, 0
         self._eval_rates: dict[str, float] = {}
         self._eval_sets = ChannelSetCounter()  # distinct channel sets per site over the last evaluation pass
+        self._eval_channel_open: dict[str, torch.Tensor] = {}  # site -> [C] inputs that opened each channel
         self._eval_count = 0
         self._collect: dict[str, list[torch.Tensor]] = {}
         self._class_rates: dict[str, torch.Tensor] = {}  # site -> [K, G] test open rates per class (inspect)
@@ -161,12 +160,11 @@ class GatedMethod(Method):
             )
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        boosted_through = [s.name for s in self.gate_set.sites if s.passthrough] if o.gate_boost else []
-        if boosted_through:  # the scale must act at the mask point; deploy applies it at the producer
-            raise ConfigError(
-                f"--gate-boost: site {boosted_through[0]} carries its channels through channel-wise layers "
-                "(a depthwise conv, as in MobileNetV2), where deploy mode cannot apply the boost; use it on "
-                "models without them (ResNets, VGG, LeNet)"
+        if o.gate_boost and self.gate_set.unboosted:  # the scale must act at the producer (deploy applies it there)
+            print(
+                f"gates: {len(self.gate_set.unboosted)} sites not boosted (their channels pass a channel-wise layer, "
+                "e.g. a depthwise conv, after the producer)",
+                flush=True,
             )
         self.cost = CostModel.from_model(model, input_shape)  # gate layers counted as always-on layers
         for site, reason in self.gate_set.skipped.items():
@@ -190,7 +188,8 @@ class GatedMethod(Method):
     def begin(self, total_steps: int, steps_per_epoch: int) -> None:
         self.total_steps = max(1, total_steps)
         self.warmup_steps = int(self.options.budget_warmup_epochs * steps_per_epoch)
-        self.open_steps = int(self.options.guide_open_epochs * steps_per_epoch)
+        guided = self.options.guide_weight > 0  # held open, the gates learn from the guide alone: never without it
+        self.open_steps = int(self.options.guide_open_epochs * steps_per_epoch) if guided else 0
 
     # -- training
     def _slide(self, step: int) -> float:
@@ -291,6 +290,7 @@ class GatedMethod(Method):
         self._eval_rates = {s.name: 0.0 for s in self.gate_set.sites}
         self._eval_count = 0
         self._eval_sets.reset()
+        self._eval_channel_open = {}
 
     def per_sample_macs(self, model: nn.Module, batch_size: int) -> torch.Tensor:
         for site, chunks in self._collect.items():  # per-site calibration collects the pass's logits
@@ -298,6 +298,8 @@ class GatedMethod(Method):
         masks = self.gate_set.masks
         for name, m in masks.items():
             self._eval_rates[name] += m.float().mean(dim=1).sum().item()
+            opened = m.detach().double().sum(dim=0).cpu()
+            self._eval_channel_open[name] = self._eval_channel_open.get(name, 0) + opened
         self._eval_sets.add(masks)
         self._eval_count += batch_size
         return self.cost.macs_from_masks({k: v.double() for k, v in masks.items()}).detach().cpu()
@@ -307,8 +309,17 @@ class GatedMethod(Method):
         return {k: v / max(self._eval_count, 1) for k, v in self._eval_rates.items()}
 
     def on_epoch_end(self, model: nn.Module, epoch: int) -> dict[str, float]:
+        """The validation pass's open rate and conditional share per site (how dynamic the gates are, epoch by
+        epoch: the diagnosis of a recipe whose gates freeze or collapse)."""
         self.epoch = epoch
-        return {**{f"open/{k}": v for k, v in self.open_rates().items()}, **self.estimator.logs()}
+        seen = max(self._eval_count, 1)
+        shares = {k: conditional_share(v / seen) for k, v in self._eval_channel_open.items()}
+        return {
+            **{f"open/{k}": v for k, v in self.open_rates().items()},
+            **{f"conditional/{k}": v for k, v in shares.items()},
+            **({"conditional_share": sum(shares.values()) / len(shares)} if shares else {}),
+            **self.estimator.logs(),
+        }
 
     def result_fields(self) -> dict[str, Any]:
         sets = self._eval_sets.summary()

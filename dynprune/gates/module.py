@@ -85,6 +85,8 @@ class GateSet(nn.Module):
         self.cost_masks: dict[str, torch.Tensor] = {}  # what the training budget counts (the estimator says)
         self.logits: dict[str, torch.Tensor] = {}
         self.gates = nn.ModuleDict()
+        #: sites a boosted gate set leaves unboosted: their channels pass a channel-wise layer after the producer
+        self.unboosted = [s.name for s in self.sites if boost and s.passthrough]
         self._site_masks: dict[str, SiteMask] = {}
         self._handles = []
         for site in self.sites:
@@ -92,7 +94,8 @@ class GateSet(nn.Module):
             in_channels = producer.in_channels
             width = site_width(model, site)
             group = _group_size(width, group_size)
-            self.gates[_key(site.name)] = ChannelGate(in_channels, width, width // group, reduction, bias_init, boost)
+            boosted = boost and not site.passthrough  # deploy scales the producer's output: the masked point
+            self.gates[_key(site.name)] = ChannelGate(in_channels, width, width // group, reduction, bias_init, boosted)
             mask_point = get_module(model, site.mask_point)  # runs before the SiteMask hook: sees every channel
             self._handles.append(mask_point.register_forward_hook(self._activity_hook(site), prepend=True))
             self._site_masks[site.name] = SiteMask(model, site, torch.ones(width))

@@ -16,7 +16,7 @@ from types import MappingProxyType
 import torch
 
 from ...base import ConfigError, option
-from ..estimator import HELD_PER_SITE, Estimator, eval_decision, logistic_noise, straight_through
+from ..estimator import HELD_PER_SITE, STATIC_VARIANT, Estimator, eval_decision, logistic_noise, straight_through
 
 
 @dataclasses.dataclass
@@ -38,6 +38,7 @@ class Gumbel(Estimator):
     Options = GumbelOptions
     summary = "logit + logistic noise, sigmoid(./tau), hard 0/1 forward, straight-through; eval: logit >= 0"
     recipe = MappingProxyType({**HELD_PER_SITE, "noise_fade": 0.5})
+    variants = STATIC_VARIANT
 
     def __init__(self, options: GumbelOptions | None = None) -> None:
         super().__init__(options)

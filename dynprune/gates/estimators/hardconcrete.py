@@ -19,7 +19,7 @@ import math
 import torch
 
 from ...base import ConfigError, option
-from ..estimator import HELD_PER_SITE, Estimator, eval_decision, logistic_noise, straight_through
+from ..estimator import HELD_PER_SITE, STATIC_VARIANT, Estimator, eval_decision, logistic_noise, straight_through
 
 GAMMA, ZETA = -0.1, 1.1
 
@@ -39,6 +39,7 @@ class HardConcrete(Estimator):
     Options = HardConcreteOptions
     summary = "stretched hard-concrete sample (L0), hard 0/1 forward straight-through to it; eval: logit >= 0"
     recipe = HELD_PER_SITE
+    variants = STATIC_VARIANT
 
     def decide(self, logits: torch.Tensor, training: bool, density: float) -> torch.Tensor:
         if not training:

@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 
 from ...base import option
-from ..estimator import HELD_PER_SITE, Estimator, eval_decision, straight_through
+from ..estimator import HELD_PER_SITE, STATIC_VARIANT, Estimator, eval_decision, straight_through
 
 
 @dataclasses.dataclass
@@ -21,6 +21,7 @@ class Ste(Estimator):
     Options = SteOptions
     summary = "logit >= 0 forward (train and eval), sigmoid or identity gradient"
     recipe = HELD_PER_SITE
+    variants = STATIC_VARIANT
 
     def decide(self, logits: torch.Tensor, training: bool, density: float) -> torch.Tensor:
         hard = eval_decision(logits)

@@ -9,13 +9,12 @@ scores are trained by the task loss alone.
 from __future__ import annotations
 
 import dataclasses
-from types import MappingProxyType
 
 import torch
 
 from ...base import ConfigError, option
 from ..density import kept_groups
-from ..estimator import Estimator, straight_through
+from ..estimator import DYNAMIC_START, STATIC_VARIANT, Estimator, straight_through
 
 
 @dataclasses.dataclass
@@ -31,8 +30,8 @@ class Topk(Estimator):
     name = "topk"
     Options = TopkOptions
     summary = "the site's k highest logits per sample (train and eval), straight-through to sigmoid(logit/tau)"
-    # +12.4 points over an open start at 0.1 of the dense MACs (BENCHMARKS.md, "Gate recipes")
-    recipe = MappingProxyType({"gate_init": "l1"})
+    recipe = DYNAMIC_START
+    variants = STATIC_VARIANT
     fixed_count = True
 
     def fixed_keep(self, groups: int, density: float) -> int:
