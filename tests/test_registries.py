@@ -12,7 +12,6 @@ from helpers import TINY_RESNET, tiny_config
 
 from dynprune.catalog import TRAINING_METHODS, method_from_config, option_groups, rebuild_from_checkpoint
 from dynprune.prune import PRUNERS
-from dynprune.prune.process import ScheduledPruning
 from dynprune.runner import run_training
 
 
@@ -27,7 +26,9 @@ def dense_ckpt(tmp_path_factory):
 @pytest.mark.slow
 def test_every_pruner_trains_and_meets_its_target(tmp_path, dense_ckpt, name):
     pruner = PRUNERS[name]
-    epochs = 2 if pruner.process is not ScheduledPruning else 1  # SFP fine-tunes one epoch after its hard epoch
+    # SFP fine-tunes one epoch after its hard epoch; one epoch of scheduled pruning left l2-filter's BN statistics
+    # unsettled on this tiny model (train 79%, val 19%, 2026-12-06), two settle every pruner
+    epochs = 2
     values = dict(TINY_RESNET, epochs=epochs, train_subset=1280, prune=name, target_macs=0.6, hard=pruner.structured)
     result = run_training(tiny_config(tmp_path / name, **values, init=dense_ckpt))
     ratio = result["macs_ratio"] if pruner.structured else result["macs_nonzero_ratio"]
