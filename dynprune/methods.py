@@ -83,7 +83,9 @@ class Method:
         """Extra entries for result.json, read after the final test evaluation."""
         return {}
 
-    def inspect(self, model: nn.Module, val_loader: Any, test_loader: Any, num_classes: int) -> dict[str, Any]:
+    def inspect(
+        self, model: nn.Module, val_loader: Any, test_loader: Any, num_classes: int, amp_dtype: torch.dtype | None
+    ) -> dict[str, Any]:
         """Extra result.json entries measured on the finished model after the test evaluation (gated: how
         dynamic the gates are, ``gates/dynamism.py``); the model must be left as it was."""
         return {}

@@ -251,7 +251,7 @@ def _final_result(
         "threads": torch.get_num_threads(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         **method.result_fields(),
-        **method.inspect(model, val_loader, test_loader, parts.arch["num_classes"]),
+        **method.inspect(model, val_loader, test_loader, parts.arch["num_classes"], parts.amp_dtype),
     }
     return result, macs / dense_macs
 

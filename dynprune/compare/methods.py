@@ -95,7 +95,7 @@ class GatedCompare(CompareMethod):
     family = "dynamic"
     per_sample_cost = True
     cost_factor = 1.2  # the gates' small networks and budget terms
-    extra_val_passes = 15.0  # + the budget calibration, a bisection of ~12 validation passes
+    extra_val_passes = 18.0  # + the budget calibration (~12 validation passes) and the dynamism passes (3)
 
     def __init__(
         self, name: str, description: str, gate: str | None = None, recipe: Mapping[str, Any] | None = None

@@ -9,13 +9,14 @@ and what it buys:
 - ``dynamic_gain``: test top-1 minus ``static_ablation_top1``, the test top-1 of the same model with every site's
   gates replaced by one fixed set, the k channel groups it opened most often on the validation split (k = its mean
   open count there; no retraining). Gates that open one set per site give exactly 0; a positive gain is the
-  accuracy the per-input decisions carry.
+  accuracy the per-input *channel choice* carries (a boosted gate's per-input scale stays on in the ablation).
 - ``site_class_spread``: per site, the mean over channels of the standard deviation across classes of the class
   open rates (ConvNet-AIG's class x gate map, summarised): 0 when every class opens the same channels as often.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,8 @@ from torch import nn
 from .module import GateSet
 
 CONDITIONAL_LOW, CONDITIONAL_HIGH = 0.01, 0.99  # open for more than 1 % and fewer than 99 % of the images
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]  # (images, labels) per batch, as the run's loaders give them
+MacsRatio = Callable[[Mapping[str, torch.Tensor]], torch.Tensor]  # site -> [B, C] masks  =>  [B] MACs / dense
 
 
 @dataclass
@@ -58,19 +61,22 @@ class OpenCounts:
 def count_open(
     model: nn.Module,
     gate_set: GateSet,
-    loader: Any,
+    loader: Batches,
     num_classes: int,
-    macs_ratio: Any,
+    macs_ratio: MacsRatio,
+    amp_dtype: torch.dtype | None = None,
 ) -> OpenCounts:
-    """Runs ``model`` (eval mode) over ``loader`` and counts each site's open groups per class; ``macs_ratio``
-    maps the pass's masks to per-sample MACs / dense [B]."""
+    """Runs ``model`` (eval mode, under the run's autocast ``amp_dtype`` like its test pass, so the decisions are
+    the ones result.json's top-1 saw) over ``loader`` and counts each site's open groups per class;
+    ``macs_ratio`` maps the pass's masks to per-sample MACs / dense [B]."""
     was_training = model.training
     model.eval()
     per_class: dict[str, torch.Tensor] = {}
     class_sizes = torch.zeros(num_classes, dtype=torch.float64)
     correct, macs_sum = 0, 0.0
     for x, y in loader:
-        logits = model(x)
+        with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = model(x)
         y = y.cpu()
         correct += (logits.argmax(1).cpu() == y).sum().item()
         class_sizes += torch.bincount(y, minlength=num_classes).double()
@@ -114,18 +120,19 @@ def frozen_sets(val_rates: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def measure_dynamism(
     model: nn.Module,
     gate_set: GateSet,
-    val_loader: Any,
-    test_loader: Any,
+    val_loader: Batches,
+    test_loader: Batches,
     num_classes: int,
-    macs_ratio: Any,
+    macs_ratio: MacsRatio,
+    amp_dtype: torch.dtype | None = None,
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(result.json's dynamism fields, site -> [K, G] class open rates on the test split for the class maps).
     Three passes: test (the model as it is), validation (which sets to freeze), test with the frozen sets."""
-    test = count_open(model, gate_set, test_loader, num_classes, macs_ratio)
-    val = count_open(model, gate_set, val_loader, num_classes, macs_ratio)
+    test = count_open(model, gate_set, test_loader, num_classes, macs_ratio, amp_dtype)
+    val = count_open(model, gate_set, val_loader, num_classes, macs_ratio, amp_dtype)
     gate_set.fixed_decisions = frozen_sets(val.open_rates())
     try:
-        frozen = count_open(model, gate_set, test_loader, num_classes, macs_ratio)
+        frozen = count_open(model, gate_set, test_loader, num_classes, macs_ratio, amp_dtype)
     finally:
         gate_set.fixed_decisions = {}  # the saved model decides per input again
     shares = {site: conditional_share(rates) for site, rates in test.open_rates().items()}

@@ -41,7 +41,9 @@ class GatedMethod(Protocol):
     def collected_logits(self) -> dict[str, torch.Tensor]: ...
 
 
-def calibrate_global(method: GatedMethod, model: nn.Module, val_loader: Any, amp_dtype: torch.dtype | None) -> dict:
+def calibrate_global(
+    method: GatedMethod, model: nn.Module, val_loader: Any, amp_dtype: torch.dtype | None
+) -> dict[str, Any]:
     """One logit shift for every gate so that the mean eval MACs on ``val_loader`` meet the method's target."""
     gate_set = method.gate_set
     full_split: dict[float, float] = {}  # shift -> ratio on the whole split: no shift is evaluated twice
@@ -76,7 +78,9 @@ def calibrate_global(method: GatedMethod, model: nn.Module, val_loader: Any, amp
     }
 
 
-def calibrate_per_site(method: GatedMethod, model: nn.Module, val_loader: Any, amp_dtype: torch.dtype | None) -> dict:
+def calibrate_per_site(
+    method: GatedMethod, model: nn.Module, val_loader: Any, amp_dtype: torch.dtype | None
+) -> dict[str, Any]:
     """Each site's logits shifted so that its eval open rate on ``val_loader`` is its density (a quantile per
     site, repeated a few passes; ``quantile_shifts``)."""
     gate_set = method.gate_set

@@ -38,10 +38,10 @@ def guide_loss(
     return torch.stack(losses).mean()
 
 
-def gate_rate_loss(masks: Mapping[str, torch.Tensor], densities: Mapping[str, float]) -> torch.Tensor:
-    """ConvNet-AIG's target-rate term, per gate: mean over every gate of (its open rate over the batch - its
-    site's density)^2. Zero when each channel opens for exactly the density's share of the batch; a channel open
-    for every input or for none is pushed away from that, so the term rewards conditional gates (a site-level
-    budget is met just as well by one fixed set)."""
-    terms = [((mask.float().mean(dim=0) - densities[site]) ** 2) for site, mask in masks.items()]  # [G] each
+def gate_rate_loss(rates: Mapping[str, torch.Tensor], densities: Mapping[str, float]) -> torch.Tensor:
+    """ConvNet-AIG's target-rate term, per gate: mean over every gate of (its open rate over the batch, [C] per
+    site - its site's density)^2. Zero when each channel opens for exactly the density's share of the batch; a
+    channel open for every input or for none is pushed away from that, so the term rewards conditional gates (a
+    site-level budget is met just as well by one fixed set)."""
+    terms = [((rate - densities[site]) ** 2) for site, rate in rates.items()]  # [C] each
     return torch.cat(terms).mean()

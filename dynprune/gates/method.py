@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -75,6 +75,9 @@ class GateOptions:
         0.0, "gated: weight of the activation guide (BCE to each input's k most active channels); 0 = off"
     )
     guide_until: float = option(0.5, "gated: fraction of the run after which the activation guide is off")
+    guide_final_k: bool = option(
+        False, "gated: the guide's targets keep each site's final k from the start (else the k of the sliding budget)"
+    )
     guide_open_epochs: float = option(
         0.0, "gated: epochs at the start with the gates held open, learning from the activation guide alone (if on)"
     )
@@ -203,7 +206,9 @@ class GatedMethod(Method):
         return {k: 1.0 - (1.0 - d) * moved for k, d in self.densities.items()}
 
     def _guided(self, step: int) -> bool:
-        return self.options.guide_weight > 0 and step < self.options.guide_until * self.total_steps
+        """The guide is on for the first ``guide_until`` of the run, and always while the gates are held open."""
+        until = max(self.options.guide_until * self.total_steps, self.open_steps)
+        return self.options.guide_weight > 0 and step < until
 
     def before_step(self, model: nn.Module, step: int) -> None:
         self.estimator.schedule(step / self.total_steps)
@@ -218,9 +223,8 @@ class GatedMethod(Method):
     ) -> tuple[torch.Tensor | None, dict[str, float]]:
         guide = None
         if self._guided(step):
-            guide = self.options.guide_weight * guide_loss(
-                self.gate_set.logits, self.gate_set.activity, self.densities_at(step)
-            )
+            densities = self.densities if self.options.guide_final_k else self.densities_at(step)
+            guide = self.options.guide_weight * guide_loss(self.gate_set.logits, self.gate_set.activity, densities)
         if step < self.open_steps:  # held open at the start: the activation guide is the gates' only signal
             return guide, ({"guide_loss": guide.item()} if guide is not None else {})
         budget, logs = self._budget_loss(step)
@@ -228,7 +232,9 @@ class GatedMethod(Method):
             logs["guide_loss"] = guide.item()
         rate = None
         if self.options.gate_rate_weight > 0:
-            rate = self.options.gate_rate_weight * gate_rate_loss(self.gate_set.cost_masks, self.densities_at(step))
+            # each gate's open rate over the global batch under torchrun, as the budget term's (a square of the mean)
+            rates = {site: global_mean(m.float().mean(dim=0)) for site, m in self.gate_set.cost_masks.items()}
+            rate = self.options.gate_rate_weight * gate_rate_loss(rates, self.densities_at(step))
             logs["rate_loss"] = rate.item()
         terms = [t for t in (budget, guide, rate) if t is not None]
         return (sum(terms) if terms else None), logs
@@ -263,12 +269,17 @@ class GatedMethod(Method):
     def finalize(self, model: nn.Module, val_loader: Any, amp_dtype: torch.dtype | None) -> None:
         """Budget calibration on the validation split (``fit_budget``): the eval decisions moved onto the target,
         the shift folded into the gate biases. Fixed-count gates meet it by construction."""
+        # The training-phase switches end with training, whatever their length (held open for the whole run,
+        # the guide until the end): the calibration, the test pass and the saved model run the gates as trained.
+        self.gate_set.force_open = False
+        self.gate_set.capture_activity = False
+        self.gate_set.activity = {}
         if not self.calibrate or self.estimator.fixed_count:
             return
         calibrate = calibrate_per_site if self.options.per_site else calibrate_global
         self.calibration = calibrate(self, model, val_loader, amp_dtype)
 
-    def collect_logits(self, sites: Any) -> None:
+    def collect_logits(self, sites: Iterable[str]) -> None:
         """Keep every logit of the next evaluation pass at ``sites`` (read with ``collected_logits``)."""
         self._collect = {site: [] for site in sites}
 
@@ -337,7 +348,9 @@ class GatedMethod(Method):
             "budget_calibration": self.calibration,
         }
 
-    def inspect(self, model: nn.Module, val_loader: Any, test_loader: Any, num_classes: int) -> dict[str, Any]:
+    def inspect(
+        self, model: nn.Module, val_loader: Any, test_loader: Any, num_classes: int, amp_dtype: torch.dtype | None
+    ) -> dict[str, Any]:
         """How much the gates' input-dependence is worth (``dynamism.py``): conditional share, class spread and
         the frozen-gate ablation; keeps the class x channel open rates for ``figures``."""
         self._class_rates = {}
@@ -348,7 +361,7 @@ class GatedMethod(Method):
             return self.cost.macs_from_masks({k: v.double() for k, v in masks.items()}).cpu() / self.dense_macs
 
         fields, self._class_rates = measure_dynamism(
-            model, self.gate_set, val_loader, test_loader, num_classes, macs_ratio
+            model, self.gate_set, val_loader, test_loader, num_classes, macs_ratio, amp_dtype
         )
         return fields
 

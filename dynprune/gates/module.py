@@ -8,7 +8,7 @@ every consumer's input.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from einops import repeat
@@ -127,7 +127,7 @@ class GateSet(nn.Module):
 
         return hook
 
-    def _activity_hook(self, site: ChannelSite):
+    def _activity_hook(self, site: ChannelSite) -> Callable[[nn.Module, tuple, torch.Tensor], None]:
         def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
             if not self.capture_activity:
                 return
