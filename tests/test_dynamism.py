@@ -263,3 +263,26 @@ def test_gates_held_open_or_guided_to_the_end_run_as_trained_after_training():
     with torch.no_grad():
         model.eval()(torch.randn(3, 1, 28, 28))
     assert all(m.sum(dim=1).lt(m.shape[1]).all() for m in model.gate_set.masks.values())  # gates cut again
+
+
+def test_the_rate_term_joins_the_loss_of_a_training_step_and_reaches_the_gates():
+    from dynprune.gates import GatedMethod, GateOptions
+    from dynprune.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("resnet20", 1, 10, 28, width=0.25)
+    options = GateOptions(gate_rate_weight=1.0, gate_density="uniform", gate_init="open")
+    method = GatedMethod("ste", 0.5, options)
+    model = method.prepare(model, (1, 28, 28))
+    method.begin(total_steps=10, steps_per_epoch=10)
+    model.train()
+    method.before_step(model, 5)
+    out = model(torch.randn(8, 1, 28, 28))
+    loss, logs = method.extra_loss(model, out, step=5, epoch=0)
+    rates = {s: m.float().mean(dim=0) for s, m in model.gate_set.cost_masks.items()}
+    expected = torch.cat([(r - method.densities_at(5)[s]) ** 2 for s, r in rates.items()]).mean()
+    assert logs["rate_loss"] == pytest.approx(expected.item())
+    loss.backward()
+    assert any(
+        g.fc2.weight.grad is not None and g.fc2.weight.grad.abs().sum() > 0 for g in model.gate_set.gates.values()
+    )

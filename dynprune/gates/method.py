@@ -233,7 +233,7 @@ class GatedMethod(Method):
         rate = None
         if self.options.gate_rate_weight > 0:
             # each gate's open rate over the global batch under torchrun, as the budget term's (a square of the mean)
-            rates = {site: global_mean(m.float().mean(dim=0)) for site, m in self.gate_set.cost_masks.items()}
+            rates = {site: global_mean(m.float()) for site, m in self.gate_set.cost_masks.items()}  # [C] each
             rate = self.options.gate_rate_weight * gate_rate_loss(rates, self.densities_at(step))
             logs["rate_loss"] = rate.item()
         terms = [t for t in (budget, guide, rate) if t is not None]
