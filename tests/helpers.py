@@ -34,6 +34,9 @@ TINY = dict(
     latency=False,
     threads=1,
     lr=0.05,
+    # the dynamism passes (3 extra evaluations per gated run) are tested in test_dynamism.py; elsewhere they
+    # would only add minutes to CI
+    measure_dynamism=False,
 )
 TINY_RESNET = dict(model="resnet20", width=0.5)
 QUICK_TIMING = ("--threads", "1", "--min-run-time", "0.05")  # benchmark CLIs: a fast timing, not a figure

@@ -147,6 +147,7 @@ def test_guided_pool_run_records_dynamism_that_describes_the_saved_model(tmp_pat
         guide_weight=1.0,
         guide_open_epochs=0.5,
         budget_warmup_epochs=0.0,
+        measure_dynamism=True,
     )
     result = run_training(cfg)
     assert set(result["site_conditional_share"]) == set(result["site_open_rates"])
