@@ -412,3 +412,31 @@ def test_global_unstructured_records_the_sparsity_of_every_layer(tmp_path):
     layers = result["layer_sparsity"]
     assert set(layers) == {"conv1", "conv2", "fc1", "fc2", "fc3"}  # all five LeNet layers, not only the sites
     assert 0 < result["weight_sparsity"] < 1 and len(set(round(v, 3) for v in layers.values())) > 1
+
+
+@pytest.mark.parametrize(
+    ("prune", "steps", "epochs"), [("l1-filter", 3, 2), ("l1-filter", 5, 1), ("l1-unstructured", 4, 3)]
+)
+def test_every_schedule_ends_on_the_full_ratio(prune, steps, epochs):
+    """More events than epochs: events share epochs, and the last always falls within the run."""
+    model, method = prepared(prune, 0.5, steps=steps)
+    method.begin(epochs * 10, 10)
+    seen = []
+    for epoch in range(1, epochs + 1):
+        method.on_epoch_end(model, epoch)
+        seen.append(method.process.done_events)
+    assert seen[-1] == steps and seen == sorted(seen)
+    if method.structured:
+        assert all(f == pytest.approx(0.5, abs=0.07) for f in method.process.keep_fractions(model).values())
+    else:
+        assert sparsity(model)[0] == pytest.approx(0.5, abs=0.01)
+
+
+def test_scheduled_hard_run_records_the_channels_it_kept(tmp_path):
+    values = dict(TINY_RESNET, prune="l1-filter", target_macs=0.5, hard=True, prune_steps=3)
+    result = run_training(tiny_config(tmp_path / "run", **values))
+    assert result["macs_ratio"] <= 0.5
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    widths = CostModel.from_model(create_model("resnet20", 1, 10, 28, width=0.5), (1, 28, 28)).site_widths
+    for site, keep in ckpt["site_keep"].items():  # the recorded ratio is the one the saved model has
+        assert len(keep) == widths[site] - round(result["ratios"][site] * widths[site]), site

@@ -11,6 +11,8 @@ import pytest
 from helpers import TINY_RESNET, tiny_config
 
 from dynprune.catalog import TRAINING_METHODS, method_from_config, option_groups, rebuild_from_checkpoint
+from dynprune.data import BatchLoader, data_of_checkpoint
+from dynprune.engine import evaluate
 from dynprune.prune import PRUNERS
 from dynprune.runner import run_training
 
@@ -52,3 +54,26 @@ def test_every_training_method_family_builds_from_a_config(tmp_path, family):
     values = {} if spec.selector is None else {spec.selector: spec.variants()[0]}
     method = method_from_config(tiny_config(tmp_path, **values))
     assert method.name == (spec.variants()[0])
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {},  # dense
+        {"prune": "l1-filter", "target_macs": 0.5, "hard": True},  # channels removed
+        {"prune": "l1-unstructured", "target_macs": 0.5},  # masks kept
+        # ends inside its budget warm-up (1 epoch of 1): the final k must be the one evaluated and saved
+        {"gate": "topk", "target_macs": 0.5, "epochs": 1, "budget_warmup_epochs": 1.0},
+        {"gate": "ste", "target_macs": 0.5},  # calibrated on the validation split, folded into the biases
+    ],
+    ids=["dense", "hard", "masked", "topk-in-warmup", "ste"],
+)
+def test_result_describes_the_saved_checkpoint(tmp_path, values):
+    """Every family: the checkpoint, rebuilt alone and evaluated, gives result.json's top-1 and MACs."""
+    result = run_training(tiny_config(tmp_path / "r", **values))
+    model, method, ckpt = rebuild_from_checkpoint(tmp_path / "r" / "checkpoint.pt")
+    data = data_of_checkpoint(ckpt)
+    again = evaluate(model, BatchLoader(data.test, data, 256, train=False), method, None)
+    assert again.top1 == pytest.approx(result["top1"], abs=1e-9)
+    macs_ratio = again.macs.double().mean().item() / method.dense_macs
+    assert macs_ratio == pytest.approx(result["macs_ratio"], rel=1e-6)

@@ -274,6 +274,8 @@ class GatedMethod(Method):
         self.gate_set.force_open = False
         self.gate_set.capture_activity = False
         self.gate_set.activity = {}
+        if self.estimator.fixed_count:  # a run ended inside its budget warm-up: the final k, as the checkpoint has
+            self.gate_set.densities = dict(self.densities)
         if not self.calibrate or self.estimator.fixed_count:
             return
         calibrate = calibrate_per_site if self.options.per_site else calibrate_global

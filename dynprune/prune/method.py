@@ -17,7 +17,7 @@ from ..config import TrainConfig
 from ..cost import CostModel
 from ..methods import Method, MethodSpec
 from ..sites import slice_site, slice_sites
-from .masks import make_permanent, prunable_weights, sparsity
+from .masks import channel_mask, make_permanent, prunable_weights, sparsity
 from .pruners import PRUNERS, get_pruner
 from .ratios import resolver
 
@@ -129,7 +129,16 @@ class StaticPruneMethod(Method):
         return fields
 
     def rebuild(self, model: nn.Module, ckpt: dict[str, Any], input_shape: Sequence[int], source: str) -> nn.Module:
-        return restore_pruned(model, ckpt, source).eval()
+        """The saved pruned model, with what ``per_sample_macs`` needs to say what it costs."""
+        Method.prepare(self, model, input_shape)  # the dense architecture's cost: every ratio's reference
+        self.sites = model.channel_sites()
+        restore_pruned(model, ckpt, source)
+        keep = ckpt.get("site_keep")
+        if keep:  # channels removed: narrower by the saved indices
+            self.final_fractions = {name: len(k) / self.cost.site_widths[name] for name, k in keep.items()}
+        elif self.structured:  # channels masked: the masks say which are kept
+            self.final_fractions = {s.name: channel_mask(model, s).mean().item() for s in self.sites}
+        return model.eval()
 
 
 def restore_pruned(model: nn.Module, ckpt: dict[str, Any], source: str) -> nn.Module:

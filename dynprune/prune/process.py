@@ -73,12 +73,13 @@ class ScheduledPruning(PruneProcess):
 
     def begin(self, epochs: int) -> None:
         span = max(1, epochs // 2)
-        # Epochs after which pruning events 2..N happen (event 1 happened in start).
-        self.events = [round(span * k / (self.steps - 1)) for k in range(1, self.steps)] if self.steps > 1 else []
+        # Epochs (1-based, counted at their end) after which events 2..N happen (event 1 happened in start);
+        # more events than epochs share epochs, and the last one always falls within the run, at ``span``.
+        self.events = [max(1, round(span * k / (self.steps - 1))) for k in range(1, self.steps)]
 
     def on_epoch_end(self, model: nn.Module, epoch: int) -> None:
-        if self.done_events < self.steps and epoch in self.events:
-            self._prune_to(model, self.done_events + 1)
+        if epoch in self.events:  # the latest event due by now: events sharing an epoch end at the last of them
+            self._prune_to(model, 1 + sum(e <= epoch for e in self.events))
 
     def _ratios_at(self, event: int | None) -> dict[str, float]:
         if event is None:
@@ -91,7 +92,7 @@ class ScheduledPruning(PruneProcess):
             self.pruner.apply(model, self.sites, target, self.cost)
         else:
             # torch's pruning containers prune the still-unpruned weights: give each event its increment.
-            previous = self._ratios_at(event - 1) if event and event > 1 else dict.fromkeys(target, 0.0)
+            previous = self._ratios_at(self.done_events) if event and self.done_events else dict.fromkeys(target, 0.0)
             increment = {k: (target[k] - previous[k]) / (1 - previous[k]) for k in target}
             self.pruner.apply(model, self.sites, increment, self.cost)
         self.done_events = event or self.steps
