@@ -39,6 +39,7 @@ class SearchConfig:
     wandb: Literal["offline", "online", "disabled"] = option("offline", "wandb mode; offline needs no account")
     wandb_project: str = option("dynprune", "wandb project name")
     progress: bool = option(True, "progress bar (shown only when stderr is a terminal)")
+    dry_run: bool = option(False, "check the settings, say what would run, and exit (reads no checkpoint or data)")
 
     @property
     def run_dir(self) -> Path:

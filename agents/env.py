@@ -1,6 +1,6 @@
 """A gymnasium environment over a model's channel sites: one step per site, the action is its pruning ratio.
 
-Registered as ``dynprune/ChannelPruning-v0``::
+Registered as ``dynprune/ChannelPruning-v0`` by ``import agents``::
 
     env = gymnasium.make("dynprune/ChannelPruning-v0", checkpoint="runs/dense/checkpoint.pt", target_macs=0.5)
 
@@ -24,7 +24,6 @@ from .budget import BudgetWall
 from .evaluate import EvalSettings, SearchError, StrategyEvaluator
 from .rewards import REWARDS, LatencyTable
 
-ENV_ID = "dynprune/ChannelPruning-v0"
 FEATURES = (
     "site index",
     "layer type",
@@ -79,7 +78,7 @@ class ChannelPruningEnv(gym.Env):
         r_max: float = 0.8,
         reward: str = "accuracy",
         evaluator: StrategyEvaluator | None = None,
-        settings: EvalSettings | None = None,
+        settings: EvalSettings | Mapping[str, Any] | None = None,
         data_dir: str | None = None,
         known_scores: Mapping[str, float] | None = None,
         latency: LatencyTable | None = None,
@@ -88,6 +87,8 @@ class ChannelPruningEnv(gym.Env):
         if evaluator is None:
             if checkpoint is None:
                 raise SearchError("the environment needs a dense checkpoint (checkpoint=...) or an evaluator")
+            if isinstance(settings, Mapping):  # plain values, as gymnasium.make(..., settings={...}) passes them
+                settings = EvalSettings(**settings)
             evaluator = StrategyEvaluator(checkpoint, data_dir, settings)
         self.evaluator = evaluator
         self.reward_fn = REWARDS.get(reward)
@@ -167,11 +168,3 @@ class ChannelPruningEnv(gym.Env):
         if new:
             info["evaluation"] = (key, val_acc)
         return info
-
-
-def register() -> None:
-    if ENV_ID not in gym.registry:
-        gym.register(id=ENV_ID, entry_point="agents.env:ChannelPruningEnv")
-
-
-register()

@@ -175,6 +175,11 @@ def format_summary(summaries: dict[str, dict[str, Any]]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     cfg = parse_cli(SearchConfig, argv, PROG, "Search per-site pruning ratios with an RL agent or a baseline.")
+    if cfg.dry_run:  # parse_cli has checked every setting
+        runs = ", then ".join([cfg.algo, *cfg.baseline_names])
+        print(f"settings valid: {runs}, {cfg.episodes} episodes each at {cfg.target_macs} of the dense MACs")
+        print(f"-> {cfg.run_dir} (nothing read or written)")
+        return 0
 
     def work() -> int:
         summaries = run_search(cfg)

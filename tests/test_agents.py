@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import gymnasium as gym
@@ -14,9 +16,10 @@ import torch
 from helpers import TINY_RESNET, run_module, tiny_config
 from stable_baselines3.common.env_checker import check_env
 
+from agents import ENV_ID
 from agents.algorithms import ALGORITHMS
 from agents.config import SearchConfig
-from agents.env import ENV_ID, ChannelPruningEnv
+from agents.env import ChannelPruningEnv
 from agents.evaluate import EvalSettings, SearchError, StrategyEvaluator
 from agents.noise import DecayingTruncatedNormal
 from agents.rewards import REWARDS
@@ -51,6 +54,24 @@ def test_registered_env_passes_sb3_env_checker(dense_ckpt):
     obs, _ = env.reset(seed=0)
     assert obs.dtype == np.float32 and obs.shape == env.observation_space.shape
     assert env.observation_space.contains(obs)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        "import agents; env = gym.make(agents.ENV_ID, checkpoint=CKPT, target_macs=0.5, settings=S)",
+        'env = gym.make("agents:dynprune/ChannelPruning-v0", checkpoint=CKPT, target_macs=0.5, settings=S)',
+    ],
+    ids=["import-agents", "module-prefix"],
+)
+def test_env_is_made_the_way_the_readme_says(dense_ckpt, make):
+    # after `import agents`, or with no import at all: the "agents:" prefix makes gymnasium import the package
+    small = "S = {'val_subset': 300, 'calib_batches': 2}"  # plain values, as a config file would give them
+    code = f"import gymnasium as gym; CKPT = {str(dense_ckpt)!r}; {small}; {make}; obs, _ = env.reset(seed=0)"
+    code += "; print(obs.shape)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "(11,)"
 
 
 @pytest.mark.parametrize("target", [0.3, 0.5, 0.8])

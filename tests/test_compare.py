@@ -40,12 +40,21 @@ def plan_config(tmp_path: Path, **kw) -> CompareConfig:
         ({"methods": ["l1-filter"], "targets": [0.01]}, "--target-macs 0.01 cannot be reached"),
         ({"methods": ["gumbel"], "targets": [0.01]}, "at or below the gated floor"),
         ({"methods": ["l1-filter"], "dense": "nowhere/checkpoint.pt"}, "no such checkpoint"),
+        ({"methods": ["rl"], "search_algo": "bogus"}, "--algo got 'bogus'; allowed: "),  # the search's own parser
     ],
 )
 def test_whole_plan_is_validated_before_anything_runs(tmp_path, overrides, message):
     with pytest.raises((ConfigError, CheckpointError), match=message):
         build_plan(plan_config(tmp_path, **overrides))
     assert not (tmp_path / "cmp").exists()
+
+
+@pytest.mark.parametrize(("weight", "expected"), [(None, 20.0), (50.0, 50.0)])
+def test_gate_budget_weight_is_the_recipes_unless_given(tmp_path, weight, expected):
+    cells = build_plan(plan_config(tmp_path, methods=["ste", "topk"], targets=[0.5], gate_budget_weight=weight))
+    values = {cell.method: cell.values for cell in cells}
+    assert values["ste"]["budget_weight"] == expected  # ste's recipe: 20 (gates/estimator.py HELD_PER_SITE)
+    assert values["topk"]["budget_warmup_epochs"] == pytest.approx(9 / 4)  # its k slides over a quarter
 
 
 def test_narrow_width_matches_the_mac_target():

@@ -28,7 +28,9 @@ class CompareConfig:
     seeds: list[int] = option([0], "seeds; every cell runs once per seed")
     epochs: int = option(9, "fine-tune/training epochs shared by every method that starts from the dense model")
     lr: float = option(0.05, "peak learning rate of the fine-tunes")
-    gate_budget_weight: float = option(200.0, "gates: weight of the budget term in the fine-tune")
+    gate_budget_weight: float | None = option(
+        None, "gates: budget-term weight of every threshold estimator's cell (default: each estimator's recipe)"
+    )
     distill: bool = option(False, "every fine-tune distils from its dense checkpoint (--distill; same for all)")
     train_subset: int = option(0, "train on the first N training images only (0 = all)")
     val_size: int = option(5000, "validation images carved from the training set")

@@ -105,17 +105,19 @@ class GatedCompare(CompareMethod):
         self.recipe = recipe  # None: the estimator's own recipe, as for --gate NAME
 
     def overrides(self, cfg: CompareConfig, target: float) -> dict[str, Any]:
-        # Gates must reach the budget within the shared (often short) fine-tune: the target slides in over the
-        # first quarter, and gumbel's noise fades over the second half so training ends on the test decisions.
-        # Measured on a 2-epoch fine-tune at 0.5: 30.6% top-1 with the long-run defaults, 80.9% with these.
-        return {
+        # What a cell runs: its estimator's recipe (``--gate NAME``'s defaults: gates/estimator.py), on top of a
+        # target sliding in over the first quarter of the fine-tune where the recipe sets no slide of its own (the
+        # threshold estimators' recipes hold every site to its density from the first step; topk's k slides).
+        # --gate-budget-weight, when given, overrides every recipe's budget weight (topk has no budget term).
+        values = {
             "gate": self.gate,
             "target_macs": target,
-            "budget_weight": cfg.gate_budget_weight,
             "budget_warmup_epochs": cfg.epochs / 4,
-            "noise_fade": 0.5,
             **(ESTIMATORS[self.gate].recipe if self.recipe is None else self.recipe),
         }
+        if cfg.gate_budget_weight is not None:
+            values["budget_weight"] = cfg.gate_budget_weight
+        return values
 
     def check_target(self, cfg: CompareConfig, cost: CostModel, target: float) -> None:
         floor = cost.macs(dict.fromkeys(cost.site_widths, 0.0)) / cost.dense_macs
@@ -146,12 +148,17 @@ class PolicySearch:
         search = cell.run_dir / "search"
         cell.values[self.policy_field] = str(search / "policy.json")
         warmup = 0 if cfg.search_episodes <= 1 else max(1, cfg.search_episodes // 4)
-        cell.search_args = [
-            *("--algo", cfg.search_algo, "--init", cell.values["init"], "--target-macs", str(cell.target)),
-            *("--episodes", str(cfg.search_episodes), "--val-subset", str(cfg.search_val_subset)),
-            *("--r-max", str(cfg.search_r_max), "--warmup-episodes", str(warmup)),
-            *("--seed", str(cell.seed), "--out", str(search), "--wandb", cfg.wandb, "--threads", str(cfg.cell_threads)),
+        settings = (
+            *("--algo", cfg.search_algo, "--episodes", str(cfg.search_episodes)),
+            *("--val-subset", str(cfg.search_val_subset), "--r-max", str(cfg.search_r_max)),
+            *("--warmup-episodes", str(warmup), "--wandb", cfg.wandb, "--threads", str(cfg.cell_threads)),
             *("--baselines", "none", "--no-progress"),
+        )
+        check_search_settings(settings)
+        cell.search_args = [
+            *settings,
+            *("--init", cell.values["init"], "--target-macs", str(cell.target)),
+            *("--seed", str(cell.seed), "--out", str(search)),
         ]
 
     def extra_seconds(self, cfg: CompareConfig, cell: Cell, per_image_s: float) -> float:
@@ -170,6 +177,18 @@ class PolicySearch:
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise ConfigError(f"{cell.label}: the policy search failed ({last}); see {cell.run_dir}/search.log")
+
+
+@functools.cache
+def check_search_settings(settings: tuple[str, ...]) -> None:
+    """The search's own parser checks its settings (``agents.search --dry-run``, a subprocess: dynprune never
+    imports agents) when the plan is made: a bad --search-algo is one line then, not a failure after the dense
+    model has trained. Once per distinct settings (the target is checked by ``check_target``)."""
+    args = [sys.executable, "-m", "agents.search", *settings, "--init", "-", "--dry-run"]
+    proc = subprocess.run(args, capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1].removeprefix("python -m agents.search: ")
+        raise ConfigError(f"rl: the policy search refuses its settings (search_algo is its --algo): {last}")
 
 
 class RLMethod(PolicySearch, CompareMethod):
