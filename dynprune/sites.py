@@ -16,6 +16,12 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils import skip_init
 
+#: why a model can be neither gated nor pruned by channels (said wherever a method finds no site)
+NO_SITES = (
+    "the model has no channel site (a conv or linear layer whose output channels another conv or linear layer "
+    "reads), so it has no channels to gate or remove"
+)
+
 
 @dataclass(frozen=True)
 class ChannelSite:

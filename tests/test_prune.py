@@ -440,3 +440,15 @@ def test_scheduled_hard_run_records_the_channels_it_kept(tmp_path):
     widths = CostModel.from_model(create_model("resnet20", 1, 10, 28, width=0.5), (1, 28, 28)).site_widths
     for site, keep in ckpt["site_keep"].items():  # the recorded ratio is the one the saved model has
         assert len(keep) == widths[site] - round(result["ratios"][site] * widths[site]), site
+
+
+@pytest.mark.parametrize("make", ["gated", "static"])
+def test_a_model_without_channel_sites_is_told_so(make):
+    from dynprune.gates import GatedMethod
+    from dynprune.prune.depgraph import attach_dependency_sites
+
+    model = attach_dependency_sites(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)), (1, 28, 28))
+    static = StaticPruneMethod("l1-filter", resolve_ratios=lambda cost, structured, *curve: {})
+    method = GatedMethod("topk", 0.5) if make == "gated" else static
+    with pytest.raises(ConfigError, match="the model has no channel site"):
+        method.prepare(model, (1, 28, 28))

@@ -14,7 +14,7 @@ import torch
 from einops import repeat
 from torch import nn
 
-from ..sites import ChannelSite, SiteMask, get_module, site_width
+from ..sites import NO_SITES, ChannelSite, SiteMask, get_module, site_width
 from .estimator import Estimator
 
 
@@ -61,6 +61,8 @@ class GateSet(nn.Module):
         boost: bool = False,
     ) -> None:
         super().__init__()
+        if not sites:
+            raise ValueError(NO_SITES)
         # A gate pools its producer's input feature map; a Linear producer has none, so its site stays dense.
         self.skipped = {
             s.name: f"its producer {s.producer} is a Linear layer (gates read a feature map); the site stays dense"

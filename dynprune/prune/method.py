@@ -16,7 +16,7 @@ from ..checkpoints import load_weights
 from ..config import TrainConfig
 from ..cost import CostModel
 from ..methods import Method, MethodSpec
-from ..sites import slice_site, slice_sites
+from ..sites import NO_SITES, slice_site, slice_sites
 from .masks import channel_mask, make_permanent, prunable_weights, sparsity
 from .pruners import PRUNERS, get_pruner
 from .ratios import resolver
@@ -71,6 +71,11 @@ class StaticPruneMethod(Method):
     def prepare(self, model: nn.Module, input_shape: Sequence[int]) -> nn.Module:
         super().prepare(model, input_shape)
         self.sites = model.channel_sites()
+        if self.structured and not self.sites:
+            unstructured = ", ".join(n for n in PRUNERS.names() if not PRUNERS[n].structured)
+            raise ConfigError(
+                f"--prune {self.name}: {NO_SITES}; an unstructured pruner ({unstructured}) prunes weights"
+            )
         if self._ratios is not None:
             self.ratios = self._ratios
         elif self.pruner.macs_curve is not None:
