@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import torch
@@ -134,8 +135,28 @@ def test_fast_pooling_is_exact_and_keeps_the_pool_settings():
 def test_autotune_picks_a_measured_strategy():
     model, shape = random_gated("resnet20")
     deploy = to_deploy(model)
-    choice = deploy.autotune(torch.randn(8, *shape))
+    choice = deploy.autotune(torch.randn(8, *shape), min_run_time=0.02)
     assert choice in ("gather", "union", "grouped", "masked") and deploy.strategy_for(8) == choice
+
+
+class _Idle(torch.nn.Module):
+    """An executor that costs what its sleep says (a stand-in whose speed is known)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(self.seconds)
+        return x
+
+
+def test_autotune_picks_the_fastest_by_the_projects_timing():
+    model, shape = random_gated("resnet20")
+    deploy = to_deploy(model)
+    deploy.add_executor("quick", _Idle(0.0))
+    deploy.add_executor("slow", _Idle(0.05))
+    assert deploy.autotune(torch.randn(8, *shape), candidates=("union", "quick", "slow"), min_run_time=0.02) == "quick"
 
 
 def test_bench_dynamic_cli_writes_rows(tmp_path):

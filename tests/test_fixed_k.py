@@ -73,7 +73,7 @@ def test_autotune_chooses_a_mode_per_layer_and_stays_exact():
     model, shape = random_topk("resnet20")
     executor = to_fixed_k(model)
     x = torch.randn(4, *shape)
-    counts = executor.autotune(x, repeats=2)
+    counts = executor.autotune(x, min_run_time=0.005)
     assert counts["narrow"] + counts["wide"] == 2 * len(model.gate_set.sites)  # a producer and a consumer each
     assert all(4 in layer.wide for layer in executor.layers() if layer.role != "depthwise")
     assert max_error(executor, model, x) < 1e-4
@@ -87,7 +87,7 @@ def test_the_gated_methods_deploy_model_runs_fixed_k_as_a_strategy():
     deploy.strategy = "fixedk"
     assert max_error(deploy, model, x) < 1e-4 and max_error(deploy, model, x[:1]) < 1e-4
     deploy.strategy = "auto"
-    choice = deploy.autotune(x)  # fixed-k's own narrow/wide choice is tuned when it is timed
+    choice = deploy.autotune(x, min_run_time=0.02)  # fixed-k's own narrow/wide choice is tuned when it is timed
     assert deploy.strategy_for(4) == choice and all(4 in m.wide for m in deploy.executors["fixedk"].layers())
     assert max_error(deploy, model, x) < 1e-4
     threshold, _ = random_topk("resnet20", estimator="ste")  # threshold gates: the data-dependent strategies only

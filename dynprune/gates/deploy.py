@@ -45,7 +45,7 @@ a strided copy). Measured on the 2-core CPU (half of the channels of a [C, C, 3,
 from __future__ import annotations
 
 import copy
-import time
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -55,6 +55,7 @@ from torch import nn
 
 from ..fold import conv_bn_pairs, fast_pooling, folded_conv
 from ..sites import ChannelSite, set_module, site_width
+from ..timing import interleaved_timing
 from .module import ChannelGate, GateSet
 
 STRATEGIES = ("auto", "gather", "union", "grouped", "masked")
@@ -377,27 +378,29 @@ class DeployModel(nn.Module):
         return self.model(x)
 
     @torch.no_grad()
-    def autotune(self, example: torch.Tensor, candidates: Sequence[str] | None = None) -> str:
-        """Time each strategy (default: every one this model can run) on ``example`` and use the fastest for
-        this batch size from now on."""
+    def autotune(
+        self, example: torch.Tensor, candidates: Sequence[str] | None = None, min_run_time: float = 0.1
+    ) -> str:
+        """Time each strategy (default: every one this model can run) on ``example`` with the project's one
+        timing (``timing.interleaved_timing``: interleaved rounds until they agree) and use the fastest for this
+        batch size from now on; ``min_run_time``: seconds of timing per strategy and round set."""
         candidates = candidates or self.candidates(example.shape[0])
-        saved, timings = self.strategy, {}
         for name in candidates:
             tune = getattr(self.executors[name], "autotune", None) if name in self.executors else None
             if tune is not None:  # an executor with choices of its own (fixed-k: narrow or wide per layer)
                 tune(example)
-            self.strategy = name
-            self(example)  # warm-up
-            runs = []
-            for _ in range(5):
-                started = time.perf_counter()
-                self(example)
-                runs.append(time.perf_counter() - started)
-            timings[name] = sorted(runs)[len(runs) // 2]
-        self.strategy = saved
-        best = min(timings, key=timings.get)
+        runs = {name: functools.partial(self._run_as, name) for name in candidates}
+        timed, _ = interleaved_timing(runs, example, torch.get_num_threads(), min_run_time)
+        best = min(timed, key=lambda name: timed[name].ms)
         self.tuned[example.shape[0]] = best
         return best
+
+    def _run_as(self, strategy: str, x: torch.Tensor) -> torch.Tensor:
+        saved, self.strategy = self.strategy, strategy
+        try:
+            return self(x)
+        finally:
+            self.strategy = saved
 
 
 def _roles(sites: Sequence[ChannelSite]) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:

@@ -17,13 +17,11 @@ are refused with the reason.
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..timing import interleaved_timing
 from .deploy import DeployGate, GatedCopy, gated_copy, swap_layers
 
 
@@ -132,10 +130,11 @@ class FixedKModel(nn.Module):
         return [m for m in self.model.modules() if isinstance(m, FixedKConv)]
 
     @torch.no_grad()
-    def autotune(self, example: torch.Tensor, repeats: int = 7) -> dict[str, int]:
-        """Time every producer and consumer narrow and wide on its real input for this batch size (the modes
-        alternating, the median of ``repeats``) and keep the faster; depthwise layers stay narrow. Returns the
-        count of layers per mode. Decided in eager PyTorch; compiled and exported copies inherit the choice."""
+    def autotune(self, example: torch.Tensor, min_run_time: float = 0.02) -> dict[str, int]:
+        """Time every producer and consumer narrow and wide on its real input for this batch size (the project's
+        one timing, ``timing.interleaved_timing``, ``min_run_time`` seconds per mode) and keep the faster;
+        depthwise layers stay narrow. Returns the count of layers per mode. Decided in eager PyTorch; compiled
+        and exported copies inherit the choice."""
         batch = example.shape[0]
         layers = [m for m in self.layers() if m.role != "depthwise"]
         inputs: dict[FixedKConv, tuple[torch.Tensor, torch.Tensor | None]] = {}
@@ -147,19 +146,25 @@ class FixedKModel(nn.Module):
         finally:
             for h in hooks:
                 h.remove()
+        threads = torch.get_num_threads()
         for m in layers:
             x, idx = inputs[m]
-            times: dict[bool, list[float]] = {False: [], True: []}
-            for _ in range(repeats):
-                for wide in (False, True):
-                    m.wide[batch] = wide
-                    m.site.idx = idx
-                    started = time.perf_counter()
-                    m(x)
-                    times[wide].append(time.perf_counter() - started)
-            m.wide[batch] = statistics.median(times[True]) < statistics.median(times[False])
+            modes = {"narrow": _layer_run(m, batch, idx, False), "wide": _layer_run(m, batch, idx, True)}
+            timed, _ = interleaved_timing(modes, x, threads, min_run_time)
+            m.wide[batch] = timed["wide"].ms < timed["narrow"].ms
         wide = sum(m.wide[batch] for m in layers)
         return {"narrow": len(layers) - wide, "wide": wide}
+
+
+def _layer_run(layer: FixedKConv, batch: int, idx: torch.Tensor | None, wide: bool):
+    """One layer in one mode on its recorded channel choice, as a callable of its input (for the timing)."""
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        layer.wide[batch] = wide
+        layer.site.idx = idx
+        return layer(x)
+
+    return run
 
 
 def _recorder(inputs: dict):
