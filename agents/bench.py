@@ -6,16 +6,41 @@ three parts: slicing the dense model, adaptive BN, and the validation pass.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from dynprune.base import ConfigError, check_non_negative, check_target_macs, option
+from dynprune.config import parse_cli
+
 from .env import ChannelPruningEnv
 from .evaluate import EvalSettings, StrategyEvaluator
+
+PROG = "python -m agents.bench"
+
+
+@dataclass
+class EvalBenchConfig:
+    """python -m agents.bench: the checkpoint, and the evaluations timed on it."""
+
+    init: str | None = option(None, "dense checkpoint; required")
+    target_macs: float = option(0.5, "MACs of every strategy / dense MACs")
+    val_subset: int = option(2000, "validation images scored per strategy")
+    calib_batches: int = option(8, "training batches that re-estimate BN statistics per strategy")
+    strategies: int = option(10, "random strategies timed")
+    threads: int = option(0, "torch threads (0 = default)")
+
+    def validate(self) -> None:
+        if self.init is None:
+            raise ConfigError("--init is required: the dense checkpoint (e.g. runs/dense/checkpoint.pt)")
+        check_target_macs(self.target_macs)
+        if self.val_subset < 1 or self.calib_batches < 1 or self.strategies < 1:
+            raise ConfigError("--val-subset, --calib-batches and --strategies must be >= 1")
+        check_non_negative(self, "threads")
 
 
 def random_strategies(env: ChannelPruningEnv, n: int, seed: int) -> list[dict[str, float]]:
@@ -39,14 +64,7 @@ def time_evaluations(evaluator: StrategyEvaluator, strategies: list[dict[str, fl
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m agents.bench", description=__doc__)
-    parser.add_argument("--init", required=True, help="dense checkpoint")
-    parser.add_argument("--target-macs", type=float, default=0.5)
-    parser.add_argument("--val-subset", type=int, default=2000)
-    parser.add_argument("--calib-batches", type=int, default=8)
-    parser.add_argument("--strategies", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
-    args = parser.parse_args(argv)
+    args = parse_cli(EvalBenchConfig, argv, PROG, __doc__)
     if args.threads:
         torch.set_num_threads(args.threads)
     evaluator = StrategyEvaluator(args.init, settings=EvalSettings(args.val_subset, args.calib_batches))

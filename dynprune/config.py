@@ -149,10 +149,31 @@ def build(cls: type[C], values: Mapping[str, Any], groups: Groups | None = None)
 
 
 def _add_flags(parser: Any, cls: type, preset: Mapping[str, Any]) -> None:
+    """One flag per field; a field declared ``option(..., positional=True)`` is a positional argument instead
+    (required; a list takes one or more words), and one declared ``option([...], ..., repeatable=True)`` is a list
+    flag that may also be given several times (``--x a,b --x c`` = ``--x a,b,c``)."""
     hints = typing.get_type_hints(cls)
     for f in _cli_fields(cls):
         base, _ = _unwrap_optional(hints[f.name])
         default = preset.get(f.name, _default(f))
+        if f.metadata.get("positional"):
+            is_list = typing.get_origin(base) is list
+            item_type = typing.get_args(base)[0] if is_list else hints[f.name]
+
+            def coerce_word(word: str, name: str = f.name, tp: Any = item_type) -> Any:
+                try:  # each word whole (a path may hold a comma); build() then coerces and validates as for a flag
+                    return _coerce(name, tp, word)
+                except ConfigError as exc:  # "argument NAME: expects int, got 'x'", not a flag that does not exist
+                    raise argparse.ArgumentTypeError(str(exc).removeprefix(f"--{flag(name)} ")) from None
+
+            parser.add_argument(
+                f.name,
+                nargs="+" if is_list else None,
+                type=coerce_word,
+                help=f.metadata.get("help", ""),
+                metavar=flag(f.name),
+            )
+            continue
         helptext = f"{f.metadata.get('help', '')} (default: {default})"
         if base is bool:
             parser.add_argument(
@@ -161,6 +182,10 @@ def _add_flags(parser: Any, cls: type, preset: Mapping[str, Any]) -> None:
                 action=argparse.BooleanOptionalAction,
                 default=None,
                 help=helptext,
+            )
+        elif f.metadata.get("repeatable") and typing.get_origin(base) is list:
+            parser.add_argument(
+                f"--{flag(f.name)}", dest=f.name, action="append", default=None, help=helptext, metavar="X"
             )
         else:
             parser.add_argument(f"--{flag(f.name)}", dest=f.name, default=None, help=helptext, metavar="X")
@@ -206,6 +231,10 @@ def parse_cli(
             _add_flags(parser.add_argument_group(f"{group} options"), group_cls, preset)
     args = vars(parser.parse_args(argv))
     args.pop("config")
+    for owner in (cls, *(groups or {}).values()):  # a repeatable flag given several times: one comma list
+        for f in _cli_fields(owner):
+            if f.metadata.get("repeatable") and args.get(f.name) is not None:
+                args[f.name] = ",".join(args[f.name])
     chosen = {**preset, **{k: v for k, v in args.items() if v is not None}}
     try:
         cfg = build(cls, {**(recipe(chosen) if recipe else {}), **chosen}, groups)
@@ -234,7 +263,9 @@ def save_yaml(cfg: Any, path: Path) -> None:
 class TrainConfig:
     """Everything one training run needs; saved as config.yaml next to its results."""
 
-    model: str = option("resnet20", "zoo model (see dynprune.models.list_models())")
+    model: str = option(
+        "resnet20", "zoo model (see dynprune.models.list_models()), or your own as package.module:callable"
+    )
     width: float = option(1.0, "channel width multiplier of the model")
     dataset: str = option(
         "fashion-mnist",
@@ -297,9 +328,14 @@ class TrainConfig:
     def validate(self) -> None:
         from .data import DATASET_NAMES
         from .models import list_models
+        from .models.entry import is_entry_point, load_entry_point
 
-        if self.model not in list_models():
-            raise ConfigError(f"--model got {self.model!r}; known: {', '.join(list_models())}")
+        if is_entry_point(self.model):
+            load_entry_point(self.model)  # importable and callable: one line now, not a traceback later
+        elif self.model not in list_models():
+            raise ConfigError(
+                f"--model got {self.model!r}; known: {', '.join(list_models())}, or package.module:callable"
+            )
         if self.dataset not in DATASET_NAMES:
             raise ConfigError(f"--dataset got {self.dataset!r}; known: {', '.join(DATASET_NAMES)}")
         check_positive(self, "epochs", "batch_size", "eval_batch_size", "lr", "width")

@@ -9,17 +9,18 @@ batch size is part of the file (one grouped convolution per layer holds a group 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .base import ConfigError
+from .base import ConfigError, option
 from .cli import run_command
+from .config import parse_cli
 from .data import BatchLoader, data_of_checkpoint
 from .fold import fold_bn
 from .gates.fixed_k import FixedKUnsupported, to_fixed_k
@@ -56,7 +57,25 @@ def check_images(ckpt: dict, batch: int, count: int, data_dir: str | None) -> li
     return batches
 
 
-def export(args: argparse.Namespace) -> int:
+@dataclass
+class ExportConfig:
+    """python -m dynprune.export CHECKPOINT --onnx FILE: what to export, and how it is checked."""
+
+    checkpoint: str = option("", "checkpoint.pt of a dynprune run", positional=True)
+    onnx: str | None = option(None, "the ONNX file to write; required")
+    batch: int = option(1, "the batch size the file is exported for")
+    check_images: int = option(256, "test images ONNX Runtime is checked on (0: no check)")
+    data_dir: str | None = option(None, "where the run's data set is, if not where it was")
+    threads: int = option(2, "ONNX Runtime threads for the check")
+
+    def validate(self) -> None:
+        if self.onnx is None:
+            raise ConfigError("--onnx is required: the ONNX file to write (e.g. --onnx model.onnx)")
+        if self.batch < 1 or self.check_images < 0 or self.threads < 1:
+            raise ConfigError("--batch and --threads must be >= 1, --check-images >= 0")
+
+
+def export(args: ExportConfig) -> int:
     out = Path(args.onnx)
     check_output_file(out, "--onnx", "model.onnx")
     module, reference, ckpt = exportable(args.checkpoint)
@@ -86,18 +105,7 @@ def export(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint", help="checkpoint.pt of a dynprune run")
-    parser.add_argument("--onnx", required=True, help="the ONNX file to write")
-    parser.add_argument("--batch", type=int, default=1, help="the batch size the file is exported for (default 1)")
-    parser.add_argument(
-        "--check-images", type=int, default=256, help="test images ONNX Runtime is checked on (0: no check)"
-    )
-    parser.add_argument("--data-dir", default=None, help="where the run's data set is, if not where it was")
-    parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads for the check")
-    args = parser.parse_args(argv)
-    if args.batch < 1 or args.check_images < 0 or args.threads < 1:
-        parser.error("--batch and --threads must be >= 1, --check-images >= 0")
+    args = parse_cli(ExportConfig, argv, PROG, __doc__.split("\n\n")[0])
     torch.set_num_threads(args.threads)
 
     def interrupted() -> str:

@@ -79,7 +79,7 @@ class SmallResidual(torch.nn.Module):
 def small_gated_residual(estimator: str = "topk") -> torch.nn.Module:
     """``SmallResidual`` with dependency-graph sites and random, tie-free gates at half of its channels (eval)."""
     from dynprune.gates import GatedMethod
-    from dynprune.prune.depgraph import attach_dependency_sites
+    from dynprune.models.depgraph import attach_dependency_sites
 
     torch.manual_seed(0)
     model = attach_dependency_sites(SmallResidual(), (3, 16, 16))

@@ -293,7 +293,7 @@ class OutsideTheZoo(torch.nn.Module):
 
 
 def test_dependency_graph_finds_the_zoo_sites():
-    from dynprune.prune.depgraph import dependency_sites
+    from dynprune.models.depgraph import dependency_sites
 
     for name in ("resnet20", "vgg11", "mobilenetv2"):
         model = create_model(name, 3, 10, 32)
@@ -304,7 +304,7 @@ def test_dependency_graph_finds_the_zoo_sites():
 
 
 def test_model_outside_the_zoo_is_pruned_hard_through_torch_pruning_sites():
-    from dynprune.prune.depgraph import attach_dependency_sites
+    from dynprune.models.depgraph import attach_dependency_sites
     from dynprune.prune.masks import make_permanent
     from dynprune.sites import slice_sites
 
@@ -338,7 +338,7 @@ def test_fpgm_drops_the_filters_nearest_the_geometric_median_not_the_smallest():
 def test_gates_on_a_model_outside_the_zoo_skip_its_linear_produced_site_with_a_reason():
     from dynprune.gates import GatedMethod
     from dynprune.gates.deploy import to_deploy
-    from dynprune.prune.depgraph import attach_dependency_sites
+    from dynprune.models.depgraph import attach_dependency_sites
 
     torch.manual_seed(0)
     model = attach_dependency_sites(OutsideTheZoo(), (3, 16, 16))
@@ -379,7 +379,7 @@ class SqueezeExcite(torch.nn.Module):
 @pytest.mark.parametrize("gate", ["ste", "topk"])
 def test_gates_on_a_squeeze_and_excitation_model_outside_the_zoo(gate):
     from dynprune.gates import GatedMethod
-    from dynprune.prune.depgraph import attach_dependency_sites
+    from dynprune.models.depgraph import attach_dependency_sites
 
     torch.manual_seed(0)
     model = attach_dependency_sites(SqueezeExcite(), (3, 16, 16))
@@ -445,7 +445,7 @@ def test_scheduled_hard_run_records_the_channels_it_kept(tmp_path):
 @pytest.mark.parametrize("make", ["gated", "static"])
 def test_a_model_without_channel_sites_is_told_so(make):
     from dynprune.gates import GatedMethod
-    from dynprune.prune.depgraph import attach_dependency_sites
+    from dynprune.models.depgraph import attach_dependency_sites
 
     model = attach_dependency_sites(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)), (1, 28, 28))
     static = StaticPruneMethod("l1-filter", resolve_ratios=lambda cost, structured, *curve: {})

@@ -2,38 +2,61 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+from ..base import ConfigError, check_non_negative, check_positive, option
+from ..config import parse_cli
+from ..data import DATASET_NAMES
+from ..models import list_models
 from ..outputs import check_output_file
+
+
+@dataclass
+class DdpBenchConfig:
+    """python -m dynprune.bench ddp: the process counts and the training each one runs."""
+
+    procs: list[int] = option([1, 2], "comma list of process counts to time (1 = a plain single process)")
+    model: str = option("resnet20", "zoo model (or package.module:callable)")
+    dataset: str = option("fashion-mnist", "data set")
+    train_subset: int = option(5000, "training images (0 = all)")
+    batch_size: int = option(128, "global batch (split over the processes)")
+    epochs: int = option(2, "the last epoch is timed (the first warms up)")
+    threads: int = option(0, "threads per process (0 = cores / processes)")
+    device: str = option("cpu", "cpu | cuda | cuda:N")
+    json: str | None = option(None, "write the rows to this JSON file")
+
+    def validate(self) -> None:
+        if not self.procs or min(self.procs) < 1:
+            raise ConfigError(f"--procs must be integers >= 1, got {self.procs}")
+        if ":" not in self.model and self.model not in list_models():  # package.module:callable: checked when built
+            raise ConfigError(
+                f"--model got {self.model!r}; known: {', '.join(list_models())}, or package.module:callable"
+            )
+        if self.dataset not in DATASET_NAMES:
+            raise ConfigError(f"--dataset got {self.dataset!r}; known: {', '.join(DATASET_NAMES)}")
+        check_positive(self, "batch_size", "epochs")
+        check_non_negative(self, "train_subset", "threads")
+        if self.device != "cpu" and not self.device.startswith("cuda"):
+            raise ConfigError(f"--device got {self.device!r}; allowed: cpu, cuda, cuda:N")
 
 
 def cli(argv: Sequence[str]) -> int:
     """Training images/s of N torchrun processes (DDP) against one process, on the same global batches."""
-    parser = argparse.ArgumentParser(prog="python -m dynprune.bench ddp")
-    parser.add_argument("--procs", default="1,2", help="process counts to time (1 = a plain single process)")
-    parser.add_argument("--model", default="resnet20")
-    parser.add_argument("--dataset", default="fashion-mnist")
-    parser.add_argument("--train-subset", type=int, default=5000)
-    parser.add_argument("--batch-size", type=int, default=128, help="global batch (split over the processes)")
-    parser.add_argument("--epochs", type=int, default=2, help="the last epoch is timed (the first warms up)")
-    parser.add_argument("--threads", type=int, default=0, help="threads per process (0 = cores / processes)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--json", default=None)
-    args = parser.parse_args(argv)
+    args = parse_cli(DdpBenchConfig, argv, "python -m dynprune.bench ddp", cli.__doc__)
     if args.json:
         check_output_file(args.json, "--json")  # before the trainings, not after them
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for n in (int(p) for p in args.procs.split(",")):
+        for n in args.procs:
             threads = args.threads or max(1, cores // n)
             out = Path(tmp) / f"p{n}"
             launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"] if n > 1 else []

@@ -7,7 +7,6 @@ per-sample MACs on random inputs match the target.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import sys
@@ -18,6 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..base import ConfigError, check_positive, option
+from ..config import parse_cli
 from ..data import BatchLoader, data_of_checkpoint
 from ..fold import fold_bn
 from ..gates.calibrate import find_logit_shift
@@ -379,61 +380,59 @@ def rows_as_dicts(rows: Sequence[SpeedRow]) -> list[dict]:
     return [asdict(r) for r in rows]
 
 
-def cli(argv: Sequence[str]) -> int:
-    """Latency of dense (BN folded), masked and deploy execution of gated models at MAC targets."""
-    parser = argparse.ArgumentParser(prog="python -m dynprune.bench dynamic")
-    parser.add_argument("--models", default="resnet20,resnet56,mobilenetv2,resnet18")
-    parser.add_argument("--targets", default="0.3,0.5,0.7")
-    parser.add_argument("--batch-sizes", default="1,64")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--min-run-time", type=float, default=1.0, help="seconds of timing per measurement")
-    parser.add_argument("--json", default=None, help="write the rows to this JSON file")
-    parser.add_argument(
-        "--checkpoint",
-        action="append",
-        default=[],
-        help="also time this run on real test images (repeatable): gated runs in deploy mode, statically "
-        "pruned ones as trained (hard-pruned = physically narrower) against their dense architecture",
+@dataclass
+class DynamicBenchConfig:
+    """python -m dynprune.bench dynamic: which gated models and checkpoints to time, and how."""
+
+    models: list[str] = option(
+        ["resnet20", "resnet56", "mobilenetv2", "resnet18"], "comma list of zoo models with random gates ('' for none)"
     )
-    parser.add_argument(
-        "--breakdown",
-        action="store_true",
-        help="also split batch-1 deploy time into gates, weight gathers and narrow convolutions",
+    targets: list[float] = option([0.3, 0.5, 0.7], "comma list of MAC targets of the random gates, each in (0, 1]")
+    batch_sizes: list[int] = option([1, 64], "comma list of batch sizes timed")
+    threads: int = option(2, "torch CPU threads")
+    min_run_time: float = option(1.0, "seconds of timing per measurement")
+    json: str | None = option(None, "write the rows to this JSON file")
+    checkpoint: list[str] = option(
+        [],
+        "also time these runs on real test images (comma list, or the flag repeated): gated runs in deploy mode, "
+        "statically pruned ones as trained (hard-pruned = physically narrower) against their dense architecture",
+        repeatable=True,
     )
-    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]: where dense and deploy run")
-    parser.add_argument(
-        "--runtime",
-        default="eager",
-        help=f"comma list of {', '.join(RUNTIMES.names())}: each row times dense and deploy in the same runtime "
+    breakdown: bool = option(False, "also split batch-1 deploy time into gates, weight gathers and narrow convolutions")
+    device: str = option("cpu", "cpu (default) or cuda[:N]: where dense and deploy run")
+    runtime: list[str] = option(
+        ["eager"],
+        f"comma list of {', '.join(RUNTIMES.names())}: each row times dense and deploy in the same runtime "
         "(compiled and onnxruntime need fixed-k gates: the static-shape executor)",
     )
-    parser.add_argument(
-        "--gate", default="topk", help="estimator of the random gates (topk: fixed k per site, every executor)"
-    )
-    args = parser.parse_args(argv)
-    try:
-        models = [m for m in args.models.split(",") if m]
-        targets = [float(t) for t in args.targets.split(",")]
-        batches = [int(b) for b in args.batch_sizes.split(",")]
-    except ValueError as exc:
-        parser.error(f"bad list value ({exc})")
+    gate: str = option("topk", "estimator of the random gates (topk: fixed k per site, every executor)")
 
-    runtimes = [r for r in args.runtime.split(",") if r]
-    unknown_runtimes = sorted(set(runtimes) - set(RUNTIMES.names()))
-    if unknown_runtimes or not runtimes:
-        parser.error(f"unknown --runtime {unknown_runtimes}; allowed: {', '.join(RUNTIMES.names())}")
-    if args.gate not in ESTIMATORS:
-        parser.error(f"unknown --gate {args.gate!r}; allowed: {', '.join(ESTIMATORS.names())}")
-    unknown = sorted(set(models) - set(list_models()))
-    if unknown:
-        parser.error(f"unknown models {unknown}; known: {', '.join(list_models())}")
-    if any(not 0 < t <= 1 for t in targets) or any(b < 1 for b in batches):
-        parser.error("targets must be in (0, 1] and batch sizes >= 1")
+    def validate(self) -> None:
+        self.models = [m for m in self.models if m]  # --models '': trained checkpoints only
+        self.runtime = [r for r in self.runtime if r]
+        unknown_runtimes = sorted(set(self.runtime) - set(RUNTIMES.names()))
+        if unknown_runtimes or not self.runtime:
+            raise ConfigError(f"unknown --runtime {unknown_runtimes}; allowed: {', '.join(RUNTIMES.names())}")
+        if self.gate not in ESTIMATORS:
+            raise ConfigError(f"unknown --gate {self.gate!r}; allowed: {', '.join(ESTIMATORS.names())}")
+        unknown = sorted(set(self.models) - set(list_models()))
+        if unknown:
+            raise ConfigError(f"unknown models {unknown}; known: {', '.join(list_models())}")
+        if any(not 0 < t <= 1 for t in self.targets):
+            raise ConfigError(f"--targets must be in (0, 1], got {self.targets}")
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise ConfigError(f"--batch-sizes must be integers >= 1, got {self.batch_sizes}")
+        check_positive(self, "threads", "min_run_time")
+        if self.device != "cpu" and not self.device.startswith("cuda"):
+            raise ConfigError(f"unknown --device {self.device!r}; allowed: cpu, cuda, cuda:N")
 
-    if args.device != "cpu" and not args.device.startswith("cuda"):
-        parser.error(f"unknown --device {args.device!r}; allowed: cpu, cuda, cuda:N")
+
+def cli(argv: Sequence[str]) -> int:
+    """Latency of dense (BN folded), masked and deploy execution of gated models at MAC targets."""
+    args = parse_cli(DynamicBenchConfig, argv, "python -m dynprune.bench dynamic", cli.__doc__)
+    models, targets, batches, runtimes = args.models, args.targets, args.batch_sizes, args.runtime
     if args.device.startswith("cuda") and not torch.cuda.is_available():
-        parser.error(f"--device {args.device} asked but this machine has no CUDA device; use --device cpu")
+        raise ConfigError(f"--device {args.device} asked but this machine has no CUDA device; use --device cpu")
     if args.json:
         check_output_file(args.json, "--json")  # before the timing, not after it
     torch.set_num_threads(args.threads)

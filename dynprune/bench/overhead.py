@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from ..data import BatchLoader, load_dataset, subset
+from ..base import ConfigError, check_positive, option
+from ..config import parse_cli
+from ..data import DATASET_NAMES, BatchLoader, load_dataset, subset
 from ..engine import OptimSettings, RunFolder, Trainer, make_optimizer
 from ..gates.method import GatedMethod
 from ..methods import Method
-from ..models import create_model
+from ..models import create_model, list_models
 from ..track import Tracker
 
 
@@ -80,19 +82,39 @@ def _trainer_epoch(name, data, arrays, batch_size, shape, gate: str) -> float:
         return time.perf_counter() - started
 
 
+@dataclass
+class OverheadBenchConfig:
+    """python -m dynprune.bench overhead: the model, data and loops to time."""
+
+    model: str = option("resnet20", "zoo model (or package.module:callable)")
+    dataset: str = option("fashion-mnist", "data set (read from disk: nothing is downloaded)")
+    batch_size: int = option(128, "training batch size")
+    steps: int = option(60, "steps per timed epoch")
+    repeats: int = option(3, "timed epochs of each loop (the median counts)")
+    threads: int = option(2, "torch CPU threads")
+    gates: list[str] = option(["gumbel", "ste"], "gate estimators to time too ('' for none)")
+
+    def validate(self) -> None:
+        from ..gates.estimators import ESTIMATORS
+
+        self.gates = [g for g in self.gates if g]  # --gates '': the dense loops only
+        if ":" not in self.model and self.model not in list_models():  # package.module:callable: checked when built
+            raise ConfigError(
+                f"--model got {self.model!r}; known: {', '.join(list_models())}, or package.module:callable"
+            )
+        if self.dataset not in DATASET_NAMES:
+            raise ConfigError(f"--dataset got {self.dataset!r}; known: {', '.join(DATASET_NAMES)}")
+        for gate in self.gates:
+            if gate not in ESTIMATORS:
+                raise ConfigError(f"--gates got {gate!r}; allowed: {', '.join(ESTIMATORS.names())}")
+        check_positive(self, "batch_size", "steps", "repeats", "threads")
+
+
 def cli(argv: Sequence[str]) -> int:
     """Time the dynprune Trainer against a bare PyTorch loop on the same model, data and batches."""
-    parser = argparse.ArgumentParser(prog="python -m dynprune.bench overhead")
-    parser.add_argument("--model", default="resnet20")
-    parser.add_argument("--dataset", default="fashion-mnist")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--gates", default="gumbel,ste", help="gate estimators to time too ('' for none)")
-    args = parser.parse_args(argv)
+    args = parse_cli(OverheadBenchConfig, argv, "python -m dynprune.bench overhead", cli.__doc__)
 
-    gates = tuple(g for g in args.gates.split(",") if g)
+    gates = tuple(args.gates)
     rows = compare_loops(args.model, args.dataset, args.batch_size, args.steps, args.repeats, args.threads, gates)
     print(f"{'loop':<12}{'median s/step':>15}{'images/s':>12}")
     for name, seconds in rows.items():

@@ -2,33 +2,46 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
-from ..base import ConfigError
+from ..base import ConfigError, check_positive, option
+from ..config import parse_cli
 from ..fold import fold_bn
 from ..outputs import check_output_file
 from ..rebuild import pruned_and_dense_from_checkpoint
 from ..timing import interleaved_timing, round_ratio
 
+PROG = "python -m dynprune.bench pruned"
+
+
+@dataclass
+class PrunedBenchConfig:
+    """python -m dynprune.bench pruned CHECKPOINT...: what to time, and how."""
+
+    checkpoints: list[str] = option([], "checkpoint.pt files of pruned runs", positional=True)
+    batch_sizes: list[int] = option([1, 64], "comma list of batch sizes timed")
+    threads: int = option(2, "torch CPU threads")
+    min_run_time: float = option(1.0, "seconds of timing per measurement")
+    json: str | None = option(None, "write the rows to this JSON file")
+
+    def validate(self) -> None:
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise ConfigError(f"--batch-sizes must be integers >= 1, got {self.batch_sizes}")
+        check_positive(self, "threads", "min_run_time")
+
 
 def cli(argv: Sequence[str]) -> int:
     """Latency of a (hard-)pruned checkpoint vs its dense architecture, BN folded in both."""
-    parser = argparse.ArgumentParser(prog="python -m dynprune.bench pruned")
-    parser.add_argument("checkpoints", nargs="+", help="checkpoint.pt files of pruned runs")
-    parser.add_argument("--batch-sizes", default="1,64")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--min-run-time", type=float, default=1.0)
-    parser.add_argument("--json", default=None)
-    args = parser.parse_args(argv)
+    args = parse_cli(PrunedBenchConfig, argv, PROG, cli.__doc__)
     if args.json:
         check_output_file(args.json, "--json")  # before the timing, not after it
 
     torch.set_num_threads(args.threads)
-    batches = [int(b) for b in args.batch_sizes.split(",")]
+    batches = args.batch_sizes
     rows = []
     for path in args.checkpoints:
         try:

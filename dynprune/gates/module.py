@@ -140,6 +140,11 @@ class GateSet(nn.Module):
 
         return hook
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Identity. The gates act through hooks on the model's layers; a model whose forward runs all its
+        children in order (``nn.Sequential``) also runs this child, last, on its logits."""
+        return x
+
     def detach_batch_state(self) -> None:
         """Drop the last training step's autograd history from the per-batch masks and logits (a deep copy of
         the model, e.g. for deploy, cannot copy tensors that are not graph leaves). Not between forward and

@@ -10,6 +10,7 @@ from torch import nn
 
 from ..registry import Registry, UnknownNameError
 from ..sites import ChannelSite
+from .entry import build_entry_model, is_entry_point
 
 
 class SiteModel(nn.Module):
@@ -37,7 +38,9 @@ def with_recipe(**values: Any) -> Callable[[ModelFn], ModelFn]:
 
 
 def model_recipe(name: str) -> Mapping[str, Any]:
-    """The model's own training recipe (empty for a model registered without one)."""
+    """The model's own training recipe (empty for a model registered without one, or a user's entry point)."""
+    if is_entry_point(name):
+        return MappingProxyType({})
     return getattr(MODELS.get(name), "recipe", MappingProxyType({}))
 
 
@@ -48,7 +51,10 @@ def list_models() -> list[str]:
 def create_model(
     name: str, in_channels: int = 3, num_classes: int = 10, image_size: int = 32, **kwargs: object
 ) -> SiteModel:
-    """Build a zoo model; ``width`` (channel multiplier) is accepted by every model."""
+    """Build a zoo model, or a user's ``package.module:callable`` (``models/entry.py``); ``width`` (channel
+    multiplier) is accepted by every zoo model."""
+    if is_entry_point(name):
+        return build_entry_model(name, in_channels, num_classes, image_size, float(kwargs.pop("width", 1.0)))
     return MODELS.get(name)(in_channels=in_channels, num_classes=num_classes, image_size=image_size, **kwargs)
 
 

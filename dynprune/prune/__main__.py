@@ -2,49 +2,79 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+
+from ..base import ConfigError, check_non_negative, option
+from ..config import parse_cli
 
 PROG = "python -m dynprune.prune"
+COMMANDS = {
+    "list": "list the pruning methods",
+    "sensitivity": "val accuracy of each site pruned alone, without fine-tuning",
+}
+
+
+@dataclass
+class SensitivityConfig:
+    """python -m dynprune.prune sensitivity: the checkpoint, the method and the ratios each site is pruned at."""
+
+    init: str | None = option(None, "trained dense checkpoint (e.g. runs/dense/checkpoint.pt); required")
+    method: str = option("l1-filter", "a structured method (l1-filter, l2-filter, ...)")
+    ratios: list[float] = option([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9], "comma list of ratios, each in (0, 1)")
+    val_subset: int = option(2000, "validation images used (0 = all)")
+    data_dir: str | None = option(None, "where the run's data set is, if not where it was")
+    out: str = option("runs/sensitivity", "folder for sensitivity.png and sensitivity.json")
+    wandb: Literal["offline", "online", "disabled"] = option("offline", "wandb mode; offline needs no account")
+
+    def validate(self) -> None:
+        from .pruners import PRUNERS
+
+        if self.init is None:
+            raise ConfigError("--init is required: the trained dense checkpoint (e.g. runs/dense/checkpoint.pt)")
+        if not self.ratios or any(not 0 < r < 1 for r in self.ratios):
+            raise ConfigError(f"--ratios must lie in (0, 1), got {self.ratios}")
+        if self.method not in PRUNERS or not PRUNERS[self.method].structured:
+            known = ", ".join(n for n, p in PRUNERS.items() if p.structured)
+            raise ConfigError(f"--method {self.method!r} is not a per-site method; choose one of: {known}")
+        check_non_negative(self, "val_subset")
+
+
+def _usage() -> str:
+    commands = "\n".join(f"  {name:<14}{text}" for name, text in COMMANDS.items())
+    return f"usage: {PROG} {{{','.join(COMMANDS)}}} ...\n\n{__doc__.splitlines()[0]}\n\ncommands:\n{commands}\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="list the pruning methods")
-    sens = sub.add_parser("sensitivity", help="val accuracy of each site pruned alone, without fine-tuning")
-    sens.add_argument("--init", required=True, help="trained dense checkpoint (e.g. runs/dense/checkpoint.pt)")
-    sens.add_argument("--method", default="l1-filter", help="a structured method (l1-filter, l2-filter, ...)")
-    sens.add_argument("--ratios", default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9")
-    sens.add_argument("--val-subset", type=int, default=2000, help="validation images used (0 = all)")
-    sens.add_argument("--data-dir", default=None)
-    sens.add_argument("--out", default="runs/sensitivity")
-    sens.add_argument("--wandb", default="offline", choices=("offline", "online", "disabled"))
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["-h"], ["--help"]):
+        print(_usage(), end="")
+        return 0
+    if not argv or argv[0] not in COMMANDS:
+        print(f"{PROG}: error: choose a command: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    command, rest = argv[0], argv[1:]
+    if command == "list":
+        if rest[:1] in (["-h"], ["--help"]):
+            print(f"usage: {PROG} list\n\n{COMMANDS['list']}")
+            return 0
+        if rest:
+            print(f"{PROG} list: error: unrecognized arguments: {' '.join(rest)}", file=sys.stderr)
+            return 2
+        from .pruners import PRUNERS
 
-    from .pruners import PRUNERS
-
-    if args.command == "list":
         for name, p in PRUNERS.items():
             print(f"{name:<22}{'structured' if p.structured else 'unstructured':<14}{p.description}")
         return 0
-    try:
-        ratios = [float(r) for r in args.ratios.split(",")]
-    except ValueError:
-        parser.error(f"--ratios expects comma-separated numbers, got {args.ratios!r}")
-    if any(not 0 < r < 1 for r in ratios):
-        parser.error("--ratios must lie in (0, 1)")
-    if args.method not in PRUNERS or not PRUNERS[args.method].structured:
-        known = ", ".join(n for n, p in PRUNERS.items() if p.structured)
-        parser.error(f"--method {args.method!r} is not a per-site method; choose one of: {known}")
-    return _sensitivity(args, ratios)
+    args = parse_cli(SensitivityConfig, rest, f"{PROG} sensitivity", COMMANDS["sensitivity"])
+    return _sensitivity(args, args.ratios)
 
 
-def _sensitivity(args: argparse.Namespace, ratios: list[float]) -> int:
-    from ..base import ConfigError
+def _sensitivity(args: SensitivityConfig, ratios: list[float]) -> int:
     from ..checkpoints import CheckpointError, load_checkpoint
     from ..data import DataError, data_of_checkpoint
     from ..models import model_for_arch

@@ -70,6 +70,7 @@ class StaticPruneMethod(Method):
 
     def prepare(self, model: nn.Module, input_shape: Sequence[int]) -> nn.Module:
         super().prepare(model, input_shape)
+        self.input_shape = tuple(input_shape)
         self.sites = model.channel_sites()
         if self.structured and not self.sites:
             unstructured = ", ".join(n for n in PRUNERS.names() if not PRUNERS[n].structured)
@@ -114,6 +115,7 @@ class StaticPruneMethod(Method):
             self.final_fractions = {k: len(v) / self.cost.site_widths[k] for k, v in keep.items()}
             make_permanent(model)
             slice_sites(model, self.sites, keep)
+            check_runs(model, self.input_shape)  # before the checkpoint is written: never save one that cannot run
             self.site_keep = {k: v.tolist() for k, v in keep.items()}
 
     def checkpoint_extra(self) -> dict[str, Any]:
@@ -162,6 +164,22 @@ def restore_pruned(model: nn.Module, ckpt: dict[str, Any], source: str) -> nn.Mo
             tprune.identity(modules[path], param)  # same key layout; load_state_dict fills the real mask
     load_weights(model, state, source)
     return model
+
+
+def check_runs(model: nn.Module, input_shape: Sequence[int]) -> None:
+    """One forward pass of the narrowed model; a RuntimeError naming the cause if the slicing broke it (the last
+    epoch's checkpoint, still masked, stays as it was)."""
+    param = next(model.parameters())
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape, device=param.device, dtype=param.dtype))
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RuntimeError(f"--hard: the model with its pruned channels removed cannot run ({first})") from exc
+    finally:
+        model.train(was_training)
 
 
 def nonzero_macs(model: nn.Module, cost: CostModel) -> float:

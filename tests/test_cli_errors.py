@@ -1,0 +1,69 @@
+"""Every CLI answers a malformed value with one line on stderr and exit 2, never a traceback."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from helpers import run_module
+
+from dynprune.base import ConfigError, option
+from dynprune.config import parse_cli
+
+
+@pytest.mark.parametrize(
+    ("command", "flag"),
+    [
+        (("dynprune.bench", "pruned", "x.pt", "--batch-sizes", "1,a"), "--batch-sizes"),
+        (("dynprune.bench", "pruned", "x.pt", "--threads", "two"), "--threads"),
+        (("dynprune.bench", "dynamic", "--targets", "0.5,x"), "--targets"),
+        (("dynprune.bench", "dynamic", "--min-run-time", "fast"), "--min-run-time"),
+        (("dynprune.bench", "dynamic", "--batch-sizes", "1,0"), "--batch-sizes"),
+        (("dynprune.bench", "overhead", "--steps", "abc"), "--steps"),
+        (("dynprune.bench", "overhead", "--gates", "ste,nope"), "--gates"),
+        (("dynprune.bench", "ddp", "--procs", "1,x"), "--procs"),
+        (("dynprune.bench", "ddp", "--epochs", "1.5"), "--epochs"),
+        (("dynprune.prune", "sensitivity", "--init", "x.pt", "--ratios", "0.1,zz"), "--ratios"),
+        (("dynprune.prune", "sensitivity", "--init", "x.pt", "--val-subset", "abc"), "--val-subset"),
+        (("dynprune.export", "x.pt", "--onnx", "y.onnx", "--batch", "z"), "--batch"),
+        (("dynprune.export", "x.pt"), "--onnx"),
+        (("agents.bench", "--init", "x.pt", "--target-macs", "abc"), "--target-macs"),
+        (("agents.bench", "--target-macs", "0.5"), "--init"),
+    ],
+    ids=lambda c: " ".join(c[1:]) if isinstance(c, tuple) else None,
+)
+def test_a_malformed_value_is_one_line_naming_the_flag(command, flag):
+    proc = run_module(*command, timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr[-1000:]
+    assert len(lines) == 1 and lines[0].strip(), proc.stderr
+    assert ": error: " in lines[0] and flag in lines[0] and "Traceback" not in proc.stderr
+
+
+@dataclass
+class _Positional:
+    sizes: list[int] = option([], "sizes to use", positional=True)
+    name: str = option("", "a name", positional=True)
+    scale: float = option(1.0, "a flag after them")
+    paths: list[str] = option([], "repeatable list", repeatable=True)
+
+    def validate(self) -> None:
+        if min(self.sizes) < 1:
+            raise ConfigError(f"sizes must be >= 1, got {self.sizes}")
+
+
+def test_parse_cli_positional_fields_are_coerced_validated_and_required(capsys):
+    cfg = parse_cli(_Positional, ["1", "2", "3", "a,b", "--scale", "0.5"], "prog", "d")
+    assert cfg.sizes == [1, 2, 3] and cfg.name == "a,b" and cfg.scale == 0.5 and cfg.paths == []
+    cfg = parse_cli(_Positional, ["4", "n", "--paths", "a,b", "--paths", "c"], "prog", "d")
+    assert cfg.sizes == [4] and cfg.paths == ["a", "b", "c"]
+    for argv, needle in [
+        (["1", "x", "n"], "argument sizes: expects int, got 'x'"),
+        (["0", "n"], "sizes must be >= 1, got [0]"),
+        (["--scale", "2"], "the following arguments are required: sizes, name"),
+    ]:
+        with pytest.raises(SystemExit) as exc:
+            parse_cli(_Positional, argv, "prog", "d")
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("prog: error: ") and needle in err, err
