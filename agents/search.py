@@ -24,6 +24,7 @@ from dynprune.checkpoints import write_json
 from dynprune.cli import run_command
 from dynprune.config import ConfigError, parse_cli, save_yaml, to_dict
 from dynprune.outputs import check_folder, prepare_folder
+from dynprune.runlock import locked_run_folder
 from dynprune.track import Tracker
 
 from .algorithms import ALGORITHMS, SearchSpace
@@ -97,6 +98,11 @@ def run_search(cfg: SearchConfig) -> dict[str, dict[str, Any]]:
     """Run the algorithm then its baselines; write the folder; return {algorithm: policy summary}."""
     out = cfg.run_dir
     check_folder(out)  # a file in the way is one line now, not a traceback after loading the model and data
+    with locked_run_folder(out):  # one search per folder: a second one (or a killed comparison's) is refused
+        return _search(cfg, out)
+
+
+def _search(cfg: SearchConfig, out: Path) -> dict[str, dict[str, Any]]:
     if (out / CACHE).exists() and not cfg.resume:
         raise ConfigError(f"--out {out} already holds a search; pass --resume to continue it or choose another --out")
     if cfg.resume and not (out / CACHE).exists():

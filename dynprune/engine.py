@@ -38,6 +38,10 @@ def check_resumable(path: Path, arch: dict[str, Any], method: str) -> dict[str, 
     return ckpt
 
 
+#: the checkpoint entry of a finished run: its result.json, saved with the finalized model it describes
+FINAL_RESULT = "final_result"
+
+
 class TrainingDiverged(RuntimeError):
     pass
 
@@ -198,14 +202,16 @@ class Trainer:
     def checkpoint_path(self) -> Path:
         return self.out_dir / CHECKPOINT
 
-    def save(self, sync: bool = True) -> None:
-        """Rank 0 writes (atomically); with ``sync`` the other ranks wait until the file is complete."""
+    def save(self, sync: bool = True, final_result: dict[str, Any] | None = None) -> None:
+        """Rank 0 writes (atomically); with ``sync`` the other ranks wait until the file is complete.
+        ``final_result``: the finished run's result.json, saved with the model it describes (the end of a run is
+        then one write: a rerun that finds it writes result.json and is done)."""
         if self.dist.is_main:
-            self._write_checkpoint()
+            self._write_checkpoint({} if final_result is None else {FINAL_RESULT: final_result})
         if sync:
             distributed.barrier()
 
-    def _write_checkpoint(self) -> None:
+    def _write_checkpoint(self, extra: dict[str, Any]) -> None:
         save_checkpoint(
             self.checkpoint_path,
             {
@@ -222,6 +228,7 @@ class Trainer:
                 "method": self.method.name,
                 **self.method.checkpoint_extra(),
                 "config": self.config,
+                **extra,
             },
         )
 
@@ -233,6 +240,8 @@ class Trainer:
         self.train_loader.load_state_dict(ckpt["loader"])
         torch.set_rng_state(ckpt["rng"])
         self.state = FitState(ckpt["epoch"], ckpt["step"], list(ckpt["history"]), ckpt["train_seconds"])
+        if self.state.step > 0:  # what the method schedules per step (a temperature, gate noise) as it was then
+            self.method.before_step(self.model, self.state.step - 1)
 
     # -- loop
     def fit(self) -> FitState:

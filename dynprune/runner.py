@@ -15,7 +15,7 @@ import torch
 
 from .base import ConfigError
 from .catalog import method_from_config, option_groups, rebuild_from_checkpoint
-from .checkpoints import CHECKPOINT, load_checkpoint, load_weights, write_json
+from .checkpoints import CHECKPOINT, CheckpointError, load_checkpoint, load_weights, write_json
 from .config import TrainConfig, load_yaml, save_yaml, to_dict
 from .data import BatchLoader, DataSplits, full_or_sample, load_dataset, subset
 from .distill import Distiller
@@ -27,7 +27,7 @@ from .distributed import (
     max_weight_difference,
     shutdown,
 )
-from .engine import FitState, OptimSettings, RunFolder, Trainer, check_resumable, evaluate
+from .engine import FINAL_RESULT, FitState, OptimSettings, RunFolder, Trainer, check_resumable, evaluate
 from .methods import Method
 from .models import input_shape, model_for_arch
 from .runlock import locked_run_folder
@@ -141,6 +141,8 @@ def data_set(cfg: TrainConfig, speak: bool = True) -> str:
 
 def _run(cfg: TrainConfig, device: torch.device, ctx: DistContext) -> dict[str, Any]:
     out_dir = cfg.run_dir
+    if cfg.resume and ctx.is_main and (finished := _finished_result(out_dir / CHECKPOINT, cfg)) is not None:
+        return finished
     # The data set really used, so that config.yaml and result.json name it (never the full set for a sample run);
     # decided here, after the checks that need no data, so that a bad flag is one line without a data notice.
     cfg = dataclasses.replace(cfg, dataset=data_set(cfg, speak=ctx.is_main))
@@ -180,8 +182,10 @@ def _run(cfg: TrainConfig, device: torch.device, ctx: DistContext) -> dict[str, 
         weight_diff = max_weight_difference(parts.model)  # 0.0 when DDP kept every rank's weights equal
         if not ctx.is_main:  # rank 0 alone finishes: calibration, test, latency, result.json
             return {"rank": ctx.rank, "max_weight_diff": weight_diff}
+        # The end of a run, in memory until one write: calibration or channel removal, the test pass, latency
+        # and plots; then the finalized model and its result in one checkpoint. Stopped before that write, the
+        # checkpoint on disk is the last epoch's and a rerun redoes this end; after it, a rerun writes result.json.
         parts.method.finalize(parts.model, val_loader, parts.amp_dtype)  # may calibrate gates or remove channels
-        trainer.save(sync=False)  # rank 0 alone gets here
         result, per_sample_ratio = _final_result(cfg, parts, state, val_loader)
         if ctx.enabled:
             result["distributed"] = {
@@ -190,14 +194,28 @@ def _run(cfg: TrainConfig, device: torch.device, ctx: DistContext) -> dict[str, 
                 "sync_bn": cfg.sync_bn,
                 "max_weight_diff": weight_diff,
             }
-        write_json(out_dir / RESULT, result)
-        tracker.summary(summary_values(result))
         report_distribution(result, per_sample_ratio, out_dir, tracker)
         for name, path in parts.method.figures(out_dir, _title(result)).items():
             tracker.image(f"final/{name}", path)
+        trainer.save(sync=False, final_result=result)  # rank 0 alone gets here
+        write_json(out_dir / RESULT, result)
+        tracker.summary(summary_values(result))
     finally:
         tracker.finish()
     return result
+
+
+def _finished_result(path: Path, cfg: TrainConfig) -> dict[str, Any] | None:
+    """A run stopped after its final checkpoint but before result.json: the result saved with the model,
+    written now (None: the checkpoint is of an unfinished run)."""
+    ckpt = load_checkpoint(path)
+    if FINAL_RESULT not in ckpt:
+        return None
+    if ckpt.get("method") != cfg.method_name:
+        raise CheckpointError(f"{path}: a {ckpt.get('method')} run cannot be resumed as {cfg.method_name}")
+    write_json(cfg.run_dir / RESULT, ckpt[FINAL_RESULT])
+    print(f"{cfg.run_dir}: finished before its {RESULT} was written; written now from its final checkpoint", flush=True)
+    return ckpt[FINAL_RESULT]
 
 
 def _distiller(cfg: TrainConfig, parts: RunParts) -> Distiller | None:

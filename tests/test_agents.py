@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -223,3 +224,15 @@ def test_bench_times_each_part_of_an_evaluation(dense_ckpt):
     seconds = {line.split()[0]: float(line.split()[-3]) for line in proc.stdout.splitlines() if "(median)" in line}
     assert set(seconds) == {"slice", "adaptive", "validation", "total"}
     assert 0 < seconds["validation"] < seconds["total"]
+
+
+def test_a_second_search_on_one_folder_is_refused(tmp_path, dense_ckpt):
+    import socket
+
+    out = tmp_path / "search"
+    out.mkdir()
+    holder = {"pid": os.getppid(), "host": socket.gethostname(), "started": "now", "command": "agents.search"}
+    (out / ".lock").write_text(json.dumps(holder))  # another live process holds the folder
+    with pytest.raises(ConfigError, match="is in use by another run"):
+        run_search(search_config(out, dense_ckpt, algo="random"))
+    assert not (out / "cache.jsonl").exists()  # nothing of the held folder was touched

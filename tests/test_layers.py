@@ -29,6 +29,7 @@ LAYERS: dict[str, int] = {
     "dynprune.distill": 1,
     "dynprune.runlock": 1,
     "dynprune.outputs": 1,
+    "dynprune.orphans": 1,
     "dynprune.data": 2,
     "dynprune.models": 2,
     "dynprune.cost": 2,

@@ -2,7 +2,7 @@
 
 Gate estimators: ``test_gates.py::test_budget_is_met_on_synthetic_task``; RL algorithms and rewards:
 ``test_agents.py``; comparison methods: ``test_compare.py::test_quick_comparison_end_to_end_then_resumes`` (one
-real comparison with every registered method). Here: pruners and the training-method families of the catalog.
+real comparison with every cell class). Here: pruners and the training-method families of the catalog.
 """
 
 from __future__ import annotations

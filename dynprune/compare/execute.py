@@ -16,6 +16,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from typing import Any
 
 from ..catalog import train_config
+from ..orphans import die_with_parent
 from ..runner import run_training
 from .cell import Cell
 from .methods import cell_method
@@ -68,7 +69,9 @@ def _run_parallel(cells: list[Cell], workers: int, total: int) -> None:
     waiting = [c for c in cells if cell_method(c).from_dense]
     dense_left = sum(cell_method(c).is_reference for c in cells)
     # spawn, not fork: a forked child would inherit the parent's torch thread pool and OpenMP state
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    # each worker dies with this process (kill -9 included): no idle workers left holding memory
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=spawn, initializer=die_with_parent) as pool:
         futures: dict[Future, Cell] = {}
 
         def submit(batch: list[Cell]) -> None:

@@ -23,6 +23,7 @@ from ..base import ConfigError
 from ..cost import CostModel
 from ..gates.estimators import ESTIMATORS
 from ..models import create_model
+from ..orphans import die_with_parent
 from ..prune.pruners import PRUNERS
 from ..prune.ratios import keep_fractions, solve_uniform_for_macs
 from ..registry import Registry
@@ -171,7 +172,9 @@ class PolicySearch:
         if (out / "policy.json").is_file():
             return
         args = list(cell.search_args) + (["--resume"] if (out / "cache.jsonl").is_file() else [])
-        proc = subprocess.run([sys.executable, "-m", "agents.search", *args], capture_output=True, text=True)
+        proc = subprocess.run(  # dies with this process: a killed comparison leaves no search running on
+            [sys.executable, "-m", "agents.search", *args], capture_output=True, text=True, preexec_fn=die_with_parent
+        )
         cell.run_dir.mkdir(parents=True, exist_ok=True)
         (cell.run_dir / "search.log").write_text(proc.stdout + proc.stderr)
         if proc.returncode != 0:

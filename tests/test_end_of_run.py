@@ -1,0 +1,76 @@
+"""The end of a run (calibration or channel removal, test pass, result.json) survives a stop at any point: a
+rerun with --resume finishes it, with the figures an uninterrupted run writes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import TINY_RESNET, tiny_config
+
+from dynprune import runner
+from dynprune.checkpoints import load_checkpoint
+from dynprune.engine import FINAL_RESULT
+
+CASES = {
+    "hard": dict(TINY_RESNET, prune="l1-filter", target_macs=0.5, hard=True),
+    # gumbel: its temperature and noise anneal per step; the calibration moves the decisions onto the target
+    "gumbel": dict(TINY_RESNET, gate="gumbel", target_macs=0.5),
+}
+COMPARED = ("top1", "macs_ratio", "params", "budget_calibration", "tau_final", "noise_final")
+
+
+class Stop(KeyboardInterrupt):
+    """A Ctrl-C aimed at one phase of the run."""
+
+
+def _stop(*args, **kwargs):
+    raise Stop
+
+
+def _same(a: dict, b: dict) -> None:
+    for key in COMPARED:
+        assert _untimed(a.get(key)) == _untimed(b.get(key)), key
+
+
+def _untimed(value):
+    return {k: v for k, v in value.items() if k != "seconds"} if isinstance(value, dict) else value
+
+
+@pytest.fixture(scope="module", params=sorted(CASES))
+def uninterrupted(request, tmp_path_factory):
+    out = tmp_path_factory.mktemp("whole") / "run"
+    return request.param, runner.run_training(tiny_config(out, **CASES[request.param]))
+
+
+def test_stopped_in_the_test_pass_the_rerun_redoes_the_end(tmp_path, monkeypatch, uninterrupted):
+    name, whole = uninterrupted
+    cfg = tiny_config(tmp_path / "run", **CASES[name])
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "_final_result", _stop)  # after calibration / channel removal, before the test pass
+        with pytest.raises(Stop):
+            runner.run_training(cfg)
+    assert FINAL_RESULT not in load_checkpoint(tmp_path / "run" / "checkpoint.pt")  # the last epoch's, as trained
+    again = runner.run_training(tiny_config(tmp_path / "run", **CASES[name], resume=True))
+    _same(again, whole)
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["top1"] == whole["top1"]
+
+
+def test_stopped_after_the_final_checkpoint_the_rerun_writes_its_result(tmp_path, monkeypatch, uninterrupted):
+    name, whole = uninterrupted
+    cfg = tiny_config(tmp_path / "run", **CASES[name])
+    real_write = runner.write_json
+
+    def stop_at_result(path, payload):
+        if path.name == runner.RESULT:
+            raise Stop
+        real_write(path, payload)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "write_json", stop_at_result)
+        with pytest.raises(Stop):
+            runner.run_training(cfg)
+    assert not (tmp_path / "run" / "result.json").exists()
+    again = runner.run_training(tiny_config(tmp_path / "run", **CASES[name], resume=True))
+    _same(again, whole)
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["top1"] == whole["top1"]
