@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Literal
 
-from dynprune.base import ConfigError, check_target_macs, option
+from dynprune.base import ConfigError, check_target_macs, check_threads, option
 
 
 @dataclasses.dataclass
@@ -64,6 +64,7 @@ class SearchConfig:
         if self.init is None:
             raise ConfigError("--init is required: the dense checkpoint to prune (e.g. runs/dense/checkpoint.pt)")
         check_target_macs(self.target_macs)
+        check_threads(self.threads)
         if not 0 <= self.r_min < self.r_max < 1:
             raise ConfigError(f"need 0 <= --r-min < --r-max < 1, got {self.r_min} and {self.r_max}")
         if self.episodes < 1:

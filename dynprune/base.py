@@ -6,6 +6,7 @@ Imports nothing of the project, so every module (spine, methods, harness, benchm
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 
@@ -46,6 +47,19 @@ def check_non_negative(owner: Any, *names: str) -> None:
     for name in names:
         if getattr(owner, name) < 0:
             raise ConfigError(f"--{flag(name)} must be >= 0, got {getattr(owner, name)}")
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, where the platform says)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
+
+
+def check_threads(value: int, name: str = "--threads") -> None:
+    """A thread count in [0, cores] (0 = torch's default): more threads than cores only thrash."""
+    cores = usable_cores()
+    if not 0 <= value <= cores:
+        raise ConfigError(f"{name} must be in [0, {cores}] (this machine's cores; 0 = torch's default), got {value}")
 
 
 def flag(name: str) -> str:

@@ -20,7 +20,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
-from .base import ConfigError, check_non_negative, check_positive, check_target_macs, flag, option
+from .base import ConfigError, check_non_negative, check_positive, check_target_macs, check_threads, flag, option
 
 __all__ = ["ConfigError", "TrainConfig", "build", "option", "parse_cli"]
 
@@ -67,6 +67,8 @@ def _coerce(name: str, tp: Any, value: Any) -> Any:
             return bool(value)
         if base is int and isinstance(value, float) and not value.is_integer():
             raise ValueError
+        if base in (int, float) and isinstance(value, bool):  # YAML's true is not the number 1
+            raise ValueError
         converted = base(value)
     except (TypeError, ValueError):
         raise ConfigError(f"--{flag(name)} expects {base.__name__}, got {value!r}") from None
@@ -101,12 +103,25 @@ def field_owners(cls: type, groups: Groups | None = None) -> dict[str, str | Non
     return owners
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (the last would silently win)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(cls: type[C], path: str | Path, groups: Groups | None = None) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"--config {path}: no such file")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"--config {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(raw, dict):
@@ -339,7 +354,8 @@ class TrainConfig:
         if self.dataset not in DATASET_NAMES:
             raise ConfigError(f"--dataset got {self.dataset!r}; known: {', '.join(DATASET_NAMES)}")
         check_positive(self, "epochs", "batch_size", "eval_batch_size", "lr", "width")
-        check_non_negative(self, "train_subset", "val_size", "threads", "weight_decay", "warmup_epochs")
+        check_non_negative(self, "train_subset", "val_size", "weight_decay", "warmup_epochs")
+        check_threads(self.threads)
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         if not 0 <= self.momentum < 1:

@@ -295,13 +295,8 @@ class Trainer:
                 if extra is not None:
                     loss = loss + extra
             if not torch.isfinite(loss):
-                kept = (
-                    f"the last good checkpoint is {self.checkpoint_path}"
-                    if self.checkpoint_path.is_file()
-                    else "no checkpoint was written yet (it diverged in its first epoch)"
-                )
                 raise TrainingDiverged(
-                    f"loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}; {kept} (try a lower --lr)"
+                    f"loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}; {self._kept()} (try a lower --lr)"
                 )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -341,8 +336,18 @@ class Trainer:
             f"{seen / max(seconds, 1e-9):.0f} img/s  ETA {left * per_step / 60:.1f} min for the run"
         )
 
+    def _kept(self) -> str:
+        """What a diverged run leaves: the last good checkpoint, or none."""
+        if self.checkpoint_path.is_file():
+            return f"the last good checkpoint is {self.checkpoint_path}"
+        return "no checkpoint was written yet (it diverged in its first epoch)"
+
     def _end_of_epoch(self, train: dict[str, float], seconds: float) -> dict[str, float]:
         val = evaluate(self.model, self.val_loader, self.method, self.amp_dtype)
+        if not math.isfinite(val.loss):  # weights blown up without a non-finite training loss (yet)
+            raise TrainingDiverged(
+                f"validation loss became {val.loss} after epoch {self.state.epoch}; {self._kept()} (try a lower --lr)"
+            )
         cost = self.method.on_epoch_end(self.model, self.state.epoch)
         dense = float(self.method.dense_macs)  # the reference every ratio is taken against (result.json's too)
         macs = val.macs.mean().item() if len(val.macs) else dense

@@ -75,6 +75,8 @@ def locked_run_folder(out_dir: Path) -> Iterator[None]:
         break
     else:
         raise ConfigError(f"--out {out_dir}: another run took the folder at the same moment; choose another --out")
+    for leftover in out_dir.glob(".*.tmp"):  # a write a kill -9 cut short (atomic writes go through these)
+        leftover.unlink(missing_ok=True)
     try:
         yield
     finally:

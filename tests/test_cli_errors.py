@@ -19,6 +19,8 @@ from dynprune.config import parse_cli
         (("dynprune.bench", "dynamic", "--targets", "0.5,x"), "--targets"),
         (("dynprune.bench", "dynamic", "--min-run-time", "fast"), "--min-run-time"),
         (("dynprune.bench", "dynamic", "--batch-sizes", "1,0"), "--batch-sizes"),
+        (("dynprune.bench", "dynamic", "--models", ""), "--models"),  # nothing to time: not an empty table
+        (("dynprune.bench", "pruned", "x.pt", "--batch-sizes", "0"), "--batch-sizes"),
         (("dynprune.bench", "overhead", "--steps", "abc"), "--steps"),
         (("dynprune.bench", "overhead", "--gates", "ste,nope"), "--gates"),
         (("dynprune.bench", "ddp", "--procs", "1,x"), "--procs"),

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -12,7 +14,7 @@ import sys
 import pytest
 from helpers import DATA_FLAGS, run_module, tiny_config
 
-from dynprune import checkpoints
+from dynprune import checkpoints, engine
 from dynprune.base import ConfigError
 from dynprune.checkpoints import CheckpointError, save_checkpoint
 from dynprune.engine import TrainingDiverged
@@ -75,6 +77,28 @@ def test_divergence_in_the_first_epoch_says_no_checkpoint_exists(tmp_path):
         run_training(tiny_config(tmp_path / "run", lr=1e6, label_smoothing=0.0))
 
 
+def test_temp_files_of_a_killed_write_are_removed_by_the_next_holder(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".checkpoint.pt.abc123.tmp").write_bytes(b"half a checkpoint")  # what a kill -9 mid-write leaves
+    (run / "notes.tmp").write_text("the user's")  # not one of ours: kept
+    with locked_run_folder(run):
+        assert sorted(p.name for p in run.iterdir()) == [LOCK, "notes.tmp"]
+
+
+def test_a_non_finite_validation_loss_is_divergence(tmp_path, monkeypatch):
+    """Weights blown up while the training loss is still finite (--lr 1e9 on a BN network) end the run."""
+    real = engine.evaluate
+
+    def blown_up(*args, **kwargs):
+        return dataclasses.replace(real(*args, **kwargs), loss=float("inf"))
+
+    monkeypatch.setattr(engine, "evaluate", blown_up)
+    with pytest.raises(TrainingDiverged, match="validation loss became inf after epoch 1; no checkpoint was written"):
+        run_training(tiny_config(tmp_path / "run"))
+    assert not (tmp_path / "run" / "result.json").exists()
+
+
 def test_checkpoints_are_as_readable_as_the_rest_of_the_run(tmp_path):
     run_training(tiny_config(tmp_path / "run", epochs=1))
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "run").iterdir() if p.is_file()}
@@ -134,7 +158,7 @@ def tiny_checkpoint(tmp_path_factory) -> str:
         ("dynprune.compare", *DATA_FLAGS, "--dry-run", "--out", "{file}/sub"),
         ("dynprune.prune", "sensitivity", "--init", "{ckpt}", "--wandb", "disabled", "--out", "{file}/sub"),
         ("agents.search", "--init", "{ckpt}", "--wandb", "disabled", "--out", "{file}"),
-        ("dynprune.bench", "dynamic", "--models", "", "--json", "{file}/rows.json"),
+        ("dynprune.bench", "dynamic", "--models", "", "--checkpoint", "{ckpt}", "--json", "{file}/rows.json"),
         ("dynprune.bench", "pruned", "{ckpt}", "--json", "{file}/rows.json"),
         ("dynprune.bench", "ddp", "--json", "{file}/rows.json"),
         ("dynprune.export", "{ckpt}", "--onnx", "{file}/model.onnx"),
@@ -239,3 +263,29 @@ def test_resume_reads_the_runs_own_config_and_refuses_a_contradicting_flag(tmp_p
     resumed = run_module("dynprune.train", "--resume", "--out", out, "--threads", "1", timeout=120)
     assert resumed.returncode == 0, resumed.stderr[-500:]
     assert json.loads((tmp_path / "run" / "result.json").read_text())["model"] == "lenet5"  # not the default
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        ("epochs: 2\nlr: 0.1\nepochs: 3\n", "key 'epochs' given twice"),  # the last would silently win
+        ("width: true\n", "--width expects float, got True"),  # not the number 1.0
+        ("threads: 1000\n", r"--threads must be in \[0, "),  # more threads than cores only thrash
+    ],
+)
+def test_preset_values_that_would_mislead_are_one_line(tmp_path, yaml_text, message):
+    preset = tmp_path / "p.yaml"
+    preset.write_text(yaml_text)
+    proc = run_module("dynprune.train", "--config", str(preset), "--wandb", "disabled", timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert re.search(message, proc.stderr), proc.stderr
+
+
+@pytest.mark.parametrize("field", ["methods", "targets", "seeds"])
+def test_a_comparison_refuses_a_repeated_cell(tmp_path, field):
+    from dynprune.compare.config import CompareConfig
+    from dynprune.config import build
+
+    values = {"methods": ["dense", "l1-filter", "dense"], "targets": [0.5, 0.5], "seeds": [0, 1, 0]}
+    with pytest.raises(ConfigError, match=f"{field}: .* given more than once"):
+        build(CompareConfig, {"out": str(tmp_path / "c"), field: values[field]})

@@ -409,6 +409,8 @@ class DynamicBenchConfig:
 
     def validate(self) -> None:
         self.models = [m for m in self.models if m]  # --models '': trained checkpoints only
+        if not self.models and not self.checkpoint:
+            raise ConfigError("--models '' and no --checkpoint: nothing to time; name a model or a checkpoint")
         self.runtime = [r for r in self.runtime if r]
         unknown_runtimes = sorted(set(self.runtime) - set(RUNTIMES.names()))
         if unknown_runtimes or not self.runtime:

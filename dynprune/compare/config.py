@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from dynprune.base import ConfigError, option
+from dynprune.base import ConfigError, check_threads, option
 
 
 @dataclasses.dataclass
@@ -70,6 +70,12 @@ class CompareConfig:
             raise ConfigError(f"targets must be fractions in (0, 1], got {self.targets}")
         if not self.seeds:
             raise ConfigError("seeds: give at least one seed")
+        check_threads(self.threads)
+        for field in ("methods", "targets", "seeds"):  # a repeat would run a cell twice and count it as two seeds
+            values = getattr(self, field)
+            repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
+            if repeated:
+                raise ConfigError(f"{field}: {', '.join(map(str, repeated))} given more than once; give each once")
         if not 0 < self.search_r_max < 1:
             raise ConfigError(f"search_r_max must be in (0, 1), got {self.search_r_max}")
         if not self.latency_seconds > 0:
