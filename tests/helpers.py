@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -98,3 +99,15 @@ def randomize_bn(model: torch.nn.Module) -> None:
             m.running_var.uniform_(0.5, 1.5)
             m.weight.data.uniform_(0.5, 1.5)
             m.bias.data.uniform_(-0.2, 0.2)
+
+
+def train_main(args: list[str], capsys: Any) -> tuple[int, str]:
+    """(exit status, stderr) of ``python -m dynprune.train args`` run as its main() in this process (the
+    parsing and its errors are all in it; a subprocess per case only adds interpreter start-up)."""
+    from dynprune.train import main
+
+    try:
+        code = main(["--wandb", "disabled", *args])
+    except SystemExit as exc:
+        code = exc.code
+    return code, capsys.readouterr().err

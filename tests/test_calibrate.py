@@ -96,3 +96,25 @@ def test_two_stage_search_spends_most_passes_on_the_subset():
     assert subset_passes >= 3 and found.passes <= 3 and full_passes - 1 == found.passes
     small, none = two_stage_shift(ratio_on, FakeLoader(2), 0.25, 0.005)  # nothing to gain from a subset
     assert none == 0 and abs(small.ratio - 0.25) <= 0.005
+
+
+@pytest.mark.parametrize(("after", "warned"), [(60.0, True), (87.0, False)])
+def test_a_calibration_that_costs_accuracy_is_called_out(capsys, after, warned):
+    from dynprune.gates.fit_budget import warn_if_costly
+
+    warn_if_costly((88.8, after), "layer3.0.conv1 open 0.34 for a density of 0.25")
+    out = capsys.readouterr().out
+    assert ("warning: the budget calibration cost 28.8 points" in out) == warned
+    assert ("layer3.0.conv1 open 0.34" in out) == warned
+
+
+@pytest.mark.parametrize("density", ["global", "uniform"])
+def test_calibration_records_validation_top1_around_it(tmp_path, density):
+    from helpers import tiny_config
+
+    from dynprune.runner import run_training
+
+    result = run_training(tiny_config(tmp_path / "r", gate="ste", target_macs=0.5, gate_density=density, epochs=1))
+    calibration = result["budget_calibration"]
+    assert 0 <= calibration["val_top1_before"] <= 100 and 0 <= calibration["val_top1_after"] <= 100
+    assert calibration["val_top1_before"] == pytest.approx(result["val_top1"])  # the last epoch's, as trained

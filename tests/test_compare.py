@@ -24,9 +24,14 @@ from dynprune.models import create_model
 # every cell class and report path once: registered methods but the estimators' start variants (topk-l1, ...:
 # their estimator's cell with other option values, test_recipes checks those) and the pruners and estimators whose
 # cells differ from a kept one's only by the name they pass on (every pruner: test_registries; every estimator:
-# test_gates), which would add minutes of CI time and no code path
+# test_gates; every model: test_zoo_learns), which would add minutes of CI time and no code path
 VARIANTS = {f"{name}-{v}" for name, est in ESTIMATORS.items() for v in est.variants}
-SAME_CELL_AS_A_KEPT_ONE = {"l2-filter", "fpgm-filter", "random-filter", "random-unstructured", "ste", "hardconcrete"}
+SAME_CELL_AS_A_KEPT_ONE = {
+    *("l2-filter", "fpgm-filter", "random-filter", "global-filter"),  # as l1-filter's
+    *("l1-unstructured", "random-unstructured"),  # as global-unstructured's
+    *("ste", "hardconcrete"),  # as gumbel's
+    "mobilenetv2",  # as narrow's (another zoo model: test_zoo_learns)
+}
 assert set(COMPARE_METHODS.names()) >= SAME_CELL_AS_A_KEPT_ONE
 QUICK_METHODS = set(COMPARE_METHODS.names()) - VARIANTS - SAME_CELL_AS_A_KEPT_ONE
 

@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import DATA_FLAGS, run_module, tiny_config
+from helpers import DATA_FLAGS, run_module, tiny_config, train_main
 
 from dynprune import checkpoints, engine
 from dynprune.base import ConfigError
@@ -273,12 +273,12 @@ def test_resume_reads_the_runs_own_config_and_refuses_a_contradicting_flag(tmp_p
         ("threads: 1000\n", r"--threads must be in \[0, "),  # more threads than cores only thrash
     ],
 )
-def test_preset_values_that_would_mislead_are_one_line(tmp_path, yaml_text, message):
+def test_preset_values_that_would_mislead_are_one_line(tmp_path, capsys, yaml_text, message):
     preset = tmp_path / "p.yaml"
     preset.write_text(yaml_text)
-    proc = run_module("dynprune.train", "--config", str(preset), "--wandb", "disabled", timeout=120)
-    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
-    assert re.search(message, proc.stderr), proc.stderr
+    code, stderr = train_main(["--config", str(preset)], capsys)
+    assert code == 2 and stderr.count("\n") == 1, stderr
+    assert re.search(message, stderr), stderr
 
 
 @pytest.mark.parametrize("field", ["methods", "targets", "seeds"])

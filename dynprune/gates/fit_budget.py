@@ -46,20 +46,22 @@ def calibrate_global(
 ) -> dict[str, Any]:
     """One logit shift for every gate so that the mean eval MACs on ``val_loader`` meet the method's target."""
     gate_set = method.gate_set
-    full_split: dict[float, float] = {}  # shift -> ratio on the whole split: no shift is evaluated twice
+    full_split: dict[float, tuple[float, float]] = {}  # shift -> (ratio, top-1) on the whole split: each once
 
     def ratio_on(loader: Any, shift: float) -> float:
         if loader is val_loader and shift in full_split:
-            return full_split[shift]
+            return full_split[shift][0]
         gate_set.logit_shift = shift
-        ratio = evaluate(model, loader, method, amp_dtype).macs.mean().item() / method.dense_macs
+        result = evaluate(model, loader, method, amp_dtype)
+        ratio = result.macs.mean().item() / method.dense_macs
         if loader is val_loader:
-            full_split[shift] = ratio
+            full_split[shift] = (ratio, result.top1)
         return ratio
 
     started = time.perf_counter()
     before = ratio_on(val_loader, 0.0)
     found, subset_passes = two_stage_shift(ratio_on, val_loader, method.target, method.calibration_tolerance)
+    ratio_on(val_loader, found.shift)  # measured already, as a rule (the search ends on the whole split)
     seconds = time.perf_counter() - started
     gate_set.logit_shift = found.shift
     gate_set.fold_logit_shift()
@@ -68,14 +70,35 @@ def calibrate_global(
         f"{seconds:.1f} s, val MACs {before:.3f}x -> {found.ratio:.3f}x dense",
         flush=True,
     )
+    top1 = (full_split[0.0][1], full_split[found.shift][1])
+    warn_if_costly(top1, f"val MACs {before:.3f}x for a target of {method.target}")
     return {
         "val_macs_ratio_before": before,
         "val_macs_ratio_after": found.ratio,
+        "val_top1_before": top1[0],
+        "val_top1_after": top1[1],
         "logit_shift": found.shift,
         "val_passes": len(full_split),
         "subset_passes": subset_passes,
         "seconds": round(seconds, 1),
     }
+
+
+#: validation top-1 points a calibration may cost before it is called out
+COSTLY_CALIBRATION = 5.0
+
+
+def warn_if_costly(top1: tuple[float, float], where_training_ended: str) -> None:
+    """One line when moving the decisions onto the budget after training cost much accuracy: the training did
+    not reach its budget, and the run's figures describe gates it never trained with."""
+    lost = top1[0] - top1[1]
+    if lost > COSTLY_CALIBRATION:
+        print(
+            f"warning: the budget calibration cost {lost:.1f} points of validation top-1 ({top1[0]:.2f} -> "
+            f"{top1[1]:.2f}): training ended off its budget ({where_training_ended}); raise --budget-weight or "
+            "train longer",
+            flush=True,
+        )
 
 
 def calibrate_per_site(
@@ -95,15 +118,21 @@ def calibrate_per_site(
         return method.collected_logits()
 
     started = time.perf_counter()
-    evaluate(model, val_loader, method, amp_dtype)
+    top1_before = evaluate(model, val_loader, method, amp_dtype).top1
     before = method.open_rates()
     shifts = quantile_shifts(logits_at, method.densities)
     gate_set.site_shifts = shifts
     gate_set.fold_logit_shift()
-    evaluate(model, val_loader, method, amp_dtype)
+    top1_after = evaluate(model, val_loader, method, amp_dtype).top1
     seconds = time.perf_counter() - started
     print(f"budget calibration: per site, {passes} validation passes, {seconds:.1f} s", flush=True)
+    off = max(before, key=lambda site: before[site] - method.densities[site])
+    warn_if_costly(
+        (top1_before, top1_after), f"{off} open {before[off]:.2f} for a density of {method.densities[off]:.2f}"
+    )
     return {
+        "val_top1_before": top1_before,
+        "val_top1_after": top1_after,
         "val_open_rates_before": before,
         "val_open_rates_after": method.open_rates(),
         "site_shifts": shifts,
