@@ -141,7 +141,8 @@ def data_set(cfg: TrainConfig, speak: bool = True) -> str:
 
 def _run(cfg: TrainConfig, device: torch.device, ctx: DistContext) -> dict[str, Any]:
     out_dir = cfg.run_dir
-    if cfg.resume and ctx.is_main and (finished := _finished_result(out_dir / CHECKPOINT, cfg)) is not None:
+    # every rank reads it (they share the folder), so no rank waits in training for one that is done
+    if cfg.resume and (finished := _finished_result(out_dir / CHECKPOINT, cfg, write=ctx.is_main)) is not None:
         return finished
     # The data set really used, so that config.yaml and result.json name it (never the full set for a sample run);
     # decided here, after the checks that need no data, so that a bad flag is one line without a data notice.
@@ -205,14 +206,16 @@ def _run(cfg: TrainConfig, device: torch.device, ctx: DistContext) -> dict[str, 
     return result
 
 
-def _finished_result(path: Path, cfg: TrainConfig) -> dict[str, Any] | None:
+def _finished_result(path: Path, cfg: TrainConfig, write: bool = True) -> dict[str, Any] | None:
     """A run stopped after its final checkpoint but before result.json: the result saved with the model,
-    written now (None: the checkpoint is of an unfinished run)."""
+    written now where ``write`` (None: the checkpoint is of an unfinished run)."""
     ckpt = load_checkpoint(path)
     if FINAL_RESULT not in ckpt:
         return None
     if ckpt.get("method") != cfg.method_name:
         raise CheckpointError(f"{path}: a {ckpt.get('method')} run cannot be resumed as {cfg.method_name}")
+    if not write:
+        return ckpt[FINAL_RESULT]
     write_json(cfg.run_dir / RESULT, ckpt[FINAL_RESULT])
     print(f"{cfg.run_dir}: finished before its {RESULT} was written; written now from its final checkpoint", flush=True)
     return ckpt[FINAL_RESULT]

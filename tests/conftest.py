@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 from helpers import DATA, DATA_FLAGS, DATASET
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# One torch thread per test under the two xdist workers (two workers x two threads on two cores spend their time
+# contending: the deep zoo models took 3x their idle time); two when the tests run in one process (-n 0).
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, torch.get_num_threads()))
 
 
 @pytest.fixture(scope="session")

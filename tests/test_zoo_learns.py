@@ -25,7 +25,7 @@ QUICK = ("lenet5", "resnet18", "vgg11")
 def test_zoo_model_learns_in_one_short_epoch_with_its_recipe(tmp_path, model):
     args = ["--model", model, "--width", str(WIDTH.get(model, 0.25)), "--dataset", DATASET, "--epochs", "1"]
     args += ["--train-subset", "4800", "--batch-size", "64", "--val-size", "1000", "--no-latency"]
-    args += ["--wandb", "disabled", "--threads", "2", "--no-progress", "--out", str(tmp_path / model)]
+    args += ["--wandb", "disabled", "--threads", "1", "--no-progress", "--out", str(tmp_path / model)]
     cfg = parse_train_cli(args, "t", "")
     recipe = model_recipe(model)
     assert recipe, f"{model} has no recipe of its own"
