@@ -273,6 +273,22 @@ def save_yaml(cfg: Any, path: Path) -> None:
     path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
+#: fields a resumed run may set anew (they change neither the weights nor the result's figures)
+MAY_DIFFER = frozenset({"resume", "out", "threads", "device", "progress", "wandb", "wandb_project", "wandb_group"})
+
+
+def check_same_run(saved: Mapping[str, Any], now: Mapping[str, Any], source: str) -> None:
+    """One clear error where ``now`` (the config a resume would run) differs from ``saved`` (the config the run
+    was started with, as its checkpoint holds it) in a field that changes the result."""
+    for name in sorted(set(saved) - MAY_DIFFER):
+        if name in now and saved[name] != now[name]:
+            raise ConfigError(
+                f"--resume: {source} was started with {name}: {saved[name]!r}, this resume would run "
+                f"{now[name]!r} (a changed or missing config.yaml, another --config, or a flag); the checkpoint's "
+                f"config is the run's: resume with --out alone"
+            )
+
+
 # --------------------------------------------------------------------------------------------- training
 @dataclasses.dataclass
 class TrainConfig:

@@ -25,16 +25,23 @@ from tqdm import tqdm
 from . import distributed
 from .base import ConfigError
 from .checkpoints import CHECKPOINT, CheckpointError, load_checkpoint, load_weights, save_checkpoint
+from .config import check_same_run
 from .data import BatchLoader
 from .distill import Distiller
 from .methods import Method
 
 
-def check_resumable(path: Path, arch: dict[str, Any], method: str) -> dict[str, Any]:
-    """The checkpoint of ``path`` if a run of ``arch`` with ``method`` may continue from it, else one clear error."""
+def check_resumable(
+    path: Path, arch: dict[str, Any], method: str, config: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The checkpoint of ``path`` if a run of ``arch`` with ``method`` (and, given, the flat ``config``) may
+    continue from it, else one clear error. The checkpoint's own config is the run's: config.yaml may be gone
+    or edited."""
     ckpt = load_checkpoint(path, arch)
     if ckpt.get("method") != method:
         raise CheckpointError(f"{path}: a {ckpt.get('method')} run cannot be resumed as {method}")
+    if config is not None and isinstance(ckpt.get("config"), dict):
+        check_same_run(ckpt["config"], config, str(path.parent))
     return ckpt
 
 

@@ -13,9 +13,7 @@ from typing import Any
 import yaml
 
 from .base import ConfigError, flag
-
-#: fields a resumed run may set anew (they change neither the weights nor the result's figures)
-MAY_DIFFER = frozenset({"resume", "out", "threads", "device", "progress", "wandb", "wandb_project", "wandb_group"})
+from .config import MAY_DIFFER
 
 
 def _value_of(argv: Sequence[str], name: str) -> str | None:

@@ -157,7 +157,7 @@ def _run(cfg: TrainConfig, device: torch.device, ctx: DistContext) -> dict[str, 
         )
     val_loader = parts.loader(parts.data.val, cfg.eval_batch_size, train=False)
     if cfg.resume:  # refuse a mismatched resume before anything of the run folder is rewritten
-        check_resumable(out_dir / CHECKPOINT, parts.arch, parts.method.name)
+        check_resumable(out_dir / CHECKPOINT, parts.arch, parts.method.name, to_dict(cfg))
     if ctx.is_main:  # only rank 0 writes the run folder and talks to wandb
         save_yaml(cfg, out_dir / "config.yaml")
     mode = cfg.wandb if ctx.is_main else "disabled"

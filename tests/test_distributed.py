@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -20,6 +21,15 @@ from dynprune.checkpoints import load_checkpoint
 LENET = (*DATA_FLAGS, "--model", "lenet5", "--train-subset", "512", "--val-size", "500")
 LENET += ("--batch-size", "64", "--lr", "0.05")
 QUIET = ("--wandb", "disabled", "--no-latency", "--threads", "1")
+
+
+@pytest.fixture(autouse=True)
+def one_torchrun_at_a_time(tmp_path_factory):
+    """The xdist workers take turns here: two torchrun jobs at once compete for rendezvous ports and both cores."""
+    lock = tmp_path_factory.getbasetemp().parent / "torchrun.lock"  # shared by every worker of this session
+    with open(lock, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
 
 
 def torchrun(*args: str, nproc: int = 2) -> list[str]:

@@ -74,3 +74,19 @@ def test_stopped_after_the_final_checkpoint_the_rerun_writes_its_result(tmp_path
     again = runner.run_training(tiny_config(tmp_path / "run", **CASES[name], resume=True))
     _same(again, whole)
     assert json.loads((tmp_path / "run" / "result.json").read_text())["top1"] == whole["top1"]
+
+
+def test_a_resume_that_would_run_another_config_is_one_line(tmp_path, monkeypatch):
+    """config.yaml edited, missing or replaced by another --config: the checkpoint's own config decides."""
+    from dynprune.config import ConfigError
+
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "_final_result", _stop)
+        with pytest.raises(Stop):
+            runner.run_training(tiny_config(tmp_path / "run", epochs=1))
+    saved = (tmp_path / "run" / "config.yaml").read_bytes()
+    with pytest.raises(ConfigError, match=r"was started with lr: 0\.05, this resume would run 0\.1"):
+        runner.run_training(tiny_config(tmp_path / "run", epochs=1, lr=0.1, resume=True))
+    assert (tmp_path / "run" / "config.yaml").read_bytes() == saved  # refused before anything was rewritten
+    again = runner.run_training(tiny_config(tmp_path / "run", epochs=1, resume=True, threads=2))  # may differ
+    assert again["epochs"] == 1
