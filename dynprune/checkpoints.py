@@ -63,6 +63,16 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
         ) from None
 
 
+def read_result(path: Path) -> dict[str, Any] | None:
+    """A run's result.json, or None where it is missing, cut short or not a run's result (a file a kill or a
+    full disk left behind, or another file in its place): such a run is not finished."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return data if isinstance(data, dict) and "top1" in data else None
+
+
 def write_json(path: Path, data: Any) -> None:
     atomic_write_bytes(path, lambda fh: fh.write(json.dumps(data, indent=2).encode()))
 

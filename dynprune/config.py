@@ -122,6 +122,8 @@ def load_yaml(cls: type[C], path: str | Path, groups: Groups | None = None) -> d
         raise ConfigError(f"--config {path}: no such file")
     try:
         raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"--config {path}: not a text file (a YAML preset of field: value lines)") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"--config {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(raw, dict):
@@ -376,8 +378,9 @@ class TrainConfig:
             raise ConfigError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         if not 0 <= self.momentum < 1:
             raise ConfigError(f"--momentum must be in [0, 1), got {self.momentum}")
-        if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
-            raise ConfigError(f"--device got {self.device!r}; allowed: auto, cpu, cuda, cuda:N")
+        index = self.device.removeprefix("cuda:") if self.device.startswith("cuda:") else "0"
+        if self.device not in ("auto", "cpu", "cuda") and not (self.device.startswith("cuda:") and index.isdigit()):
+            raise ConfigError(f"--device got {self.device!r}; allowed: auto, cpu, cuda, cuda:N (N >= 0)")
         check_target_macs(self.target_macs)
         check_positive(self, "distill_temperature")
         if not 0 <= self.distill_weight <= 1:

@@ -49,6 +49,15 @@ def check_resumable(
 FINAL_RESULT = "final_result"
 
 
+def _epoch_of(line: str) -> int | None:
+    """The epoch of one metrics.jsonl row; None for a row a stop cut short (or any line that is not a row)."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    return row.get("epoch") if isinstance(row, dict) and isinstance(row.get("epoch"), int) else None
+
+
 class TrainingDiverged(RuntimeError):
     pass
 
@@ -272,8 +281,8 @@ class Trainer:
         its checkpoint, or restarted without one, must not leave rows the resumed run writes again."""
         if not metrics.is_file():
             return
-        rows = [line for line in metrics.read_text().splitlines() if line.strip()]
-        kept = [line for line in rows if json.loads(line).get("epoch", 0) <= self.state.epoch]
+        rows = [line for line in metrics.read_text(errors="replace").splitlines() if line.strip()]
+        kept = [line for line in rows if (_epoch_of(line) or math.inf) <= self.state.epoch]  # torn lines go too
         if len(kept) != len(rows):
             metrics.write_text("".join(line + "\n" for line in kept))
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ import torch
 
 from .base import ConfigError
 from .catalog import method_from_config, option_groups, rebuild_from_checkpoint
-from .checkpoints import CHECKPOINT, CheckpointError, load_checkpoint, load_weights, write_json
+from .checkpoints import CHECKPOINT, CheckpointError, load_checkpoint, load_weights, read_result, write_json
 from .config import TrainConfig, load_yaml, save_yaml, to_dict
 from .data import BatchLoader, DataSplits, full_or_sample, load_dataset, subset
 from .distill import Distiller
@@ -49,9 +48,9 @@ def resolve_device(name: str) -> torch.device:
 def run_training(cfg: TrainConfig) -> dict[str, Any]:
     """Train (or resume) as ``cfg`` says, evaluate once on the test set, write and return the result."""
     out_dir = cfg.run_dir
-    if cfg.resume and (out_dir / RESULT).is_file():  # a finished run changes nothing
+    if cfg.resume and (finished := read_result(out_dir / RESULT)) is not None:  # a finished run changes nothing
         print(f"{out_dir} is finished (its {RESULT} is kept; nothing to resume)", flush=True)
-        return json.loads((out_dir / RESULT).read_text())
+        return finished
     if (out_dir / CHECKPOINT).exists() and not cfg.resume:
         raise ConfigError(f"--out {out_dir} already holds a run; pass --resume to continue it or choose another --out")
     for flag, path in (("--init", cfg.init), ("--distill", cfg.distill)):

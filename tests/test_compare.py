@@ -169,3 +169,14 @@ def test_sweep_arguments_parse_through_the_real_cli(sweep):
         for arg in args:
             name, value = arg[2:].split("=")
             assert to_dict(cfg)[name.replace("-", "_")] == yaml.safe_load(value)
+
+
+@pytest.mark.parametrize(
+    ("text", "done"), [('{"top1": 88.1, "macs_ratio": 0.5}', True), ('{"top1": 8', False), ("", False)]
+)
+def test_a_cell_with_a_cut_result_is_not_done(tmp_path, text, done):
+    from dynprune.compare.cell import Cell
+
+    cell = Cell("l1-filter", 0.5, 0, tmp_path, {})
+    (tmp_path / "result.json").write_text(text)  # a stop or a full disk can leave it cut or empty
+    assert cell.done is done

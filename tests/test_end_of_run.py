@@ -90,3 +90,19 @@ def test_a_resume_that_would_run_another_config_is_one_line(tmp_path, monkeypatc
     assert (tmp_path / "run" / "config.yaml").read_bytes() == saved  # refused before anything was rewritten
     again = runner.run_training(tiny_config(tmp_path / "run", epochs=1, resume=True, threads=2))  # may differ
     assert again["epochs"] == 1
+
+
+def test_torn_files_of_a_stopped_run_do_not_stop_its_resume(tmp_path, monkeypatch):
+    """A metrics.jsonl row and a result.json cut short by a stop: the resume drops the one and redoes the other."""
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "_final_result", _stop)
+        with pytest.raises(Stop):
+            runner.run_training(tiny_config(tmp_path / "run", epochs=1))
+    run = tmp_path / "run"
+    with open(run / "metrics.jsonl", "a") as fh:
+        fh.write('{"epoch": 2, "train_lo')  # the next row, cut mid-write
+    (run / "result.json").write_text('{"top1": 8')  # a result cut mid-write
+    result = runner.run_training(tiny_config(run, epochs=1, resume=True))
+    assert json.loads((run / "result.json").read_text())["top1"] == result["top1"]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1]

@@ -289,3 +289,22 @@ def test_a_comparison_refuses_a_repeated_cell(tmp_path, field):
     values = {"methods": ["dense", "l1-filter", "dense"], "targets": [0.5, 0.5], "seeds": [0, 1, 0]}
     with pytest.raises(ConfigError, match=f"{field}: .* given more than once"):
         build(CompareConfig, {"out": str(tmp_path / "c"), field: values[field]})
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--device", "cuda:-1"], "--device got 'cuda:-1'"),
+        (["--gate", "ste", "--gate-bias-init=-1e300"], r"--gate-bias-init must be in \[-20, 20\]"),
+    ],
+)
+def test_absurd_settings_are_one_line(capsys, args, message):
+    code, stderr = train_main(args, capsys)
+    assert code == 2 and stderr.count("\n") == 1 and re.search(message, stderr), stderr
+
+
+def test_a_binary_config_file_is_one_line(tmp_path, capsys):
+    preset = tmp_path / "p.yaml"
+    preset.write_bytes(b"\x80\x81\x00\xff")
+    code, stderr = train_main(["--config", str(preset)], capsys)
+    assert code == 2 and "not a text file" in stderr and stderr.count("\n") == 1, stderr

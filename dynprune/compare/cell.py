@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..checkpoints import read_result
+
 
 @dataclass
 class Cell:
@@ -24,4 +26,5 @@ class Cell:
 
     @property
     def done(self) -> bool:
-        return (self.run_dir / "result.json").is_file()
+        """Finished: a readable result.json (a cut or empty one is redone from the cell's checkpoint)."""
+        return read_result(self.run_dir / "result.json") is not None

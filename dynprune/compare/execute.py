@@ -112,12 +112,12 @@ def retime_cells(cells: list[Cell], threads: int, seconds: float = 0.3) -> None:
 
     import torch
 
-    from ..checkpoints import CHECKPOINT, write_json
+    from ..checkpoints import CHECKPOINT, read_result, write_json
     from ..data import BatchLoader, data_of_checkpoint
     from ..rebuild import deployable_from_checkpoint
     from ..runner import RESULT, latency_on_test_images, resolve_device
 
-    todo = [c for c in cells if json.loads((c.run_dir / RESULT).read_text()).get("latency_ms") is None]
+    todo = [c for c in cells if (read_result(c.run_dir / RESULT) or {}).get("latency_ms") is None]
     if not todo:
         return
     if threads:

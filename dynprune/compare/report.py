@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..checkpoints import read_result
 from ..plots import plt
 from .cell import Cell
 from .methods import COMPARE_METHODS, cell_method
@@ -37,7 +38,7 @@ GATE_FIGURES = ("conditional_share", "dynamic_gain")  # how dynamic a gated row 
 
 
 def collect_rows(cells: Sequence[Cell]) -> list[dict[str, Any]]:
-    results = {id(c): json.loads((c.run_dir / "result.json").read_text()) for c in cells if c.done}
+    results = {id(c): read_result(c.run_dir / "result.json") for c in cells if c.done}
     dense_b64 = {
         c.seed: (results[id(c)].get("latency_ms") or {}).get("b64")
         for c in cells
