@@ -282,7 +282,8 @@ class Trainer:
         if not metrics.is_file():
             return
         rows = [line for line in metrics.read_text(errors="replace").splitlines() if line.strip()]
-        kept = [line for line in rows if (_epoch_of(line) or math.inf) <= self.state.epoch]  # torn lines go too
+        epochs = [_epoch_of(line) for line in rows]
+        kept = [line for line, e in zip(rows, epochs, strict=True) if e is not None and e <= self.state.epoch]
         if len(kept) != len(rows):
             metrics.write_text("".join(line + "\n" for line in kept))
 

@@ -295,7 +295,7 @@ def test_a_comparison_refuses_a_repeated_cell(tmp_path, field):
     ("args", "message"),
     [
         (["--device", "cuda:-1"], "--device got 'cuda:-1'"),
-        (["--gate", "ste", "--gate-bias-init=-1e300"], r"--gate-bias-init must be in \[-20, 20\]"),
+        (["--gate", "ste", "--gate-bias-init=-1e300"], r"--gate-bias-init must be in \[-100, 100\]"),
     ],
 )
 def test_absurd_settings_are_one_line(capsys, args, message):

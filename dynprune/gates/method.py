@@ -93,8 +93,8 @@ class GateOptions:
 
     def validate(self) -> None:
         check_positive(self, "gate_groups", "gate_reduction")
-        if not -20 <= self.gate_bias_init <= 20:  # sigmoid is 0 or 1 to float precision beyond: nothing learns
-            raise ConfigError(f"--gate-bias-init must be in [-20, 20], got {self.gate_bias_init}")
+        if not -100 <= self.gate_bias_init <= 100:  # beyond, the gates are only ever shut or open (and overflow)
+            raise ConfigError(f"--gate-bias-init must be in [-100, 100], got {self.gate_bias_init}")
         check_non_negative(
             self,
             "budget_weight",
