@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.flop_counter import FlopCounterMode
 
-from .sites import ChannelSite
+from .sites import ChannelSite, probe_forward
 
 Fraction = float | torch.Tensor
 
@@ -73,16 +73,11 @@ class CostModel:
         for name, module in model.named_modules():
             if isinstance(module, nn.Conv2d | nn.Linear):
                 handles.append(module.register_forward_hook(_recorder(records, name)))
-        param = next(model.parameters())
-        was_training = model.training
-        model.eval()
         try:
-            with torch.no_grad():
-                model(torch.zeros(1, *input_shape, device=param.device, dtype=param.dtype))
+            probe_forward(model, input_shape)
         finally:
             for h in handles:
                 h.remove()
-            model.train(was_training)
         layers = []
         for name, module in model.named_modules():
             bias = module.bias.numel() if getattr(module, "bias", None) is not None else 0
@@ -146,11 +141,7 @@ def _recorder(records: dict[str, int], name: str):
 
 def flop_counter_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
     """MACs per sample as PyTorch's shape-based FlopCounterMode sees them (its FLOPs / 2)."""
-    param = next(model.parameters())
-    was_training = model.training
-    model.eval()
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        model(torch.zeros(1, *input_shape, device=param.device, dtype=param.dtype))
-    model.train(was_training)
+    with counter:
+        probe_forward(model, input_shape)
     return counter.get_total_flops() // 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -43,6 +44,19 @@ class ChannelSite:
         if self.passthrough:
             return self.passthrough[-1]
         return self.bn or self.producer
+
+
+def probe_forward(model: nn.Module, input_shape: Sequence[int]) -> Any:
+    """The model's output for one all-zero input, in eval mode without gradients (its mode restored after):
+    how a model's structure, cost or soundness is probed."""
+    param = next(model.parameters())
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return model(torch.zeros(1, *input_shape, device=param.device, dtype=param.dtype))
+    finally:
+        model.train(was_training)
 
 
 def get_module(model: nn.Module, path: str) -> nn.Module:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..base import ConfigError
+from ..sites import probe_forward
 
 
 def is_entry_point(name: str) -> bool:
@@ -67,11 +68,7 @@ def build_entry_model(name: str, in_channels: int, num_classes: int, image_size:
     if not isinstance(model, nn.Module):
         raise ConfigError(f"--model {name}: returned a {type(model).__name__}, not a torch.nn.Module")
     shape = (in_channels, image_size, image_size)
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        out = model(torch.zeros(1, *shape))
-    model.train(was_training)
+    out = probe_forward(model, shape)
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, num_classes):
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ConfigError(

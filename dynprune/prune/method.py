@@ -16,7 +16,7 @@ from ..checkpoints import load_weights
 from ..config import TrainConfig
 from ..cost import CostModel
 from ..methods import Method, MethodSpec
-from ..sites import NO_SITES, slice_site, slice_sites
+from ..sites import NO_SITES, probe_forward, slice_site, slice_sites
 from .masks import channel_mask, make_permanent, prunable_weights, sparsity
 from .pruners import PRUNERS, get_pruner
 from .ratios import resolver
@@ -169,17 +169,11 @@ def restore_pruned(model: nn.Module, ckpt: dict[str, Any], source: str) -> nn.Mo
 def check_runs(model: nn.Module, input_shape: Sequence[int]) -> None:
     """One forward pass of the narrowed model; a RuntimeError naming the cause if the slicing broke it (the last
     epoch's checkpoint, still masked, stays as it was)."""
-    param = next(model.parameters())
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
-            model(torch.zeros(1, *input_shape, device=param.device, dtype=param.dtype))
+        probe_forward(model, input_shape)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise RuntimeError(f"--hard: the model with its pruned channels removed cannot run ({first})") from exc
-    finally:
-        model.train(was_training)
 
 
 def nonzero_macs(model: nn.Module, cost: CostModel) -> float:
