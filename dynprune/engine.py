@@ -12,6 +12,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from .checkpoints import CHECKPOINT, CheckpointError, load_checkpoint, load_weig
 from .config import check_same_run
 from .data import BatchLoader
 from .distill import Distiller
-from .methods import Method
+from .methods import Method, ParamGroup
 
 
 def check_resumable(
@@ -98,11 +99,25 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
 
 
 # ------------------------------------------------------------------------------------------- optimisation
-def make_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
+def make_optimizer(
+    model: nn.Module, lr: float, momentum: float, weight_decay: float, special: Sequence[ParamGroup] = ()
+) -> torch.optim.SGD:
     # Weight decay on BN scales and biases only hurts; the usual split applies it to weights of rank > 1.
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    taken = {id(p) for group in special for p in group.params}
+    trainable = [p for p in model.parameters() if p.requires_grad and id(p) not in taken]
+    groups = [
+        {"params": [p for p in trainable if p.dim() > 1], "weight_decay": weight_decay},
+        {"params": [p for p in trainable if p.dim() <= 1], "weight_decay": 0.0},
+    ]
+    for group in special:
+        params = [p for p in group.params if p.requires_grad]
+        scaled = lr * group.lr_scale
+        if group.weight_decay is not None:
+            split = [(params, group.weight_decay)]
+        else:
+            split = [([p for p in params if p.dim() > 1], weight_decay), ([p for p in params if p.dim() <= 1], 0.0)]
+        # the run's two groups always exist (a resumed optimizer state matches them); added ones only when used
+        groups += [{"params": ps, "lr": scaled, "weight_decay": wd} for ps, wd in split if ps]
     return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0)
 
 
@@ -202,7 +217,7 @@ class Trainer:
         # the steps of an epoch after which a progress line is printed: every tenth of the epoch
         self._line_steps = {max(1, round(len(train_loader) * k / 10)) for k in range(1, 10)}
         self.criterion = nn.CrossEntropyLoss(label_smoothing=optim.label_smoothing)
-        self.optimizer = make_optimizer(model, optim.lr, optim.momentum, optim.weight_decay)
+        self.optimizer = make_optimizer(model, optim.lr, optim.momentum, optim.weight_decay, method.param_groups())
         steps_per_epoch = len(train_loader)
         if steps_per_epoch == 0:
             raise ConfigError("the training set is smaller than one batch; lower --batch-size")

@@ -22,6 +22,16 @@ from .cost import CostModel
 
 
 @dataclass(frozen=True)
+class ParamGroup:
+    """Parameters a method trains at a learning rate and weight decay of their own (e.g. gates: FTWT trains
+    them at 10x the backbone's rate, without weight decay)."""
+
+    params: list[nn.Parameter]
+    lr_scale: float = 1.0  # multiplies the run's learning rate (and follows its schedule)
+    weight_decay: float | None = None  # None: the run's split (decay on weights of rank > 1)
+
+
+@dataclass(frozen=True)
 class MethodSpec:
     """A training-method family as the catalog knows it."""
 
@@ -47,6 +57,11 @@ class Method:
 
     def begin(self, total_steps: int, steps_per_epoch: int) -> None:
         """Called before the first step with the length of the whole run."""
+
+    def param_groups(self) -> list[ParamGroup]:
+        """Parameters trained with their own learning rate or weight decay (called after ``prepare``); every
+        other trainable parameter gets the run's settings."""
+        return []
 
     def before_step(self, model: nn.Module, step: int) -> None:
         """Called before each training forward pass (e.g. to anneal a temperature)."""

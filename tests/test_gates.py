@@ -11,6 +11,7 @@ from helpers import TINY_RESNET, tiny_config
 
 from dynprune.config import ConfigError, TrainConfig
 from dynprune.cost import flop_counter_macs
+from dynprune.engine import make_optimizer, make_schedule
 from dynprune.gates import ESTIMATORS, GatedMethod, GateOptions, create_estimator
 from dynprune.gates.estimators.gumbel import GumbelOptions
 from dynprune.gates.estimators.hardconcrete import HardConcreteOptions
@@ -322,3 +323,34 @@ def test_hardconcrete_budget_counts_the_probability_of_its_hard_decision():
     assert abs(sample.mean().item() - expected.mean().item()) < 0.01  # the sampled open rate matches P(open)
     soft = create_estimator("hardconcrete", HardConcreteOptions(hc_hard=False)).decide(logits, True, 1.0)
     assert (soft == 0).any() and (soft == 1).any() and ((soft > 0) & (soft < 1)).any()  # stretched and clamped
+
+
+def test_gates_train_at_their_own_learning_rate_and_decay():
+    """--gate-lr-scale / --no-gate-weight-decay: the gate layers get lr x scale and no decay; every other
+    parameter keeps the run's split, and each trainable parameter is in exactly one group."""
+    model, method, _ = gated("resnet20", "topk", gate_lr_scale=4.0, gate_weight_decay=False)
+    optimizer = make_optimizer(model, 0.05, 0.9, 5e-4, method.param_groups())
+    gate_ids = {id(p) for p in method.gate_set.parameters()}
+    assert gate_ids
+    seen: list[int] = []
+    for group in optimizer.param_groups:
+        ids = [id(p) for p in group["params"]]
+        seen += ids
+        is_gate = {i in gate_ids for i in ids}
+        assert len(is_gate) == 1  # a group holds gate parameters only or none
+        if is_gate == {True}:
+            assert group["lr"] == pytest.approx(0.2) and group["weight_decay"] == 0.0
+        else:
+            assert group["lr"] == pytest.approx(0.05)
+    assert sorted(seen) == sorted(id(p) for p in model.parameters() if p.requires_grad)
+    assert len(seen) == len(set(seen))
+    plain_model, plain, _ = gated("resnet20", "topk")
+    assert plain.param_groups() == [] and len(make_optimizer(plain_model, 0.05, 0.9, 5e-4).param_groups) == 2
+
+
+def test_scaled_gate_groups_follow_the_one_cycle_schedule():
+    model, method, _ = gated("resnet20", "topk", gate_lr_scale=10.0)
+    optimizer = make_optimizer(model, 0.05, 0.9, 5e-4, method.param_groups())
+    make_schedule(optimizer, "onecycle", 100, 0)
+    lrs = sorted({round(g["lr"], 8) for g in optimizer.param_groups})
+    assert lrs == [pytest.approx(0.005), pytest.approx(0.05)]  # onecycle starts at max_lr / 10 in every group

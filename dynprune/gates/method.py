@@ -26,7 +26,7 @@ from ..checkpoints import load_weights
 from ..config import TrainConfig
 from ..cost import CostModel
 from ..distributed import global_mean
-from ..methods import Method, MethodSpec
+from ..methods import Method, MethodSpec, ParamGroup
 from ..plots import plot_class_open_rates
 from .density import GLOBAL, UNIFORM, bounds, site_densities, slide
 from .deploy import to_deploy
@@ -87,6 +87,12 @@ class GateOptions:
     gate_rate_weight: float = option(
         0.0, "gated: weight of ConvNet-AIG's per-gate rate term (every channel open for its site's density share)"
     )
+    gate_lr_scale: float = option(
+        1.0, "gated: the gates' learning rate as a multiple of --lr (FTWT trains gates at 10x the backbone's)"
+    )
+    gate_weight_decay: bool = option(
+        True, "gated: apply --weight-decay to the gate layers' weights (decay pulls logits toward their biases)"
+    )
     measure_dynamism: bool = option(
         True, "gated: after the test pass, measure conditional share and the frozen-gate ablation (3 more passes)"
     )
@@ -105,6 +111,7 @@ class GateOptions:
             "guide_open_epochs",
             "gate_rate_weight",
         )
+        check_positive(self, "gate_lr_scale")
         if not 0 <= self.gate_core <= 1:
             raise ConfigError(f"--gate-core must be a fraction of each site's k in [0, 1], got {self.gate_core}")
         if self.gate_pool < 1:
@@ -189,6 +196,12 @@ class GatedMethod(Method):
             core = o.gate_core if o.gate_init == "core" else None
             init_gates_like_l1_filter(model, self.gate_set, self.densities, o.gate_bias_init, pool, core)
         return model
+
+    def param_groups(self) -> list[ParamGroup]:
+        o = self.options
+        if o.gate_lr_scale == 1.0 and o.gate_weight_decay:
+            return []
+        return [ParamGroup(list(self.gate_set.parameters()), o.gate_lr_scale, None if o.gate_weight_decay else 0.0)]
 
     def begin(self, total_steps: int, steps_per_epoch: int) -> None:
         self.total_steps = max(1, total_steps)
