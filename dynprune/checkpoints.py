@@ -88,9 +88,42 @@ def load_checkpoint(path: str | Path, arch: dict[str, Any] | None = None) -> dic
         raise CheckpointError(f"{path}: not a loadable dynprune checkpoint ({type(exc).__name__})") from None
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path}: not a dynprune checkpoint (no 'model' entry)")
+    check_run_entries(path, state)
     if arch is not None and state.get("arch") != arch:
         raise CheckpointError(f"{path}: made for {state.get('arch')}, but this run is {arch}")
     return state
+
+
+# what every tool needs to rebuild a run's model from its checkpoint alone, and the types it needs them in
+_ARCH_TYPES: dict[str, type | tuple[type, ...]] = {
+    "model": str,
+    "in_channels": int,
+    "num_classes": int,
+    "image_size": int,
+    "width": (int, float),
+}
+
+
+def check_run_entries(path: Path, state: dict[str, Any]) -> None:
+    """A checkpoint that says which model it holds ('arch') and how its run was made ('config', a mapping), in
+    the types the rebuild needs: a bare ``{"model": state_dict}`` or a hand-edited file is one line, not a
+    KeyError deep inside a tool."""
+    if not isinstance(state["model"], dict):
+        raise CheckpointError(f"{path}: its 'model' entry is a {type(state['model']).__name__}, not a state_dict")
+    arch = state.get("arch")
+    if not isinstance(arch, dict):
+        raise CheckpointError(
+            f"{path}: not a dynprune run's checkpoint (no 'arch' entry saying which model it holds: "
+            f"{', '.join(_ARCH_TYPES)}); train or prune with dynprune to get one"
+        )
+    for key, kind in _ARCH_TYPES.items():
+        value = arch.get(key)
+        if key == "width" and value is None:  # checkpoints from before --width rebuild at full width
+            continue
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise CheckpointError(f"{path}: its 'arch' entry has {key}={value!r}, which is not a valid {key}")
+    if not isinstance(state.get("config", {}), dict):
+        raise CheckpointError(f"{path}: its 'config' entry is a {type(state['config']).__name__}, not a mapping")
 
 
 def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:

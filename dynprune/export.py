@@ -26,6 +26,7 @@ from .fold import fold_bn
 from .gates.fixed_k import FixedKUnsupported, to_fixed_k
 from .models import input_shape
 from .outputs import check_output_file
+from .prune.masks import make_permanent
 from .rebuild import deployable_from_checkpoint, gated_model_from_checkpoint, is_gated_checkpoint
 from .runtimes import OrtExecutor, export_onnx
 
@@ -44,6 +45,7 @@ def exportable(path: str) -> tuple[nn.Module, nn.Module, dict]:
         except FixedKUnsupported as exc:
             raise ConfigError(f"{path}: {exc}") from None
     model, ckpt = deployable_from_checkpoint(path)
+    make_permanent(model)  # a soft-masked run: its zeros baked into the weights (the same function, no hooks)
     return fold_bn(model), model, ckpt
 
 

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..base import ConfigError, check_positive, option
+from ..checkpoints import load_checkpoint
 from ..config import parse_cli
 from ..data import BatchLoader, data_of_checkpoint
 from ..fold import fold_bn
@@ -437,6 +438,8 @@ def cli(argv: Sequence[str]) -> int:
         raise ConfigError(f"--device {args.device} asked but this machine has no CUDA device; use --device cpu")
     if args.json:
         check_output_file(args.json, "--json")  # before the timing, not after it
+    for path in args.checkpoint:  # a file that is not a run's checkpoint is refused before minutes of timing
+        load_checkpoint(path)
     torch.set_num_threads(args.threads)
     timing = Timing(batches, args.threads, args.min_run_time, args.device, runtimes, args.gate)
     rows = measure_rows(models, targets, timing)
