@@ -26,7 +26,7 @@ from dynprune.fold import fold_bn
 from dynprune.prune.criteria import L1Norm
 from dynprune.prune.pruners import filter_keep_indices
 from dynprune.prune.ratios import removed
-from dynprune.rebuild import model_from_checkpoint
+from dynprune.rebuild import is_gated_checkpoint, model_from_checkpoint
 from dynprune.sites import slice_sites
 
 
@@ -67,6 +67,8 @@ class StrategyEvaluator:
         self.checkpoint = str(checkpoint)
         if not Path(checkpoint).is_file():
             raise SearchError(f"--init {checkpoint}: no such checkpoint file")
+        if is_gated_checkpoint(checkpoint):
+            raise SearchError(f"--init {checkpoint}: a gated run's checkpoint; the search starts from a dense one")
         model, ckpt = model_from_checkpoint(checkpoint)
         if ckpt.get("site_keep") or any(k.endswith("_mask") for k in ckpt["model"]):
             raise SearchError(f"--init {checkpoint}: a pruned checkpoint; the search starts from a dense one")

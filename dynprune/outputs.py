@@ -49,3 +49,10 @@ def check_output_file(path: Path | str, flag: str, example: str = "out.json") ->
         raise ConfigError(f"{flag} {path}: {blocker} is a file, not a folder")
     if not path.parent.is_dir():
         raise ConfigError(f"{flag} {path}: folder {path.parent} does not exist")
+    # a read-only folder (or file system) found now, not after the minutes of work whose figures it would hold
+    probe = path.parent / f".{path.name}.write-test"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"{flag} {path}: cannot write in {path.parent} ({exc.strerror or exc})") from None

@@ -386,3 +386,38 @@ def test_a_soft_masked_static_run_exports_with_its_zeros(tmp_path):
     )
     assert zero_filters > 0  # the masked filters are in the exported weights as zeros
     torch.testing.assert_close(module(x), reference(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("module", "args"),
+    [
+        ("dynprune.export", ("{ckpt}", "--onnx", "/proc/model.onnx")),
+        ("dynprune.bench.__main__", ("pruned", "{ckpt}", "--json", "/proc/rows.json")),
+        ("dynprune.bench.__main__", ("dynamic", "--models", "", "--checkpoint", "{ckpt}", "--json", "/proc/r.json")),
+    ],
+    ids=lambda c: c if isinstance(c, str) else c[0],
+)
+def test_an_output_file_in_a_read_only_folder_is_refused_before_the_work(capsys, tiny_checkpoint, module, args):
+    """/proc: a folder no one (root included) can create files in; before, the file was opened after the
+    timing or export, and the work was lost in a traceback."""
+    import importlib
+
+    try:
+        code = importlib.import_module(module).main([a.format(ckpt=tiny_checkpoint) for a in args])
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "cannot write in /proc" in err[0], err
+
+
+def test_a_search_from_a_gated_checkpoint_is_one_line(tmp_path, capsys):
+    from agents.search import main as search_main
+
+    out = tmp_path / "gated"
+    run_training(tiny_config(out, epochs=1, gate="topk", target_macs=0.5))
+    try:
+        code = search_main(["--init", str(out / "checkpoint.pt"), "--out", str(tmp_path / "s"), "--wandb", "disabled"])
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "a gated run's checkpoint" in err[0], err
