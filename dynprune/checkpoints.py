@@ -55,9 +55,9 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     try:
         atomic_write_bytes(path, lambda fh: fh.write(buffer.getbuffer()))
     except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
         kept = f"the previous {path.name} is intact" if path.is_file() else f"no {path.name} was written before"
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):  # e.g. the folder made read-only or removed mid-run
+            raise CheckpointError(f"cannot write {path}: {exc.strerror or exc}; {kept}") from None
         raise CheckpointError(
             f"cannot write {path}: no space left on the device (it needs {buffer.tell() / 1e6:.1f} MB); {kept}"
         ) from None

@@ -421,3 +421,25 @@ def test_a_search_from_a_gated_checkpoint_is_one_line(tmp_path, capsys):
         code = exc.code
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "a gated run's checkpoint" in err[0], err
+
+
+def test_a_folder_made_read_only_mid_run_is_one_line_saying_the_checkpoint_is_intact(tmp_path, capsys, monkeypatch):
+    """The first epoch's checkpoint is written; then every write fails as in a folder made read-only."""
+    real = checkpoints.atomic_write_bytes
+    calls = []
+
+    def read_only_after_the_first(path, payload):
+        calls.append(path)
+        if len(calls) > 1:
+            raise PermissionError(errno.EACCES, "Permission denied")
+        real(path, payload)
+
+    monkeypatch.setattr(checkpoints, "atomic_write_bytes", read_only_after_the_first)
+    out = tmp_path / "run"
+    tiny = ("--model", "lenet5", "--dataset", "synthetic", "--train-subset", "256", "--val-size", "128")
+    args = [*tiny, "--no-latency", "--threads", "1", "--no-progress", "--epochs", "2", "--out", str(out)]
+    code, err = train_main(args, capsys)
+    lines = err.strip().splitlines()
+    assert code != 0 and "Traceback" not in err, err[-800:]
+    assert "Permission denied; the previous checkpoint.pt is intact" in lines[-1], lines
+    assert checkpoints.load_checkpoint(out / "checkpoint.pt")["epoch"] == 1
