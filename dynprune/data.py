@@ -110,9 +110,12 @@ BUNDLED_ROOT = Path(__file__).resolve().parent
 # ----------------------------------------------------------------------------------------------- readers
 def read_idx(path: Path) -> torch.Tensor:
     """Read an idx file (optionally gzipped), as published for MNIST and Fashion-MNIST."""
-    raw = path.read_bytes()
-    if path.suffix == ".gz":
-        raw = gzip.decompress(raw)
+    try:
+        raw = path.read_bytes()
+        if path.suffix == ".gz":
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError) as exc:  # unreadable (permissions, a folder in its place) or a cut .gz
+        raise DataError(f"{path}: cannot read this data file ({getattr(exc, 'strerror', None) or exc})") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise DataError(f"{path}: not an idx file of unsigned bytes (bad magic number)")
     ndim = raw[3]
@@ -321,7 +324,10 @@ def md5sum(path: Path) -> str:
 def verify_file(path: Path, md5: str, size: int | None) -> None:
     if size is not None and path.stat().st_size != size:
         raise DataError(f"{path}: size {path.stat().st_size} bytes, expected {size}; delete it and retry")
-    actual = md5sum(path)
+    try:
+        actual = md5sum(path)
+    except OSError as exc:  # there but unreadable: permissions, or a folder in the file's place
+        raise DataError(f"{path}: cannot read this data file ({exc.strerror or exc})") from None
     if actual != md5:
         raise DataError(f"{path}: md5 {actual}, expected {md5}; the file is corrupt, delete it and retry")
 

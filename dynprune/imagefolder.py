@@ -32,7 +32,11 @@ def list_images(split: Path, classes: list[str] | None = None) -> tuple[list[Pat
     """Image paths and labels of one split folder; ``classes`` fixes the label order (else sorted folders)."""
     if not split.is_dir():
         raise ImageFolderError(f"{split}: no such folder (expected class sub-folders of images)")
-    found = sorted(d.name for d in split.iterdir() if d.is_dir())
+    try:
+        found = sorted(d.name for d in split.iterdir() if d.is_dir())
+    except OSError as exc:
+        raise ImageFolderError(f"{split}: cannot list this folder ({exc.strerror or exc})") from None
+    is_train = classes is None
     classes = classes or found
     unknown = sorted(set(found) - set(classes))
     if unknown:
@@ -42,7 +46,14 @@ def list_images(split: Path, classes: list[str] | None = None) -> tuple[list[Pat
         folder = split / name
         if not folder.is_dir():
             continue
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        try:
+            files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        except OSError as exc:
+            raise ImageFolderError(f"{folder}: cannot list this folder ({exc.strerror or exc})") from None
+        if is_train and not files:  # a class no training image teaches, yet counted in the output layer
+            raise ImageFolderError(
+                f"{folder}: a class folder with no images ({', '.join(IMAGE_SUFFIXES)}); add images or remove it"
+            )
         paths += files
         labels += [label] * len(files)
     if not paths:
@@ -52,6 +63,13 @@ def list_images(split: Path, classes: list[str] | None = None) -> tuple[list[Pat
 
 def decode(path: Path, size: int) -> np.ndarray:
     """RGB, shorter side to round(size * 8 / 7), center crop ``size`` x ``size``: uint8 [3, size, size]."""
+    try:
+        return _decode(path, size)
+    except OSError as exc:  # unreadable, truncated or not an image (PIL's UnidentifiedImageError is an OSError)
+        raise ImageFolderError(f"{path}: cannot read this image ({exc.strerror or exc})") from None
+
+
+def _decode(path: Path, size: int) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as img:

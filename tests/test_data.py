@@ -167,3 +167,18 @@ def test_only_missing_files_fall_back_to_the_shipped_sample(tmp_path, monkeypatc
         D.full_or_sample("fashion-mnist", tmp_path, download=True)
     if DATASET == "fashion-mnist":  # the full files at hand: used as they are, no notice
         assert D.full_or_sample("fashion-mnist", data_root, download=False) == ("fashion-mnist", None)
+
+
+def test_an_unreadable_data_file_is_one_line(tmp_path, data_root):
+    """A folder where a data file should be (as unreadable as a file without read permission, which root
+    reads anyway): a DataError naming it, not an IsADirectoryError traceback."""
+    spec = D.DATASETS[DATASET]
+    folder = tmp_path / spec.folder
+    shutil.copytree(data_root / spec.folder, folder)
+    victim = folder / "t10k-labels-idx1-ubyte.gz"
+    victim.unlink()
+    victim.mkdir()
+    with pytest.raises(D.DataError, match="t10k-labels-idx1-ubyte.gz: cannot read this data file"):
+        D.verify_file(victim, "0" * 32, None)
+    with pytest.raises(D.DataError, match="cannot read this data file"):
+        D.read_idx(victim)

@@ -83,3 +83,17 @@ def test_resnet18_trains_on_an_image_folder_through_the_cli(tmp_path):
     result = json.loads((out / "result.json").read_text())
     assert result["dataset"] == "imagefolder" and 0 <= result["top1"] <= 100
     assert result["macs_dense"] > 100e6  # resnet18 at 64 x 64: ~150M MACs, the ImageNet stem and all
+
+
+def test_an_empty_class_folder_and_an_unreadable_image_are_one_line(tmp_path):
+    """Before: an empty train/ class became a class with no images (an output the data never teaches); a file
+    that is not an image gave PIL's traceback."""
+    write_folder(tmp_path, {"train": 2, "val": 1})
+    (tmp_path / "train" / "empty").mkdir()
+    with pytest.raises(DataError, match="train/empty: a class folder with no images"):
+        load_dataset("imagefolder", tmp_path, val_size=1)
+    (tmp_path / "train" / "empty").rmdir()
+    broken = next((tmp_path / "train").glob("*/*.png"))
+    broken.write_bytes(b"not a png")
+    with pytest.raises(DataError, match=f"{broken.name}: cannot read this image"):
+        load_dataset("imagefolder", tmp_path, val_size=1)
