@@ -49,10 +49,17 @@ def plan_config(tmp_path: Path, **kw) -> CompareConfig:
         ({"methods": ["l1-filter"], "targets": [0.01]}, "--target-macs 0.01 cannot be reached"),
         ({"methods": ["gumbel"], "targets": [0.01]}, "at or below the gated floor"),
         ({"methods": ["l1-filter"], "dense": "nowhere/checkpoint.pt"}, "no such checkpoint"),
+        ({"methods": ["l1-filter"], "dense": "dense-run/checkpoint.pt"}, "its run has not finished"),
         ({"methods": ["rl"], "search_algo": "bogus"}, "--algo got 'bogus'; allowed: "),  # the search's own parser
     ],
 )
 def test_whole_plan_is_validated_before_anything_runs(tmp_path, overrides, message):
+    unfinished = tmp_path / "dense-run"  # a dense run stopped before its result.json: the case below
+    unfinished.mkdir()
+    (unfinished / "checkpoint.pt").write_bytes(b"")
+    overrides = {
+        k: str(tmp_path / v) if k == "dense" and v.startswith("dense-run") else v for k, v in overrides.items()
+    }
     with pytest.raises((ConfigError, CheckpointError), match=message):
         build_plan(plan_config(tmp_path, **overrides))
     assert not (tmp_path / "cmp").exists()

@@ -9,8 +9,9 @@ from typing import Any
 
 import torch
 
+from ..base import ConfigError
 from ..catalog import train_config
-from ..checkpoints import load_checkpoint
+from ..checkpoints import load_checkpoint, read_result
 from ..cost import CostModel
 from ..data import DataSplits, load_dataset
 from ..models import create_model
@@ -29,6 +30,16 @@ def _arch(cfg: CompareConfig, data: DataSplits) -> dict[str, Any]:
     }
 
 
+def check_finished_dense(checkpoint: Path) -> None:
+    """The given dense run's result.json is its row in the report (the reference every ratio is read against):
+    an unfinished run would leave the report without it."""
+    if checkpoint.is_file() and read_result(checkpoint.parent / "result.json") is None:
+        raise ConfigError(
+            f"--dense {checkpoint}: its run has not finished (no valid result.json beside it), so the report "
+            f"would have no dense row; finish it with python -m dynprune.train --resume --out {checkpoint.parent}"
+        )
+
+
 def build_plan(cfg: CompareConfig) -> list[Cell]:
     methods = [compare_method(name) for name in cfg.methods]
     for method in methods:
@@ -38,6 +49,7 @@ def build_plan(cfg: CompareConfig) -> list[Cell]:
     dense_model = create_model(cfg.model, data.in_channels, data.num_classes, data.image_size)
     cost = CostModel.from_model(dense_model, shape)
     if cfg.dense is not None:
+        check_finished_dense(Path(cfg.dense))
         load_checkpoint(cfg.dense, _arch(cfg, data))  # exists, loads, and holds this model for this data set
     out = cfg.run_dir
     base = {
