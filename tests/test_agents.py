@@ -236,3 +236,22 @@ def test_a_second_search_on_one_folder_is_refused(tmp_path, dense_ckpt):
     with pytest.raises(ConfigError, match="is in use by another run"):
         run_search(search_config(out, dense_ckpt, algo="random"))
     assert not (out / "cache.jsonl").exists()  # nothing of the held folder was touched
+
+
+def test_cache_lines_without_a_usable_score_are_skipped(tmp_path):
+    """Before: a line without val_acc (or with a string there) was a KeyError traceback at --resume."""
+    from agents.cache import EvaluationCache
+
+    path = tmp_path / "cache.jsonl"
+    lines = [
+        {"key": "a", "val_acc": 71.5},
+        {"key": "b"},
+        {"key": "c", "val_acc": "high"},
+        {"key": "d", "val_acc": True},
+        ["e", 1.0],
+        {"val_acc": 50.0},
+        {"key": "f", "val_acc": 12},
+    ]
+    path.write_text("\n".join(json.dumps(row) for row in lines) + '\n{"key": "g", "val_a')
+    cache = EvaluationCache(path)
+    assert cache.scores == {"a": 71.5, "f": 12.0}
