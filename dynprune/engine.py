@@ -257,6 +257,7 @@ class Trainer:
                 "history": self.state.history,
                 "arch": self.arch,
                 "method": self.method.name,
+                "world_size": self.dist.world_size,
                 **self.method.checkpoint_extra(),
                 "config": self.config,
                 **extra,
@@ -265,6 +266,13 @@ class Trainer:
 
     def resume(self) -> None:
         ckpt = check_resumable(self.checkpoint_path, self.arch, self.method.name)
+        saved = ckpt.get("world_size", self.dist.world_size)  # checkpoints from before it was recorded: any
+        if saved != self.dist.world_size:  # per-rank BN statistics and the loader's shard position depend on it
+            launch = f"torchrun --nproc_per_node {saved} -m dynprune.train" if saved > 1 else "python -m dynprune.train"
+            raise CheckpointError(
+                f"{self.checkpoint_path}: trained with {saved} process(es), resumed with {self.dist.world_size}; "
+                f"resume it with the same count: {launch} --resume --out {self.out_dir}"
+            )
         load_weights(self.model, ckpt["model"], str(self.checkpoint_path))
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])

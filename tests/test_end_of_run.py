@@ -106,3 +106,24 @@ def test_torn_files_of_a_stopped_run_do_not_stop_its_resume(tmp_path, monkeypatc
     assert json.loads((run / "result.json").read_text())["top1"] == result["top1"]
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [row["epoch"] for row in rows] == [1]
+
+
+def test_a_resume_with_another_process_count_is_one_line(tmp_path, monkeypatch):
+    """A checkpoint saved by 2 torchrun processes, resumed by one (before: accepted, and result.json recorded
+    the last count only)."""
+    import torch
+
+    from dynprune.checkpoints import CheckpointError, save_checkpoint
+
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "_final_result", _stop)
+        with pytest.raises(Stop):
+            runner.run_training(tiny_config(tmp_path / "run", epochs=1))
+    path = tmp_path / "run" / "checkpoint.pt"
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt["world_size"] == 1
+    save_checkpoint(path, {**ckpt, "world_size": 2})
+    with pytest.raises(CheckpointError, match=r"trained with 2 process\(es\), resumed with 1.*--nproc_per_node 2"):
+        runner.run_training(tiny_config(tmp_path / "run", epochs=1, resume=True))
+    save_checkpoint(path, ckpt)
+    assert runner.run_training(tiny_config(tmp_path / "run", epochs=1, resume=True))["epochs"] == 1
