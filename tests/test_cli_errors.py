@@ -34,6 +34,7 @@ MAINS = {
         (("dynprune.bench", "overhead", "--gates", "ste,nope"), "--gates"),
         (("dynprune.bench", "ddp", "--procs", "1,x"), "--procs"),
         (("dynprune.bench", "ddp", "--epochs", "1.5"), "--epochs"),
+        (("dynprune.bench", "ddp", "--procs", "1,3"), "--batch-size 128 must be divisible by every --procs"),
         (("dynprune.prune", "sensitivity", "--init", "x.pt", "--ratios", "0.1,zz"), "--ratios"),
         (("dynprune.prune", "sensitivity", "--init", "x.pt", "--val-subset", "abc"), "--val-subset"),
         (("dynprune.export", "x.pt", "--onnx", "y.onnx", "--batch", "z"), "--batch"),

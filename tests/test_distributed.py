@@ -121,3 +121,17 @@ def test_ddp_benchmark_times_one_and_two_processes(tmp_path):
     assert [r["procs"] for r in rows] == [1, 2] and rows[0]["speedup"] == 1.0
     assert all(r["images_per_s"] > 0 and r["threads_per_proc"] >= 1 for r in rows)
     assert "images/s" in proc.stdout
+
+
+def test_a_failed_ddp_benchmark_says_the_trainings_own_reason():
+    """torchrun's summary after a rank's error line: the tail used to show only the summary."""
+    from dynprune.bench.ddp import failure_reason
+
+    stderr = (
+        "W1206 setting OMP_NUM_THREADS\n"
+        "python -m dynprune.train: error: --batch-size 64 must be divisible by the 3 torchrun processes\n"
+        + "torch.distributed.elastic.multiprocessing.errors.ChildFailedError: \n"
+        * 80
+    )
+    assert failure_reason(stderr) == "--batch-size 64 must be divisible by the 3 torchrun processes"
+    assert failure_reason("Killed\n").strip() == "Killed"

@@ -42,9 +42,23 @@ class DdpBenchConfig:
         if self.dataset not in DATASET_NAMES:
             raise ConfigError(f"--dataset got {self.dataset!r}; known: {', '.join(DATASET_NAMES)}")
         check_positive(self, "batch_size", "epochs")
+        uneven = [n for n in self.procs if self.batch_size % n]
+        if uneven:  # each process takes an equal slice of every global batch
+            raise ConfigError(
+                f"--batch-size {self.batch_size} must be divisible by every --procs value; not by {uneven}"
+            )
         check_non_negative(self, "train_subset", "threads")
         if self.device != "cpu" and not self.device.startswith("cuda"):
             raise ConfigError(f"--device got {self.device!r}; allowed: cpu, cuda, cuda:N")
+
+
+def failure_reason(stderr: str) -> str:
+    """The training's own error line (a rank's ``error:`` line comes before torchrun's long summary, which a
+    tail would show instead), else the last lines."""
+    for line in stderr.splitlines():
+        if "dynprune.train: error:" in line:
+            return line.split("dynprune.train: error:", 1)[1].strip()
+    return "\n" + stderr[-2000:]
 
 
 def cli(argv: Sequence[str]) -> int:
@@ -66,7 +80,7 @@ def cli(argv: Sequence[str]) -> int:
             cmd += ["--threads", str(threads), "--wandb", "disabled", "--no-latency", "--out", str(out)]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
-                print(f"{n} processes failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+                print(f"{n} processes failed: {failure_reason(proc.stderr)}", file=sys.stderr)
                 return 1
             last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
             rows.append({"procs": n, "threads_per_proc": threads, "images_per_s": last["images_per_s"]})
