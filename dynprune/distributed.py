@@ -45,6 +45,15 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def is_peer_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is a collective that failed because another torchrun process is gone (killed, crashed):
+    torch's distributed errors, or the backend's own RuntimeError naming it."""
+    if not launched_by_torchrun() or not isinstance(exc, RuntimeError):
+        return False
+    text = str(exc)
+    return isinstance(exc, dist.DistError) or any(word in text for word in ("gloo", "NCCL", "Connection closed"))
+
+
 def init_distributed(device: torch.device) -> DistContext:
     """Join the process group torchrun describes; ``SINGLE`` when not launched by torchrun."""
     if not launched_by_torchrun():

@@ -10,6 +10,7 @@ from .catalog import parse_train_cli
 from .checkpoints import CHECKPOINT
 from .cli import run_command
 from .config import to_dict
+from .distributed import is_peer_failure
 from .engine import TrainingDiverged
 from .resume_args import check_no_contradiction, saved_config
 from .runner import run_training
@@ -37,6 +38,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = run_training(cfg)
         except TrainingDiverged as exc:
             print(f"{PROG}: training diverged: {exc}", file=sys.stderr)
+            return 1
+        except RuntimeError as exc:
+            if not is_peer_failure(exc):
+                raise
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            print(f"{PROG}: another torchrun process stopped ({first}); {interrupted()}", file=sys.stderr)
             return 1
         if "top1" not in result:  # a torchrun rank other than 0: rank 0 reports
             return 0

@@ -135,3 +135,28 @@ def test_a_failed_ddp_benchmark_says_the_trainings_own_reason():
     )
     assert failure_reason(stderr) == "--batch-size 64 must be divisible by the 3 torchrun processes"
     assert failure_reason("Killed\n").strip() == "Killed"
+
+
+def test_a_rank_that_died_is_one_line_on_the_survivors(tmp_path, capsys, monkeypatch):
+    """A survivor's collective fails when a peer is killed (gloo: "Connection closed by peer"): one line that
+    says a process stopped and where the last checkpoint is, not the backend's traceback."""
+    import torch.distributed as dist
+
+    from dynprune import train
+
+    def peer_gone(cfg):
+        (cfg.run_dir / "checkpoint.pt").parent.mkdir(parents=True, exist_ok=True)
+        (cfg.run_dir / "checkpoint.pt").write_bytes(b"an epoch")
+        raise dist.DistBackendError("[../gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:4711")
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(train, "run_training", peer_gone)
+    out = tmp_path / "run"
+    code = train.main(["--model", "lenet5", "--dataset", "synthetic", "--wandb", "disabled", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1, err
+    assert "another torchrun process stopped (" in err[0] and "Connection closed by peer" in err[0]
+    assert f"saved in {out / 'checkpoint.pt'} (continue with --resume)" in err[0]
+    monkeypatch.setenv("WORLD_SIZE", "1")  # outside torchrun the same error is not a peer's: it propagates
+    with pytest.raises(dist.DistBackendError):
+        train.main(["--model", "lenet5", "--dataset", "synthetic", "--wandb", "disabled", "--out", str(out)])
