@@ -92,8 +92,10 @@ def _values(values: Mapping[str, Any]) -> str:
     return ", ".join(f"--{flag(k)} {v}" for k, v in values.items()) or "(the general defaults)"
 
 
-def parse_train_cli(argv: Sequence[str] | None, prog: str, description: str) -> TrainConfig:
-    cfg = parse_cli(TrainConfig, argv, prog, description, option_groups(), recipe_defaults, recipes_help())
+def parse_train_cli(
+    argv: Sequence[str] | None, prog: str, description: str, preset: Mapping[str, Any] | None = None
+) -> TrainConfig:
+    cfg = parse_cli(TrainConfig, argv, prog, description, option_groups(), recipe_defaults, recipes_help(), preset)
     try:
         method_spec(cfg)
     except ConfigError as exc:

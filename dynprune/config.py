@@ -224,17 +224,19 @@ def parse_cli(
     groups: Groups | None = None,
     recipe: RecipeFn | None = None,
     epilog: str | None = None,
+    preset: Mapping[str, Any] | None = None,
 ) -> C:
     """Parse ``argv`` into ``cls``; a bad value exits with one line on stderr and status 2.
 
     Values are layered: the fields' defaults, then ``recipe(chosen)`` (defaults that depend on what the preset
-    and flags chose), then the ``--config`` preset, then the flags."""
+    and flags chose), then the preset (``--config``, else ``preset``: e.g. a resumed run's own config), then the
+    flags."""
     argv = list(sys.argv[1:] if argv is None else argv)
     pre = _OneLineParser(prog=prog, add_help=False)
     pre.add_argument("--config", default=None)
     known, _ = pre.parse_known_args(argv)
     try:
-        preset = load_yaml(cls, known.config, groups) if known.config else {}
+        preset = load_yaml(cls, known.config, groups) if known.config else dict(preset or {})
     except ConfigError as exc:
         pre.exit(2, f"{prog}: error: {exc}\n")
 

@@ -6,14 +6,14 @@ Only what does not change the result may differ: where and how fast it runs, and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .base import ConfigError, flag
-from .config import MAY_DIFFER
+from .checkpoints import CHECKPOINT, CheckpointError, load_checkpoint
+from .config import MAY_DIFFER, field_owners, load_yaml
 
 
 def _value_of(argv: Sequence[str], name: str) -> str | None:
@@ -35,21 +35,41 @@ def given_fields(argv: Sequence[str]) -> set[str]:
     return names
 
 
-def saved_config(argv: Sequence[str]) -> Path | None:
-    """The run's own config.yaml when ``argv`` resumes a run in an explicit ``--out`` (and gives no --config)."""
+@dataclass(frozen=True)
+class SavedRun:
+    """The flat config a resumed run was started with, and where it was read."""
+
+    values: dict[str, Any]
+    source: str
+
+
+def saved_run(argv: Sequence[str], cls: type, groups: Mapping[str, type]) -> SavedRun | None:
+    """What ``argv`` resumes (``--resume`` with an explicit ``--out`` and no ``--config``): the checkpoint's own
+    config (config.yaml may be empty, torn, edited or gone), else config.yaml for a run stopped before its first
+    checkpoint."""
     if "--resume" not in argv or _value_of(argv, "--config") is not None:
         return None
     out = _value_of(argv, "--out")
-    path = Path(out) / "config.yaml" if out else None
-    return path if path is not None and path.is_file() else None
+    if not out:
+        return None
+    checkpoint = Path(out) / CHECKPOINT
+    if checkpoint.is_file():
+        try:
+            config = load_checkpoint(checkpoint).get("config")
+        except CheckpointError:
+            config = None  # the resume itself says what is wrong with it
+        if isinstance(config, dict):
+            names = set(field_owners(cls, groups))  # keys of options since removed are dropped
+            return SavedRun({k: v for k, v in config.items() if k in names}, str(checkpoint))
+    path = Path(out) / "config.yaml"
+    return SavedRun(load_yaml(cls, path, groups), str(path)) if path.is_file() else None
 
 
-def check_no_contradiction(saved: Path, argv: Sequence[str], flat: dict[str, Any]) -> None:
+def check_no_contradiction(saved: SavedRun, argv: Sequence[str], flat: dict[str, Any]) -> None:
     """One clear error if a flag given with --resume changes a value the run was started with."""
-    values = yaml.safe_load(saved.read_text()) or {}
     for name in sorted(given_fields(argv) - MAY_DIFFER):
-        if name in values and values[name] != flat.get(name):
+        if name in saved.values and saved.values[name] != flat.get(name):
             raise ConfigError(
-                f"--{flag(name)} {flat.get(name)} contradicts the run's {saved} ({name}: {values[name]}); "
-                "--resume continues the run as it was started: drop the flag"
+                f"--{flag(name)} {flat.get(name)} contradicts the run's {saved.source} ({name}: "
+                f"{saved.values[name]}); --resume continues the run as it was started: drop the flag"
             )

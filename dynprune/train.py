@@ -6,13 +6,13 @@ import sys
 from collections.abc import Sequence
 
 from .base import ConfigError
-from .catalog import parse_train_cli
+from .catalog import option_groups, parse_train_cli
 from .checkpoints import CHECKPOINT
 from .cli import run_command
-from .config import to_dict
+from .config import TrainConfig, to_dict
 from .distributed import is_peer_failure
 from .engine import TrainingDiverged
-from .resume_args import check_no_contradiction, saved_config
+from .resume_args import check_no_contradiction, saved_run
 from .runner import run_training
 
 PROG = "python -m dynprune.train"
@@ -20,11 +20,13 @@ PROG = "python -m dynprune.train"
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    saved = saved_config(argv)  # --resume: the run's own config.yaml is the preset, flags need not be repeated
+    try:  # --resume: the run's own config is the preset, flags need not be repeated
+        saved = saved_run(argv, TrainConfig, option_groups())
+    except ConfigError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
     cfg = parse_train_cli(
-        ["--config", str(saved), *argv] if saved else argv,
-        PROG,
-        "Train a CNN on the dynprune spine and write <out>/result.json.",
+        argv, PROG, "Train a CNN on the dynprune spine and write <out>/result.json.", saved and saved.values
     )
     if saved is not None:
         try:

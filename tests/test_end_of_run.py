@@ -127,3 +127,26 @@ def test_a_resume_with_another_process_count_is_one_line(tmp_path, monkeypatch):
         runner.run_training(tiny_config(tmp_path / "run", epochs=1, resume=True))
     save_checkpoint(path, ckpt)
     assert runner.run_training(tiny_config(tmp_path / "run", epochs=1, resume=True))["epochs"] == 1
+
+
+@pytest.mark.parametrize("config_text", ["", "lr: [unclosed", None], ids=["empty", "torn", "missing"])
+def test_a_resume_from_the_shell_with_an_empty_torn_or_missing_config_yaml_uses_the_checkpoints(
+    tmp_path, monkeypatch, capsys, config_text
+):
+    """Before: an empty config.yaml resumed with the defaults and the scheduler crashed; a missing one made a
+    6-epoch sample run continue for 9 epochs on other data."""
+    from helpers import train_main
+
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "_final_result", _stop)
+        with pytest.raises(Stop):
+            runner.run_training(tiny_config(run, epochs=1, lr=0.07))
+    if config_text is None:
+        (run / "config.yaml").unlink()
+    else:
+        (run / "config.yaml").write_text(config_text)
+    code, err = train_main(["--resume", "--out", str(run)], capsys)
+    assert code == 0, err[-1500:]
+    result = json.loads((run / "result.json").read_text())
+    assert result["epochs"] == 1 and result["dataset"] == "synthetic" and result["model"] == "lenet5"
