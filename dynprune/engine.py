@@ -12,13 +12,11 @@ import math
 import os
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
@@ -29,7 +27,9 @@ from .checkpoints import CHECKPOINT, CheckpointError, load_checkpoint, load_weig
 from .config import check_same_run
 from .data import BatchLoader
 from .distill import Distiller
-from .methods import Method, ParamGroup
+from .evaluation import autocast_for, evaluate
+from .methods import Method
+from .optim import OptimSettings, make_optimizer, make_schedule
 
 
 def check_resumable(
@@ -63,86 +63,6 @@ class TrainingDiverged(RuntimeError):
     pass
 
 
-# ------------------------------------------------------------------------------------------- evaluation
-@dataclass
-class EvalResult:
-    loss: float
-    top1: float  # percent
-    macs: torch.Tensor  # per-sample MACs [N], float64
-    labels: torch.Tensor  # [N]
-
-
-def evaluate(model: nn.Module, loader: BatchLoader, method: Method, amp_dtype: torch.dtype | None) -> EvalResult:
-    was_training = model.training
-    model.eval()
-    total_loss, correct, n = 0.0, 0, 0
-    macs, labels = [], []
-    method.start_eval()
-    with torch.no_grad(), _autocast(loader.device, amp_dtype):
-        for x, y in loader:
-            logits = model(x)
-            total_loss += F.cross_entropy(logits.float(), y, reduction="sum").item()
-            correct += (logits.argmax(1) == y).sum().item()
-            n += len(y)
-            macs.append(method.per_sample_macs(model, len(y)).detach().cpu())
-            labels.append(y.cpu())
-    model.train(was_training)
-    if not labels:
-        raise ValueError("evaluation set is empty")
-    return EvalResult(total_loss / n, 100.0 * correct / n, torch.cat(macs), torch.cat(labels))
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return torch.autocast(device.type, enabled=False)
-    return torch.autocast(device.type, dtype=dtype)
-
-
-# ------------------------------------------------------------------------------------------- optimisation
-def make_optimizer(
-    model: nn.Module, lr: float, momentum: float, weight_decay: float, special: Sequence[ParamGroup] = ()
-) -> torch.optim.SGD:
-    # Weight decay on BN scales and biases only hurts; the usual split applies it to weights of rank > 1.
-    taken = {id(p) for group in special for p in group.params}
-    trainable = [p for p in model.parameters() if p.requires_grad and id(p) not in taken]
-    groups = [
-        {"params": [p for p in trainable if p.dim() > 1], "weight_decay": weight_decay},
-        {"params": [p for p in trainable if p.dim() <= 1], "weight_decay": 0.0},
-    ]
-    for group in special:
-        params = [p for p in group.params if p.requires_grad]
-        scaled = lr * group.lr_scale
-        if group.weight_decay is not None:
-            split = [(params, group.weight_decay)]
-        else:
-            split = [([p for p in params if p.dim() > 1], weight_decay), ([p for p in params if p.dim() <= 1], 0.0)]
-        # the run's two groups always exist (a resumed optimizer state matches them); added ones only when used
-        groups += [{"params": ps, "lr": scaled, "weight_decay": wd} for ps, wd in split if ps]
-    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0)
-
-
-def make_schedule(
-    optimizer: torch.optim.Optimizer, kind: str, total_steps: int, warmup_steps: int
-) -> torch.optim.lr_scheduler.LRScheduler:
-    if kind == "onecycle" and total_steps >= 8:  # fewer steps: OneCycleLR's phases collapse (division by zero)
-        return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer,
-            max_lr=[g["lr"] for g in optimizer.param_groups],
-            total_steps=max(total_steps, 1),
-            pct_start=0.25,
-            div_factor=10.0,
-            final_div_factor=100.0,
-        )
-
-    def cosine(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
-
-
 # ------------------------------------------------------------------------------------------- trainer
 @dataclass
 class FitState:
@@ -150,25 +70,6 @@ class FitState:
     step: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     train_seconds: float = 0.0
-
-
-@dataclass(frozen=True)
-class OptimSettings:
-    """What the optimisation of a run needs from its config."""
-
-    epochs: int
-    lr: float
-    momentum: float
-    weight_decay: float
-    label_smoothing: float
-    schedule: str
-    warmup_epochs: float
-
-    @classmethod
-    def from_config(cls, cfg: Any) -> OptimSettings:
-        return cls(
-            cfg.epochs, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.label_smoothing, cfg.schedule, cfg.warmup_epochs
-        )
 
 
 @dataclass
@@ -326,7 +227,7 @@ class Trainer:
         started = time.perf_counter()
         for i, (x, y) in enumerate(bar):
             self.method.before_step(model, self.state.step)
-            with _autocast(device, self.amp_dtype):
+            with autocast_for(device, self.amp_dtype):
                 logits = model(x)
                 loss = self.criterion(logits.float(), y)
                 if self.distiller is not None:

@@ -26,9 +26,11 @@ from .distributed import (
     max_weight_difference,
     shutdown,
 )
-from .engine import FINAL_RESULT, FitState, OptimSettings, RunFolder, Trainer, check_resumable, evaluate
+from .engine import FINAL_RESULT, FitState, RunFolder, Trainer, check_resumable
+from .evaluation import evaluate
 from .methods import Method
 from .models import input_shape, model_for_arch
+from .optim import OptimSettings
 from .runlock import locked_run_folder
 from .timing import measure_latency
 from .track import Tracker

@@ -11,11 +11,11 @@ from helpers import TINY_RESNET, tiny_config
 
 from dynprune.config import ConfigError, TrainConfig
 from dynprune.cost import flop_counter_macs
-from dynprune.engine import make_optimizer, make_schedule
 from dynprune.gates import ESTIMATORS, GatedMethod, GateOptions, create_estimator
 from dynprune.gates.estimators.gumbel import GumbelOptions
 from dynprune.gates.estimators.hardconcrete import HardConcreteOptions
 from dynprune.models import create_model, list_models
+from dynprune.optim import make_optimizer, make_schedule
 from dynprune.runner import run_training
 from dynprune.sites import slice_site
 

@@ -37,6 +37,8 @@ LAYERS: dict[str, int] = {
     "dynprune.distributed": 2,
     "dynprune.config": 3,  # TrainConfig checks model and data-set names against their registries
     "dynprune.methods": 3,
+    "dynprune.evaluation": 4,
+    "dynprune.optim": 4,
     "dynprune.engine": 4,
     "dynprune.cli": 4,
     # methods

@@ -13,7 +13,7 @@ from helpers import run_module, tiny_config
 from dynprune.catalog import rebuild_from_checkpoint
 from dynprune.config import ConfigError
 from dynprune.data import BatchLoader, data_of_checkpoint
-from dynprune.engine import evaluate
+from dynprune.evaluation import evaluate
 from dynprune.runner import run_training
 
 USER_MODULE = textwrap.dedent(

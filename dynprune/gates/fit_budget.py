@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from ..engine import evaluate
+from ..evaluation import evaluate
 from .calibrate import two_stage_shift
 from .init import quantile_shifts
 from .module import GateSet

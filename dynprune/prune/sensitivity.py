@@ -10,7 +10,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..data import BatchLoader, DataSplits
-from ..engine import evaluate
+from ..evaluation import evaluate
 from ..methods import Method
 from .pruners import get_pruner
 
