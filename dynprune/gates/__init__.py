@@ -1,8 +1,9 @@
 """Dynamic pruning: per-input channel gates, their estimators and the budgeted training method."""
 
 from .estimators import ESTIMATORS, create_estimator
-from .method import GATED, GatedMethod, GateOptions
+from .method import GATED, GatedMethod
 from .module import ChannelGate, GateSet, attach_gates
+from .options import GateOptions
 
 __all__ = [
     "ESTIMATORS",

@@ -12,23 +12,22 @@ need neither the budget term nor the calibration.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..base import ConfigError, check_non_negative, check_positive, check_target_macs, option
+from ..base import ConfigError, check_target_macs
 from ..checkpoints import load_weights
 from ..config import TrainConfig
 from ..cost import CostModel
 from ..distributed import global_mean
 from ..methods import Method, MethodSpec, ParamGroup
 from ..plots import plot_class_open_rates
-from .density import GLOBAL, UNIFORM, bounds, site_densities, slide
+from .density import bounds, site_densities, slide
 from .deploy import to_deploy
 from .dynamism import conditional_share, measure_dynamism
 from .estimator import Estimator
@@ -38,93 +37,8 @@ from .fixed_k import FixedKUnsupported, to_fixed_k
 from .guide import gate_rate_loss, guide_loss
 from .init import init_gates_like_l1_filter
 from .module import GateSet, attach_gates
+from .options import GateOptions
 from .sets import ChannelSetCounter
-
-
-@dataclasses.dataclass
-class GateOptions:
-    """Options of every gated run, whatever its estimator."""
-
-    budget_weight: float = option(50.0, "gated: weight of (E[MACs]/MACs_dense - target)^2")
-    balance_weight: float = option(1.0, "gated: weight of the per-site open-rate bounds [0.05, 0.95]")
-    budget_warmup_epochs: float = option(1.0, "gated: epochs over which the target slides from 1 to --target-macs")
-    gate_groups: int = option(1, "gated: channels decided together by one logit (1 = per channel)")
-    gate_reduction: int = option(4, "gated: hidden width of the gate MLP = max(4, C_in / reduction)")
-    gate_bias_init: float = option(2.0, "gated: initial gate logit bias (2 -> 88%% open)")
-    calibrate_budget: bool = option(True, "gated: after training, shift gate logits on val to hit the target")
-    gate_density: str = option(
-        "global",
-        "gated: global (one MAC budget) | uniform (every site held to the density that meets --target-macs) | "
-        "FILE.json (per-site ratios as for --ratios, e.g. an RL policy.json: density = 1 - ratio)",
-    )
-    budget_schedule: Literal["linear", "cosine"] = option(
-        "linear", "gated: shape of the target's slide from 1 over --budget-warmup-epochs"
-    )
-    density_bound_decay: float = option(
-        0.0, "gated: DGNet-style per-site bounds [d(1-p), d+(1-d)p], p = exp(-decay x epoch); 0 = off"
-    )
-    gate_init: Literal["open", "l1", "pool", "core"] = option(
-        "open",
-        "gated: open (every gate at --gate-bias-init) | l1 (open exactly the channels l1-filter keeps: the gates "
-        "stay static in a short fine-tune) | pool (open the l1 ranking's top --gate-pool x k channels, equal "
-        "biases) | core (the top --gate-core x k open, the rest of the pool undecided at bias 0, others closed)",
-    )
-    gate_pool: float = option(1.5, "gated: --gate-init pool/core: candidate channels per site, a multiple of its k")
-    gate_core: float = option(0.5, "gated: --gate-init core: channels held open per site, a fraction of its k")
-    guide_weight: float = option(
-        0.0, "gated: weight of the activation guide (BCE to each input's k most active channels); 0 = off"
-    )
-    guide_until: float = option(0.5, "gated: fraction of the run after which the activation guide is off")
-    guide_final_k: bool = option(
-        False, "gated: the guide's targets keep each site's final k from the start (else the k of the sliding budget)"
-    )
-    guide_open_epochs: float = option(
-        0.0, "gated: epochs at the start with the gates held open, learning from the activation guide alone (if on)"
-    )
-    gate_boost: bool = option(
-        False, "gated: feature boosting (FBS): kept channels scaled per input by 1 + tanh(a second gate head)"
-    )
-    gate_rate_weight: float = option(
-        0.0, "gated: weight of ConvNet-AIG's per-gate rate term (every channel open for its site's density share)"
-    )
-    gate_lr_scale: float = option(
-        1.0, "gated: the gates' learning rate as a multiple of --lr (FTWT trains gates at 10x the backbone's)"
-    )
-    gate_weight_decay: bool = option(
-        True, "gated: apply --weight-decay to the gate layers' weights (decay pulls logits toward their biases)"
-    )
-    measure_dynamism: bool = option(
-        True, "gated: after the test pass, measure conditional share and the frozen-gate ablation (3 more passes)"
-    )
-
-    def validate(self) -> None:
-        check_positive(self, "gate_groups", "gate_reduction")
-        if not -100 <= self.gate_bias_init <= 100:  # beyond, the gates are only ever shut or open (and overflow)
-            raise ConfigError(f"--gate-bias-init must be in [-100, 100], got {self.gate_bias_init}")
-        check_non_negative(
-            self,
-            "budget_weight",
-            "balance_weight",
-            "budget_warmup_epochs",
-            "density_bound_decay",
-            "guide_weight",
-            "guide_open_epochs",
-            "gate_rate_weight",
-        )
-        check_positive(self, "gate_lr_scale")
-        if not 0 <= self.gate_core <= 1:
-            raise ConfigError(f"--gate-core must be a fraction of each site's k in [0, 1], got {self.gate_core}")
-        if self.gate_pool < 1:
-            raise ConfigError(f"--gate-pool must be >= 1 (a multiple of each site's k), got {self.gate_pool}")
-        if not 0 <= self.guide_until <= 1:
-            raise ConfigError(f"--guide-until must be a fraction of the run in [0, 1], got {self.guide_until}")
-        mode = self.gate_density
-        if mode not in (GLOBAL, UNIFORM) and not mode.endswith(".json"):
-            raise ConfigError(f"--gate-density got {mode!r}; allowed: global, uniform, or a FILE.json")
-
-    @property
-    def per_site(self) -> bool:
-        return self.gate_density != GLOBAL
 
 
 class GatedMethod(Method):
