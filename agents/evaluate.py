@@ -21,8 +21,10 @@ from torch import nn
 
 from dynprune.base import ConfigError
 from dynprune.cost import CostModel
-from dynprune.data import Arrays, BatchLoader, DataSplits, data_of_checkpoint
+from dynprune.data import DataSplits, data_of_checkpoint
 from dynprune.fold import fold_bn
+from dynprune.formats import Arrays
+from dynprune.loader import BatchLoader
 from dynprune.prune.criteria import L1Norm
 from dynprune.prune.pruners import filter_keep_indices
 from dynprune.prune.ratios import removed

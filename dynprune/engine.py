@@ -25,9 +25,9 @@ from . import distributed
 from .base import ConfigError
 from .checkpoints import CHECKPOINT, CheckpointError, load_checkpoint, load_weights, save_checkpoint
 from .config import check_same_run
-from .data import BatchLoader
 from .distill import Distiller
 from .evaluation import autocast_for, evaluate
+from .loader import BatchLoader
 from .methods import Method
 from .optim import OptimSettings, make_optimizer, make_schedule
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import BatchLoader
+from .loader import BatchLoader
 from .methods import Method
 
 

@@ -21,9 +21,10 @@ from torch import nn
 from .base import ConfigError, option
 from .cli import run_command
 from .config import parse_cli
-from .data import BatchLoader, data_of_checkpoint
+from .data import data_of_checkpoint
 from .fold import fold_bn
 from .gates.fixed_k import FixedKUnsupported, to_fixed_k
+from .loader import BatchLoader
 from .models import input_shape
 from .outputs import check_output_file
 from .prune.masks import make_permanent

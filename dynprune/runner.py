@@ -16,7 +16,7 @@ from .base import ConfigError
 from .catalog import method_from_config, option_groups, rebuild_from_checkpoint
 from .checkpoints import CHECKPOINT, CheckpointError, load_checkpoint, load_weights, read_result, write_json
 from .config import TrainConfig, load_yaml, save_yaml, to_dict
-from .data import BatchLoader, DataSplits, full_or_sample, load_dataset, subset
+from .data import DataSplits, full_or_sample, load_dataset, subset
 from .distill import Distiller
 from .distributed import (
     DistContext,
@@ -28,6 +28,7 @@ from .distributed import (
 )
 from .engine import FINAL_RESULT, FitState, RunFolder, Trainer, check_resumable
 from .evaluation import evaluate
+from .loader import BatchLoader
 from .methods import Method
 from .models import input_shape, model_for_arch
 from .optim import OptimSettings

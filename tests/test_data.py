@@ -11,6 +11,8 @@ import torch
 from helpers import DATASET
 
 from dynprune import data as D
+from dynprune import formats
+from dynprune.loader import BatchLoader
 
 #: (training images, test images per class) of the full data set and of the sample shipped in the package
 PUBLISHED = {"fashion-mnist": (60000, 1000), "fashion-mnist-sample": (6000, 100)}
@@ -29,18 +31,18 @@ def test_real_fashion_mnist_loads_with_fixed_val_split(fmnist, data_root):
 
 
 def test_loader_normalises_and_augments(fmnist):
-    loader = D.BatchLoader(D.subset(fmnist.train, 512), fmnist, 256, train=True, seed=3)
+    loader = BatchLoader(D.subset(fmnist.train, 512), fmnist, 256, train=True, seed=3)
     x, y = next(iter(loader))
     assert x.shape == (256, 1, 28, 28) and y.shape == (256,)
     assert abs(x.mean().item()) < 0.3 and 0.7 < x.std().item() < 1.3
-    plain = D.BatchLoader(D.subset(fmnist.train, 512), fmnist, 256, train=False)
+    plain = BatchLoader(D.subset(fmnist.train, 512), fmnist, 256, train=False)
     xp, _ = next(iter(plain))
     assert not torch.equal(x, xp)
-    assert len(plain) == 2 and len(D.BatchLoader(D.subset(fmnist.val, 300), fmnist, 256, train=False)) == 2
+    assert len(plain) == 2 and len(BatchLoader(D.subset(fmnist.val, 300), fmnist, 256, train=False)) == 2
 
 
 def test_loader_state_restores_batch_order(fmnist):
-    a = D.BatchLoader(D.subset(fmnist.train, 1024), fmnist, 128, train=True, seed=7)
+    a = BatchLoader(D.subset(fmnist.train, 1024), fmnist, 128, train=True, seed=7)
     next(iter(a))
     state = a.state_dict()
     first = [x for x, _ in a]
@@ -54,13 +56,13 @@ def _write_mnist(folder: Path, n_train: int = 20, n_test: int = 10) -> None:
     for prefix, n in (("train", n_train), ("t10k", n_test)):
         images = torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8)
         labels = torch.arange(n, dtype=torch.uint8) % 10
-        (folder / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(D.idx_bytes(images)))
-        (folder / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(D.idx_bytes(labels)))
+        (folder / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(formats.idx_bytes(images)))
+        (folder / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(formats.idx_bytes(labels)))
 
 
 def test_mnist_reader_on_written_idx_files(tmp_path):
     _write_mnist(tmp_path / "mnist")
-    train, test = D._read_mnist_like(tmp_path / "mnist")
+    train, test = formats.read_mnist_like(tmp_path / "mnist")
     assert train.images.shape == (20, 1, 28, 28) and test.labels.tolist() == list(range(10))
     # The loader verifies md5s: these home-made files are not the published ones and must be refused.
     with pytest.raises(D.DataError, match="size .* expected 9912422"):
@@ -73,7 +75,7 @@ def test_cifar_reader_on_written_batches_and_tar(tmp_path):
     archive = tmp_path / "cifar-10-python.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         for n, (img, lab) in batches.items():
-            blob = D.cifar_batch_bytes(img, lab, b"labels")
+            blob = formats.cifar_batch_bytes(img, lab, b"labels")
             info = tarfile.TarInfo(f"cifar-10-batches-py/{n}")
             info.size = len(blob)
             tar.addfile(info, io.BytesIO(blob))
@@ -87,7 +89,7 @@ def test_cifar_reader_on_written_batches_and_tar(tmp_path):
     inner.mkdir(parents=True)
     for n in ("train", "test"):
         img, lab = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8), torch.arange(6) * 13
-        (inner / n).write_bytes(D.cifar_batch_bytes(img, lab, b"fine_labels"))
+        (inner / n).write_bytes(formats.cifar_batch_bytes(img, lab, b"fine_labels"))
     train100, _ = D.DATASETS["cifar100"].reader(tmp_path / "c100")
     assert train100.labels.tolist() == [0, 13, 26, 39, 52, 65]
 
@@ -181,4 +183,4 @@ def test_an_unreadable_data_file_is_one_line(tmp_path, data_root):
     with pytest.raises(D.DataError, match="t10k-labels-idx1-ubyte.gz: cannot read this data file"):
         D.verify_file(victim, "0" * 32, None)
     with pytest.raises(D.DataError, match="cannot read this data file"):
-        D.read_idx(victim)
+        formats.read_idx(victim)

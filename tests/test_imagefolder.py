@@ -11,8 +11,9 @@ import torch
 from helpers import run_module
 from PIL import Image
 
-from dynprune.data import BatchLoader, DataError, load_dataset
+from dynprune.data import DataError, load_dataset
 from dynprune.imagefolder import LazyImages
+from dynprune.loader import BatchLoader
 
 COLOURS = {"cat": (220, 30, 30), "dog": (30, 200, 40), "eel": (20, 40, 230)}
 

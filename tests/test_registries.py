@@ -11,8 +11,9 @@ import pytest
 from helpers import TINY_RESNET, tiny_config
 
 from dynprune.catalog import TRAINING_METHODS, method_from_config, option_groups, rebuild_from_checkpoint
-from dynprune.data import BatchLoader, data_of_checkpoint
+from dynprune.data import data_of_checkpoint
 from dynprune.evaluation import evaluate
+from dynprune.loader import BatchLoader
 from dynprune.prune import PRUNERS
 from dynprune.runner import run_training
 

@@ -12,8 +12,9 @@ from helpers import run_module, tiny_config
 
 from dynprune.catalog import rebuild_from_checkpoint
 from dynprune.config import ConfigError
-from dynprune.data import BatchLoader, data_of_checkpoint
+from dynprune.data import data_of_checkpoint
 from dynprune.evaluation import evaluate
+from dynprune.loader import BatchLoader
 from dynprune.runner import run_training
 
 USER_MODULE = textwrap.dedent(

@@ -20,13 +20,14 @@ from torch import nn
 from ..base import ConfigError, check_positive, option
 from ..checkpoints import load_checkpoint
 from ..config import parse_cli
-from ..data import BatchLoader, data_of_checkpoint
+from ..data import data_of_checkpoint
 from ..fold import fold_bn
 from ..gates.calibrate import find_logit_shift
 from ..gates.deploy import to_deploy
 from ..gates.estimators import ESTIMATORS
 from ..gates.fixed_k import FixedKUnsupported, to_fixed_k
 from ..gates.method import GatedMethod
+from ..loader import BatchLoader
 from ..models import create_model, list_models
 from ..outputs import check_output_file
 from ..rebuild import gated_model_from_checkpoint, is_gated_checkpoint, pruned_and_dense_from_checkpoint

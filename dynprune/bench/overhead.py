@@ -14,9 +14,10 @@ import torch.nn.functional as F
 
 from ..base import ConfigError, check_positive, option
 from ..config import parse_cli
-from ..data import DATASET_NAMES, BatchLoader, load_dataset, subset
+from ..data import DATASET_NAMES, load_dataset, subset
 from ..engine import RunFolder, Trainer
 from ..gates.method import GatedMethod
+from ..loader import BatchLoader
 from ..methods import Method
 from ..models import create_model, list_models
 from ..optim import OptimSettings, make_optimizer

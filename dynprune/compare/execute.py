@@ -113,7 +113,8 @@ def retime_cells(cells: list[Cell], threads: int, seconds: float = 0.3) -> None:
     import torch
 
     from ..checkpoints import CHECKPOINT, read_result, write_json
-    from ..data import BatchLoader, data_of_checkpoint
+    from ..data import data_of_checkpoint
+    from ..loader import BatchLoader
     from ..rebuild import deployable_from_checkpoint
     from ..runner import RESULT, latency_on_test_images, resolve_device
 

@@ -9,8 +9,9 @@ from pathlib import Path
 from torch import nn
 from tqdm import tqdm
 
-from ..data import BatchLoader, DataSplits
+from ..data import DataSplits
 from ..evaluation import evaluate
+from ..loader import BatchLoader
 from ..methods import Method
 from .pruners import get_pruner
 
