@@ -45,7 +45,7 @@ def test_deploy_equals_masked_model_for_every_strategy(name):
 
 @pytest.mark.parametrize("name", ["resnet20", "mobilenetv2"])
 def test_grouped_strategy_packs_equal_channel_sets_exactly(name):
-    from dynprune.gates.deploy import MIN_GROUP_SIZE
+    from dynprune.gates.site_runtime import MIN_GROUP_SIZE
 
     model, shape = random_gated(name)
     deploy = to_deploy(model)

@@ -27,176 +27,23 @@ Strategies for a batch (``DeployModel.strategy``):
   own; ``fixedk`` (``fixed_k.py``, static shapes for fixed-count gates) is added by the gated method where the
   model supports it: the fastest eager executor at batch 1 in every ResNet-20/56 row of BENCHMARKS.md.
 Gather: ``index_select`` on the folded weight per call (output filters: a contiguous row copy; input channels:
-a strided copy). Measured on the 2-core CPU (half of the channels of a [C, C, 3, 3] weight):
-- ``index_select(1, idx)`` 0.44 ms at C=512, 0.087 at 256; advanced indexing ``w[:, idx]`` 1.92 / 0.26 ms,
-  a boolean mask 1.74 / 0.50 ms, an input-major copy + transpose 0.48 / 0.20 ms: index_select wins everywhere.
-- Input-major (flipped) weights gathered by rows and run as ``conv_transpose2d`` (stride 1): 25.0 vs 25.3 ms
-  for ResNet-18 at batch 1, within noise, and 2.6x slower at 64 channels x 56x56: not used.
-- At ResNet-20 sizes (16-64 channels, <= 32x32) PyTorch runs batch-1 3x3 convs as im2col + GEMM, whose cost
-  is set by the input width: 9 of 16 output filters cost 116 us vs 113 us for all 16, while half of the input
-  channels saves ~40%. So on small layers only the consumer side of a site gets cheaper (see ``bench dynamic
-  --breakdown`` for the resulting ceiling).
-- Trained gates repeat themselves: on Fashion-MNIST test images the 8 most common channel sets of each
-  ResNet-20 site cover 89-100% of the samples, which is what ``grouped`` exploits; at batch 64 on the 2-core
-  CPU it beat ``union`` for the trained ste model (34.1 vs 37.2 ms) but not for the gumbel one (32.3 vs 28.3
-  ms): the per-group sample gather and scatter of activations costs about what the narrower passes save.
+a strided copy): the fastest of the gathers measured (BENCHMARKS.md, "Deploy mode: how the gathers were chosen").
 """
 
 from __future__ import annotations
 
-import copy
 import functools
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..fold import conv_bn_pairs, fast_pooling, folded_conv
-from ..sites import ChannelSite, set_module, site_width
 from ..timing import interleaved_timing
-from .module import ChannelGate, GateSet
+from .gated_copy import gated_copy, swap_layers
+from .site_runtime import DeployGate, SiteRuntime
 
 STRATEGIES = ("auto", "gather", "union", "grouped", "masked")
-#: grouped: a channel set shared by at least this many samples of the batch gets its own narrow pass...
-MIN_GROUP_SIZE = 4
-#: ...for at most this many sets per site (each pass costs ~6 ops); the other samples share one union pass
-MAX_GROUPS = 8
-
-
-@dataclass
-class SampleGroup:
-    """Samples of a batch that one pass computes: their channel set and, for a union of sets, the mask."""
-
-    samples: torch.Tensor  # [n] batch positions
-    idx: torch.Tensor  # [k] active channels of the site
-    mask: torch.Tensor | None  # [n, k] float where the samples' own sets differ, else None
-
-
-class SiteRuntime:
-    """Per-call state of one site: active channel indices (None = all) and an optional per-sample mask, or
-    (``grouped``) the sample groups; the site's tensor is then *packed*: sample s of group g holds its k_g
-    channels in the first k_g slots, ``width`` = the largest k_g."""
-
-    def __init__(self, channels: int) -> None:
-        self.channels = channels
-        self.idx: torch.Tensor | None = None
-        self.mask: torch.Tensor | None = None  # [B, len(idx)] float, only when samples differ (union/masked)
-        self.groups: list[SampleGroup] | None = None
-        self.width = channels
-        self.strategy = "gather"
-
-
-def group_samples(open_: torch.Tensor, dtype: torch.dtype) -> tuple[list[SampleGroup], int]:
-    """Split a batch's decisions [B, C] into groups of equal channel sets (the common ones) plus one union
-    group of the rest; returns (groups, packed width)."""
-    codes, inverse, counts = torch.unique(open_, dim=0, return_inverse=True, return_counts=True)
-    order = counts.argsort(descending=True)[:MAX_GROUPS].tolist()
-    common = [c for c in order if counts[c] >= MIN_GROUP_SIZE]
-    groups, rest = [], torch.ones(open_.shape[0], dtype=torch.bool, device=open_.device)
-    for c in common:
-        members = inverse == c
-        rest &= ~members
-        groups.append(SampleGroup(members.nonzero().flatten(), codes[c].nonzero().flatten(), None))
-    if bool(rest.any()):
-        samples = rest.nonzero().flatten()
-        sub = open_.index_select(0, samples)
-        idx = sub.any(dim=0).nonzero().flatten()
-        sub = sub[:, idx]
-        groups.append(SampleGroup(samples, idx, None if bool(sub.all()) else sub.to(dtype)))
-    return groups, max(g.idx.numel() for g in groups)
-
-
-class DeployGate(nn.Module):
-    """A trained ChannelGate for inference: its BN folded into the first linear layer, fewest ops per call
-    (at batch 1 on small images the gates' per-op overhead is what competes with the saved convolution time).
-
-    The pooled input arrives as a spatial *sum* (one reduction instead of sum + divide); the 1/(H*W) of the
-    average is folded into the first weight, kept per input size. Both weights are stored transposed for
-    ``addmm`` (measured 9 vs 14 us for the two layers of a ResNet-20 gate at batch 1).
-    """
-
-    def __init__(self, gate: ChannelGate, keep: int | None = None) -> None:
-        super().__init__()
-        self.keep = keep  # fixed-count gates: the k highest logits open, else logit >= 0
-        bn = gate.bn
-        scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)  # [hidden]
-        self.register_buffer("w1t", (gate.fc1.weight.detach() * scale[:, None]).t().contiguous())
-        self.register_buffer("b1", bn.bias.detach() - bn.running_mean * scale)
-        self.register_buffer("w2t", gate.fc2.weight.detach().t().contiguous())
-        self.register_buffer("b2", gate.fc2.bias.detach().clone())
-        self.boosted = gate.boost is not None  # feature boosting: the kept channels scaled per input
-        if self.boosted:
-            self.register_buffer("w3t", gate.boost.weight.detach().t().contiguous())
-            self.register_buffer("b3", gate.boost.bias.detach().clone())
-        self.group = gate.channels // gate.groups
-        self._w1t_per_size: dict[int, torch.Tensor] = {}
-
-    def _w1t_for(self, pixels: int) -> torch.Tensor:
-        w1t = self._w1t_per_size.get(pixels)
-        if w1t is None or w1t.device != self.w1t.device or w1t.dtype != self.w1t.dtype:
-            w1t = self._w1t_per_size[pixels] = self.w1t / pixels
-        return w1t
-
-    def logits(self, summed: torch.Tensor, pixels: int) -> torch.Tensor:
-        """[B, G] gate logits from the spatially summed input [B, C_in] over ``pixels`` positions."""
-        return self.logits_and_scale(summed, pixels)[0]
-
-    def logits_and_scale(self, summed: torch.Tensor, pixels: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """([B, G] logits, [B, C] per-channel boost scale of a boosted gate, else None)."""
-        hidden = torch.addmm(self.b1, summed, self._w1t_for(pixels)).relu()
-        logits = torch.addmm(self.b2, hidden, self.w2t)
-        if not self.boosted:
-            return logits, None
-        scale = 1.0 + torch.tanh(torch.addmm(self.b3, hidden, self.w3t))  # [B, G]
-        return logits, (scale.repeat_interleave(self.group, dim=1) if self.group > 1 else scale)
-
-    def forward(self, summed: torch.Tensor, pixels: int, rt: SiteRuntime) -> None:
-        """Eval-mode decision from the spatially summed input [B, C_in] over ``pixels`` positions; fills
-        ``rt.idx`` and ``rt.mask`` (a boosted gate's scale is multiplied into the mask: its site has no
-        channel-wise layer after the producer, so the producer's output is the masked point)."""
-        logits, scale = self.logits_and_scale(summed, pixels)  # [B, G], [B, C] | None
-        self._decide(logits, summed.dtype, rt)
-        if scale is not None:
-            _boost(rt, scale)
-
-    def _decide(self, logits: torch.Tensor, dtype: torch.dtype, rt: SiteRuntime) -> None:
-        if self.keep is None:
-            open_ = logits >= 0
-        else:
-            open_ = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, logits.topk(self.keep, dim=1).indices, True)
-        if self.group > 1:
-            open_ = open_.repeat_interleave(self.group, dim=1)  # [B, C]
-        rt.groups = None
-        if rt.strategy == "grouped" and open_.shape[0] > 1:
-            rt.idx, rt.mask = None, None
-            rt.groups, rt.width = group_samples(open_, dtype)
-            return
-        if rt.strategy == "masked":
-            rt.idx = None
-            rt.mask = None if bool(open_.all()) else open_.to(dtype)
-            return
-        if open_.shape[0] == 1:  # one sample: its own channel set, nothing to re-mask
-            idx = open_.view(-1).nonzero().view(-1)
-            rt.idx = None if idx.numel() == rt.channels else idx
-            rt.mask = None
-            return
-        idx = open_.any(dim=0).nonzero().flatten()  # union over the batch
-        rt.idx = None if idx.numel() == rt.channels else idx
-        sub = open_ if rt.idx is None else open_[:, rt.idx]
-        rt.mask = None if bool(sub.all()) else sub.to(dtype)
-
-
-def _boost(rt: SiteRuntime, scale: torch.Tensor) -> None:
-    """Multiply a boosted site's per-sample channel scale [B, C] into the masks its producer applies."""
-    if rt.groups is not None:
-        for g in rt.groups:
-            part = scale.index_select(0, g.samples).index_select(1, g.idx)  # [n, k]
-            g.mask = part if g.mask is None else g.mask * part
-        return
-    part = scale if rt.idx is None else scale.index_select(1, rt.idx)
-    rt.mask = part if rt.mask is None else rt.mask * part
 
 
 class DeployConv(nn.Module):
@@ -401,75 +248,6 @@ class DeployModel(nn.Module):
             return self(x)
         finally:
             self.strategy = saved
-
-
-def _roles(sites: Sequence[ChannelSite]) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
-    produces, consumes, inside = {}, {}, {}
-    for s in sites:
-        produces[s.producer] = s.name
-        for c in s.consumers:
-            consumes[c] = s.name
-        for p in s.passthrough:
-            inside[p] = s.name
-    return produces, consumes, inside
-
-
-@dataclass
-class GatedCopy:
-    """An inference copy of a gated model, prepared for its layers to be swapped: gate hooks removed, fast
-    pooling, the gates folded (``DeployGate``), each site's width; ``model.gate_set`` is gone."""
-
-    model: nn.Module
-    sites: Sequence[ChannelSite]
-    widths: dict[str, int]
-    gates: dict[str, DeployGate]
-
-
-def gated_copy(model: nn.Module) -> GatedCopy:
-    """The first step of every executor of a gated model; the original model stays as is."""
-    gate_set: GateSet = getattr(model, "gate_set", None)
-    if gate_set is None:
-        raise ValueError("deploy needs a gated model (attach gates first); use fold_bn for dense models")
-    gate_set.detach_batch_state()
-    model = fast_pooling(copy.deepcopy(model).eval())
-    gate_set = model.gate_set
-    gate_set.remove()  # no more masking hooks: the deploy layers skip the work instead
-    sites = gate_set.sites
-    widths = {s.name: site_width(model, s) for s in sites}
-    gates = {s.name: DeployGate(gate_set.gate(s.name), gate_set.fixed_keep(s.name)) for s in sites}
-    del model.gate_set  # its gates now live, folded, inside the executor's layers
-    return GatedCopy(model, sites, widths, gates)
-
-
-#: make_conv(folded conv, input site, output site, depthwise inside its input site, input width) -> layer
-ConvFactory = Callable[[nn.Conv2d, str | None, str | None, bool, int], nn.Module]
-#: make_linear(linear, input site) -> layer
-LinearFactory = Callable[[nn.Linear, str], nn.Module]
-
-
-def swap_layers(copied: GatedCopy, make_conv: ConvFactory, make_linear: LinearFactory) -> nn.Module:
-    """Fold every conv's BN in and swap each layer that touches a site for the executor's own; returns the
-    model (changed in place)."""
-    model = copied.model
-    produces, consumes, inside = _roles(copied.sites)
-    pairs = conv_bn_pairs(model)
-    for path, module in list(model.named_modules()):
-        if not isinstance(module, nn.Conv2d | nn.Linear):
-            continue
-        in_site = consumes.get(path) or inside.get(path)
-        out_site = produces.get(path)
-        if isinstance(module, nn.Linear):
-            if in_site is not None:
-                set_module(model, path, make_linear(module, in_site))
-            continue
-        conv = folded_conv(model, path, pairs.get(path))
-        if path in pairs:
-            set_module(model, pairs[path], nn.Identity())
-        if in_site is None and out_site is None:
-            set_module(model, path, conv)
-            continue
-        set_module(model, path, make_conv(conv, in_site, out_site, path in inside, module.in_channels))
-    return model
 
 
 def to_deploy(model: nn.Module) -> DeployModel:

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..timing import interleaved_timing
-from .deploy import DeployGate, GatedCopy, gated_copy, swap_layers
+from .gated_copy import GatedCopy, gated_copy, swap_layers
+from .site_runtime import DeployGate
 
 
 class FixedKUnsupported(ValueError):
