@@ -226,24 +226,7 @@ class Trainer:
         )
         started = time.perf_counter()
         for i, (x, y) in enumerate(bar):
-            self.method.before_step(model, self.state.step)
-            with autocast_for(device, self.amp_dtype):
-                logits = model(x)
-                loss = self.criterion(logits.float(), y)
-                if self.distiller is not None:
-                    loss = self.distiller.loss(loss, logits, x)
-                extra, extra_logs = self.method.extra_loss(model, logits, self.state.step, epoch)
-                if extra is not None:
-                    loss = loss + extra
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}; {self._kept()} (try a lower --lr)"
-                )
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            self.scheduler.step()
-            self.state.step += 1
+            loss, logits, extra_logs = self._step(x, y, epoch, i)
             loss_sum += loss.detach() * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
@@ -266,6 +249,31 @@ class Trainer:
             "acc": 100.0 * distributed.sum_across_ranks(float(correct.item()), device) / seen_all,
             "images_per_s": seen_all / elapsed,
         }
+
+    def _step(
+        self, x: torch.Tensor, y: torch.Tensor, epoch: int, i: int
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+        """One optimisation step: (loss, logits, the method's scalars to log)."""
+        model, device = self.net, self.train_loader.device
+        self.method.before_step(model, self.state.step)
+        with autocast_for(device, self.amp_dtype):
+            logits = model(x)
+            loss = self.criterion(logits.float(), y)
+            if self.distiller is not None:
+                loss = self.distiller.loss(loss, logits, x)
+            extra, extra_logs = self.method.extra_loss(model, logits, self.state.step, epoch)
+            if extra is not None:
+                loss = loss + extra
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}; {self._kept()} (try a lower --lr)"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        self.state.step += 1
+        return loss, logits, extra_logs
 
     def _progress_line(self, epoch: int, done: int, seen: int, seconds: float) -> str:
         """``epoch 2/9  40% of 117 steps  612 img/s  ETA 5.1 min for the run`` (the ETA from this epoch's rate)."""

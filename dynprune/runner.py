@@ -185,26 +185,40 @@ def _run(cfg: TrainConfig, device: torch.device, ctx: DistContext) -> dict[str, 
         weight_diff = max_weight_difference(parts.model)  # 0.0 when DDP kept every rank's weights equal
         if not ctx.is_main:  # rank 0 alone finishes: calibration, test, latency, result.json
             return {"rank": ctx.rank, "max_weight_diff": weight_diff}
-        # The end of a run, in memory until one write: calibration or channel removal, the test pass, latency
-        # and plots; then the finalized model and its result in one checkpoint. Stopped before that write, the
-        # checkpoint on disk is the last epoch's and a rerun redoes this end; after it, a rerun writes result.json.
-        parts.method.finalize(parts.model, val_loader, parts.amp_dtype)  # may calibrate gates or remove channels
-        result, per_sample_ratio = _final_result(cfg, parts, state, val_loader)
-        if ctx.enabled:
-            result["distributed"] = {
-                "world_size": ctx.world_size,
-                "backend": ctx.backend,
-                "sync_bn": cfg.sync_bn,
-                "max_weight_diff": weight_diff,
-            }
-        report_distribution(result, per_sample_ratio, out_dir, tracker)
-        for name, path in parts.method.figures(out_dir, _title(result)).items():
-            tracker.image(f"final/{name}", path)
-        trainer.save(sync=False, final_result=result)  # rank 0 alone gets here
-        write_json(out_dir / RESULT, result)
-        tracker.summary(summary_values(result))
+        result = _finish(cfg, parts, trainer, state, val_loader, tracker, weight_diff)
     finally:
         tracker.finish()
+    return result
+
+
+def _finish(
+    cfg: TrainConfig,
+    parts: RunParts,
+    trainer: Trainer,
+    state: FitState,
+    val_loader: BatchLoader,
+    tracker: Tracker,
+    weight_diff: float,
+) -> dict[str, Any]:
+    """The end of a run on rank 0, in memory until one write: calibration or channel removal, the test pass,
+    latency and plots; then the finalized model and its result in one checkpoint. Stopped before that write, the
+    checkpoint on disk is the last epoch's and a rerun redoes this end; after it, a rerun writes result.json."""
+    ctx, out_dir = trainer.dist, cfg.run_dir
+    parts.method.finalize(parts.model, val_loader, parts.amp_dtype)  # may calibrate gates or remove channels
+    result, per_sample_ratio = _final_result(cfg, parts, state, val_loader)
+    if ctx.enabled:
+        result["distributed"] = {
+            "world_size": ctx.world_size,
+            "backend": ctx.backend,
+            "sync_bn": cfg.sync_bn,
+            "max_weight_diff": weight_diff,
+        }
+    report_distribution(result, per_sample_ratio, out_dir, tracker)
+    for name, path in parts.method.figures(out_dir, _title(result)).items():
+        tracker.image(f"final/{name}", path)
+    trainer.save(sync=False, final_result=result)  # rank 0 alone gets here
+    write_json(out_dir / RESULT, result)
+    tracker.summary(summary_values(result))
     return result
 
 

@@ -164,3 +164,23 @@ def test_no_import_circle_between_modules():
 @pytest.mark.parametrize(("graph", "expected"), [({"a": {"b"}, "b": {"a"}}, ["a", "b", "a"]), ({"a": {"b"}}, None)])
 def test_cycle_finder_finds_a_planted_circle(graph, expected):
     assert _cycle(graph) == expected
+
+
+MAX_FUNCTION_LINES = 50
+MAX_MODULE_LINES = 400
+
+
+def test_no_function_over_50_lines_and_no_module_over_400():
+    """Small parts a newcomer can read whole: a longer function or module is split before it lands."""
+    too_long = []
+    for path in sorted([*(REPO / "dynprune").rglob("*.py"), *(REPO / "agents").rglob("*.py")]):
+        source = path.read_text()
+        name = path.relative_to(REPO)
+        if len(source.splitlines()) > MAX_MODULE_LINES:
+            too_long.append(f"{name}: {len(source.splitlines())} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    too_long.append(f"{name}:{node.lineno} {node.name}: {lines} lines")
+    assert not too_long, too_long

@@ -34,6 +34,20 @@ class PrunedBenchConfig:
         check_positive(self, "threads", "min_run_time")
 
 
+def format_rows(rows: Sequence[dict]) -> str:
+    lines = [
+        f"{'method':<16}{'batch':>6}{'MACs':>7}{'dense ms':>10}{'pruned ms':>11}"
+        f"{'theory':>8}{'measured':>9}{'realiz.':>8}{'spread':>8}"
+    ]
+    for r in rows:
+        lines.append(
+            f"{r['method']!s:<16}{r['batch']:>6}{r['macs_ratio']:>7.3f}{r['dense_ms']:>10.3f}{r['pruned_ms']:>11.3f}"
+            f"{r['theoretical_speedup']:>8.2f}{r['measured_speedup']:>9.2f}{r['realization']:>8.2f}"
+            f"{r['spread']:>7.0%}{'' if r['stable'] else '  UNSTABLE: the machine was busy, do not trust this row'}"
+        )
+    return "\n".join(lines)
+
+
 def cli(argv: Sequence[str]) -> int:
     """Latency of a (hard-)pruned checkpoint vs its dense architecture, BN folded in both."""
     args = parse_cli(PrunedBenchConfig, argv, PROG, cli.__doc__)
@@ -72,16 +86,7 @@ def cli(argv: Sequence[str]) -> int:
                     "stable": all(t.stable for t in timed.values()),
                 }
             )
-    print(
-        f"{'method':<16}{'batch':>6}{'MACs':>7}{'dense ms':>10}{'pruned ms':>11}"
-        f"{'theory':>8}{'measured':>9}{'realiz.':>8}{'spread':>8}"
-    )
-    for r in rows:
-        print(
-            f"{r['method']!s:<16}{r['batch']:>6}{r['macs_ratio']:>7.3f}{r['dense_ms']:>10.3f}{r['pruned_ms']:>11.3f}"
-            f"{r['theoretical_speedup']:>8.2f}{r['measured_speedup']:>9.2f}{r['realization']:>8.2f}"
-            f"{r['spread']:>7.0%}{'' if r['stable'] else '  UNSTABLE: the machine was busy, do not trust this row'}"
-        )
+    print(format_rows(rows))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=2)

@@ -35,6 +35,30 @@ class ShiftSearch:
     passes: int
 
 
+class _ShiftProbe:
+    """The evaluations of ``ratio_at`` in a shift search: counted, the closest ratio kept, the miss given in
+    logit space (where a sigmoid-like ratio curve is nearly a line: same sign as ratio - target, so brackets are
+    unchanged, but the interpolation lands close even in the curve's flat tails)."""
+
+    def __init__(self, ratio_at: Callable[[float], float], target: float, tolerance: float, max_passes: int) -> None:
+        self.ratio_at, self.target, self.tolerance, self.max_passes = ratio_at, target, tolerance, max_passes
+        self.passes = 0
+        self.best = (0.0, math.inf)
+
+    def gap(self, shift: float) -> float:
+        self.passes += 1
+        ratio = self.ratio_at(shift)
+        if abs(ratio - self.target) < abs(self.best[1] - self.target):
+            self.best = (shift, ratio)
+        return _logit(ratio) - _logit(self.target)
+
+    def done(self) -> bool:
+        return abs(self.best[1] - self.target) <= self.tolerance or self.passes >= self.max_passes
+
+    def result(self) -> ShiftSearch:
+        return ShiftSearch(*self.best, self.passes)
+
+
 def find_logit_shift(
     ratio_at: Callable[[float], float],
     target: float,
@@ -47,42 +71,27 @@ def find_logit_shift(
     """The shift with |ratio - target| <= tolerance when reachable within +-``bound``, else the closest found;
     the search starts at ``start`` and first looks ``first_step`` away (a coarse search's answer and a small
     step refine it in few passes)."""
-    passes = 0
-    best = (start, math.inf)
-
-    def gap(shift: float) -> float:
-        """The miss in logit space, where a sigmoid-like ratio curve is nearly a line (same sign as ratio -
-        target, so brackets are unchanged, but the interpolation lands close even in the curve's flat tails)."""
-        nonlocal passes, best
-        passes += 1
-        ratio = ratio_at(shift)
-        if abs(ratio - target) < abs(best[1] - target):
-            best = (shift, ratio)
-        return _logit(ratio) - _logit(target)
-
-    def done(value: float) -> bool:
-        return abs(best[1] - target) <= tolerance or passes >= max_passes
-
-    a, fa = start, gap(start)
-    if done(fa):
-        return ShiftSearch(*best, passes)
+    probe = _ShiftProbe(ratio_at, target, tolerance, max_passes)
+    a, fa = start, probe.gap(start)
+    if probe.done():
+        return probe.result()
     b = start - first_step if fa > 0 else start + first_step  # too many MACs: shift the logits down
-    fb = gap(b)
-    while not done(fb) and (fb > 0) == (fa > 0):  # grow the bracket until the ratio crosses the target
+    fb = probe.gap(b)
+    while not probe.done() and (fb > 0) == (fa > 0):  # grow the bracket until the ratio crosses the target
         if abs(b) >= bound:  # unreachable within the bound: the closest shift found
-            return ShiftSearch(*best, passes)
+            return probe.result()
         step = b - a
         # the secant's crossing, aimed 20% past it so the next point brackets the root; 1.5x-4x the last step
         reach = 1.2 * fb / (fa - fb) if fa != fb else 2.0
         c = b + step * min(max(reach, 1.5), 4.0)
         a, fa = b, fb
         b = max(-bound, min(bound, c))
-        fb = gap(b)
-    while not done(fb):  # Illinois: fa and fb have opposite signs
+        fb = probe.gap(b)
+    while not probe.done():  # Illinois: fa and fb have opposite signs
         c = (a * fb - b * fa) / (fb - fa) if fb != fa else (a + b) / 2
         if not min(a, b) < c < max(a, b):
             c = (a + b) / 2
-        fc = gap(c)
+        fc = probe.gap(c)
         if (fc > 0) != (fb > 0):
             a, fa = b, fb
         else:
@@ -90,7 +99,7 @@ def find_logit_shift(
         b, fb = c, fc
         if abs(b - a) < 1e-6:
             break
-    return ShiftSearch(*best, passes)
+    return probe.result()
 
 
 class FirstBatches:

@@ -92,16 +92,21 @@ class GateSet(nn.Module):
         self._site_masks: dict[str, SiteMask] = {}
         self._handles = []
         for site in self.sites:
-            producer = get_module(model, site.producer)
-            in_channels = producer.in_channels
-            width = site_width(model, site)
-            group = _group_size(width, group_size)
-            boosted = boost and not site.passthrough  # deploy scales the producer's output: the masked point
-            self.gates[_key(site.name)] = ChannelGate(in_channels, width, width // group, reduction, bias_init, boosted)
-            mask_point = get_module(model, site.mask_point)  # runs before the SiteMask hook: sees every channel
-            self._handles.append(mask_point.register_forward_hook(self._activity_hook(site), prepend=True))
-            self._site_masks[site.name] = SiteMask(model, site, torch.ones(width))
-            self._handles.append(producer.register_forward_pre_hook(self._decide_hook(site)))
+            self._attach(model, site, group_size, reduction, bias_init, boost and not site.passthrough)
+
+    def _attach(
+        self, model: nn.Module, site: ChannelSite, group_size: int, reduction: int, bias_init: float, boosted: bool
+    ) -> None:
+        """One site's gate (boosted: deploy scales the producer's output, the masked point), its mask and hooks."""
+        producer = get_module(model, site.producer)
+        width = site_width(model, site)
+        group = _group_size(width, group_size)
+        gate = ChannelGate(producer.in_channels, width, width // group, reduction, bias_init, boosted)
+        self.gates[_key(site.name)] = gate
+        mask_point = get_module(model, site.mask_point)  # runs before the SiteMask hook: sees every channel
+        self._handles.append(mask_point.register_forward_hook(self._activity_hook(site), prepend=True))
+        self._site_masks[site.name] = SiteMask(model, site, torch.ones(width))
+        self._handles.append(producer.register_forward_pre_hook(self._decide_hook(site)))
 
     def _decide_hook(self, site: ChannelSite):
         def hook(module: nn.Module, args: tuple) -> None:
