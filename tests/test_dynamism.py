@@ -4,6 +4,7 @@ the losses that keep gates conditional (activation guide, per-gate rate term), o
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -11,8 +12,9 @@ from helpers import TINY_RESNET, randomize_bn, small_gated_residual, tiny_config
 
 from dynprune.catalog import rebuild_from_checkpoint
 from dynprune.config import ConfigError
+from dynprune.gates.beta import BetaPrior, beta_cdf_values
 from dynprune.gates.dynamism import class_spread, conditional_share, frozen_sets, measure_dynamism
-from dynprune.gates.guide import activity_targets, gate_rate_loss, guide_loss
+from dynprune.gates.guide import activity_targets, batch_shaping_loss, gate_rate_loss, guide_loss
 from dynprune.runner import run_training
 from dynprune.sites import SiteMask
 
@@ -130,7 +132,15 @@ def test_gate_rate_term_is_zero_at_the_target_rate_and_grows_away_from_it():
 
 @pytest.mark.parametrize(
     "bad",
-    [{"gate_pool": 0.5}, {"guide_until": 1.5}, {"guide_open_epochs": -0.5}, {"gate_rate_weight": -1.0}],
+    [
+        {"gate_pool": 0.5},
+        {"guide_until": 1.5},
+        {"guide_open_epochs": -0.5},
+        {"gate_rate_weight": -1.0},
+        {"gate_shape_weight": -1.0},
+        {"gate_shape_until": 0.0},
+        {"gate_lr_scale": 0.0},
+    ],
 )
 def test_bad_guide_options_are_one_clear_error(tmp_path, bad):
     with pytest.raises(ConfigError):
@@ -287,3 +297,65 @@ def test_the_rate_term_joins_the_loss_of_a_training_step_and_reaches_the_gates()
     assert any(
         g.fc2.weight.grad is not None and g.fc2.weight.grad.abs().sum() > 0 for g in model.gate_set.gates.values()
     )
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "exact"),
+    [
+        (0.5, 0.5, lambda x: 2 / math.pi * torch.asin(torch.sqrt(x))),  # the arcsine distribution
+        (0.3, 1.0, lambda x: x**0.3),
+        (1.0, 0.2, lambda x: 1 - (1 - x) ** 0.2),
+        (1.0, 1.0, lambda x: x),
+    ],
+)
+def test_beta_cdf_equals_its_closed_forms_and_the_table_follows_it(a, b, exact):
+    x = torch.tensor([1e-6, 1e-3, 0.05, 0.3, 0.5, 0.7, 0.95, 0.999], dtype=torch.float64)
+    values = beta_cdf_values(x, torch.tensor(a), torch.tensor(b))
+    torch.testing.assert_close(values, exact(x), atol=1e-7, rtol=1e-6)
+    prior = BetaPrior(torch.full((3,), a), torch.full((3,), b))
+    tabled = prior.cdf(x.float()[:, None].expand(-1, 3))
+    torch.testing.assert_close(tabled, exact(x).float()[:, None].expand(-1, 3), atol=5e-3, rtol=0)
+
+
+def test_batch_shaping_scores_a_beta_like_batch_lower_than_constant_or_half_open_ones():
+    torch.manual_seed(0)
+    density = 0.3
+    prior = BetaPrior(torch.full((4,), density), torch.full((4,), 1 - density))
+    beta_like = torch.distributions.Beta(density, 1 - density).sample((256, 4)).clamp(1e-4, 1 - 1e-4)
+    as_logits = {"s": torch.logit(beta_like)}
+    always_open = {"s": torch.full((256, 4), 4.0)}
+    half_open = {"s": torch.zeros(256, 4)}
+    static = {"s": torch.tensor([4.0, -4.0, -4.0, -4.0]).expand(256, 4)}  # one fixed set: 1 of 4 open
+    score = {
+        name: batch_shaping_loss(v, prior).item()
+        for name, v in {"beta": as_logits, "open": always_open, "half": half_open, "static": static}.items()
+    }
+    assert score["beta"] < 0.01
+    assert min(score["open"], score["half"], score["static"]) > 5 * score["beta"]
+    logits = torch.zeros(64, 4, requires_grad=True)  # half-open gates: the loss pulls them apart
+    batch_shaping_loss({"s": logits}, prior).backward()
+    assert logits.grad.abs().sum() > 0
+
+
+def test_batch_shaping_joins_the_loss_fades_and_reaches_the_gates():
+    from dynprune.gates import GatedMethod, GateOptions
+    from dynprune.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("resnet20", 1, 10, 28, width=0.25)
+    options = GateOptions(gate_shape_weight=2.0, gate_shape_until=0.5, gate_init="open")
+    method = GatedMethod("topk", 0.5, options)
+    model = method.prepare(model, (1, 28, 28))
+    method.begin(total_steps=10, steps_per_epoch=10)
+    model.train()
+    method.before_step(model, 2)
+    out = model(torch.randn(8, 1, 28, 28))
+    loss, logs = method.extra_loss(model, out, step=2, epoch=0)
+    sites = [s.name for s in model.gate_set.sites]
+    d = torch.cat([torch.full((model.gate_set.gate(s).groups,), method.densities[s]) for s in sites])
+    expected = 2.0 * (1 - 2 / 5) * batch_shaping_loss(model.gate_set.logits, BetaPrior(d, 1 - d), sites)
+    assert logs["shape_loss"] == pytest.approx(expected.item(), rel=1e-5)
+    loss.backward()
+    assert all(g.fc2.weight.grad.abs().sum() > 0 for g in model.gate_set.gates.values())
+    _, late = method.extra_loss(model, model(torch.randn(8, 1, 28, 28)), step=5, epoch=0)
+    assert "shape_loss" not in late  # faded out at half of the run

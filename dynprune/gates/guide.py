@@ -13,11 +13,12 @@ choice is already informed when the gates start to cut.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from .beta import BetaPrior
 from .density import kept_groups
 
 
@@ -45,3 +46,20 @@ def gate_rate_loss(rates: Mapping[str, torch.Tensor], densities: Mapping[str, fl
     site-level budget is met just as well by one fixed set)."""
     terms = [((rate - densities[site]) ** 2) for site, rate in rates.items()]  # [C] each
     return torch.cat(terms).mean()
+
+
+def batch_shaping_loss(
+    logits: Mapping[str, torch.Tensor], prior: BetaPrior, sites: Sequence[str] | None = None
+) -> torch.Tensor:
+    """Batch-shaping (Bejnordi et al. 2020): each gate's probabilities over the batch (sigmoid of its logits;
+    the sites' [B, G] side by side in the order of ``sites``, default ``logits``'s, which is ``prior``'s column
+    order) matched to its Beta prior by the Cramér-von Mises distance between the batch's empirical CDF and the
+    prior's, mean over samples and gates. With a Beta(d, 1 - d) prior (mean d, mass near 0 and 1) a gate scores
+    best when it is decisively open for a share d of the inputs and decisively shut for the rest: a gate open
+    for every input, or half-open for all, scores worse."""
+    order = list(logits) if sites is None else sites
+    probabilities = torch.cat([torch.sigmoid(logits[s].float()) for s in order], dim=1)  # [B, G]
+    ordered, _ = probabilities.sort(dim=0)
+    n = ordered.shape[0]
+    ecdf = torch.arange(1, n + 1, dtype=ordered.dtype, device=ordered.device) / (n + 1)
+    return ((ecdf[:, None] - prior.cdf(ordered)) ** 2).mean()

@@ -27,6 +27,7 @@ from ..cost import CostModel
 from ..distributed import global_mean
 from ..methods import Method, MethodSpec, ParamGroup
 from ..plots import plot_class_open_rates
+from .beta import BetaPrior
 from .density import bounds, site_densities, slide
 from .deploy import to_deploy
 from .dynamism import conditional_share, measure_dynamism
@@ -34,7 +35,7 @@ from .estimator import Estimator
 from .estimators import ESTIMATORS, create_estimator
 from .fit_budget import calibrate_global, calibrate_per_site
 from .fixed_k import FixedKUnsupported, to_fixed_k
-from .guide import gate_rate_loss, guide_loss
+from .guide import batch_shaping_loss, gate_rate_loss, guide_loss
 from .init import init_gates_like_l1_filter
 from .module import GateSet, attach_gates
 from .options import GateOptions
@@ -69,6 +70,7 @@ class GatedMethod(Method):
         self._eval_channel_open: dict[str, torch.Tensor] = {}  # site -> [C] inputs that opened each channel
         self._eval_count = 0
         self._collect: dict[str, list[torch.Tensor]] = {}
+        self._shape_prior: BetaPrior | None = None  # batch-shaping's prior, built on first use
         self._class_rates: dict[str, torch.Tensor] = {}  # site -> [K, G] test open rates per class (inspect)
 
     @classmethod
@@ -157,16 +159,34 @@ class GatedMethod(Method):
         if step < self.open_steps:  # held open at the start: the activation guide is the gates' only signal
             return guide, ({"guide_loss": guide.item()} if guide is not None else {})
         budget, logs = self._budget_loss(step)
-        if guide is not None:
-            logs["guide_loss"] = guide.item()
-        rate = None
-        if self.options.gate_rate_weight > 0:
-            # each gate's open rate over the global batch under torchrun, as the budget term's (a square of the mean)
-            rates = {site: global_mean(m.float()) for site, m in self.gate_set.cost_masks.items()}  # [C] each
-            rate = self.options.gate_rate_weight * gate_rate_loss(rates, self.densities_at(step))
-            logs["rate_loss"] = rate.item()
-        terms = [t for t in (budget, guide, rate) if t is not None]
-        return (sum(terms) if terms else None), logs
+        terms = {"guide_loss": guide, "rate_loss": self._rate_loss(step), "shape_loss": self._shape_loss(step)}
+        logs.update({name: term.item() for name, term in terms.items() if term is not None})
+        present = [t for t in (budget, *terms.values()) if t is not None]
+        return (sum(present) if present else None), logs
+
+    def _rate_loss(self, step: int) -> torch.Tensor | None:
+        if self.options.gate_rate_weight <= 0:
+            return None
+        # each gate's open rate over the global batch under torchrun, as the budget term's (a square of the mean)
+        rates = {site: global_mean(m.float()) for site, m in self.gate_set.cost_masks.items()}  # [C] each
+        return self.options.gate_rate_weight * gate_rate_loss(rates, self.densities_at(step))
+
+    def _shape_loss(self, step: int) -> torch.Tensor | None:
+        """Batch-shaping at a weight decaying linearly to 0 at ``gate_shape_until`` of the run (on this rank's
+        batch under torchrun)."""
+        o = self.options
+        fade = 1.0 - step / (o.gate_shape_until * self.total_steps)
+        if o.gate_shape_weight <= 0 or fade <= 0:
+            return None
+        if self._shape_prior is None:  # Beta(d, 1 - d) per gate, d = its site's final density
+            d = torch.cat([torch.full((g.groups,), self.densities[s]) for s, g in self._site_gates()])
+            self._shape_prior = BetaPrior(d, 1.0 - d)
+        sites = [s for s, _ in self._site_gates()]
+        return o.gate_shape_weight * fade * batch_shaping_loss(self.gate_set.logits, self._shape_prior, sites)
+
+    def _site_gates(self) -> list[tuple[str, Any]]:
+        """(site, its gate) in the order the gate set fills its per-site logits."""
+        return [(s.name, self.gate_set.gate(s.name)) for s in self.gate_set.sites]
 
     def _budget_loss(self, step: int) -> tuple[torch.Tensor | None, dict[str, float]]:
         masks = self.gate_set.cost_masks

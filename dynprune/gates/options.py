@@ -56,6 +56,12 @@ class GateOptions:
     gate_rate_weight: float = option(
         0.0, "gated: weight of ConvNet-AIG's per-gate rate term (every channel open for its site's density share)"
     )
+    gate_shape_weight: float = option(
+        0.0,
+        "gated: weight of batch-shaping (each gate's batch distribution matched to Beta(d, 1-d), d = its site's "
+        "density), decayed linearly to 0 at --gate-shape-until",
+    )
+    gate_shape_until: float = option(0.5, "gated: fraction of the run at which the batch-shaping weight reaches 0")
     gate_lr_scale: float = option(
         1.0, "gated: the gates' learning rate as a multiple of --lr (FTWT trains gates at 10x the backbone's)"
     )
@@ -79,12 +85,17 @@ class GateOptions:
             "guide_weight",
             "guide_open_epochs",
             "gate_rate_weight",
+            "gate_shape_weight",
         )
         check_positive(self, "gate_lr_scale")
         if not 0 <= self.gate_core <= 1:
             raise ConfigError(f"--gate-core must be a fraction of each site's k in [0, 1], got {self.gate_core}")
         if self.gate_pool < 1:
             raise ConfigError(f"--gate-pool must be >= 1 (a multiple of each site's k), got {self.gate_pool}")
+        if not 0 < self.gate_shape_until <= 1:
+            raise ConfigError(
+                f"--gate-shape-until must be a fraction of the run in (0, 1], got {self.gate_shape_until}"
+            )
         if not 0 <= self.guide_until <= 1:
             raise ConfigError(f"--guide-until must be a fraction of the run in [0, 1], got {self.guide_until}")
         mode = self.gate_density
