@@ -1,13 +1,15 @@
 """One run per run folder: a lock file names the process that holds ``--out``; a second run gets one clear line.
 
 Two runs started with the same ``--out`` would interleave one ``metrics.jsonl`` and overwrite each other's
-checkpoint and result. The lock (``<out>/.lock``, created with O_EXCL) records the holder's pid, host, start time
-and command; a lock whose process is gone (``kill -9``, a crash) is stale and taken over.
+checkpoint and result. The lock is ``fcntl.flock`` on ``<out>/.lock``: the kernel releases it when its holder
+ends in any way (``kill -9``, a crash), so a lock is never stale and no process id is ever guessed at (a reused
+pid cannot hold a folder). The file records the holder's pid, host, start time and command for the message.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import socket
@@ -29,18 +31,25 @@ def _holder(lock: Path) -> dict | None:
         return None  # unreadable or half-written: treated as stale
 
 
-def _alive(holder: dict) -> bool:
-    if holder.get("host") != socket.gethostname():
-        return True  # another machine's process: it cannot be checked from here
-    try:
-        os.kill(int(holder["pid"]), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    except (KeyError, ValueError, TypeError):
-        return False
-    return True
+def _acquire(lock: Path) -> int | None:
+    """An open descriptor of ``lock`` holding its flock, or None while another process holds it. The path is
+    checked to still name the locked file: a holder that ended removed it, and a lock on that removed file would
+    not keep a third process out."""
+    for _ in range(3):
+        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)
+    raise ConfigError(f"--out {lock.parent}: another run took the folder at the same moment; choose another --out")
 
 
 @contextlib.contextmanager
@@ -57,31 +66,22 @@ def locked_run_folder(out_dir: Path) -> Iterator[None]:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "command": " ".join(sys.argv)[:300],
     }
-    for _ in range(3):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            holder = _holder(lock)
-            if holder is not None and holder.get("pid") != os.getpid() and _alive(holder):
-                raise ConfigError(
-                    f"--out {out_dir} is in use by another run (pid {holder.get('pid')} on {holder.get('host')}, "
-                    f"since {holder.get('started')}: {holder.get('command')}); wait for it or choose another --out "
-                    f"(if that run is gone, delete {lock})"
-                ) from None
-            lock.unlink(missing_ok=True)  # stale: its process is gone
-            continue
-        with os.fdopen(fd, "w") as fh:
-            json.dump(record, fh)
-        break
-    else:
-        raise ConfigError(f"--out {out_dir}: another run took the folder at the same moment; choose another --out")
+    fd = _acquire(lock)
+    if fd is None:
+        holder = _holder(lock) or {}
+        raise ConfigError(
+            f"--out {out_dir} is in use by another run (pid {holder.get('pid')} on {holder.get('host')}, "
+            f"since {holder.get('started')}: {holder.get('command')}); wait for it or choose another --out"
+        )
+    os.ftruncate(fd, 0)
+    os.write(fd, json.dumps(record).encode())
     for leftover in out_dir.glob(".*.tmp"):  # a write a kill -9 cut short (atomic writes go through these)
         leftover.unlink(missing_ok=True)
     try:
         yield
     finally:
-        if (_holder(lock) or {}).get("pid") == os.getpid():
-            lock.unlink(missing_ok=True)
+        lock.unlink(missing_ok=True)  # still held: no other process can have taken this file meanwhile
+        os.close(fd)  # releases the lock
         for folder in created:
             try:
                 folder.rmdir()  # only succeeds while the folder is empty

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -227,14 +226,11 @@ def test_bench_times_each_part_of_an_evaluation(dense_ckpt):
 
 
 def test_a_second_search_on_one_folder_is_refused(tmp_path, dense_ckpt):
-    import socket
+    from dynprune.runlock import locked_run_folder
 
     out = tmp_path / "search"
-    out.mkdir()
-    holder = {"pid": os.getppid(), "host": socket.gethostname(), "started": "now", "command": "agents.search"}
-    (out / ".lock").write_text(json.dumps(holder))  # another live process holds the folder
-    with pytest.raises(ConfigError, match="is in use by another run"):
-        run_search(search_config(out, dense_ckpt, algo="random"))
+    with locked_run_folder(out), pytest.raises(ConfigError, match="is in use by another run"):
+        run_search(search_config(out, dense_ckpt, algo="random"))  # the folder held by a first search
     assert not (out / "cache.jsonl").exists()  # nothing of the held folder was touched
 
 

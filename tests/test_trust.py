@@ -22,19 +22,26 @@ from dynprune.runlock import LOCK, locked_run_folder
 from dynprune.runner import run_training
 
 
-def test_a_second_run_in_a_held_folder_is_refused_and_a_stale_lock_is_taken_over(tmp_path):
+def _hold(out, then: str) -> list[str]:
+    """A command for another Python process that takes ``out``'s lock and then runs ``then``."""
+    code = "import os, pathlib\nfrom dynprune.runlock import locked_run_folder\n"
+    code += f"with locked_run_folder(pathlib.Path({str(out)!r})): {then}"
+    return [sys.executable, "-c", code]
+
+
+def test_a_second_run_in_a_held_folder_is_refused_and_a_dead_holders_lock_is_taken_over(tmp_path):
     out = tmp_path / "run"
     with locked_run_folder(out):
         holder = json.loads((out / LOCK).read_text())
         assert holder["pid"] == os.getpid()
-        # another live process holds it: our parent (pytest's) is alive
-        (out / LOCK).write_text(json.dumps({**holder, "pid": os.getppid()}))
-        busy = rf"--out {out} is in use by another run \(pid {os.getppid()}"
-        with pytest.raises(ConfigError, match=busy), locked_run_folder(out):
+        busy = rf"--out {out} is in use by another run \(pid {os.getpid()}"
+        with pytest.raises(ConfigError, match=busy), locked_run_folder(out):  # flock: even from this process
             pass
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    (out / LOCK).write_text(json.dumps({**holder, "pid": dead.pid}))  # a run killed with -9
+        other = subprocess.run(_hold(out, "pass"), capture_output=True, text=True)  # a second train --out
+        assert other.returncode != 0 and "is in use by another run" in other.stderr
+    killed = subprocess.Popen(_hold(out, "os.kill(os.getpid(), 9)"))  # a holder killed with -9
+    killed.wait()
+    assert json.loads((out / LOCK).read_text())["pid"] == killed.pid  # its file stays, its flock died with it
     with locked_run_folder(out):
         assert json.loads((out / LOCK).read_text())["pid"] == os.getpid()
     assert not (out / LOCK).exists()  # released at the end
