@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.utils import benchmark
 
+from dynprune.checkpoints import write_json
 from dynprune.registry import Registry
 
 if TYPE_CHECKING:
@@ -98,7 +99,5 @@ class LatencyTable:
                     self.ms[key], new = self._time(module, x), True
                 total += self.ms[key]
         if new and self.path is not None:
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.ms, indent=1))
-            tmp.replace(self.path)
+            write_json(self.path, self.ms)
         return total
