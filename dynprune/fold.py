@@ -3,9 +3,9 @@
 - BatchNorm merged into the preceding convolution (eval mode only). Conv -> BN pairs are found from the traced
   graph (torch.fx), not from module names, so a BN is folded only where the forward pass really applies it
   directly to that convolution's output.
-- Max-pooling run in channels-last layout: PyTorch's NCHW CPU kernel is 3x slower (ResNet-18's stem pool:
-  3.6 ms vs 1.2 ms at batch 1, 288 vs 245 ms at batch 64, conversions included), and a layer without MACs that
-  costs 10% of the dense time would hide a fair share of any MAC saving. Max is exact, so outputs are identical.
+- Max-pooling run in channels-last layout: PyTorch's NCHW CPU kernel is much slower (BENCHMARKS.md, "Design
+  measurements"), and a layer without MACs that costs a tenth of the dense time would hide a fair share of any
+  MAC saving. Max is exact, so outputs are identical.
 """
 
 from __future__ import annotations

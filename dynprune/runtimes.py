@@ -1,11 +1,9 @@
 """Runtimes a model is timed in: eager PyTorch, compiled PyTorch and ONNX Runtime.
 
 A runtime turns an inference module and an example input (whose shape it may fix) into a callable from a
-tensor to a tensor. Speed-ups are only meaningful against the dense model in the *same* runtime: compiled dense
-is ~1.5x faster than eager dense at batch 1 here, ONNX Runtime dense ~4.5x (resnet20, 2-core CPU).
-
-``compiled`` is ``torch.compile`` (inductor): on resnet20 at batch 1 it measured 3.13 ms dense / 3.50 ms
-fixed-k against TorchScript's ``trace`` + ``freeze`` at 4.02 / 4.25 ms, so TorchScript is not offered.
+tensor to a tensor. Speed-ups are only meaningful against the dense model in the *same* runtime: the runtimes
+differ far more from each other than a pruned model from its dense one. ``compiled`` is ``torch.compile``
+(inductor); TorchScript is not offered, being slower than it (BENCHMARKS.md, "Design measurements").
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ The MAC ratio of eval-mode (thresholded) decisions grows monotonically with the 
 pass over the validation split, so the search is built to need few: the search works on the logit of the ratio, where
 a sigmoid-like ratio curve is nearly a line; the bracket grows from +-0.5 along the secant (trained gates need
 shifts of order 1, not the +-20 a plain bisection starts from), then the Illinois variant of regula falsi closes
-it, falling back to bisection where an interpolation would leave the bracket. On the 72 ratio curves of
-tests/test_calibrate.py it needs 402 passes in all where the plain bisection from +-20 needed 598. After
+it, falling back to bisection where an interpolation would leave the bracket (a third fewer passes than the
+plain bisection on the curves of tests/test_calibrate.py: BENCHMARKS.md, "Budget calibration cost"). After
 training, ``two_stage_shift`` runs the coarse part of the search on the first eval batches only, so the full
 validation split is evaluated only a few times. Used after training on the validation split (closing the gap
 between stochastic training decisions and deterministic eval decisions) and by the speed

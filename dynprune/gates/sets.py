@@ -1,8 +1,8 @@
 """How dynamic the gates really are: the distinct channel sets each site opened over an evaluation pass.
 
-Gates that open the same channels for every input are static pruning with extra cost. Measured (BENCHMARKS.md,
-"Are the gates dynamic?"): topk and ste gates started on l1-filter's channels (their recipe) opened one set per
-site for every one of the 10,000 test images after a 3-epoch fine-tune; topk gates started open used up to 7,279."""
+Gates that open the same channels for every input are static pruning with extra cost: the count of distinct sets
+says which is which (BENCHMARKS.md, "Are the gates dynamic?", where gates started on l1-filter's channels opened
+one set per site for every test image)."""
 
 from __future__ import annotations
 
