@@ -6,14 +6,28 @@ import dataclasses
 from pathlib import Path
 from typing import Literal
 
-from dynprune.base import ConfigError, check_target_macs, check_threads, option
+from dynprune.base import DEFAULT_R_MAX, ConfigError, check_target_macs, check_threads, option
+
+
+def _algorithm_names() -> list[str]:
+    from .algorithms import ALGORITHMS  # imported on use: it pulls in stable-baselines3
+
+    return ALGORITHMS.names()
+
+
+def _reward_names() -> list[str]:
+    from .rewards import REWARDS
+
+    return REWARDS.names()
 
 
 @dataclasses.dataclass
 class SearchConfig:
     """One policy search: an algorithm, a dense checkpoint, a MAC target."""
 
-    algo: str = option("ddpg", "ddpg | td3 | sac | ppo (stable-baselines3) | uniform | random (baselines)")
+    algo: str = option(
+        "ddpg", "the search algorithm (stable-baselines3 agents and baselines)", choices=lambda: _algorithm_names()
+    )
     init: str | None = option(None, "dense checkpoint to prune (e.g. runs/dense/checkpoint.pt); required")
     model: str | None = option(None, "optional check: the model the checkpoint must hold (e.g. resnet20)")
     target_macs: float = option(0.5, "MACs of every strategy / dense MACs (met by construction)")
@@ -22,8 +36,8 @@ class SearchConfig:
         None, "ddpg/td3/sac: episodes of uniformly random actions before learning (default: min(50, episodes / 4))"
     )
     r_min: float = option(0.0, "smallest pruning ratio of a site")
-    r_max: float = option(0.8, "largest pruning ratio of a site")
-    reward: str = option("accuracy", "accuracy | log-macs | latency (see agents.rewards)")
+    r_max: float = option(DEFAULT_R_MAX, "largest pruning ratio of a site")
+    reward: str = option("accuracy", "what a strategy scores (agents.rewards)", choices=lambda: _reward_names())
     baselines: str = option("uniform", "comma-separated baselines run after the agent: uniform, random, or none")
     val_subset: int = option(2000, "validation images scored per strategy (from the training data's val split)")
     calib_batches: int = option(8, "training batches (of 128) that re-estimate BN statistics per strategy")

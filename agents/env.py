@@ -19,6 +19,8 @@ import numpy as np
 from gymnasium import spaces
 from torch import nn
 
+from dynprune.base import DEFAULT_R_MAX
+
 from .actions import action_to_ratio
 from .budget import BudgetWall
 from .evaluate import EvalSettings, SearchError, StrategyEvaluator
@@ -75,7 +77,7 @@ class ChannelPruningEnv(gym.Env):
         checkpoint: str | None = None,
         target_macs: float = 0.5,
         r_min: float = 0.0,
-        r_max: float = 0.8,
+        r_max: float = DEFAULT_R_MAX,
         reward: str = "accuracy",
         evaluator: StrategyEvaluator | None = None,
         settings: EvalSettings | Mapping[str, Any] | None = None,

@@ -14,8 +14,15 @@ class ConfigError(ValueError):
     """An invalid configuration value; the message names the field, the value and what is allowed."""
 
 
+#: the largest pruning ratio the RL search gives a site by default (AMC's bound); the search and the comparison's
+#: ``rl`` cells share it
+DEFAULT_R_MAX = 0.8
+
+
 def option(default: Any, help: str, **kw: Any) -> Any:
-    """A dataclass field with its help text; a list default is copied per instance (never a shared default)."""
+    """A dataclass field with its help text; a list default is copied per instance (never a shared default).
+    ``choices``: a callable giving the allowed names, read from their registry when the help is printed (a list
+    typed into the help goes stale when the registry grows)."""
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata={"help": help, **kw})
     return dataclasses.field(default=default, metadata={"help": help, **kw})

@@ -191,7 +191,9 @@ def _add_flags(parser: Any, cls: type, preset: Mapping[str, Any]) -> None:
                 metavar=flag(f.name),
             )
             continue
-        helptext = f"{f.metadata.get('help', '')} (default: {default})"
+        choices = f.metadata.get("choices")
+        allowed = f"; one of: {' | '.join(choices())}" if choices else ""
+        helptext = f"{f.metadata.get('help', '')}{allowed} (default: {default})"
         if base is bool:
             parser.add_argument(
                 f"--{flag(f.name)}",
@@ -294,6 +296,12 @@ def check_same_run(saved: Mapping[str, Any], now: Mapping[str, Any], source: str
 
 
 # --------------------------------------------------------------------------------------------- training
+def _data_set_names() -> tuple[str, ...]:
+    from .data import DATASET_NAMES  # imported on use: the data module pulls in torch's readers
+
+    return DATASET_NAMES
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """Everything one training run needs; saved as config.yaml next to its results."""
@@ -304,8 +312,9 @@ class TrainConfig:
     width: float = option(1.0, "channel width multiplier of the model")
     dataset: str = option(
         "fashion-mnist",
-        "fashion-mnist | fashion-mnist-sample | mnist | cifar10 | cifar100 | synthetic | imagefolder (the default "
-        "falls back to the shipped fashion-mnist-sample where its files can be neither found nor downloaded)",
+        "the data set (the default falls back to the shipped fashion-mnist-sample where its files can be neither "
+        "found nor downloaded)",
+        choices=lambda: _data_set_names(),
     )
     data_dir: str | None = option(None, "folder holding the data sets (else $DYNPRUNE_DATA, else ./data)")
     download: bool = option(True, "download missing data files from their official addresses")

@@ -78,3 +78,25 @@ def test_result_describes_the_saved_checkpoint(tmp_path, values):
     assert again.top1 == pytest.approx(result["top1"], abs=1e-9)
     macs_ratio = again.macs.double().mean().item() / method.dense_macs
     assert macs_ratio == pytest.approx(result["macs_ratio"], rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("module", "flag", "names"),
+    [
+        ("dynprune.train", "--dataset", lambda: __import__("dynprune.data", fromlist=["x"]).DATASET_NAMES),
+        ("agents.search", "--algo", lambda: __import__("agents.algorithms", fromlist=["x"]).ALGORITHMS.names()),
+        ("agents.search", "--reward", lambda: __import__("agents.rewards", fromlist=["x"]).REWARDS.names()),
+    ],
+)
+def test_help_lists_every_registered_name(capsys, module, flag, names):
+    """The allowed names in --help come from their registry (a typed list missed fashion-mnist-sample and
+    imagefolder): a newly registered one is listed without touching the help."""
+    import importlib
+
+    with pytest.raises(SystemExit):
+        importlib.import_module(module).main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    start = text.index(f"{flag} X ")  # the entry, not the usage line's "[--flag X]"
+    entry = text[start : text.index("(default:", start)]
+    for name in names():
+        assert name in entry, (flag, name)

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from dynprune.base import ConfigError, check_threads, option
+from dynprune.base import DEFAULT_R_MAX, ConfigError, check_threads, option
 
 
 @dataclasses.dataclass
@@ -38,7 +38,7 @@ class CompareConfig:
     search_episodes: int = option(200, "rl: episodes of the policy search")
     search_algo: str = option("ddpg", "rl: search algorithm (python -m agents.search --help)")
     search_val_subset: int = option(2000, "rl: validation images scored per strategy")
-    search_r_max: float = option(0.8, "rl: the largest pruning ratio the search may give a site (--r-max)")
+    search_r_max: float = option(DEFAULT_R_MAX, "rl: the largest pruning ratio the search may give a site (--r-max)")
     threads: int = option(0, "torch CPU threads per cell (0 = torch's default, or cores / workers with --workers)")
     workers: int = option(1, "cells run in parallel processes (each with --threads threads)")
     data_dir: str | None = option(None, "folder holding the data sets (else $DYNPRUNE_DATA, else ./data)")
