@@ -65,6 +65,7 @@ class Algorithm:
     run: Run
     description: str
     learns: bool  # an RL agent (True) or a baseline (False)
+    warms_up: bool = False  # off-policy agents: --warmup-episodes of random actions fill the replay buffer first
 
 
 ALGORITHMS: Registry[Algorithm] = Registry("search algorithm")
@@ -132,7 +133,7 @@ for _name, _class, _description in (
     ("ddpg", DDPG, "DDPG (AMC's agent): random warm-up, then truncated-normal noise decaying per episode"),
     ("td3", TD3, "TD3: DDPG with twin critics and delayed actor updates, same exploration"),
 ):
-    ALGORITHMS.add(_name, Algorithm(_name, _noisy(_class), _description, True))
+    ALGORITHMS.add(_name, Algorithm(_name, _noisy(_class), _description, True, warms_up=True))
 ALGORITHMS.add(
     "sac",
     Algorithm(
@@ -140,6 +141,7 @@ ALGORITHMS.add(
         _sb3(lambda env, cfg, space: SAC("MlpPolicy", env, policy_kwargs=amc_net(), **_off_policy_kwargs(cfg, space))),
         "SAC: entropy-regularised stochastic policy (explores by itself after the warm-up)",
         True,
+        warms_up=True,
     ),
 )
 

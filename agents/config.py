@@ -85,7 +85,7 @@ class SearchConfig:
             raise ConfigError(f"--episodes must be >= 1, got {self.episodes}")
         if self.warmup_episodes is None:  # scales with a short search; an explicit value is checked as given
             self.warmup_episodes = min(50, self.episodes // 4)
-        if not 0 <= self.warmup_episodes < self.episodes and ALGORITHMS[self.algo].learns and self.algo != "ppo":
+        if not 0 <= self.warmup_episodes < self.episodes and ALGORITHMS[self.algo].warms_up:
             raise ConfigError(
                 f"--warmup-episodes must be in [0, --episodes={self.episodes}), got {self.warmup_episodes}"
             )
