@@ -30,16 +30,16 @@ from ..plots import plot_class_open_rates
 from .beta import BetaPrior
 from .density import bounds, site_densities, slide
 from .deploy import to_deploy
-from .dynamism import conditional_share, measure_dynamism
+from .dynamism import measure_dynamism
 from .estimator import Estimator
 from .estimators import ESTIMATORS, create_estimator
+from .eval_account import EvalAccount
 from .fit_budget import calibrate_global, calibrate_per_site
 from .fixed_k import FixedKUnsupported, to_fixed_k
 from .guide import batch_shaping_loss, gate_rate_loss, guide_loss
 from .init import init_gates_like_l1_filter
 from .module import GateSet, attach_gates
 from .options import GateOptions
-from .sets import ChannelSetCounter
 
 
 class GatedMethod(Method):
@@ -65,10 +65,7 @@ class GatedMethod(Method):
         self.densities: dict[str, float] = {}  # per-site final densities (the reference for global)
         self.epoch = 0
         self.total_steps, self.warmup_steps, self.open_steps = 1, 0, 0
-        self._eval_rates: dict[str, float] = {}
-        self._eval_sets = ChannelSetCounter()  # distinct channel sets per site over the last evaluation pass
-        self._eval_channel_open: dict[str, torch.Tensor] = {}  # site -> [C] inputs that opened each channel
-        self._eval_count = 0
+        self.account = EvalAccount()  # what the gates did over the last evaluation pass
         self._collect: dict[str, list[torch.Tensor]] = {}
         self._shape_prior: BetaPrior | None = None  # batch-shaping's prior, built on first use
         self._class_rates: dict[str, torch.Tensor] = {}  # site -> [K, G] test open rates per class (inspect)
@@ -249,33 +246,24 @@ class GatedMethod(Method):
         return deploy
 
     def start_eval(self) -> None:
-        self._eval_rates = {s.name: 0.0 for s in self.gate_set.sites}
-        self._eval_count = 0
-        self._eval_sets.reset()
-        self._eval_channel_open = {}
+        self.account.start(s.name for s in self.gate_set.sites)
 
     def per_sample_macs(self, model: nn.Module, batch_size: int) -> torch.Tensor:
         for site, chunks in self._collect.items():  # per-site calibration collects the pass's logits
             chunks.append(self.gate_set.logits[site].detach().float().cpu())
         masks = self.gate_set.masks
-        for name, m in masks.items():
-            self._eval_rates[name] += m.float().mean(dim=1).sum().item()
-            opened = m.detach().double().sum(dim=0).cpu()
-            self._eval_channel_open[name] = self._eval_channel_open.get(name, 0) + opened
-        self._eval_sets.add(masks)
-        self._eval_count += batch_size
+        self.account.add(masks, batch_size)
         return self.cost.macs_from_masks({k: v.double() for k, v in masks.items()}).detach().cpu()
 
     def open_rates(self) -> dict[str, float]:
         """Per-site open rate over the last evaluation pass."""
-        return {k: v / max(self._eval_count, 1) for k, v in self._eval_rates.items()}
+        return self.account.open_rates()
 
     def on_epoch_end(self, model: nn.Module, epoch: int) -> dict[str, float]:
         """The validation pass's open rate and conditional share per site (how dynamic the gates are, epoch by
         epoch: the diagnosis of a recipe whose gates freeze or collapse)."""
         self.epoch = epoch
-        seen = max(self._eval_count, 1)
-        shares = {k: conditional_share(v / seen) for k, v in self._eval_channel_open.items()}
+        shares = self.account.conditional_shares()
         return {
             **{f"open/{k}": v for k, v in self.open_rates().items()},
             **{f"conditional/{k}": v for k, v in shares.items()},
@@ -284,7 +272,7 @@ class GatedMethod(Method):
         }
 
     def result_fields(self) -> dict[str, Any]:
-        sets = self._eval_sets.summary()
+        sets = self.account.sets_summary()
         return {
             "gate": self.name,
             "target_macs": self.target,
