@@ -1,12 +1,12 @@
 """The dynamic-gating method: gates at every channel site, trained end-to-end under a MAC budget.
 
-Loss = task loss + budget_weight * (mean_b MACs_b / MACs_dense - target)^2 + balance_weight * balance, where
-MACs_b is counted per sample from the gate decisions (gate MACs included) by the shared cost model, and the
-balance term pushes every site's open rate back inside [balance_low, balance_high] so no site collapses to
-all-off or stays all-on. During the first ``budget_warmup_epochs`` the target slides linearly from 1 to its
-final value, so a dense initialisation is not shocked. How a logit becomes a decision (and what it anneals) is
-the estimator's business (``gates/estimators/``); fixed-count estimators meet every site's density exactly and
-need neither the budget term nor the calibration.
+The method wires its parts to the training spine: the gates (``module.py``), when things happen
+(``schedule.py``: the budget's slide from dense to the target, the guide's span), the loss terms
+(``losses.py``: budget, balance and the terms that keep gates input-dependent), what an evaluation pass saw
+(``eval_account.py``), the budget calibration after training (``fit_budget.py``), the deploy executors and the
+dynamism measurements. How a logit becomes a decision (and what it anneals) is the estimator's business
+(``gates/estimators/``); fixed-count estimators meet every site's density exactly and need neither the budget
+term nor the calibration.
 """
 
 from __future__ import annotations
@@ -17,18 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..base import ConfigError, check_target_macs
 from ..checkpoints import load_weights
 from ..config import TrainConfig
 from ..cost import CostModel
-from ..distributed import global_mean
 from ..methods import Method, MethodSpec, ParamGroup
 from ..plots import plot_class_open_rates
-from .beta import BetaPrior
-from .density import bounds, site_densities, slide
+from .density import site_densities
 from .deploy import to_deploy
 from .dynamism import measure_dynamism
 from .estimator import Estimator
@@ -36,14 +33,14 @@ from .estimators import ESTIMATORS, create_estimator
 from .eval_account import EvalAccount
 from .fit_budget import calibrate_global, calibrate_per_site
 from .fixed_k import FixedKUnsupported, to_fixed_k
-from .guide import batch_shaping_loss, gate_rate_loss, guide_loss
 from .init import init_gates_like_l1_filter
+from .losses import GateLosses
 from .module import GateSet, attach_gates
 from .options import GateOptions
+from .schedule import GateSchedule
 
 
 class GatedMethod(Method):
-    balance_low, balance_high = 0.05, 0.95
     calibration_tolerance = 0.005
 
     def __init__(
@@ -63,11 +60,8 @@ class GatedMethod(Method):
         self.calibrate = self.options.calibrate_budget if calibrate is None else calibrate
         self.calibration: dict[str, Any] = {}
         self.densities: dict[str, float] = {}  # per-site final densities (the reference for global)
-        self.epoch = 0
-        self.total_steps, self.warmup_steps, self.open_steps = 1, 0, 0
         self.account = EvalAccount()  # what the gates did over the last evaluation pass
         self._collect: dict[str, list[torch.Tensor]] = {}
-        self._shape_prior: BetaPrior | None = None  # batch-shaping's prior, built on first use
         self._class_rates: dict[str, torch.Tensor] = {}  # site -> [K, G] test open rates per class (inspect)
 
     @classmethod
@@ -104,6 +98,8 @@ class GatedMethod(Method):
         groups = {s.name: self.gate_set.gate(s.name).groups for s in self.gate_set.sites}
         self.densities = site_densities(o.gate_density, self.cost, self.target, self.dense_macs, groups)
         self.gate_set.densities = dict(self.densities)
+        self.schedule = GateSchedule(o, self.target, dict(self.densities))
+        self.losses = GateLosses(self.schedule, self.estimator, self.cost, self.dense_macs, self.gate_set)
         if o.gate_init != "open":
             pool = 1.0 if o.gate_init == "l1" else o.gate_pool
             core = o.gate_core if o.gate_init == "core" else None
@@ -117,100 +113,27 @@ class GatedMethod(Method):
         return [ParamGroup(list(self.gate_set.parameters()), o.gate_lr_scale, None if o.gate_weight_decay else 0.0)]
 
     def begin(self, total_steps: int, steps_per_epoch: int) -> None:
-        self.total_steps = max(1, total_steps)
-        self.warmup_steps = int(self.options.budget_warmup_epochs * steps_per_epoch)
-        guided = self.options.guide_weight > 0  # held open, the gates learn from the guide alone: never without it
-        self.open_steps = int(self.options.guide_open_epochs * steps_per_epoch) if guided else 0
+        self.schedule.begin(total_steps, steps_per_epoch)
 
     # -- training
-    def _slide(self, step: int) -> float:
-        return slide(step, self.warmup_steps, self.options.budget_schedule)
-
     def target_at(self, step: int) -> float:
-        return 1.0 - (1.0 - self.target) * self._slide(step)
+        return self.schedule.target_at(step)
 
     def densities_at(self, step: int) -> dict[str, float]:
-        moved = self._slide(step)
-        return {k: 1.0 - (1.0 - d) * moved for k, d in self.densities.items()}
-
-    def _guided(self, step: int) -> bool:
-        """The guide is on for the first ``guide_until`` of the run, and always while the gates are held open."""
-        until = max(self.options.guide_until * self.total_steps, self.open_steps)
-        return self.options.guide_weight > 0 and step < until
+        return self.schedule.densities_at(step)
 
     def before_step(self, model: nn.Module, step: int) -> None:
-        self.estimator.schedule(step / self.total_steps)
-        self.gate_set.capture_activity = self._guided(step)
-        if self.open_steps:
-            self.gate_set.force_open = step < self.open_steps
+        self.estimator.schedule(step / self.schedule.total_steps)
+        self.gate_set.capture_activity = self.schedule.guided(step)
+        if self.schedule.open_steps:
+            self.gate_set.force_open = self.schedule.held_open(step)
         if self.estimator.fixed_count:  # k shrinks with the schedule too
             self.gate_set.densities = self.densities_at(step)
 
     def extra_loss(
         self, model: nn.Module, logits: torch.Tensor, step: int, epoch: int
     ) -> tuple[torch.Tensor | None, dict[str, float]]:
-        guide = None
-        if self._guided(step):
-            densities = self.densities if self.options.guide_final_k else self.densities_at(step)
-            guide = self.options.guide_weight * guide_loss(self.gate_set.logits, self.gate_set.activity, densities)
-        if step < self.open_steps:  # held open at the start: the activation guide is the gates' only signal
-            return guide, ({"guide_loss": guide.item()} if guide is not None else {})
-        budget, logs = self._budget_loss(step)
-        terms = {"guide_loss": guide, "rate_loss": self._rate_loss(step), "shape_loss": self._shape_loss(step)}
-        logs.update({name: term.item() for name, term in terms.items() if term is not None})
-        present = [t for t in (budget, *terms.values()) if t is not None]
-        return (sum(present) if present else None), logs
-
-    def _rate_loss(self, step: int) -> torch.Tensor | None:
-        if self.options.gate_rate_weight <= 0:
-            return None
-        # each gate's open rate over the global batch under torchrun, as the budget term's (a square of the mean)
-        rates = {site: global_mean(m.float()) for site, m in self.gate_set.cost_masks.items()}  # [C] each
-        return self.options.gate_rate_weight * gate_rate_loss(rates, self.densities_at(step))
-
-    def _shape_loss(self, step: int) -> torch.Tensor | None:
-        """Batch-shaping at a weight decaying linearly to 0 at ``gate_shape_until`` of the run (on this rank's
-        batch under torchrun)."""
-        o = self.options
-        fade = 1.0 - step / (o.gate_shape_until * self.total_steps)
-        if o.gate_shape_weight <= 0 or fade <= 0:
-            return None
-        if self._shape_prior is None:  # Beta(d, 1 - d) per gate, d = its site's final density
-            d = torch.cat([torch.full((g.groups,), self.densities[s]) for s, g in self._site_gates()])
-            self._shape_prior = BetaPrior(d, 1.0 - d)
-        sites = [s for s, _ in self._site_gates()]
-        return o.gate_shape_weight * fade * batch_shaping_loss(self.gate_set.logits, self._shape_prior, sites)
-
-    def _site_gates(self) -> list[tuple[str, Any]]:
-        """(site, its gate) in the order the gate set fills its per-site logits."""
-        return [(s.name, self.gate_set.gate(s.name)) for s in self.gate_set.sites]
-
-    def _budget_loss(self, step: int) -> tuple[torch.Tensor | None, dict[str, float]]:
-        masks = self.gate_set.cost_masks
-        ratio = self.cost.macs_from_masks(masks) / self.dense_macs  # [B], differentiable through the estimator
-        target = self.target_at(step)
-        logs = {"macs_ratio": ratio.mean().item(), "budget_target": target, **self.estimator.logs()}
-        if self.estimator.fixed_count:  # every sample already costs exactly its sites' densities
-            return None, logs
-        # Means over the global batch under torchrun: the budget is a square of the mean, not a mean of squares.
-        rates = global_mean(torch.stack([m.mean(dim=1) for m in masks.values()], dim=1))  # [S] open rate per site
-        if self.options.per_site:  # every site held to its own density
-            now = self.densities_at(step)
-            wanted = torch.tensor([now[name] for name in masks], dtype=rates.dtype, device=rates.device)
-            budget = ((rates - wanted) ** 2).mean()
-        else:
-            budget = (global_mean(ratio) - target) ** 2
-        low, high = self._bounds(rates, list(masks))
-        balance = (F.relu(low - rates) ** 2 + F.relu(rates - high) ** 2).mean()
-        return self.options.budget_weight * budget + self.options.balance_weight * balance, logs
-
-    def _bounds(self, rates: torch.Tensor, sites: list[str]) -> tuple[torch.Tensor | float, torch.Tensor | float]:
-        """Per-site open-rate bounds: [0.05, 0.95], tightened towards each site's density with DGNet's decay."""
-        if self.options.density_bound_decay <= 0:
-            return self.balance_low, self.balance_high
-        pairs = [bounds(self.densities[s], self.epoch, self.options.density_bound_decay) for s in sites]
-        low, high = (torch.tensor(v, dtype=rates.dtype, device=rates.device) for v in zip(*pairs, strict=True))
-        return low, high
+        return self.losses(step, epoch)
 
     def finalize(self, model: nn.Module, val_loader: Any, amp_dtype: torch.dtype | None) -> None:
         """Budget calibration on the validation split (``fit_budget``): the eval decisions moved onto the target,
@@ -262,7 +185,6 @@ class GatedMethod(Method):
     def on_epoch_end(self, model: nn.Module, epoch: int) -> dict[str, float]:
         """The validation pass's open rate and conditional share per site (how dynamic the gates are, epoch by
         epoch: the diagnosis of a recipe whose gates freeze or collapse)."""
-        self.epoch = epoch
         shares = self.account.conditional_shares()
         return {
             **{f"open/{k}": v for k, v in self.open_rates().items()},
