@@ -7,10 +7,7 @@ clear message. Checkpoints are data, never code: they are loaded with ``weights_
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +16,6 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from . import distributed
 from .base import ConfigError
@@ -30,6 +26,7 @@ from .evaluation import autocast_for, evaluate
 from .loader import BatchLoader
 from .methods import Method
 from .optim import OptimSettings, make_optimizer, make_schedule
+from .train_callbacks import StepReport, TrainCallback, default_callbacks
 
 
 def check_resumable(
@@ -48,15 +45,6 @@ def check_resumable(
 
 #: the checkpoint entry of a finished run: its result.json, saved with the finalized model it describes
 FINAL_RESULT = "final_result"
-
-
-def _epoch_of(line: str) -> int | None:
-    """The epoch of one metrics.jsonl row; None for a row a stop cut short (or any line that is not a row)."""
-    try:
-        row = json.loads(line)
-    except ValueError:
-        return None
-    return row.get("epoch") if isinstance(row, dict) and isinstance(row.get("epoch"), int) else None
 
 
 class TrainingDiverged(RuntimeError):
@@ -112,11 +100,6 @@ class Trainer:
         self.out_dir, self.arch, self.config, self.tracker = folder.out_dir, folder.arch, folder.config, folder.tracker
         self.amp_dtype = amp_dtype
         self.distiller = distiller  # --distill: the task loss is mixed with a KL to the teacher's soft labels
-        self.progress = progress and sys.stderr.isatty() and self.dist.is_main
-        # Output that is not a terminal (nohup, log files, CI) gets plain lines instead of a bar.
-        self.progress_lines = progress and not sys.stderr.isatty() and self.dist.is_main
-        # the steps of an epoch after which a progress line is printed: every tenth of the epoch
-        self._line_steps = {max(1, round(len(train_loader) * k / 10)) for k in range(1, 10)}
         self.criterion = nn.CrossEntropyLoss(label_smoothing=optim.label_smoothing)
         self.optimizer = make_optimizer(model, optim.lr, optim.momentum, optim.weight_decay, method.param_groups())
         steps_per_epoch = len(train_loader)
@@ -128,6 +111,9 @@ class Trainer:
         )
         self.state = FitState()
         method.begin(total, steps_per_epoch)
+        # what the run reports (rank 0 alone): metrics.jsonl, progress, a line per epoch, wandb
+        reporting = default_callbacks(self.out_dir, self.tracker, self.epochs, steps_per_epoch, progress)
+        self.callbacks: list[TrainCallback] = reporting if self.dist.is_main else []
 
     # -- checkpoints
     @property
@@ -185,31 +171,22 @@ class Trainer:
 
     # -- loop
     def fit(self) -> FitState:
-        metrics = self.out_dir / "metrics.jsonl"
-        if self.dist.is_main:
-            self._trim_metrics(metrics)
-        with open(metrics if self.dist.is_main else os.devnull, "a") as metrics_file:
+        for callback in self.callbacks:
+            callback.on_fit_start(self.state.epoch)
+        try:
             while self.state.epoch < self.epochs:
                 started = time.perf_counter()
                 train_stats = self._train_epoch(self.state.epoch)
                 self.state.train_seconds += time.perf_counter() - started
                 self.state.epoch += 1
                 row = self._end_of_epoch(train_stats, time.perf_counter() - started)
-                metrics_file.write(json.dumps(row) + "\n")
-                metrics_file.flush()
+                for callback in self.callbacks:
+                    callback.on_epoch_end(row, self.state.step)
                 self.save()  # only after a whole epoch: an interrupted epoch is simply redone on resume
+        finally:
+            for callback in self.callbacks:
+                callback.on_fit_end()
         return self.state
-
-    def _trim_metrics(self, metrics: Path) -> None:
-        """Keep only the rows of epochs the checkpoint holds: a run stopped between writing an epoch's row and
-        its checkpoint, or restarted without one, must not leave rows the resumed run writes again."""
-        if not metrics.is_file():
-            return
-        rows = [line for line in metrics.read_text(errors="replace").splitlines() if line.strip()]
-        epochs = [_epoch_of(line) for line in rows]
-        kept = [line for line, e in zip(rows, epochs, strict=True) if e is not None and e <= self.state.epoch]
-        if len(kept) != len(rows):
-            metrics.write_text("".join(line + "\n" for line in kept))
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
         model, device = self.net, self.train_loader.device
@@ -217,30 +194,21 @@ class Trainer:
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         seen = 0
-        bar = tqdm(
-            self.train_loader,
-            desc=f"epoch {epoch + 1}/{self.epochs}",
-            disable=not self.progress,
-            leave=False,
-            dynamic_ncols=True,
-        )
+        for callback in self.callbacks:
+            callback.on_epoch_start(epoch, len(self.train_loader))
         started = time.perf_counter()
-        for i, (x, y) in enumerate(bar):
+        for i, (x, y) in enumerate(self.train_loader):
             loss, logits, extra_logs = self._step(x, y, epoch, i)
             loss_sum += loss.detach() * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
-            if self.tracker.enabled and self.state.step % 50 == 0:
-                logs = {"train/loss": loss.item(), "train/lr": self.scheduler.get_last_lr()[0]}
-                logs.update({f"train/{k}": v for k, v in extra_logs.items()})
-                self.tracker.log(logs, step=self.state.step)
-            if self.progress and i % 20 == 0:
-                rate = seen / max(time.perf_counter() - started, 1e-9)
-                bar.set_postfix(
-                    loss=f"{loss.item():.3f}", acc=f"{100 * correct.item() / seen:.1f}", img_s=f"{rate:.0f}"
-                )
-            if self.progress_lines and (i + 1) in self._line_steps:
-                print(self._progress_line(epoch, i + 1, seen, time.perf_counter() - started), flush=True)
+            if self.callbacks:
+                report = StepReport(
+                    epoch, i, self.state.step, loss.detach(), seen, correct, time.perf_counter() - started,
+                    self.scheduler.get_last_lr()[0], extra_logs,
+                )  # fmt: skip
+                for callback in self.callbacks:
+                    callback.on_step(report)
         elapsed = time.perf_counter() - started
         # Under torchrun: statistics of the global batch (every rank's slice), throughput of all ranks together.
         seen_all = distributed.sum_across_ranks(float(seen), device)
@@ -275,16 +243,6 @@ class Trainer:
         self.state.step += 1
         return loss, logits, extra_logs
 
-    def _progress_line(self, epoch: int, done: int, seen: int, seconds: float) -> str:
-        """``epoch 2/9  40% of 117 steps  612 img/s  ETA 5.1 min for the run`` (the ETA from this epoch's rate)."""
-        per_epoch = len(self.train_loader)
-        per_step = seconds / done
-        left = (per_epoch - done) + (self.epochs - epoch - 1) * per_epoch
-        return (
-            f"epoch {epoch + 1}/{self.epochs}  {100 * done / per_epoch:3.0f}% of {per_epoch} steps  "
-            f"{seen / max(seconds, 1e-9):.0f} img/s  ETA {left * per_step / 60:.1f} min for the run"
-        )
-
     def _kept(self) -> str:
         """What a diverged run leaves: the last good checkpoint, or none."""
         if self.checkpoint_path.is_file():
@@ -313,24 +271,4 @@ class Trainer:
             **{f"cost/{k}": v for k, v in cost.items()},  # the method's own per-epoch figures (gates: open rates)
         }
         self.state.history.append(row)
-        if not self.dist.is_main:
-            return row
-        print(
-            f"epoch {self.state.epoch:3d}/{self.epochs}  "
-            f"train loss {train['loss']:.4f} acc {train['acc']:.2f}  "
-            f"val loss {val.loss:.4f} acc {val.top1:.2f}  MACs {macs / dense:.3f}x  "
-            f"{train['images_per_s']:.0f} img/s  {seconds:.1f}s",
-            flush=True,
-        )
-        logs = {
-            "val/loss": val.loss,
-            "val/acc": val.top1,
-            "cost/macs_ratio": macs / dense,
-            "epoch": self.state.epoch,
-            "train/epoch_loss": train["loss"],
-            "train/epoch_acc": train["acc"],
-            "train/images_per_s": train["images_per_s"],
-        }
-        logs.update({f"cost/{k}": v for k, v in cost.items()})
-        self.tracker.log(logs, step=self.state.step)
         return row

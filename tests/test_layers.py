@@ -42,6 +42,7 @@ LAYERS: dict[str, int] = {
     "dynprune.methods": 3,
     "dynprune.evaluation": 4,
     "dynprune.optim": 4,
+    "dynprune.train_callbacks": 1,
     "dynprune.engine": 4,
     "dynprune.cli": 4,
     # methods
