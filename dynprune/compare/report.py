@@ -37,12 +37,17 @@ COLUMNS = (
 GATE_FIGURES = ("conditional_share", "dynamic_gain")  # how dynamic a gated row is (gates/dynamism.py); else empty
 
 
+def _is_reference(method: str) -> bool:
+    """The row every other is read against (the dense model); names from older results may no longer exist."""
+    return method in COMPARE_METHODS and COMPARE_METHODS[method].is_reference
+
+
 def collect_rows(cells: Sequence[Cell]) -> list[dict[str, Any]]:
     results = {id(c): read_result(c.run_dir / "result.json") for c in cells if c.done}
     dense_b64 = {
         c.seed: (results[id(c)].get("latency_ms") or {}).get("b64")
         for c in cells
-        if c.method == "dense" and id(c) in results
+        if cell_method(c).is_reference and id(c) in results
     }
     # Every ratio is taken against the reference model's dense MACs (a compact model's own dense MACs are not it).
     reference = next(
@@ -116,7 +121,7 @@ def _fmt(value: float | None, spec: str) -> str:
 def format_report(title: str, rows: list[dict[str, Any]], targets: Sequence[float]) -> str:
     agg = aggregate(rows)
     lines = [f"# {title}", ""]
-    dense = [v for (m, _), v in agg.items() if m == "dense"]
+    dense = [v for (m, _), v in agg.items() if _is_reference(m)]
     if dense:
         d = dense[0]
         lines += [
@@ -125,7 +130,7 @@ def format_report(title: str, rows: list[dict[str, Any]], targets: Sequence[floa
             "",
         ]
     for target in targets:
-        entries = {m: v for (m, t), v in agg.items() if t == target and m != "dense"}
+        entries = {m: v for (m, t), v in agg.items() if t == target and not _is_reference(m)}
         if not entries:
             continue
         best = max(entries, key=lambda m: entries[m]["top1"])
@@ -172,7 +177,7 @@ def _plot(rows: list[dict[str, Any]], x_key: str, xlabel: str, path: Path, title
         if not points:
             continue
         xs, ys, errs = zip(*points, strict=True)
-        style = {"marker": "*", "markersize": 12} if method == "dense" else {"marker": "o", "capsize": 3}
+        style = {"marker": "*", "markersize": 12} if _is_reference(method) else {"marker": "o", "capsize": 3}
         ax.errorbar(xs, ys, yerr=errs, label=method, **style)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test top-1 (%)")
