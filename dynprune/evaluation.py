@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -20,13 +21,17 @@ class EvalResult:
     labels: torch.Tensor  # [N]
 
 
-def evaluate(model: nn.Module, loader: BatchLoader, method: Method, amp_dtype: torch.dtype | None) -> EvalResult:
+def evaluate(
+    model: nn.Module, loader: BatchLoader | Iterable[tuple[torch.Tensor, torch.Tensor]], method: Method,
+    amp_dtype: torch.dtype | None,
+) -> EvalResult:  # fmt: skip
     was_training = model.training
     model.eval()
     total_loss, correct, n = 0.0, 0, 0
     macs, labels = [], []
     method.start_eval()
-    with torch.no_grad(), autocast_for(loader.device, amp_dtype):
+    # any iterable of (images, labels) batches; a BatchLoader says its device (for mixed precision)
+    with torch.no_grad(), autocast_for(getattr(loader, "device", torch.device("cpu")), amp_dtype):
         for x, y in loader:
             logits = model(x)
             total_loss += F.cross_entropy(logits.float(), y, reduction="sum").item()

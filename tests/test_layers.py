@@ -58,6 +58,7 @@ LAYERS: dict[str, int] = {
     "dynprune.train": 9,
     "dynprune.resume_args": 8,
     "dynprune.export": 9,
+    "dynprune.api": 9,
     # the RL search uses dynprune; dynprune never imports it
     "agents": 10,
 }
