@@ -31,6 +31,7 @@ SAME_CELL_AS_A_KEPT_ONE = {
     *("l1-unstructured", "random-unstructured"),  # as global-unstructured's
     *("ste", "hardconcrete"),  # as gumbel's
     "mobilenetv2",  # as narrow's (another zoo model: test_zoo_learns)
+    "random-search",  # as rl's with --algo random (test_random_search_cells_run_the_search_without_an_agent)
 }
 assert set(COMPARE_METHODS.names()) >= SAME_CELL_AS_A_KEPT_ONE
 QUICK_METHODS = set(COMPARE_METHODS.names()) - VARIANTS - SAME_CELL_AS_A_KEPT_ONE
@@ -187,3 +188,17 @@ def test_a_cell_with_a_cut_result_is_not_done(tmp_path, text, done):
     cell = Cell("l1-filter", 0.5, 0, tmp_path, {})
     (tmp_path / "result.json").write_text(text)  # a stop or a full disk can leave it cut or empty
     assert cell.done is done
+
+
+def test_random_search_cells_run_the_search_without_an_agent(tmp_path):
+    """rl and random-search side by side: the same evaluator, walls and number of strategies; only the agent
+    differs (random-search ignores search_algo)."""
+    cells = build_plan(plan_config(tmp_path, methods=["rl", "random-search"], targets=[0.5], search_episodes=12))
+    args = {c.method: c.search_args for c in cells if c.method != "dense"}
+
+    def value(method: str, flag: str) -> str:
+        return args[method][args[method].index(flag) + 1]
+
+    assert value("rl", "--algo") == "ddpg" and value("random-search", "--algo") == "random"
+    for flag in ("--episodes", "--val-subset", "--r-max", "--target-macs", "--init"):
+        assert value("rl", flag) == value("random-search", flag), flag

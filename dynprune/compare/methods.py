@@ -144,13 +144,14 @@ class PolicySearch:
             )
 
     policy_field = "ratios"  # the TrainConfig field the policy file goes to
+    algo: str | None = None  # the search's --algo; None: the comparison's search_algo
 
     def prepare_cell(self, cell: Cell, cfg: CompareConfig, cost: CostModel, data_shape: tuple[int, int, int]) -> None:
         search = cell.run_dir / "search"
         cell.values[self.policy_field] = str(search / "policy.json")
         warmup = 0 if cfg.search_episodes <= 1 else max(1, cfg.search_episodes // 4)
         settings = (
-            *("--algo", cfg.search_algo, "--episodes", str(cfg.search_episodes)),
+            *("--algo", self.algo or cfg.search_algo, "--episodes", str(cfg.search_episodes)),
             *("--val-subset", str(cfg.search_val_subset), "--r-max", str(cfg.search_r_max)),
             *("--warmup-episodes", str(warmup), "--wandb", cfg.wandb, "--threads", str(cfg.cell_threads)),
             *("--baselines", "none", "--no-progress"),
@@ -274,6 +275,19 @@ for _name, _estimator in ESTIMATORS.items():  # every gate estimator, with its r
         _recipe = {**_estimator.recipe, **_recipe}
         _register(GatedCompare(f"{_name}-{_variant}", f"{_name} gates, {_what}", _name, _recipe))
 _register(RLMethod("rl", "per-site ratios searched by an RL agent (agents.search), then fine-tuned as l1-filter"))
+
+
+class RandomSearchMethod(RLMethod):
+    """The rl cell's evaluator and budget walls without an agent: what the agent adds over random strategies."""
+
+    algo = "random"
+
+
+_register(
+    RandomSearchMethod(
+        "random-search", "per-site ratios: the best of as many random budget-meeting strategies as rl tries"
+    )
+)
 _register(
     RLDensityGates(
         "topk-rl",
