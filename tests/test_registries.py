@@ -100,3 +100,30 @@ def test_help_lists_every_registered_name(capsys, module, flag, names):
     entry = text[start : text.index("(default:", start)]
     for name in names():
         assert name in entry, (flag, name)
+
+
+@pytest.mark.parametrize("name", PRUNERS.names())
+def test_every_pruner_prunes_a_tiny_model_to_its_target_in_the_quick_tier(name):
+    """A new criterion or pruner is covered here in milliseconds (the trained version above is slow): one shot
+    through the library API, then, for structured pruners, the channels removed physically."""
+    import torch
+
+    import dynprune
+    from dynprune.models import create_model
+    from dynprune.prune.masks import sparsity
+
+    torch.manual_seed(0)
+    model = create_model("resnet20", 1, 10, 28, width=0.5)
+    dense_macs = dynprune.macs(model, (1, 28, 28))
+    pruning = dynprune.static_prune(model, (1, 28, 28), name, target_macs=0.6)
+    if not PRUNERS[name].structured:  # unstructured: weights zeroed, MACs counted as nonzero-weight MACs
+        assert sparsity(model)[0] > 0.3
+        return
+    assert 0.55 <= pruning.macs_ratio() <= 0.6
+    x = torch.randn(4, 1, 28, 28)
+    pruning.method.process.finish(model)  # sfp zeroes its soft filters at the end; one-shot masks are final
+    model.eval()
+    masked = model(x)
+    narrow = pruning.remove()
+    assert dynprune.macs(narrow, (1, 28, 28)) == pytest.approx(pruning.macs_ratio() * dense_macs, rel=1e-6)
+    torch.testing.assert_close(narrow(x), masked, atol=1e-4, rtol=1e-4)
