@@ -25,7 +25,7 @@ from dynprune.data import DataSplits, data_of_checkpoint
 from dynprune.fold import fold_bn
 from dynprune.formats import Arrays
 from dynprune.loader import BatchLoader
-from dynprune.prune.criteria import L1Norm
+from dynprune.prune.criteria import Criterion, L1Norm
 from dynprune.prune.pruners import filter_keep_indices
 from dynprune.prune.ratios import removed
 from dynprune.rebuild import is_gated_checkpoint, model_from_checkpoint
@@ -64,8 +64,15 @@ def _materialise(arrays: Arrays, data: DataSplits, batch_size: int) -> list[tupl
 class StrategyEvaluator:
     """Validation top-1 (percent) of the dense checkpoint pruned by a strategy, after adaptive BN."""
 
-    def __init__(self, checkpoint: str | Path, data_dir: str | None = None, settings: EvalSettings | None = None):
+    def __init__(
+        self,
+        checkpoint: str | Path,
+        data_dir: str | None = None,
+        settings: EvalSettings | None = None,
+        criterion: Criterion | None = None,
+    ) -> None:
         self.settings = settings or EvalSettings()
+        self.criterion = criterion or L1Norm()  # which channels a strategy's ratio removes at each site
         self.checkpoint = str(checkpoint)
         if not Path(checkpoint).is_file():
             raise SearchError(f"--init {checkpoint}: no such checkpoint file")
@@ -101,7 +108,7 @@ class StrategyEvaluator:
 
     def pruned_model(self, ratios: Mapping[str, float]) -> nn.Module:
         model = copy.deepcopy(self.model)
-        keep = filter_keep_indices(model, self.sites, ratios, L1Norm())
+        keep = filter_keep_indices(model, self.sites, ratios, self.criterion)
         slice_sites(model, self.sites, keep)
         return model.to(memory_format=torch.channels_last)
 

@@ -27,7 +27,7 @@ from dynprune.models import create_model
 # test_gates; every model: test_zoo_learns), which would add minutes of CI time and no code path
 VARIANTS = {f"{name}-{v}" for name, est in ESTIMATORS.items() for v in est.variants}
 SAME_CELL_AS_A_KEPT_ONE = {
-    *("l2-filter", "fpgm-filter", "random-filter", "global-filter"),  # as l1-filter's
+    *("l2-filter", "fpgm-filter", "random-filter", "global-filter", "slim-filter"),  # as l1-filter's
     *("l1-unstructured", "random-unstructured"),  # as global-unstructured's
     *("ste", "hardconcrete"),  # as gumbel's
     "mobilenetv2",  # as narrow's (another zoo model: test_zoo_learns)

@@ -326,10 +326,10 @@ def test_model_outside_the_zoo_is_pruned_hard_through_torch_pruning_sites():
 
 
 def test_fpgm_drops_the_filters_nearest_the_geometric_median_not_the_smallest():
-    from dynprune.prune.criteria import GeometricMedianDistance
+    from dynprune.prune.criteria import ChannelGroup, GeometricMedianDistance
 
     weight = torch.tensor([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [-4.0, 6.0]]).view(4, 2, 1, 1)
-    scores = GeometricMedianDistance()(weight)
+    scores = GeometricMedianDistance()(ChannelGroup(weight, None, ()))
     distances = torch.cdist(weight.flatten(1), weight.flatten(1)).sum(dim=1)
     assert torch.allclose(scores, distances)
     assert scores.argmin().item() in (0, 1) and scores.argmax().item() in (2, 3)  # the far ones are kept
@@ -452,3 +452,31 @@ def test_a_model_without_channel_sites_is_told_so(make):
     method = GatedMethod("topk", 0.5) if make == "gated" else static
     with pytest.raises(ConfigError, match="the model has no channel site"):
         method.prepare(model, (1, 28, 28))
+
+
+def test_a_criterion_sees_the_coupled_group_network_slimming_keeps_the_largest_bn_scales():
+    """slim-filter is one class because a criterion gets the site's group (producer weight, its BN, consumers):
+    it keeps the channels whose BN scale is largest, whatever their filter norms."""
+    from dynprune.models import create_model
+    from dynprune.prune.criteria import ChannelGroup
+    from dynprune.prune.pruners import filter_keep_indices
+
+    torch.manual_seed(0)
+    model = create_model("resnet20", 1, 10, 28, width=0.5)
+    site = next(s for s in model.channel_sites() if s.name.startswith("layer1.0"))
+    bn = model.get_submodule(site.bn)
+    with torch.no_grad():
+        bn.weight.copy_(torch.arange(bn.weight.numel(), 0, -1, dtype=torch.float))  # channel 0 the largest scale
+        model.get_submodule(site.producer).weight[:4] *= 1e-3  # ...and the smallest filters: l1 would drop them
+    group = ChannelGroup.of(model, site)
+    assert group.bn is bn and len(group.consumers) == len(site.consumers)
+    kept = filter_keep_indices(model, [site], {site.name: 0.5}, _criterion("slim-filter"))
+    assert kept[site.name].tolist() == list(range(bn.weight.numel() // 2))
+    l1_kept = filter_keep_indices(model, [site], {site.name: 0.5}, _criterion("l1-filter"))
+    assert not set(range(4)) & set(l1_kept[site.name].tolist())
+
+
+def _criterion(name: str):
+    from dynprune.prune.criteria import CRITERIA
+
+    return CRITERIA[name][0]()

@@ -8,8 +8,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import nn
 
-from ..prune.criteria import L1Norm, keep_lowest_removed
-from ..sites import get_module
+from ..prune.criteria import ChannelGroup, Criterion, L1Norm, keep_lowest_removed
 from .density import kept_groups
 from .module import GateSet
 
@@ -22,8 +21,10 @@ def init_gates_like_l1_filter(
     bias: float,
     pool: float = 1.0,
     core: float | None = None,
+    criterion: Criterion | None = None,
 ) -> None:
-    """Gate biases from l1-filter's ranking of each site's channel groups (k = groups kept at its density):
+    """Gate biases from a criterion's ranking of each site's channel groups (default l1-filter's; k = groups kept
+    at its density):
 
     - ``pool`` = 1, ``core`` None: open (+``bias``) on exactly the k groups l1-filter keeps, closed (-``bias``) on
       the rest: the dense model's own preference as the first decisions; in a short fine-tune the gates never
@@ -33,9 +34,10 @@ def init_gates_like_l1_filter(
     - ``core`` in [0, 1]: the top ``core`` x k groups open (+``bias``), the candidates up to ``pool`` x k
       undecided (bias 0: the input decides), the rest closed: a static core and a dynamic margin.
     """
+    rank = criterion or L1Norm()
     for site in gate_set.sites:
         gate = gate_set.gate(site.name)
-        scores = L1Norm()(get_module(model, site.producer).weight).view(gate.groups, -1).sum(dim=1)  # [G]
+        scores = rank(ChannelGroup.of(model, site)).view(gate.groups, -1).sum(dim=1)  # [G]
         density = densities[site.name]
         candidates = keep_lowest_removed(scores, gate.groups - kept_groups(gate.groups, min(1.0, density * pool)))
         biases = torch.where(candidates > 0, bias if core is None else 0.0, -bias)

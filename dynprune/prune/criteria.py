@@ -1,19 +1,43 @@
-"""Importance criteria for filters (output channels of a site's producer): tiny classes with one ``__call__``.
+"""Importance criteria for a site's channels: tiny classes with one ``__call__(group) -> [C] scores``.
 
-Higher score = more important = kept longer. A criterion registered with ``@criterion(name, description)``
-becomes the per-site structured pruner ``--prune NAME`` (``prune/pruners.py`` builds one for each): adding a
-criterion is adding its class here.
+A criterion sees the coupled group, as Torch-Pruning's ``Importance.__call__(group)`` does: the producer's
+weight (filters as rows), the BN right after it, and the consumers' input weights, so weight norms, network
+slimming's BN scale or a consumer-side score are each one small class. Higher score = more important = kept
+longer. A criterion registered with ``@criterion(name, description)`` becomes the per-site structured pruner
+``--prune NAME`` (``prune/pruners.py`` builds one for each); gate initialisation and the RL search's scorer take
+a criterion too. Adding a criterion is adding its class here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from ..registry import Registry
+from ..sites import ChannelSite, get_module
+from .masks import current
 
-Criterion = Callable[[torch.Tensor], torch.Tensor]
+
+@dataclass(frozen=True)
+class ChannelGroup:
+    """One site's channels as the layers that hold them (masked weights as they act now)."""
+
+    weight: torch.Tensor  # the producer's weight, [C, ...]: one row per channel
+    bn: nn.Module | None  # the BN right after the producer (its ``weight`` is the channel's scale), if any
+    consumers: tuple[torch.Tensor, ...]  # each consumer's weight, the channels along dim 1 ([*, C, ...])
+
+    @classmethod
+    def of(cls, model: nn.Module, site: ChannelSite) -> ChannelGroup:
+        weight = current(get_module(model, site.producer), "weight")
+        bn = get_module(model, site.bn) if site.bn else None
+        consumers = tuple(current(get_module(model, path), "weight") for path in site.consumers)
+        return cls(weight, bn, consumers)
+
+
+Criterion = Callable[[ChannelGroup], torch.Tensor]
 #: name -> (criterion class, description)
 CRITERIA: Registry[tuple[type, str]] = Registry("filter criterion")
 
@@ -28,14 +52,14 @@ def criterion(name: str, description: str) -> Callable[[type], type]:
 
 @criterion("l1-filter", "per site, drop the filters of smallest L1 norm")
 class L1Norm:
-    def __call__(self, weight: torch.Tensor) -> torch.Tensor:
-        return weight.detach().flatten(1).abs().sum(dim=1)
+    def __call__(self, group: ChannelGroup) -> torch.Tensor:
+        return group.weight.detach().flatten(1).abs().sum(dim=1)
 
 
 @criterion("l2-filter", "per site, drop the filters of smallest L2 norm")
 class L2Norm:
-    def __call__(self, weight: torch.Tensor) -> torch.Tensor:
-        return weight.detach().flatten(1).norm(dim=1)
+    def __call__(self, group: ChannelGroup) -> torch.Tensor:
+        return group.weight.detach().flatten(1).norm(dim=1)
 
 
 @criterion("fpgm-filter", "per site, drop the filters nearest the geometric median (FPGM, He et al. 2019)")
@@ -43,9 +67,9 @@ class GeometricMedianDistance:
     """FPGM: a filter close to the others' geometric median is replaceable by them, whatever its norm. The
     summed distance to every other filter of the layer scores it (the minimiser of that sum is the median)."""
 
-    def __call__(self, weight: torch.Tensor) -> torch.Tensor:
-        flat = weight.detach().flatten(1).double()
-        return torch.cdist(flat, flat).sum(dim=1).to(weight.dtype)
+    def __call__(self, group: ChannelGroup) -> torch.Tensor:
+        flat = group.weight.detach().flatten(1).double()
+        return torch.cdist(flat, flat).sum(dim=1).to(group.weight.dtype)
 
 
 @criterion("random-filter", "per site, drop random filters")
@@ -53,8 +77,19 @@ class RandomScore:
     def __init__(self, seed: int = 0) -> None:
         self.generator = torch.Generator().manual_seed(seed)
 
-    def __call__(self, weight: torch.Tensor) -> torch.Tensor:
-        return torch.rand(weight.shape[0], generator=self.generator).to(weight.device)
+    def __call__(self, group: ChannelGroup) -> torch.Tensor:
+        return torch.rand(group.weight.shape[0], generator=self.generator).to(group.weight.device)
+
+
+@criterion("slim-filter", "per site, drop the channels of smallest BN scale |gamma| (network slimming, Liu 2017)")
+class BatchNormScale:
+    """Network slimming's criterion: the BN scale after the producer says how much a channel passes on (without
+    a BN, the producer's L1 norm)."""
+
+    def __call__(self, group: ChannelGroup) -> torch.Tensor:
+        if group.bn is None or getattr(group.bn, "weight", None) is None:
+            return L1Norm()(group)
+        return group.bn.weight.detach().abs().clone()
 
 
 def lowest(scores: torch.Tensor, n: int) -> torch.Tensor:

@@ -15,8 +15,8 @@ from torch import nn
 
 from ..cost import CostModel
 from ..registry import Registry
-from ..sites import ChannelSite, get_module, site_width
-from .criteria import CRITERIA, Criterion, L2Norm, keep_lowest_removed, lowest
+from ..sites import ChannelSite, site_width
+from .criteria import CRITERIA, ChannelGroup, Criterion, L2Norm, keep_lowest_removed, lowest
 from .masks import apply_channel_mask, current, prunable_weights
 from .process import PruneProcess, ScheduledPruning
 from .ratios import removed
@@ -57,7 +57,7 @@ def get_pruner(name: str) -> Pruner:
 
 # ------------------------------------------------------------------------------------------- structured
 def filter_scores(model: nn.Module, site: ChannelSite, criterion: Criterion) -> torch.Tensor:
-    return criterion(current(get_module(model, site.producer), "weight"))
+    return criterion(ChannelGroup.of(model, site))
 
 
 def filter_keep_indices(

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..sites import site_width
-from .criteria import L2Norm, keep_lowest_removed, lowest
+from .criteria import ChannelGroup, Criterion, L2Norm, keep_lowest_removed, lowest
 from .masks import apply_channel_mask, channel_mask, current
 from .process import PruneProcess
 from .ratios import keep_fractions, removed
@@ -23,6 +23,7 @@ from .ratios import keep_fractions, removed
 
 class SoftFilterPruning(PruneProcess):
     final_fraction = 0.25  # share of the epochs fine-tuned with the channels removed for good
+    criterion: Criterion = L2Norm()  # SFP's own ranking (He et al. 2018: the L2 norm)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -54,13 +55,14 @@ class SoftFilterPruning(PruneProcess):
             for site in self.sites:
                 producer = model.get_submodule(site.producer)
                 weight, bias = current(producer, "weight"), current(producer, "bias")
-                drop = lowest(L2Norm()(weight), removed(weight.shape[0], self.ratios[site.name]))
+                scores = self.criterion(ChannelGroup.of(model, site))
+                drop = lowest(scores, removed(weight.shape[0], self.ratios[site.name]))
                 weight[drop] = 0
                 if bias is not None:
                     bias[drop] = 0
 
     def _mask(self, model: nn.Module) -> None:
         for site in self.sites:
-            weight = current(model.get_submodule(site.producer), "weight")
-            n = removed(weight.shape[0], self.ratios[site.name])
-            apply_channel_mask(model, site, keep_lowest_removed(L2Norm()(weight), n))
+            scores = self.criterion(ChannelGroup.of(model, site))
+            n = removed(len(scores), self.ratios[site.name])
+            apply_channel_mask(model, site, keep_lowest_removed(scores, n))
