@@ -18,6 +18,7 @@ LAYERS: dict[str, int] = {
     # base: imports nothing of the project
     "dynprune.base": 0,
     "dynprune.registry": 0,
+    "dynprune.solve": 0,
     # spine: configs, data, tracking; what a model is, its sites and cost; the training spine
     "dynprune.imagefolder": 1,
     "dynprune.track": 1,
@@ -186,3 +187,12 @@ def test_no_function_over_50_lines_and_no_module_over_400():
                 if lines > MAX_FUNCTION_LINES:
                     too_long.append(f"{name}:{node.lineno} {node.name}: {lines} lines")
     assert not too_long, too_long
+
+
+def test_the_one_root_finder_brackets_a_monotone_test():
+    from dynprune.solve import monotone_bracket
+
+    a, b = monotone_bracket(lambda x: x * x <= 2.0, 0.0, 2.0, 40)
+    assert a * a <= 2.0 < b * b and b - a < 1e-11
+    a, b = monotone_bracket(lambda r: 1.0 - r > 0.3, 0.0, 0.999, 30)  # MACs falling with a ratio
+    assert a < 0.7 <= b and b - a < 1e-8

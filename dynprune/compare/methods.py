@@ -27,6 +27,7 @@ from ..orphans import die_with_parent
 from ..prune.pruners import PRUNERS
 from ..prune.ratios import keep_fractions, solve_uniform_for_macs
 from ..registry import Registry
+from ..solve import monotone_bracket
 from .cell import Cell
 from .config import CompareConfig
 
@@ -251,10 +252,8 @@ def width_for_macs(model: str, target_macs: float, in_channels: int, num_classes
         raise ConfigError(f"{model} costs more than {target_macs / 1e6:.2f}M MACs even at width {lo}")
     if macs(hi) <= target_macs:
         return hi
-    for _ in range(12):  # the interval shrinks to < 0.001 of width
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if macs(mid) <= target_macs else (lo, mid)
-    return round(lo, 4)
+    width, _ = monotone_bracket(lambda w: macs(w) <= target_macs, lo, hi, 12)  # to < 0.001 of width
+    return round(width, 4)
 
 
 #: per-estimator TrainConfig values for the comparison's short fine-tunes, chosen on the validation split of

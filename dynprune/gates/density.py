@@ -20,6 +20,7 @@ from pathlib import Path
 from ..base import ConfigError
 from ..cost import CostModel
 from ..prune.ratios import from_file, removed
+from ..solve import monotone_bracket
 
 GLOBAL, UNIFORM = "global", "uniform"
 
@@ -43,13 +44,10 @@ def uniform_density(cost: CostModel, target: float, dense_macs: float, groups: d
         raise ConfigError(
             f"--target-macs {target} cannot be met with one channel group kept per site ({ratio(0.0):.3f} of dense)"
         )
-    lo, hi = 0.0, 1.0
-    if ratio(hi) <= target:
-        return fractions(hi)
-    for _ in range(30):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if ratio(mid) <= target else (lo, mid)
-    return fractions(lo)
+    if ratio(1.0) <= target:
+        return fractions(1.0)
+    density, _ = monotone_bracket(lambda d: ratio(d) <= target, 0.0, 1.0, 30)
+    return fractions(density)
 
 
 def site_densities(

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..base import ConfigError, check_ratio, check_target_macs
 from ..cost import CostModel
+from ..solve import monotone_bracket
 
 
 def removed(width: int, ratio: float) -> int:
@@ -36,14 +37,12 @@ def solve_uniform_for_macs(cost: CostModel, target: float, dense_macs: float | N
             f"--target-macs {target} cannot be reached by pruning channel sites: the most a uniform ratio can do "
             f"is {floor:.3f} of dense; choose >= {floor:.3f}"
         )
-    lo, hi = 0.0, 0.999
-    for _ in range(40):
-        mid = (lo + hi) / 2
-        if cost.macs(keep_fractions(cost, dict.fromkeys(cost.site_widths, mid))) / dense > target:
-            lo = mid
-        else:
-            hi = mid
-    return dict.fromkeys(cost.site_widths, hi)
+
+    def too_costly(ratio: float) -> bool:
+        return cost.macs(keep_fractions(cost, dict.fromkeys(cost.site_widths, ratio))) / dense > target
+
+    _, ratio = monotone_bracket(too_costly, 0.0, 0.999, 40)
+    return dict.fromkeys(cost.site_widths, ratio)
 
 
 def from_file(cost: CostModel, path: str | Path, flag: str = "--ratios") -> dict[str, float]:
@@ -72,13 +71,9 @@ def from_file(cost: CostModel, path: str | Path, flag: str = "--ratios") -> dict
 
 def solve_sparsity_for_macs(macs_at: Callable[[float], float], target: float) -> float:
     """The smallest ratio whose MAC fraction ``macs_at(ratio)`` is <= target (bisection on a monotone curve)."""
-    lo, hi = 0.0, 0.999
-    if macs_at(hi) > target:
-        raise ConfigError(f"--target-macs {target} cannot be reached by this pruner (floor {macs_at(hi):.3f})")
-    for _ in range(30):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if macs_at(mid) > target else (lo, mid)
-    return hi
+    if macs_at(0.999) > target:
+        raise ConfigError(f"--target-macs {target} cannot be reached by this pruner (floor {macs_at(0.999):.3f})")
+    return monotone_bracket(lambda r: macs_at(r) > target, 0.0, 0.999, 30)[1]
 
 
 def resolver(ratio: float | None, ratios_file: str | None, target_macs: float):
