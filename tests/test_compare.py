@@ -48,7 +48,7 @@ def plan_config(tmp_path: Path, **kw) -> CompareConfig:
     [
         ({"methods": ["l1-filter", "magic"]}, "unknown method 'magic'; known: "),
         ({"methods": ["l1-filter"], "targets": [0.01]}, "--target-macs 0.01 cannot be reached"),
-        ({"methods": ["gumbel"], "targets": [0.01]}, "at or below the gated floor"),
+        ({"methods": ["gumbel"], "targets": [0.01]}, "gumbel: target 0.01 is below what gates can reach"),
         ({"methods": ["l1-filter"], "dense": "nowhere/checkpoint.pt"}, "no such checkpoint"),
         ({"methods": ["l1-filter"], "dense": "dense-run/checkpoint.pt"}, "its run has not finished"),
         ({"methods": ["rl"], "search_algo": "bogus"}, "--algo got 'bogus'; allowed: "),  # the search's own parser

@@ -21,6 +21,7 @@ import torch
 
 from ..base import ConfigError
 from ..cost import CostModel
+from ..gates.density import check_above_gated_floor, gated_floor
 from ..gates.estimators import ESTIMATORS
 from ..models import create_model
 from ..orphans import die_with_parent
@@ -122,9 +123,8 @@ class GatedCompare(CompareMethod):
         return values
 
     def check_target(self, cfg: CompareConfig, cost: CostModel, target: float) -> None:
-        floor = cost.macs(dict.fromkeys(cost.site_widths, 0.0)) / cost.dense_macs
-        if target <= floor + 0.01:
-            raise ConfigError(f"{self.name}: target {target} is at or below the gated floor {floor:.3f}")
+        floor = gated_floor(cost, cost.site_widths, cost.dense_macs)
+        check_above_gated_floor(target, floor, f"{self.name}: target")
 
 
 class PolicySearch:

@@ -15,6 +15,7 @@ site's open rate is pushed into [d (1 - p), d + (1 - d) p] with p = exp(-decay x
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from pathlib import Path
 
 from ..base import ConfigError
@@ -23,6 +24,23 @@ from ..prune.ratios import from_file, removed
 from ..solve import monotone_bracket
 
 GLOBAL, UNIFORM = "global", "uniform"
+
+
+#: a MAC target must stand this far above the gated floor: closer, the gates have no channels left to choose
+FLOOR_MARGIN = 0.01
+
+
+def gated_floor(cost: CostModel, sites: Iterable[str], dense_macs: float) -> float:
+    """MACs / dense with every gate closed: what the gates' own layers and the layers outside channel sites cost."""
+    return float(cost.macs(dict.fromkeys(sites, 0.0))) / dense_macs
+
+
+def check_above_gated_floor(target: float, floor: float, who: str) -> None:
+    if target <= floor + FLOOR_MARGIN:
+        raise ConfigError(
+            f"{who} {target} is below what gates can reach: with every gate closed the model still costs "
+            f"{floor:.3f} of dense (gates and layers outside channel sites); choose > {floor + FLOOR_MARGIN:.2f}"
+        )
 
 
 def kept_groups(groups: int, density: float) -> int:

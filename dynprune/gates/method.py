@@ -25,7 +25,7 @@ from ..config import TrainConfig
 from ..cost import CostModel
 from ..methods import Method, MethodSpec, ParamGroup
 from ..plots import plot_class_open_rates
-from .density import site_densities
+from .density import check_above_gated_floor, gated_floor, site_densities
 from .deploy import to_deploy
 from .dynamism import measure_dynamism
 from .estimator import Estimator
@@ -88,13 +88,8 @@ class GatedMethod(Method):
         self.cost = CostModel.from_model(model, input_shape)  # gate layers counted as always-on layers
         for site, reason in self.gate_set.skipped.items():
             print(f"gates: site {site} not gated: {reason}", flush=True)
-        floor = self.cost.macs({s.name: 0.0 for s in self.gate_set.sites}) / self.dense_macs
-        if self.target <= floor + 0.01:
-            raise ConfigError(
-                f"--target-macs {self.target} is below what gates can reach: with every gate closed the "
-                f"model still costs {floor:.3f} of dense (gates and layers outside channel sites); "
-                f"choose > {floor + 0.01:.2f}"
-            )
+        floor = gated_floor(self.cost, (s.name for s in self.gate_set.sites), self.dense_macs)
+        check_above_gated_floor(self.target, floor, "--target-macs")
         groups = {s.name: self.gate_set.gate(s.name).groups for s in self.gate_set.sites}
         self.densities = site_densities(o.gate_density, self.cost, self.target, self.dense_macs, groups)
         self.gate_set.densities = dict(self.densities)
