@@ -46,6 +46,28 @@ class ChannelSite:
         return self.bn or self.producer
 
 
+def chained_sites(sites: Sequence[ChannelSite]) -> dict[str, str]:
+    """Sites whose channels feed another site's producer (a chain of sites, as in VGG and LeNet): site -> the
+    producer it feeds. Executors that pack or fix a site's channels per call need none."""
+    producers = {s.producer for s in sites}
+    found = {}
+    for s in sites:
+        chained = producers.intersection((*s.consumers, *s.passthrough))
+        if chained:
+            found[s.name] = sorted(chained)[0]
+    return found
+
+
+def linear_read_sites(model: nn.Module, sites: Sequence[ChannelSite]) -> dict[str, str]:
+    """Sites a linear layer reads (flattened): site -> that layer."""
+    found = {}
+    for s in sites:
+        linear = [c for c in s.consumers if isinstance(get_module(model, c), nn.Linear)]
+        if linear:
+            found[s.name] = linear[0]
+    return found
+
+
 def probe_forward(model: nn.Module, input_shape: Sequence[int]) -> Any:
     """The model's output for one all-zero input, in eval mode without gradients (its mode restored after):
     how a model's structure, cost or soundness is probed."""

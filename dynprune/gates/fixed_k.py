@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..sites import chained_sites, linear_read_sites
 from ..timing import interleaved_timing
 from .gated_copy import GatedCopy, gated_copy, swap_layers
 from .site_runtime import DeployGate
@@ -185,16 +186,10 @@ def fixed_k_problem(copied: GatedCopy) -> str | None:
             f"sites {', '.join(loose[:3])}{' ...' if len(loose) > 3 else ''} open a data-dependent number of "
             "channels (threshold gates); static shapes need fixed-count gates (--gate topk)"
         )
-    producers = {s.producer for s in copied.sites}
-    for s in copied.sites:
-        chained = producers.intersection((*s.consumers, *s.passthrough))
-        if chained:
-            return f"site {s.name} feeds the gated producer {sorted(chained)[0]} (a chain of sites, as in VGG/LeNet)"
-    modules = dict(copied.model.named_modules())
-    for s in copied.sites:
-        linear = [c for c in s.consumers if isinstance(modules.get(c), nn.Linear)]
-        if linear:
-            return f"site {s.name} is flattened into the linear layer {linear[0]}"
+    for site, producer in chained_sites(copied.sites).items():
+        return f"site {site} feeds the gated producer {producer} (a chain of sites, as in VGG/LeNet)"
+    for site, linear in linear_read_sites(copied.model, copied.sites).items():
+        return f"site {site} is flattened into the linear layer {linear}"
     return None
 
 
