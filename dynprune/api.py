@@ -62,6 +62,8 @@ class Report:
 
 @dataclass(frozen=True)
 class Exported:
+    """An ONNX file written by ``Gates.export_onnx`` and which executor it holds."""
+
     path: Path
     executor: str  # "fixed-k" (closed channels skipped) or "masked" (closed channels zeroed)
 

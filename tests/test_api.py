@@ -123,6 +123,7 @@ def test_load_rebuilds_a_run_and_the_api_is_at_the_package_top(tmp_path):
     from dynprune.runner import run_training
 
     assert set(dynprune.__all__) >= {"gate", "static_prune", "channel_sites", "macs", "load"}
+    assert set(dynprune.__all__) <= set(dir(dynprune))  # help(dynprune) and pydoc list the API
     run_training(tiny_config(tmp_path / "run", epochs=1, prune="l1-filter", target_macs=0.5, hard=True))
     model = dynprune.load(tmp_path / "run" / "checkpoint.pt")
     dense = create_model("lenet5", 1, 10, 28)
