@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .catalog import method_from_config, rebuild_from_checkpoint, train_config
+from .catalog import method_from_config, rebuild_from_checkpoint, recipe_defaults, train_config
 from .cost import CostModel
 from .evaluation import evaluate
 from .gates.fixed_k import FixedKUnsupported, to_fixed_k
@@ -70,7 +70,9 @@ class Exported:
 
 def _method(model: nn.Module, input_shape: Sequence[int], values: dict[str, Any]) -> Any:
     channel_sites(model, input_shape)
-    method = method_from_config(train_config({"wandb": "disabled", **values}))
+    chosen = {"wandb": "disabled", **values}
+    # the method variant's recipe under what was given, as the CLI layers them (recipe_defaults: catalog.py)
+    method = method_from_config(train_config({**recipe_defaults(chosen), **chosen}))
     method.prepare(model, input_shape)
     return method
 
@@ -81,14 +83,18 @@ class Gates:
     def __init__(self, model: nn.Module, method: GatedMethod, input_shape: Sequence[int], steps: int) -> None:
         self.model, self.method, self.input_shape, self.steps = model, method, tuple(input_shape), steps
 
+    def parameters(self) -> list[nn.Parameter]:
+        """The gate layers' parameters (already in ``model.parameters()``): for an optimizer group of their own."""
+        return list(self.method.gate_set.parameters())
+
     def step(self, step: int) -> None:
         """Call before the forward pass of training step ``step`` (0-based): temperatures, the budget's slide
         from dense to the target, the activation guide."""
         self.method.before_step(self.model, step)
 
     def loss(self, logits: torch.Tensor, step: int, epoch: int = 0) -> torch.Tensor:
-        """The gates' loss terms for the forward pass just made (budget, balance, guide; 0 when none is in force):
-        add it to the task loss."""
+        """The gates' loss terms for the forward pass just made (budget, balance, activation guide, rate term,
+        batch-shaping: those the options switch on; 0 when none is in force): add it to the task loss."""
         extra, _ = self.method.extra_loss(self.model, logits, step, epoch)
         return extra if extra is not None else logits.new_zeros(())
 
@@ -136,6 +142,11 @@ def gate(
     flag as a keyword (``gate_pool=2``, ``budget_weight=50``). ``steps_per_epoch`` (default: ``steps``) is the
     unit of the options counted in epochs (``budget_warmup_epochs``)."""
     method = _method(model, input_shape, {"gate": estimator, "target_macs": target_macs, **options})
+    if method.param_groups():  # the CLI's optimizer honours them; yours is yours: say so instead of ignoring them
+        raise ValueError(
+            "gate_lr_scale / gate_weight_decay set the CLI's optimizer; in your loop give gates.parameters() "
+            "their own parameter group instead"
+        )
     method.begin(steps, steps_per_epoch or steps)
     return Gates(model, method, input_shape, steps)
 

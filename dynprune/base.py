@@ -21,7 +21,7 @@ DEFAULT_R_MAX = 0.8
 
 def option(default: Any, help: str, **kw: Any) -> Any:
     """A dataclass field with its help text; a list default is copied per instance (never a shared default).
-    ``choices``: a callable giving the allowed names, read from their registry when the help is printed (a list
+    ``choices``: a callable giving the allowed names, read from their registry when the parser is built (a list
     typed into the help goes stale when the registry grows)."""
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata={"help": help, **kw})

@@ -47,11 +47,12 @@ def launched_by_torchrun() -> bool:
 
 def is_peer_failure(exc: BaseException) -> bool:
     """Whether ``exc`` is a collective that failed because another torchrun process is gone (killed, crashed):
-    torch's distributed errors, or the backend's own RuntimeError naming it."""
+    a network error of the process group, or the backend saying its peer closed the connection. Other errors of
+    this process (an NCCL or CUDA fault of its own, a timeout) are not: they keep their traceback."""
     if not launched_by_torchrun() or not isinstance(exc, RuntimeError):
         return False
     text = str(exc)
-    return isinstance(exc, dist.DistError) or any(word in text for word in ("gloo", "NCCL", "Connection closed"))
+    return isinstance(exc, dist.DistNetworkError) or any(p in text for p in ("closed by peer", "reset by peer"))
 
 
 def init_distributed(device: torch.device) -> DistContext:

@@ -1,4 +1,5 @@
-"""The training spine every method runs through: fit, evaluate, atomic checkpoints, resume.
+"""The training spine every method runs through: the loop, validation after each epoch, atomic checkpoints,
+resume (what it reports: ``train_callbacks.py``; one evaluation pass: ``evaluation.py``).
 
 A checkpoint holds everything needed to continue bit-for-bit (model, optimizer, schedule, data-order and
 global RNG states), plus the architecture it belongs to, so a checkpoint of another model is refused with a
@@ -154,7 +155,9 @@ class Trainer:
     def resume(self) -> None:
         ckpt = check_resumable(self.checkpoint_path, self.arch, self.method.name)
         saved = ckpt.get("world_size", self.dist.world_size)  # checkpoints from before it was recorded: any
-        if saved != self.dist.world_size:  # per-rank BN statistics and the loader's shard position depend on it
+        # Each rank's BN statistics (without --sync-bn) and result.json's one recorded process count depend on it
+        # (the data order does not: every rank draws the same global batches).
+        if saved != self.dist.world_size:
             launch = f"torchrun --nproc_per_node {saved} -m dynprune.train" if saved > 1 else "python -m dynprune.train"
             raise CheckpointError(
                 f"{self.checkpoint_path}: trained with {saved} process(es), resumed with {self.dist.world_size}; "

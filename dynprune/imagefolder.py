@@ -18,14 +18,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .datafiles import DataError
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 EVAL_SPLITS = ("val", "test")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class ImageFolderError(ValueError):
-    pass
+class ImageFolderError(DataError):
+    """A data error of an image folder: one line through every CLI, also when a streamed image fails mid-run."""
 
 
 def list_images(split: Path, classes: list[str] | None = None) -> tuple[list[Path], list[int], list[str]]:

@@ -66,18 +66,21 @@ def locked_run_folder(out_dir: Path) -> Iterator[None]:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "command": " ".join(sys.argv)[:300],
     }
-    fd = _acquire(lock)
+    try:
+        fd = _acquire(lock)
+    except OSError as exc:  # e.g. a file system without flock (NFS mounted nolock): no safe lock, no run
+        raise ConfigError(f"--out {out_dir}: cannot lock {lock} ({exc.strerror or exc}); use a local folder") from None
     if fd is None:
         holder = _holder(lock) or {}
         raise ConfigError(
             f"--out {out_dir} is in use by another run (pid {holder.get('pid')} on {holder.get('host')}, "
             f"since {holder.get('started')}: {holder.get('command')}); wait for it or choose another --out"
         )
-    os.ftruncate(fd, 0)
-    os.write(fd, json.dumps(record).encode())
-    for leftover in out_dir.glob(".*.tmp"):  # a write a kill -9 cut short (atomic writes go through these)
-        leftover.unlink(missing_ok=True)
     try:
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps(record).encode())
+        for leftover in out_dir.glob(".*.tmp"):  # a write a kill -9 cut short (atomic writes go through these)
+            leftover.unlink(missing_ok=True)
         yield
     finally:
         lock.unlink(missing_ok=True)  # still held: no other process can have taken this file meanwhile

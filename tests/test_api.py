@@ -130,3 +130,19 @@ def test_load_rebuilds_a_run_and_the_api_is_at_the_package_top(tmp_path):
     assert dynprune.macs(model, (1, 28, 28)) < 0.55 * dynprune.macs(dense, (1, 28, 28))
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         dynprune.nope  # noqa: B018
+
+
+@pytest.mark.parametrize("estimator", ["topk", "ste", "gumbel", "hardconcrete"])
+def test_the_api_builds_the_gates_the_cli_builds(estimator):
+    """Same defaults and recipe as ``python -m dynprune.train --gate NAME`` (before: the API skipped the recipes)."""
+    from dataclasses import asdict
+
+    from dynprune.catalog import parse_train_cli
+    from dynprune.models import create_model
+
+    cli = parse_train_cli(["--gate", estimator, "--model", "resnet20"], "train", "")
+    gates = dynprune.gate(create_model("resnet20", 1, 10, 28, width=0.25), (1, 28, 28), estimator)
+    assert asdict(gates.method.options) == asdict(cli.options["gated"])
+    assert gates.method.estimator.options == cli.options[estimator]
+    with pytest.raises(ValueError, match=r"gates.parameters\(\)"):
+        dynprune.gate(create_model("resnet20", 1, 10, 28, width=0.25), (1, 28, 28), estimator, gate_lr_scale=10)

@@ -360,3 +360,20 @@ def test_batch_shaping_joins_the_loss_fades_and_reaches_the_gates():
     assert all(g.fc2.weight.grad.abs().sum() > 0 for g in model.gate_set.gates.values())
     _, late = method.extra_loss(model, model(torch.randn(8, 1, 28, 28)), step=5, epoch=0)
     assert "shape_loss" not in late  # faded out at half of the run
+
+
+def test_batch_shaping_stays_finite_when_a_site_keeps_every_channel():
+    """Densities of 1 (a policy ratio of 0) made the prior Beta(1, 0): a NaN loss that stopped the run."""
+    from dynprune.gates import GatedMethod, GateOptions
+    from dynprune.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("resnet20", 1, 10, 28, width=0.25)
+    method = GatedMethod("topk", 0.5, GateOptions(gate_shape_weight=1.0, gate_init="open"))
+    model = method.prepare(model, (1, 28, 28))
+    first = model.gate_set.sites[0].name
+    method.schedule.densities[first] = 1.0
+    method.begin(total_steps=10, steps_per_epoch=10)
+    model.train()
+    loss, logs = method.extra_loss(model, model(torch.randn(8, 1, 28, 28)), step=1, epoch=0)
+    assert math.isfinite(logs["shape_loss"]) and torch.isfinite(loss)

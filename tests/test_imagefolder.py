@@ -98,3 +98,17 @@ def test_an_empty_class_folder_and_an_unreadable_image_are_one_line(tmp_path):
     broken.write_bytes(b"not a png")
     with pytest.raises(DataError, match=f"{broken.name}: cannot read this image"):
         load_dataset("imagefolder", tmp_path, val_size=1)
+
+
+def test_an_unreadable_image_of_a_streamed_folder_is_a_data_error_mid_run(tmp_path):
+    """Streamed folders decode per batch, after load_dataset: the error must still be one a CLI turns into one
+    line (a DataError), not a traceback."""
+    write_folder(tmp_path, {"train": 3, "val": 1})
+    broken = next((tmp_path / "train").glob("*/*.png"))
+    data = load_dataset("imagefolder", tmp_path, val_size=1, image_size=32, image_memory_gb=1e-9)
+    assert isinstance(data.train.images, LazyImages)
+    broken.write_bytes(b"not a png")
+    with pytest.raises(DataError, match=f"{broken.name}: cannot read this image"):
+        for split in (data.train, data.val):  # wherever the split put the broken file
+            for _ in BatchLoader(split, data, 4, train=False):
+                pass

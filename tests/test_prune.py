@@ -329,7 +329,7 @@ def test_fpgm_drops_the_filters_nearest_the_geometric_median_not_the_smallest():
     from dynprune.prune.criteria import ChannelGroup, GeometricMedianDistance
 
     weight = torch.tensor([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [-4.0, 6.0]]).view(4, 2, 1, 1)
-    scores = GeometricMedianDistance()(ChannelGroup(weight, None, ()))
+    scores = GeometricMedianDistance()(ChannelGroup(weight, None, ()))  # a weight alone: no BN, no consumers
     distances = torch.cdist(weight.flatten(1), weight.flatten(1)).sum(dim=1)
     assert torch.allclose(scores, distances)
     assert scores.argmin().item() in (0, 1) and scores.argmax().item() in (2, 3)  # the far ones are kept
@@ -469,7 +469,7 @@ def test_a_criterion_sees_the_coupled_group_network_slimming_keeps_the_largest_b
         bn.weight.copy_(torch.arange(bn.weight.numel(), 0, -1, dtype=torch.float))  # channel 0 the largest scale
         model.get_submodule(site.producer).weight[:4] *= 1e-3  # ...and the smallest filters: l1 would drop them
     group = ChannelGroup.of(model, site)
-    assert group.bn is bn and len(group.consumers) == len(site.consumers)
+    assert torch.equal(group.bn_scale, bn.weight) and len(group.consumers) == len(site.consumers)
     kept = filter_keep_indices(model, [site], {site.name: 0.5}, _criterion("slim-filter"))
     assert kept[site.name].tolist() == list(range(bn.weight.numel() // 2))
     l1_kept = filter_keep_indices(model, [site], {site.name: 0.5}, _criterion("l1-filter"))

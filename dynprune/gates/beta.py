@@ -95,5 +95,6 @@ class BetaPrior:
 
     def cdf(self, x: torch.Tensor) -> torch.Tensor:
         """[B, G] probabilities -> their CDF values under each column's prior (differentiable in x)."""
-        table = self.table.to(x.device)
-        return _TableCDF.apply(x, table, self.a.to(x.device), self.b.to(x.device))
+        if self.table.device != x.device:  # moved once, not per step
+            self.table, self.a, self.b = self.table.to(x.device), self.a.to(x.device), self.b.to(x.device)
+        return _TableCDF.apply(x, self.table, self.a, self.b)

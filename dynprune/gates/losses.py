@@ -62,6 +62,7 @@ class GateLosses:
         if self._shape_prior is None:  # Beta(d, 1 - d) per gate, d = its site's final density
             final = self.schedule.densities
             d = torch.cat([torch.full((self.gate_set.gate(s).groups,), final[s]) for s in sites])
+            d = d.clamp(1e-3, 1 - 1e-3)  # a site kept whole (d = 1) or shut: Beta(1, 0) has no density
             self._shape_prior = BetaPrior(d, 1.0 - d)
         return o.gate_shape_weight * fade * batch_shaping_loss(self.gate_set.logits, self._shape_prior, sites)
 

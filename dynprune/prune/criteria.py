@@ -23,18 +23,20 @@ from .masks import current
 
 @dataclass(frozen=True)
 class ChannelGroup:
-    """One site's channels as the layers that hold them (masked weights as they act now)."""
+    """One site's channels as the layers that hold them: the weights as trained, pruning masks not applied (a
+    pruned channel is scored by what it holds, as every criterion here always has)."""
 
     weight: torch.Tensor  # the producer's weight, [C, ...]: one row per channel
-    bn: nn.Module | None  # the BN right after the producer (its ``weight`` is the channel's scale), if any
-    consumers: tuple[torch.Tensor, ...]  # each consumer's weight, the channels along dim 1 ([*, C, ...])
+    bn_scale: torch.Tensor | None  # [C]: the scale of the BN right after the producer, if it has one
+    consumers: tuple[torch.Tensor, ...]  # each consumer's weight (conv: channels along dim 1; linear: flattened)
 
     @classmethod
     def of(cls, model: nn.Module, site: ChannelSite) -> ChannelGroup:
         weight = current(get_module(model, site.producer), "weight")
         bn = get_module(model, site.bn) if site.bn else None
+        scale = current(bn, "weight") if bn is not None and getattr(bn, "weight", None) is not None else None
         consumers = tuple(current(get_module(model, path), "weight") for path in site.consumers)
-        return cls(weight, bn, consumers)
+        return cls(weight, scale, consumers)
 
 
 Criterion = Callable[[ChannelGroup], torch.Tensor]
@@ -87,9 +89,9 @@ class BatchNormScale:
     a BN, the producer's L1 norm)."""
 
     def __call__(self, group: ChannelGroup) -> torch.Tensor:
-        if group.bn is None or getattr(group.bn, "weight", None) is None:
+        if group.bn_scale is None:
             return L1Norm()(group)
-        return group.bn.weight.detach().abs().clone()
+        return group.bn_scale.detach().abs().clone()
 
 
 def lowest(scores: torch.Tensor, n: int) -> torch.Tensor:
