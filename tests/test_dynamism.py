@@ -277,17 +277,22 @@ def test_gates_held_open_or_guided_to_the_end_run_as_trained_after_training():
     assert all(m.sum(dim=1).lt(m.shape[1]).all() for m in model.gate_set.masks.values())  # gates cut again
 
 
-def test_the_rate_term_joins_the_loss_of_a_training_step_and_reaches_the_gates():
+def _gated_for_loss_terms(gate: str, **options):
+    """A small gated ResNet-20 in train mode, begun for a 10-step run: what the loss-term tests step through."""
     from dynprune.gates import GatedMethod, GateOptions
     from dynprune.models import create_model
 
     torch.manual_seed(0)
     model = create_model("resnet20", 1, 10, 28, width=0.25)
-    options = GateOptions(gate_rate_weight=1.0, gate_density="uniform", gate_init="open")
-    method = GatedMethod("ste", 0.5, options)
+    method = GatedMethod(gate, 0.5, GateOptions(gate_init="open", **options))
     model = method.prepare(model, (1, 28, 28))
     method.begin(total_steps=10, steps_per_epoch=10)
     model.train()
+    return model, method
+
+
+def test_the_rate_term_joins_the_loss_of_a_training_step_and_reaches_the_gates():
+    model, method = _gated_for_loss_terms("ste", gate_rate_weight=1.0, gate_density="uniform")
     method.before_step(model, 5)
     out = model(torch.randn(8, 1, 28, 28))
     loss, logs = method.extra_loss(model, out, step=5, epoch=0)
@@ -339,16 +344,7 @@ def test_batch_shaping_scores_a_beta_like_batch_lower_than_constant_or_half_open
 
 
 def test_batch_shaping_joins_the_loss_fades_and_reaches_the_gates():
-    from dynprune.gates import GatedMethod, GateOptions
-    from dynprune.models import create_model
-
-    torch.manual_seed(0)
-    model = create_model("resnet20", 1, 10, 28, width=0.25)
-    options = GateOptions(gate_shape_weight=2.0, gate_shape_until=0.5, gate_init="open")
-    method = GatedMethod("topk", 0.5, options)
-    model = method.prepare(model, (1, 28, 28))
-    method.begin(total_steps=10, steps_per_epoch=10)
-    model.train()
+    model, method = _gated_for_loss_terms("topk", gate_shape_weight=2.0, gate_shape_until=0.5)
     method.before_step(model, 2)
     out = model(torch.randn(8, 1, 28, 28))
     loss, logs = method.extra_loss(model, out, step=2, epoch=0)
@@ -364,16 +360,8 @@ def test_batch_shaping_joins_the_loss_fades_and_reaches_the_gates():
 
 def test_batch_shaping_stays_finite_when_a_site_keeps_every_channel():
     """Densities of 1 (a policy ratio of 0) made the prior Beta(1, 0): a NaN loss that stopped the run."""
-    from dynprune.gates import GatedMethod, GateOptions
-    from dynprune.models import create_model
-
-    torch.manual_seed(0)
-    model = create_model("resnet20", 1, 10, 28, width=0.25)
-    method = GatedMethod("topk", 0.5, GateOptions(gate_shape_weight=1.0, gate_init="open"))
-    model = method.prepare(model, (1, 28, 28))
+    model, method = _gated_for_loss_terms("topk", gate_shape_weight=1.0)
     first = model.gate_set.sites[0].name
     method.schedule.densities[first] = 1.0
-    method.begin(total_steps=10, steps_per_epoch=10)
-    model.train()
     loss, logs = method.extra_loss(model, model(torch.randn(8, 1, 28, 28)), step=1, epoch=0)
     assert math.isfinite(logs["shape_loss"]) and torch.isfinite(loss)
