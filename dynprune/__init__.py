@@ -1,7 +1,8 @@
 """dynprune: dynamic (per-input) channel gates, static pruning and an RL policy search for CNNs, compared on one
 footing. The CLIs are ``python -m dynprune.train``, ``dynprune.compare``, ``dynprune.export``, ``dynprune.bench``,
 ``dynprune.prune`` and ``agents.search``; as a library (``dynprune.api``, README "Use it in your own training
-loop"): ``gate``, ``static_prune``, ``channel_sites``, ``macs`` and ``load``.
+loop"): ``gate``, ``static_prune``, ``channel_sites``, ``macs``, ``load``; ``build_method`` and ``load_run`` are the
+way every CLI builds its method and rebuilds a run.
 
 The API is imported on first use (PEP 562), so ``python -m dynprune.train --help`` does not pay for it.
 """
@@ -10,7 +11,19 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Exported", "Gates", "Pruning", "Report", "channel_sites", "gate", "load", "macs", "static_prune"]
+__all__ = [
+    "Exported",
+    "Gates",
+    "Pruning",
+    "Report",
+    "build_method",
+    "channel_sites",
+    "gate",
+    "load",
+    "load_run",
+    "macs",
+    "static_prune",
+]
 
 
 def __getattr__(name: str) -> Any:

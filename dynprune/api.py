@@ -1,8 +1,10 @@
 """dynprune as a library: gates, static pruning and costs inside your own PyTorch training loop.
 
-Every function builds its method the way ``python -m dynprune.train`` does (``catalog.method_from_config`` on a
-``TrainConfig``), so a flag's name is a keyword here (``gate_pool=2``, ``guide_weight=0``) with the same
-defaults, recipes and checks; the CLIs are this API plus a training loop, folders and reports.
+Every function builds its method through ``build_method`` (a ``TrainConfig`` to its method), so a flag's name is a
+keyword here (``gate_pool=2``, ``guide_weight=0``) with the same defaults, recipes and checks. The CLIs are this
+API plus a training loop, folders and reports: ``train`` and ``compare`` build their method with ``build_method``
+and rebuild runs (a ``--distill`` teacher) with ``load_run``; ``export``, ``bench`` (``pruned``, ``dynamic``,
+``overhead``) and ``agents.search`` rebuild checkpoints with ``load_run`` and make random gates with ``gate``.
 
 Shapes: ``input_shape`` is (C, H, W) of one image; batches are [B, C, H, W]. Costs are MACs per sample
 (multiply-accumulates of conv and linear layers; what papers call FLOPs for CNNs), ratios are MACs / the dense
@@ -20,10 +22,12 @@ import torch
 from torch import nn
 
 from .catalog import method_from_config, rebuild_from_checkpoint, recipe_defaults, train_config
+from .config import TrainConfig
 from .cost import CostModel
 from .evaluation import evaluate
 from .gates.fixed_k import FixedKUnsupported, to_fixed_k
 from .gates.method import GatedMethod
+from .methods import Method
 from .models.depgraph import attach_dependency_sites
 from .prune.method import StaticPruneMethod
 from .runtimes import export_onnx
@@ -68,11 +72,28 @@ class Exported:
     executor: str  # "fixed-k" (closed channels skipped) or "masked" (closed channels zeroed)
 
 
+def build_method(config: TrainConfig | dict[str, Any], recipe: bool = True) -> Method:
+    """The method a run's config asks for (dense, static pruning, or gates with their estimator and budget),
+    not yet attached to a model (``method.prepare(model, input_shape)`` does that). ``config``: a validated
+    ``TrainConfig`` (what the CLIs parse), or flag values by their keyword names (``{"gate": "topk",
+    "target_macs": 0.25}``), completed with the recipe the chosen model and method bring, as the CLI does
+    (``recipe=False``: the general defaults alone, e.g. plain gates for a speed benchmark)."""
+    if isinstance(config, dict):
+        chosen = {"wandb": "disabled", **config}
+        # the method variant's recipe under what was given, as the CLI layers them (recipe_defaults: catalog.py)
+        config = train_config({**(recipe_defaults(chosen) if recipe else {}), **chosen})
+    return method_from_config(config)
+
+
+def load_run(path: str | Path) -> tuple[nn.Module, Method, dict[str, Any]]:
+    """(the trained model in eval mode, its method, the checkpoint dict) of any dynprune checkpoint: gates,
+    masks and removed channels as trained; ``load`` when only the model is wanted."""
+    return rebuild_from_checkpoint(path)
+
+
 def _method(model: nn.Module, input_shape: Sequence[int], values: dict[str, Any]) -> Any:
     channel_sites(model, input_shape)
-    chosen = {"wandb": "disabled", **values}
-    # the method variant's recipe under what was given, as the CLI layers them (recipe_defaults: catalog.py)
-    method = method_from_config(train_config({**recipe_defaults(chosen), **chosen}))
+    method = build_method(values)
     method.prepare(model, input_shape)
     return method
 
@@ -180,5 +201,5 @@ def static_prune(model: nn.Module, input_shape: Sequence[int], method: str = "l1
 
 def load(path: str | Path) -> nn.Module:
     """Any dynprune checkpoint as a ready model in eval mode: gates, masks and removed channels as trained."""
-    model, _, _ = rebuild_from_checkpoint(path)
+    model, _, _ = load_run(path)
     return model

@@ -1,4 +1,4 @@
-"""A run's model from its checkpoint alone, in the forms the tools need (all through the catalog's method entry).
+"""A run's model from its checkpoint alone, in the forms the tools need (all through the public API's ``load_run``).
 
 Other tools' pruned checkpoints fail with ``load_state_dict`` size mismatches because the narrower shapes are
 not saved; dynprune's checkpoints carry the kept channel indices (``site_keep``), so the shapes are rebuilt
@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from .catalog import rebuild_from_checkpoint
+from .api import load_run
 from .checkpoints import load_checkpoint
 from .cost import CostModel
 from .gates.method import GatedMethod
@@ -28,7 +28,7 @@ def is_gated_checkpoint(path: str | Path) -> bool:
 def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
     """(plain model with the checkpoint's weights, checkpoint) of a dense or statically pruned run; masks, if
     any, are re-attached as prune masks."""
-    model, method, ckpt = rebuild_from_checkpoint(path)
+    model, method, ckpt = load_run(path)
     if isinstance(method, GatedMethod):
         raise ValueError(f"{path}: a gated checkpoint; use gated_model_from_checkpoint")
     return model, ckpt
@@ -36,7 +36,7 @@ def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
 
 def gated_model_from_checkpoint(path: str | Path) -> tuple[nn.Module, GatedMethod, dict]:
     """(gated model in eval mode, its GatedMethod, checkpoint) of a ``--gate`` run."""
-    model, method, ckpt = rebuild_from_checkpoint(path)
+    model, method, ckpt = load_run(path)
     if not isinstance(method, GatedMethod):
         raise ValueError(f"{path}: not a gated run (gate = none)")
     return model, method, ckpt
@@ -45,7 +45,7 @@ def gated_model_from_checkpoint(path: str | Path) -> tuple[nn.Module, GatedMetho
 def deployable_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """(the model a run's latency is measured on, checkpoint): what its method deploys (gated: closed channels
     skipped; hard-pruned: narrower; masked: with their masks)."""
-    model, method, ckpt = rebuild_from_checkpoint(path)
+    model, method, ckpt = load_run(path)
     return method.deploy_model(model).eval(), ckpt
 
 

@@ -12,8 +12,9 @@ from typing import Any
 
 import torch
 
+from .api import build_method, load_run
 from .base import ConfigError
-from .catalog import method_from_config, option_groups, rebuild_from_checkpoint
+from .catalog import option_groups
 from .checkpoints import CHECKPOINT, CheckpointError, load_checkpoint, load_weights, read_result, write_json
 from .config import TrainConfig, load_yaml, save_yaml, to_dict
 from .data import DataSplits, full_or_sample, load_dataset, subset
@@ -117,7 +118,7 @@ def _setup(cfg: TrainConfig, device: torch.device, ctx: DistContext) -> RunParts
         load_weights(model, load_checkpoint(cfg.init, arch)["model"], cfg.init)
     if cfg.sync_bn and ctx.enabled:  # before the method hooks its masks onto the BN modules
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    method = method_from_config(cfg)
+    method = build_method(cfg)
     model = method.prepare(model, input_shape(arch))
     channels_last = cfg.channels_last and device.type == "cpu"
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
@@ -241,7 +242,7 @@ def _distiller(cfg: TrainConfig, parts: RunParts) -> Distiller | None:
     """The --distill teacher, rebuilt as its own run trained it (a gated teacher keeps its gates)."""
     if cfg.distill is None:
         return None
-    teacher, _, ckpt = rebuild_from_checkpoint(cfg.distill)
+    teacher, _, ckpt = load_run(cfg.distill)
     if ckpt["arch"]["num_classes"] != parts.arch["num_classes"]:
         raise ConfigError(
             f"--distill {cfg.distill}: a teacher of {ckpt['arch']['num_classes']} classes for a "

@@ -146,3 +146,29 @@ def test_the_api_builds_the_gates_the_cli_builds(estimator):
     assert gates.method.estimator.options == cli.options[estimator]
     with pytest.raises(ValueError, match=r"gates.parameters\(\)"):
         dynprune.gate(create_model("resnet20", 1, 10, 28, width=0.25), (1, 28, 28), estimator, gate_lr_scale=10)
+
+
+# the method classes' own packages build them; everything else goes through the public API
+BUILDERS = re.compile(r"\b(method_from_config|rebuild_from_checkpoint|GatedMethod|StaticPruneMethod)\(")
+BUILDER_HOMES = {"dynprune/catalog.py", "dynprune/api.py", "dynprune/gates", "dynprune/prune", "dynprune/methods.py"}
+
+
+def test_every_entry_point_builds_its_method_through_the_api():
+    """train, compare, export, bench and agents.search build methods with ``build_method`` and rebuild runs with
+    ``load_run``: a direct constructor elsewhere is a second way in (before: bench built ``GatedMethod`` itself)."""
+    offenders = []
+    for path in [*REPO.glob("dynprune/**/*.py"), *REPO.glob("agents/**/*.py")]:
+        rel = path.relative_to(REPO).as_posix()
+        if any(rel == home or rel.startswith(home + "/") for home in BUILDER_HOMES):
+            continue
+        offenders += [f"{rel}: {m.group(0)}" for m in BUILDERS.finditer(path.read_text())]
+    assert offenders == []
+    assert "from .api import build_method, load_run" in (REPO / "dynprune/runner.py").read_text()  # train's way in
+
+
+def test_build_method_takes_flag_values_with_or_without_the_recipe():
+    topk = dynprune.build_method({"gate": "topk", "target_macs": 0.25})
+    plain = dynprune.build_method({"gate": "topk", "target_macs": 0.25}, recipe=False)
+    assert (topk.target, plain.target) == (0.25, 0.25)
+    assert topk.options.gate_boost and not plain.options.gate_boost  # topk's recipe brings feature boosting
+    assert type(dynprune.build_method({"prune": "l1-filter"})).__name__ == "StaticPruneMethod"

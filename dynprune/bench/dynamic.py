@@ -12,10 +12,12 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
 
+from ..api import build_method
 from ..base import ConfigError, check_positive, option
 from ..checkpoints import load_checkpoint
 from ..config import parse_cli
@@ -58,7 +60,8 @@ def random_gated_model(
     shape, classes = BENCH_SHAPES.get(name, DEFAULT_SHAPE)
     torch.manual_seed(seed)
     model = create_model(name, shape[0], classes, shape[-1])
-    method = GatedMethod(gate, min(target, 1.0), calibrate=False)
+    plain_gates = {"gate": gate, "target_macs": min(target, 1.0), "calibrate_budget": False}
+    method = cast(GatedMethod, build_method(plain_gates, recipe=False))  # a known --gate: gates
     model = method.prepare(model, shape).eval()
     for gate in model.gate_set.gates.values():
         nn.init.normal_(gate.fc2.weight, std=0.5)

@@ -12,13 +12,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..api import build_method
 from ..base import ConfigError, check_positive, option
 from ..config import parse_cli
 from ..data import DATASET_NAMES, load_dataset, subset
 from ..engine import RunFolder, Trainer
-from ..gates.method import GatedMethod
 from ..loader import BatchLoader
-from ..methods import Method
 from ..models import create_model, list_models
 from ..optim import OptimSettings, make_optimizer
 from ..track import Tracker
@@ -72,7 +71,7 @@ def _bare_epoch(name, data, arrays, batch_size, shape) -> float:
 
 def _trainer_epoch(name, data, arrays, batch_size, shape, gate: str) -> float:
     model = _model(name, data, shape)
-    method = Method() if gate == "none" else GatedMethod(gate, target_macs=0.5)
+    method = build_method({"gate": gate, "target_macs": 0.5}, recipe=False)
     model = method.prepare(model, shape).to(memory_format=torch.channels_last)
     loader = BatchLoader(arrays, data, batch_size, train=True, channels_last=True)
     with tempfile.TemporaryDirectory() as tmp:
