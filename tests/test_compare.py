@@ -32,6 +32,7 @@ SAME_CELL_AS_A_KEPT_ONE = {
     *("ste", "hardconcrete"),  # as gumbel's
     "mobilenetv2",  # as narrow's (another zoo model: test_zoo_learns)
     "random-search",  # as rl's with --algo random (test_random_search_cells_run_the_search_without_an_agent)
+    "topk-scratch",  # topk's cell trained from scratch like narrow's (test_scratch_gates_get_the_whole_budget...)
 }
 assert set(COMPARE_METHODS.names()) >= SAME_CELL_AS_A_KEPT_ONE
 QUICK_METHODS = set(COMPARE_METHODS.names()) - VARIANTS - SAME_CELL_AS_A_KEPT_ONE
@@ -188,6 +189,17 @@ def test_a_cell_with_a_cut_result_is_not_done(tmp_path, text, done):
     cell = Cell("l1-filter", 0.5, 0, tmp_path, {})
     (tmp_path / "result.json").write_text(text)  # a stop or a full disk can leave it cut or empty
     assert cell.done is done
+
+
+def test_scratch_gates_get_the_whole_budget_of_a_fine_tuned_row_and_no_dense_start(tmp_path):
+    cfg = plan_config(tmp_path, methods=["topk", "topk-scratch"], targets=[0.25], dense_epochs=9, epochs=6, lr=0.05)
+    cells = {c.method: c.values for c in build_plan(cfg)}
+    scratch, tuned = cells["topk-scratch"], cells["topk"]
+    assert (scratch["epochs"], scratch["lr"], scratch["budget_warmup_epochs"]) == (15, cfg.dense_lr, 15 / 4)
+    assert "init" not in scratch and tuned["init"].endswith("checkpoint.pt")  # topk fine-tunes the dense model
+    assert {k: v for k, v in scratch.items() if k not in {"epochs", "lr", "budget_warmup_epochs", "out"}} == {
+        k: v for k, v in tuned.items() if k not in {"epochs", "lr", "budget_warmup_epochs", "out", "init"}
+    }  # otherwise topk's own cell: its recipe, target and data
 
 
 def test_random_search_cells_run_the_search_without_an_agent(tmp_path):

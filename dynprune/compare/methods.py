@@ -127,6 +127,24 @@ class GatedCompare(CompareMethod):
         check_above_gated_floor(target, floor, f"{self.name}: target")
 
 
+class ScratchGates(GatedCompare):
+    """Gates trained jointly with the backbone from scratch, for the whole budget of a fine-tuned row (the dense
+    model's epochs + the fine-tune's, at the dense lr), the target sliding in over the first quarter. Fine-tuned
+    from a dense model, gates settle on one channel set in early sites; trained with the backbone they keep
+    deciding per input (BENCHMARKS, "Gates trained jointly from scratch")."""
+
+    from_dense = False
+
+    def overrides(self, cfg: CompareConfig, target: float) -> dict[str, Any]:
+        epochs = cfg.dense_epochs + cfg.epochs  # the dense model's and the fine-tune's steps together
+        return {
+            **super().overrides(cfg, target),
+            "epochs": epochs,
+            "lr": cfg.dense_lr,
+            "budget_warmup_epochs": epochs / 4,
+        }
+
+
 class PolicySearch:
     """A cell whose training uses the per-site ratios of its own RL policy search (``python -m agents.search``,
     run as a subprocess before the training: dynprune never imports agents)."""
@@ -273,6 +291,7 @@ for _name, _estimator in ESTIMATORS.items():  # every gate estimator, with its r
     for _variant, (_recipe, _what) in _estimator.variants.items():  # other measured starts, named for what they are
         _recipe = {**_estimator.recipe, **_recipe}
         _register(GatedCompare(f"{_name}-{_variant}", f"{_name} gates, {_what}", _name, _recipe))
+_register(ScratchGates("topk-scratch", "topk gates trained with the backbone from scratch (no dense start)", "topk"))
 _register(RLMethod("rl", "per-site ratios searched by an RL agent (agents.search), then fine-tuned as l1-filter"))
 
 
