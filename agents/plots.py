@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from dynprune.plots import plt
+from dynprune.plots import pyplot
 
 
 def plot_ratios(best: Mapping[str, Mapping[str, float]], path: Path, title: str) -> None:
@@ -17,6 +17,7 @@ def plot_ratios(best: Mapping[str, Mapping[str, float]], path: Path, title: str)
     sites = list(next(iter(best.values())))
     x = np.arange(len(sites))
     width = 0.8 / max(len(names), 1)
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(sites) + 2), 4))
     for i, name in enumerate(names):
         ax.bar(x + (i - (len(names) - 1) / 2) * width, [best[name][s] for s in sites], width, label=name)
@@ -31,6 +32,7 @@ def plot_ratios(best: Mapping[str, Mapping[str, float]], path: Path, title: str)
 
 
 def plot_best_reward(histories: Mapping[str, Sequence[dict[str, Any]]], path: Path, title: str) -> None:
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     longest = max((len(h) for h in histories.values()), default=1)
     for name, history in histories.items():

@@ -4,18 +4,27 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from types import ModuleType
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import torch
+
+
+def pyplot() -> ModuleType:
+    """``matplotlib.pyplot`` on the Agg backend, imported at the first plot: importing it costs every CLI process
+    about half a second at start, plots or not."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def plot_gate_report(
     open_rates: Mapping[str, float], ratios: torch.Tensor, target: float | None, path: Path, title: str
 ) -> None:
     """Left: open rate per channel site (forward order). Right: histogram of per-sample MACs / dense."""
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [1.6, 1]})
     names = list(open_rates)
     left.bar(range(len(names)), [open_rates[n] for n in names], color="tab:blue")
@@ -42,6 +51,7 @@ def plot_gate_report(
 def plot_class_open_rates(class_rates: Mapping[str, torch.Tensor], path: Path, title: str) -> None:
     """One heat map per site: class (rows) x channel group (columns) open rate on the test split, columns sorted
     by overall open rate; a map of uniform columns is a static site, varying rows are class-dependent gates."""
+    plt = pyplot()
     sites = list(class_rates)
     cols = min(3, len(sites))
     rows = -(-len(sites) // cols)

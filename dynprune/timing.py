@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.utils.benchmark import Timer
 
 #: a figure whose round medians spread wider than this (interquartile range / median) is flagged unstable
 SPREAD_LIMIT = 0.10
@@ -59,6 +58,8 @@ def interleaved_timing(
     Stops once ``min_rounds`` are done and every spread is within ``spread_limit``, or after ``max_rounds``, or
     when ``time_cap`` seconds (default: 10 x ``min_run_time`` per model) are spent.
     """
+    from torch.utils import benchmark  # here: its import costs every CLI process a few tenths of a second
+
     cap = time_cap if time_cap is not None else 10 * min_run_time * len(models)
     per_round = min_run_time / min_rounds
     rounds: dict[str, list[float]] = {name: [] for name in models}
@@ -68,7 +69,7 @@ def interleaved_timing(
             model(x)  # warm-up outside the timer (first call allocates)
         while True:
             for name, model in models.items():
-                timer = Timer("model(x)", globals={"model": model, "x": x}, num_threads=threads)
+                timer = benchmark.Timer("model(x)", globals={"model": model, "x": x}, num_threads=threads)
                 rounds[name].append(timer.blocked_autorange(min_run_time=per_round).median * 1e3)
             n = len(next(iter(rounds.values())))
             settled = all(relative_spread(v) <= spread_limit for v in rounds.values())

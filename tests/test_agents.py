@@ -249,3 +249,36 @@ def test_cache_lines_without_a_usable_score_are_skipped(tmp_path):
     path.write_text("\n".join(json.dumps(row) for row in lines) + '\n{"key": "g", "val_a')
     cache = EvaluationCache(path)
     assert cache.scores == {"a": 71.5, "f": 12.0}
+
+
+def test_spearman_on_constructed_rankings():
+    from agents.rank_check import spearman
+
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [9, 7, 5, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)  # 1 - 6 * 2 / (4 * 15)
+    # ties share their mean rank: x ranks (0.5, 0.5, 2, 3) against y's (0, 1, 2, 3): Pearson of the ranks
+    assert spearman([5, 5, 6, 7], [1, 2, 3, 4]) == pytest.approx(np.corrcoef([0.5, 0.5, 2, 3], [0, 1, 2, 3])[0, 1])
+    assert math.isnan(spearman([1, 1, 1], [1, 2, 3]))
+
+
+@pytest.mark.slow
+def test_rank_check_fine_tunes_each_strategy_and_reports_the_correlation(dense_ckpt, tmp_path):
+    from agents.rank_check import main
+
+    args = ["--init", str(dense_ckpt), "--targets", "0.5", "--strategies", "3", "--epochs", "1"]
+    args += ["--val-subset", "200", "--calib-batches", "1", "--out", str(tmp_path / "rc")]
+    assert main(args) == 0
+    check = json.loads((tmp_path / "rc" / "rank_check.json").read_text())["checks"][0]
+    rows = check["strategies"]
+    assert [r["kind"] for r in rows] == ["uniform", "random", "random"]
+    assert len(set(rows[0]["ratios"].values())) == 1  # one ratio at every site
+    for row in rows:
+        assert row["macs_ratio"] <= 0.5 + 1e-6 and 0 <= row["tuned_val_top1"] <= 100
+        assert row["reward"] == pytest.approx(row["val_acc"] / 100)  # the default reward, before fine-tuning
+    assert -1 <= check["spearman"] <= 1
+    assert (tmp_path / "rc" / "rank-0.5.png").stat().st_size > 10_000
+    logs = sorted((tmp_path / "rc" / "t0.5").glob("*/train.log"))
+    stamps = [p.stat().st_mtime_ns for p in logs]
+    assert main(args) == 0  # the rerun reuses the finished fine-tunes
+    assert [p.stat().st_mtime_ns for p in logs] == stamps

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..checkpoints import read_result
-from ..plots import plt
+from ..plots import pyplot
 from .cell import Cell
 from .methods import COMPARE_METHODS, cell_method
 
@@ -169,6 +169,7 @@ def format_report(title: str, rows: list[dict[str, Any]], targets: Sequence[floa
 
 def _plot(rows: list[dict[str, Any]], x_key: str, xlabel: str, path: Path, title: str) -> None:
     agg = aggregate(rows)
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 5))
     for method in sorted({m for m, _ in agg}):
         points = sorted(

@@ -61,8 +61,9 @@ def format_sensitivity(dense_acc: float, ratios: Sequence[float], table: dict[st
 def plot_sensitivity(
     dense_acc: float, ratios: Sequence[float], table: dict[str, list[float]], path: Path, title: str
 ) -> None:
-    from ..plots import plt
+    from ..plots import pyplot
 
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
     cmap = plt.get_cmap("viridis", max(len(table), 2))
     for i, (site, accs) in enumerate(table.items()):

@@ -1,0 +1,192 @@
+"""python -m agents.rank_check --init runs/dense/checkpoint.pt: does the search's reward rank strategies the way
+fine-tuning does?
+
+Per MAC target: the uniform strategy and ``--strategies - 1`` random budget-meeting ones (the search's own walls,
+drawn as its warm-up draws them) are scored by the reward, then each is fine-tuned (``python -m dynprune.train
+--prune l1-filter --hard --ratios``, the comparison preset's fine-tune budget by default) and the Spearman rank
+correlation of reward and post-fine-tune validation top-1 is reported (1: the reward orders the strategies
+exactly as their fine-tuned accuracy; 0: no better than chance). Writes ``rank_check.json``, one scatter plot per
+target (``rank-<target>.png``) and the fine-tunes' run folders; a rerun skips finished fine-tunes.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dynprune.base import DEFAULT_R_MAX, ConfigError, check_positive, check_target_macs, check_threads, option
+from dynprune.checkpoints import load_checkpoint, read_result, write_json
+from dynprune.config import parse_cli
+from dynprune.orphans import die_with_parent
+from dynprune.plots import pyplot
+from dynprune.prune.ratios import solve_uniform_for_macs
+from dynprune.runlock import locked_run_folder
+
+from .env import ChannelPruningEnv
+from .evaluate import EvalSettings, SearchError, StrategyEvaluator
+from .rewards import REWARDS
+
+PROG = "python -m agents.rank_check"
+
+
+@dataclass
+class RankCheckConfig:
+    """python -m agents.rank_check: the dense checkpoint, the strategies and their fine-tune."""
+
+    init: str | None = option(None, "dense checkpoint; required")
+    out: str = option("runs/rank_check", "output folder")
+    targets: list[float] = option([0.1, 0.25], "MAC targets (fraction of the dense model's MACs)")
+    strategies: int = option(10, "strategies per target: the uniform one and random budget-meeting ones")
+    reward: str = option("accuracy", "the reward under test (agents.rewards)", choices=lambda: REWARDS.names())
+    val_subset: int = option(2000, "validation images the reward scores per strategy (as agents.search)")
+    calib_batches: int = option(8, "training batches of adaptive BN per strategy (as agents.search)")
+    r_max: float = option(DEFAULT_R_MAX, "largest pruning ratio of a site (as agents.search)")
+    epochs: int = option(6, "fine-tune epochs per strategy")
+    lr: float = option(0.05, "fine-tune peak learning rate")
+    seed: int = option(0, "seed of the random strategies and of every fine-tune")
+    workers: int = option(2, "fine-tunes run side by side, one thread each")
+    threads: int = option(1, "torch threads of the reward's evaluations")
+
+    def validate(self) -> None:
+        if self.init is None:
+            raise ConfigError("--init is required: the dense checkpoint (e.g. runs/dense/checkpoint.pt)")
+        for target in self.targets:
+            check_target_macs(target)
+        if self.strategies < 3:
+            raise ConfigError(
+                f"--strategies must be >= 3 (a rank correlation of fewer is noise), got {self.strategies}"
+            )
+        if REWARDS.get(self.reward) is not None and REWARDS[self.reward].needs_latency:
+            raise ConfigError(f"--reward {self.reward} times every strategy; allowed here: accuracy, log-macs")
+        check_positive(self, "epochs", "workers", "val_subset", "calib_batches")
+        check_threads(self.threads)
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rank correlation (ties get their mean rank); nan where either side is constant."""
+    rx, ry = _ranks(np.asarray(x, dtype=float)), _ranks(np.asarray(y, dtype=float))
+    if rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    order = values.argsort(kind="stable")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(len(values), dtype=float)
+    for value in np.unique(values):  # ties: each gets the mean of the ranks they share
+        tied = values == value
+        ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+def scored_strategies(env: ChannelPruningEnv, cfg: RankCheckConfig, target: float) -> list[dict[str, Any]]:
+    """The uniform strategy, then random ones as the search's warm-up draws them, each with its reward."""
+    evaluator, reward = env.evaluator, REWARDS[cfg.reward]
+    uniform = solve_uniform_for_macs(evaluator.cost, target)
+    val_acc = evaluator.accuracy(uniform)
+    macs = float(evaluator.cost.macs({s: 1.0 - r for s, r in uniform.items()}))
+    rows = [{"kind": "uniform", "ratios": uniform, "val_acc": val_acc, "reward": reward(val_acc, macs)}]
+    rng = np.random.default_rng(cfg.seed)
+    while len(rows) < cfg.strategies:
+        env.reset()
+        info: dict[str, Any] = {}
+        for _ in env.order:
+            _, _, _, _, info = env.step(np.array([rng.uniform(-1, 1)], dtype=np.float32))
+        rows.append({"kind": "random", **{k: info[k] for k in ("ratios", "val_acc", "reward")}})
+    return rows
+
+
+def fine_tune(cfg: RankCheckConfig, data: dict[str, Any], folder: Path, row: dict[str, Any]) -> dict[str, Any]:
+    """The strategy fine-tuned as ``rl``'s comparison cell does (l1-filter, hard); its result.json."""
+    done = read_result(folder / "result.json")
+    if done is not None:
+        return done
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / "policy.json", {"ratios": row["ratios"]})
+    args = [sys.executable, "-m", "dynprune.train", "--init", cfg.init, "--prune", "l1-filter", "--hard"]
+    args += ["--ratios", str(folder / "policy.json"), "--epochs", str(cfg.epochs), "--lr", str(cfg.lr)]
+    args += ["--seed", str(cfg.seed), "--threads", "1", "--no-latency", "--no-progress", "--wandb", "disabled"]
+    args += [*(f"--{k.replace('_', '-')}={v}" for k, v in data.items()), "--out", str(folder / "run")]
+    with (folder / "train.log").open("w") as log:
+        proc = subprocess.run(args, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent, check=False)
+    result = read_result(folder / "run" / "result.json")
+    if proc.returncode != 0 or result is None:
+        raise SearchError(f"the fine-tune of {folder} failed (exit {proc.returncode}); see {folder}/train.log")
+    write_json(folder / "result.json", result)
+    return result
+
+
+def check_target(env: ChannelPruningEnv, cfg: RankCheckConfig, target: float, out: Path) -> dict[str, Any]:
+    rows = scored_strategies(env, cfg, target)
+    dense = load_checkpoint(cfg.init).get("config") or {}
+    same = ("model", "width", "dataset", "image_size", "train_subset", "val_size")  # its architecture and split
+    data = {k: dense[k] for k in same if dense.get(k) is not None}
+    folders = [out / f"t{target:g}" / f"{i:02d}-{row['kind']}" for i, row in enumerate(rows)]
+    with ThreadPoolExecutor(cfg.workers) as pool:
+        results = list(pool.map(lambda fr: fine_tune(cfg, data, *fr), zip(folders, rows, strict=True)))
+    for row, result in zip(rows, results, strict=True):
+        row.update(tuned_val_top1=result["val_top1"], tuned_top1=result["top1"], macs_ratio=result["macs_ratio"])
+    rho = spearman([r["reward"] for r in rows], [r["tuned_val_top1"] for r in rows])
+    _plot(rows, rho, target, out / f"rank-{target:g}.png", cfg.reward)
+    return {"target": target, "spearman": rho, "strategies": rows}
+
+
+def _plot(rows: list[dict[str, Any]], rho: float, target: float, path: Path, reward: str) -> None:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for kind, marker in (("uniform", "*"), ("random", "o")):
+        mine = [r for r in rows if r["kind"] == kind]
+        ax.scatter([r["reward"] for r in mine], [r["tuned_val_top1"] for r in mine], marker=marker, s=60, label=kind)
+    ax.set_xlabel(f"search reward ({reward}, before fine-tuning)")
+    ax.set_ylabel("validation top-1 after fine-tuning (%)")
+    ax.set_title(f"{target:g} of the dense MACs: Spearman {rho:.2f}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def format_table(checks: list[dict[str, Any]]) -> str:
+    lines = [f"{'target':>7}{'strategies':>12}{'Spearman':>10}{'uniform tuned':>15}{'best random tuned':>19}"]
+    for c in checks:
+        rows = c["strategies"]
+        best = max(r["tuned_val_top1"] for r in rows if r["kind"] == "random")
+        lines.append(
+            f"{c['target']:>7g}{len(rows):>12}{c['spearman']:>10.2f}{rows[0]['tuned_val_top1']:>15.2f}{best:>19.2f}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    cfg = parse_cli(RankCheckConfig, argv, PROG, __doc__)
+    torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    try:
+        with locked_run_folder(out):
+            settings = EvalSettings(cfg.val_subset, cfg.calib_batches)
+            evaluator = StrategyEvaluator(cfg.init, settings=settings)
+            checks = []
+            for target in cfg.targets:
+                env = ChannelPruningEnv(evaluator=evaluator, target_macs=target, r_max=cfg.r_max, reward=cfg.reward)
+                checks.append(check_target(env, cfg, target, out))
+                print(f"{target:g}: Spearman {checks[-1]['spearman']:.2f} over {cfg.strategies} strategies", flush=True)
+            write_json(out / "rank_check.json", {"config": {"init": cfg.init, "reward": cfg.reward}, "checks": checks})
+    except (ConfigError, OSError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    print(format_table(checks))
+    print(f"-> {out}/rank_check.json, {out}/rank-<target>.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
