@@ -83,6 +83,8 @@ def _policy(cfg: SearchConfig, name: str, recorder: EpisodeRecorder, evaluator: 
         "seed": cfg.seed,
         "episodes": len(recorder.history),
         "best_episode": best["episode"],
+        # where the best strategy came from: an agent that learns finds it after its random warm-up
+        "best_found_in": _found_in(name, best["episode"], cfg.warmup_episodes or 0),
         "new_evaluations": sum(not row["cached"] for row in recorder.history),
         "search_seconds": seconds,
         "target_macs": cfg.target_macs,
@@ -92,6 +94,14 @@ def _policy(cfg: SearchConfig, name: str, recorder: EpisodeRecorder, evaluator: 
         "dataset": evaluator.dataset,
         "val_subset": cfg.val_subset,
     }
+
+
+def _found_in(name: str, episode: int, warmup_episodes: int) -> str:
+    """'warm-up' (the agent's random actions), 'policy' (its own actions) or 'baseline' (no agent)."""
+    algorithm = ALGORITHMS[name]
+    if not algorithm.learns:
+        return "baseline"
+    return "warm-up" if algorithm.warms_up and episode <= warmup_episodes else "policy"
 
 
 def run_search(cfg: SearchConfig) -> dict[str, dict[str, Any]]:
@@ -169,12 +179,14 @@ def _report(cfg: SearchConfig, out: Path, summaries: dict, histories: dict, trac
 def format_summary(summaries: dict[str, dict[str, Any]]) -> str:
     head = (
         f"{'algorithm':<10}{'episodes':>9}{'new evals':>10}{'best val top1':>14}{'MACs':>7}{'reward':>9}{'time s':>8}"
+        f"  best found at"
     )
     lines = [head, "-" * len(head)]
     for name, s in summaries.items():
+        found = f"episode {s['best_episode']} ({s.get('best_found_in', '?')})"
         lines.append(
             f"{name:<10}{s['episodes']:>9}{s['new_evaluations']:>10}{s['val_acc']:>13.2f}%{s['macs_ratio']:>7.3f}"
-            f"{s['reward']:>9.4f}{s['search_seconds']:>8.1f}"
+            f"{s['reward']:>9.4f}{s['search_seconds']:>8.1f}  {found}"
         )
     return "\n".join(lines)
 

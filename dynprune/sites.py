@@ -197,6 +197,21 @@ def slice_site(model: nn.Module, site: ChannelSite, keep: torch.Tensor) -> None:
     keep = torch.as_tensor(keep, dtype=torch.long).sort().values
     if keep.numel() == 0 or keep.min() < 0 or keep.max() >= width:
         raise ValueError(f"site {site.name}: keep indices must be a non-empty subset of range({width})")
+    _take_channels(model, site, keep, width)
+
+
+def permute_site(model: nn.Module, site: ChannelSite, order: torch.Tensor) -> None:
+    """Reorder the channels of ``site`` in place (channel ``i`` becomes ``order[i]``'s): the model computes exactly
+    what it computed (up to float rounding); what nested-width gates need, whose kept channels are a prefix."""
+    width = site_width(model, site)
+    order = torch.as_tensor(order, dtype=torch.long)
+    if not torch.equal(order.sort().values, torch.arange(width)):
+        raise ValueError(f"site {site.name}: order must be a permutation of range({width})")
+    _take_channels(model, site, order, width)
+
+
+def _take_channels(model: nn.Module, site: ChannelSite, keep: torch.Tensor, width: int) -> None:
+    """The site's channels ``keep`` (in that order) in every layer that writes or reads them."""
     producer = get_module(model, site.producer)
     if isinstance(producer, nn.Conv2d):
         set_module(model, site.producer, _slice_conv(producer, keep, None))

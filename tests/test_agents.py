@@ -177,6 +177,10 @@ def test_search_cli_writes_policy_that_training_consumes(tmp_path, dense_ckpt):
     policy = json.loads((out / "policy.json").read_text())
     assert policy["algorithm"] == "td3" and policy["episodes"] == 5 and policy["seed"] == 0
     assert policy["macs_ratio"] <= 0.5 + 1e-9
+    # where the best came from: the two warm-up episodes are random actions, the agent's own start at episode 3
+    assert policy["best_found_in"] == ("warm-up" if policy["best_episode"] <= 2 else "policy")
+    assert f"episode {policy['best_episode']} ({policy['best_found_in']})" in proc.stdout
+    assert json.loads((out / "policy-random.json").read_text())["best_found_in"] == "baseline"
     for name in ("ratios.png", "best_reward.png", "policy-uniform.json", "policy-random.json", "episodes-td3.jsonl"):
         assert (out / name).is_file(), name
     assert len((out / "episodes-td3.jsonl").read_text().splitlines()) == 5
