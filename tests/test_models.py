@@ -5,7 +5,7 @@ import torch
 
 from dynprune.cost import CostModel, flop_counter_macs
 from dynprune.models import UnknownModelError, create_model, list_models
-from dynprune.sites import SiteMask, site_width, slice_site
+from dynprune.sites import SiteMask, permute_site, site_width, slice_site
 
 # resnet18 is ImageNet-style; a 64px input keeps the tests fast while exercising every layer.
 SIZES = {"resnet18": 64}
@@ -115,6 +115,24 @@ def test_slicing_a_site_matches_cost_model_and_masking(name):
     assert cost.macs(keep_frac) < cost.dense_macs
     assert torch.allclose(masked_out, sliced_out, atol=1e-4, rtol=1e-4)
     assert cost.params(keep_frac) == pytest.approx(sum(p.numel() for p in model.parameters()), abs=0.5)
+
+
+def test_permuting_every_site_keeps_the_outputs_and_moves_the_channels():
+    model, shape = build("resnet20")
+    model.eval()
+    x = torch.randn(4, *shape)
+    with torch.no_grad():
+        before = model(x)
+    site = model.channel_sites()[0]
+    filters = model.get_submodule(site.producer).weight.detach().clone()
+    for s in model.channel_sites():
+        permute_site(model, s, torch.randperm(site_width(model, s), generator=torch.Generator().manual_seed(1)))
+    with torch.no_grad():
+        assert torch.allclose(model(x), before, atol=1e-5)
+    order = torch.randperm(site_width(model, site), generator=torch.Generator().manual_seed(1))
+    assert torch.equal(model.get_submodule(site.producer).weight.detach(), filters[order])
+    with pytest.raises(ValueError, match="must be a permutation of range"):
+        permute_site(model, site, torch.zeros(site_width(model, site), dtype=torch.long))
 
 
 def test_per_sample_masks_give_per_sample_macs():
