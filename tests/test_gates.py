@@ -114,6 +114,10 @@ def test_eval_is_deterministic_threshold(gate):
         if model.gate_set.estimator.fixed_count:  # the k highest logits
             keep = model.gate_set.fixed_keep(k)
             expected = torch.zeros_like(logits).scatter_(1, logits.topk(keep, dim=1).indices, 1.0)
+        tiers = model.gate_set.tiers(k)
+        if tiers is not None:  # nested widths: tier t open iff logits 1..t are all >= 0
+            leading = torch.tensor([next((i for i, z in enumerate(row) if z < 0), len(row)) for row in logits])
+            expected = (tiers[None, :] <= leading[:, None]).float()
         assert torch.equal(v[:, :: v.shape[1] // expected.shape[1]], expected)
 
 

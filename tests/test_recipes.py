@@ -7,6 +7,8 @@ import dataclasses
 import pytest
 import yaml
 
+from dynprune.api import build_method
+from dynprune.base import ConfigError
 from dynprune.catalog import option_groups, parse_train_cli, recipe_defaults
 from dynprune.compare.config import CompareConfig
 from dynprune.compare.methods import COMPARE_METHODS
@@ -77,7 +79,16 @@ def test_resume_values_are_not_replaced_by_recipes(tmp_path):
     assert (cfg.options["gated"].gate_init, cfg.options["gated"].gate_density) == ("open", "global")
 
 
-@pytest.mark.parametrize("name", ESTIMATORS.names())
+PER_GROUP_LOGITS = [name for name, estimator in ESTIMATORS.items() if "l1" in estimator.variants]
+
+
+def test_only_gates_without_a_logit_per_channel_lack_the_static_start():
+    for name in set(ESTIMATORS.names()) - set(PER_GROUP_LOGITS):  # width: one logit per width, no l1 start
+        with pytest.raises(ConfigError, match="--gate-init must be open"):
+            build_method({"gate": name, "gate_init": "l1"})
+
+
+@pytest.mark.parametrize("name", PER_GROUP_LOGITS)
 def test_the_static_start_stays_available_under_a_name_that_says_so(name):
     overrides = COMPARE_METHODS[f"{name}-l1"].overrides(CompareConfig(), 0.25)
     assert (overrides["gate_init"], overrides["guide_weight"], overrides["gate_boost"]) == ("l1", 0.0, False)

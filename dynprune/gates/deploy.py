@@ -68,11 +68,26 @@ class DeployConv(nn.Module):
         self.in_rt, self.out_rt, self.out_gate = in_rt, out_rt, out_gate
         self.depthwise = depthwise
         self.in_width = in_width
+        # nested-width sites: the active channels are a prefix, so the weights of a width are computed once
+        runtimes = [rt for rt in (in_rt, out_rt if out_gate is not None else None) if rt is not None]
+        self.prefix = bool(runtimes) and all(rt.prefix for rt in runtimes)
+        self._slices: dict[tuple, tuple[torch.Tensor, torch.Tensor, int]] = {}
 
     def gathered(
         self, in_idx: torch.Tensor | None, out_idx: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor, int]:
         """(weight, bias, groups) of the convolution over these active input / output channels."""
+        if not self.prefix:
+            return self._gather(in_idx, out_idx)
+        key = (None if in_idx is None else len(in_idx), None if out_idx is None else len(out_idx), self.weight.device)
+        if key not in self._slices:  # a few widths per site: each one's contiguous weights, kept
+            weight, bias, groups = self._gather(in_idx, out_idx)
+            self._slices[key] = (weight.contiguous(), bias.contiguous(), groups)
+        return self._slices[key]
+
+    def _gather(
+        self, in_idx: torch.Tensor | None, out_idx: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
         weight, bias = self.weight, self.bias
         if self.depthwise:
             if in_idx is not None:
@@ -253,7 +268,7 @@ class DeployModel(nn.Module):
 def to_deploy(model: nn.Module) -> DeployModel:
     """Convert a trained gated model (``model.gate_set``) to a ``DeployModel``; the original stays as is."""
     copied = gated_copy(model)
-    runtimes = {name: SiteRuntime(width) for name, width in copied.widths.items()}
+    runtimes = {name: SiteRuntime(width, copied.gates[name].tiers is not None) for name, width in copied.widths.items()}
 
     def make_conv(conv: nn.Conv2d, in_site: str | None, out_site: str | None, depthwise: bool, width: int):
         return DeployConv(

@@ -13,7 +13,7 @@ while the gradient is that of ``soft``.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, ClassVar
 
@@ -55,6 +55,25 @@ class Estimator:
         """What the budget loss counts as open during training (default: the decisions themselves; an estimator
         with a closed-form expectation, e.g. an expected L0 norm, returns that instead)."""
         return decisions
+
+    def logit_count(self, groups: int) -> int:
+        """Logits a site's gate outputs for a site of ``groups`` channel groups (default: one per group)."""
+        return groups
+
+    def expand(self, decisions: torch.Tensor, groups: int) -> torch.Tensor:
+        """[B, logit_count] decisions (or cost masks) -> [B, groups] (default: already one per group)."""
+        return decisions
+
+    def tiers(self, groups: int) -> torch.Tensor | None:
+        """Ordinal estimators (nested widths): each group's tier [groups], where a sample opens tiers 0..t iff its
+        logits 1..t are all >= 0 (deploy decides so); None for one independent decision per group."""
+        return None
+
+    def prepare_sites(self, model: torch.nn.Module, sites: Sequence[Any]) -> None:
+        """Before the gates attach to the sites (e.g. order each site's channels by importance)."""
+
+    def check_gate_options(self, options: Any) -> None:
+        """Raise ConfigError for shared gate options (``GateOptions``) this estimator cannot honour."""
 
     def fixed_keep(self, groups: int, density: float) -> int | None:
         """Groups every sample keeps at a site of ``groups`` at ``density`` (fixed-count estimators), else None."""

@@ -48,7 +48,9 @@ def gated_copy(model: nn.Module) -> GatedCopy:
     gate_set.remove()  # no more masking hooks: the deploy layers skip the work instead
     sites = gate_set.sites
     widths = {s.name: site_width(model, s) for s in sites}
-    gates = {s.name: DeployGate(gate_set.gate(s.name), gate_set.fixed_keep(s.name)) for s in sites}
+    gates = {
+        s.name: DeployGate(gate_set.gate(s.name), gate_set.fixed_keep(s.name), gate_set.tiers(s.name)) for s in sites
+    }
     del model.gate_set  # its gates now live, folded, inside the executor's layers
     return GatedCopy(model, sites, widths, gates)
 

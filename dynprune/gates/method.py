@@ -56,6 +56,7 @@ class GatedMethod(Method):
         self.name = gate
         self.options = options or GateOptions()
         self.estimator = estimator or create_estimator(gate)
+        self.estimator.check_gate_options(self.options)
         self.target = check_target_macs(target_macs)
         self.calibrate = self.options.calibrate_budget if calibrate is None else calibrate
         self.calibration: dict[str, Any] = {}

@@ -20,7 +20,14 @@ from .estimator import Estimator
 
 class ChannelGate(nn.Module):
     def __init__(
-        self, in_channels: int, channels: int, groups: int, reduction: int, bias_init: float, boost: bool = False
+        self,
+        in_channels: int,
+        channels: int,
+        groups: int,
+        reduction: int,
+        bias_init: float,
+        boost: bool = False,
+        logits: int | None = None,
     ) -> None:
         super().__init__()
         hidden = max(4, in_channels // reduction)
@@ -28,7 +35,7 @@ class ChannelGate(nn.Module):
         self.fc1 = nn.Linear(in_channels, hidden, bias=False)
         self.bn = nn.BatchNorm1d(hidden)
         self.act = nn.ReLU(inplace=True)
-        self.fc2 = nn.Linear(hidden, groups)
+        self.fc2 = nn.Linear(hidden, groups if logits is None else logits)  # default: one logit per group
         nn.init.normal_(self.fc2.weight, std=0.01)
         nn.init.constant_(self.fc2.bias, bias_init)  # sigmoid(2) = 0.88: gates start (almost) all open
         # Feature boosting (FBS): a per-input scale 1 + tanh(.) in (0, 2) of the kept channels, from the same hidden
@@ -73,6 +80,7 @@ class GateSet(nn.Module):
         if not self.sites:
             raise ValueError("no channel site can be gated: every site's producer is a Linear layer")
         self.estimator = estimator
+        estimator.prepare_sites(model, self.sites)  # before any hook holds a layer the estimator may replace
         self.force_open = False
         self.densities: dict[str, float] = {}  # per-site target open fraction (fixed-count estimators use it)
         self.logit_shift = 0.0  # added to every logit; calibration searches it, then folds it into the biases
@@ -101,7 +109,9 @@ class GateSet(nn.Module):
         producer = get_module(model, site.producer)
         width = site_width(model, site)
         group = _group_size(width, group_size)
-        gate = ChannelGate(producer.in_channels, width, width // group, reduction, bias_init, boosted)
+        groups = width // group
+        logits = self.estimator.logit_count(groups)
+        gate = ChannelGate(producer.in_channels, width, groups, reduction, bias_init, boosted, logits)
         self.gates[_key(site.name)] = gate
         mask_point = get_module(model, site.mask_point)  # runs before the SiteMask hook: sees every channel
         self._handles.append(mask_point.register_forward_hook(self._activity_hook(site), prepend=True))
@@ -113,20 +123,22 @@ class GateSet(nn.Module):
             gate = self.gates[_key(site.name)]
             logits = gate(args[0]) + (self.logit_shift + self.site_shifts.get(site.name, 0.0))  # [B, G]
             fixed = self.fixed_decisions.get(site.name)
+            raw = None
             if self.force_open:
-                decision = torch.ones_like(logits)
+                decision = logits.new_ones(logits.shape[0], gate.groups)
             elif fixed is not None:
-                decision = fixed.to(logits).expand_as(logits)
+                decision = fixed.to(logits).expand(logits.shape[0], -1)
             else:
-                decision = self.estimator.decide(logits, self.training, self.densities.get(site.name, 1.0))
+                raw = self.estimator.decide(logits, self.training, self.densities.get(site.name, 1.0))
+                decision = self.estimator.expand(raw, gate.groups)  # [B, G]
             per_group = gate.channels // gate.groups
             mask = repeat(decision, "b g -> b (g k)", k=per_group)  # [B, C]
             self.logits[site.name] = logits
             self.masks[site.name] = mask
-            if self.training and not self.force_open and fixed is None:
-                counted = self.estimator.cost_mask(logits, decision)
-                expanded = mask if counted is decision else repeat(counted, "b g -> b (g k)", k=per_group)
-                self.cost_masks[site.name] = expanded
+            if self.training and raw is not None:
+                counted = self.estimator.cost_mask(logits, raw)
+                expanded = self.estimator.expand(counted, gate.groups)
+                self.cost_masks[site.name] = mask if counted is raw else repeat(expanded, "b g -> b (g k)", k=per_group)
             else:  # no training graph may outlive its step (a deep copy of the model, for deploy, would fail)
                 self.cost_masks.pop(site.name, None)
             boosted = mask if gate.scale is None else mask * repeat(gate.scale, "b g -> b (g k)", k=per_group)
@@ -168,6 +180,10 @@ class GateSet(nn.Module):
     def fixed_keep(self, site: str) -> int | None:
         """Channel groups every sample keeps at ``site`` when the estimator keeps a fixed count, else None."""
         return self.estimator.fixed_keep(self.gate(site).groups, self.densities.get(site, 1.0))
+
+    def tiers(self, site: str) -> torch.Tensor | None:
+        """Each channel group's tier at ``site`` for an ordinal (nested-width) estimator, else None."""
+        return self.estimator.tiers(self.gate(site).groups)
 
     def fold_logit_shift(self) -> None:
         """Move ``logit_shift`` and ``site_shifts`` into the gates' output biases (the threshold stays at 0)."""

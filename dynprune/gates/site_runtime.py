@@ -31,8 +31,9 @@ class SiteRuntime:
     (``grouped``) the sample groups; the site's tensor is then *packed*: sample s of group g holds its k_g
     channels in the first k_g slots, ``width`` = the largest k_g."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, prefix: bool = False) -> None:
         self.channels = channels
+        self.prefix = prefix  # nested-width gates: the active channels are always the first len(idx)
         self.idx: torch.Tensor | None = None
         self.mask: torch.Tensor | None = None  # [B, len(idx)] float, only when samples differ (union/masked)
         self.groups: list[SampleGroup] | None = None
@@ -69,9 +70,11 @@ class DeployGate(nn.Module):
     ``addmm`` (measured 9 vs 14 us for the two layers of a ResNet-20 gate at batch 1).
     """
 
-    def __init__(self, gate: ChannelGate, keep: int | None = None) -> None:
+    def __init__(self, gate: ChannelGate, keep: int | None = None, tiers: torch.Tensor | None = None) -> None:
         super().__init__()
         self.keep = keep  # fixed-count gates: the k highest logits open, else logit >= 0
+        # ordinal (nested-width) gates: group g opens iff its tier <= the count of leading logits >= 0
+        self.register_buffer("tiers", tiers)
         bn = gate.bn
         scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)  # [hidden]
         self.register_buffer("w1t", (gate.fc1.weight.detach() * scale[:, None]).t().contiguous())
@@ -114,7 +117,10 @@ class DeployGate(nn.Module):
             _boost(rt, scale)
 
     def _decide(self, logits: torch.Tensor, dtype: torch.dtype, rt: SiteRuntime) -> None:
-        if self.keep is None:
+        if self.tiers is not None:
+            opened = (logits >= 0).to(torch.int32).cumprod(dim=1).sum(dim=1)  # [B] tiers past the narrowest
+            open_ = self.tiers[None, :] <= opened[:, None]
+        elif self.keep is None:
             open_ = logits >= 0
         else:
             open_ = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, logits.topk(self.keep, dim=1).indices, True)

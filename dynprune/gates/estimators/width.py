@@ -1,0 +1,106 @@
+"""Nested widths (DS-Net's dynamic weight slicing, Li et al. 2021): each input runs a site at one of a few widths,
+and the channels it keeps are always the first ones, a contiguous slice.
+
+Before the gates attach, every site's channels are ordered by the L1 norm of their filters (of the ``--init``
+model), so the narrowest width keeps the most important ones. A site of G channel groups is split into tiers by
+``--width-choices`` (e.g. 0.25, 0.5, 0.75, 1: the first quarter of the groups, the second, ...); the site's gate
+outputs one logit per tier past the first, and an input opens tiers 1..t exactly when its logits 1..t are all
+>= 0: an ordinal decision, so the width grows monotonically with every logit, a global logit shift moves every
+input's width the same way (the budget calibration works as for threshold gates), and the deploy path runs a
+prefix of the channels (views of the weights, no per-sample gather). Training: logistic noise on the logits
+(fading out over the last ``--width-noise-fade`` of the run), hard cumulative decisions in the forward pass,
+straight-through to the product of sigmoid(logit / tau) in the backward; the budget loss on the expected MACs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ...base import ConfigError, option
+from ...prune.criteria import ChannelGroup, L1Norm
+from ...sites import permute_site
+from ..estimator import Estimator, logistic_noise, straight_through
+
+
+@dataclasses.dataclass
+class WidthOptions:
+    width_choices: list[float] = option(
+        [0.25, 0.5, 0.75, 1.0], "width: the widths a site can run at, fractions of its channels, ascending, last 1"
+    )
+    width_tau: float = option(1.0, "width: temperature of the sigmoids whose product the decisions pass through")
+    width_noise_fade: float = option(0.5, "width: last fraction of the run over which the logit noise fades to 0")
+
+    def validate(self) -> None:
+        c = self.width_choices
+        if len(c) < 2 or any(not 0 < a < b for a, b in itertools.pairwise(c)) or c[-1] != 1.0:
+            raise ConfigError(f"--width-choices must be >= 2 ascending fractions in (0, 1], the last 1; got {c}")
+        if self.width_tau <= 0:
+            raise ConfigError(f"--width-tau must be > 0, got {self.width_tau}")
+        if not 0 <= self.width_noise_fade <= 1:
+            fade = self.width_noise_fade
+            raise ConfigError(f"--width-noise-fade must be a fraction of the run in [0, 1], got {fade}")
+
+
+#: shared gate options that act on one logit per channel group, which width gates do not have
+PER_GROUP_OPTIONS = {"gate_init": "open", "guide_weight": 0.0, "gate_shape_weight": 0.0, "gate_density": "global"}
+
+
+class Width(Estimator):
+    name = "width"
+    Options = WidthOptions
+    summary = "one of --width-choices per input and site: the first w channels (by L1), an ordinal decision"
+
+    def __init__(self, options: WidthOptions | None = None) -> None:
+        super().__init__(options)
+        self.noise = 1.0
+
+    def schedule(self, progress: float) -> None:
+        fade = self.options.width_noise_fade
+        self.noise = 1.0 if fade == 0 or progress <= 1 - fade else max(0.0, (1.0 - progress) / fade)
+
+    def logit_count(self, groups: int) -> int:
+        return len(self.options.width_choices) - 1
+
+    def tiers(self, groups: int) -> torch.Tensor:
+        """[groups] tier of each group: how many choices' prefixes end at or before it."""
+        ends = torch.tensor([max(1, round(c * groups)) for c in self.options.width_choices])
+        return (torch.arange(groups)[:, None] >= ends[None, :]).sum(dim=1)
+
+    def expand(self, decisions: torch.Tensor, groups: int) -> torch.Tensor:
+        return decisions.index_select(1, self.tiers(groups).to(decisions.device))
+
+    def decide(self, logits: torch.Tensor, training: bool, density: float) -> torch.Tensor:
+        """[B, tiers - 1] logits -> [B, tiers] open tiers (the first always open)."""
+        first = logits.new_ones(logits.shape[0], 1)
+        if not training:
+            return torch.cat([first, (logits >= 0).to(logits.dtype).cumprod(dim=1)], dim=1)
+        if self.noise > 0:
+            logits = logits + self.noise * logistic_noise(logits.shape, logits)
+        soft = torch.sigmoid(logits / self.options.width_tau)
+        hard = (soft >= 0.5).to(soft.dtype).cumprod(dim=1)
+        return torch.cat([first, straight_through(hard, soft.cumprod(dim=1))], dim=1)
+
+    @torch.no_grad()
+    def prepare_sites(self, model: nn.Module, sites: Sequence[Any]) -> None:
+        for site in sites:  # the narrowest width keeps the channels of the largest L1 filters
+            permute_site(model, site, L1Norm()(ChannelGroup.of(model, site)).argsort(descending=True, stable=True))
+
+    def check_gate_options(self, options: Any) -> None:
+        for name, allowed in PER_GROUP_OPTIONS.items():
+            if getattr(options, name) != allowed:
+                flag = "--" + name.replace("_", "-")
+                raise ConfigError(f"--gate width has one logit per width, not per channel: {flag} must be {allowed}")
+        if options.gate_boost:
+            raise ConfigError("--gate width: --gate-boost scales single channels; leave it off")
+
+    def logs(self) -> dict[str, float]:
+        return {"noise": self.noise}
+
+
+ESTIMATOR = Width

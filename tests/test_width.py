@@ -1,0 +1,95 @@
+"""Nested-width gates (``--gate width``): ordinal decisions over tiers of L1-ordered channels, deployed as
+prefixes of the weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import dynprune
+from dynprune.base import ConfigError
+from dynprune.gates.estimators.width import Width, WidthOptions
+from dynprune.models import create_model
+from dynprune.prune.criteria import ChannelGroup, L1Norm
+
+
+def test_an_input_opens_the_tiers_up_to_its_first_negative_logit():
+    width = Width()  # choices 0.25, 0.5, 0.75, 1: three logits per site
+    logits = torch.tensor([[1.0, -1.0, 1.0], [1.0, 1.0, 1.0], [-1.0, 1.0, 1.0]])
+    tiers = width.decide(logits, training=False, density=1.0)
+    assert torch.equal(tiers, torch.tensor([[1.0, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]]))
+    assert torch.equal(width.tiers(8), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]))
+    opened = width.expand(tiers, 8)
+    assert torch.equal(opened.sum(dim=1), torch.tensor([4.0, 8, 2]))  # prefixes of 4, 8 and 2 of 8 groups
+    assert torch.equal(opened, (torch.arange(8)[None] < opened.sum(dim=1)[:, None]).float())
+    # a site of 3 groups: the 0.25 and 0.5 choices both end after the first group; tier 2 is empty
+    assert torch.equal(width.tiers(3), torch.tensor([0, 1, 3]))
+
+
+def test_training_decisions_are_hard_forward_and_straight_through_backward():
+    width = Width(WidthOptions(width_noise_fade=1.0))
+    width.schedule(1.0)  # the noise has faded out: the training forward equals the eval decision
+    logits = torch.tensor([[2.0, -0.5, 3.0]], requires_grad=True)
+    tiers = width.decide(logits, training=True, density=1.0)
+    assert torch.equal(tiers.detach(), width.decide(logits.detach(), training=False, density=1.0))
+    tiers.sum().backward()
+    assert logits.grad is not None and bool((logits.grad != 0).all())  # every logit learns through the product
+
+
+def random_width_gates(seed: int = 0) -> tuple[nn.Module, dynprune.Gates]:
+    torch.manual_seed(seed)
+    model = create_model("resnet20", 1, 10, 28, width=0.5)
+    gates = dynprune.gate(model, (1, 28, 28), "width", target_macs=0.5)
+    for gate in model.gate_set.gates.values():
+        nn.init.normal_(gate.fc2.weight, std=2.0)
+        nn.init.normal_(gate.fc2.bias, std=1.0)
+    return model.eval(), gates
+
+
+def test_channels_are_ordered_by_l1_and_every_input_keeps_a_prefix():
+    model, _ = random_width_gates()
+    for site in model.gate_set.sites:
+        norms = L1Norm()(ChannelGroup.of(model, site))
+        assert bool((norms[:-1] >= norms[1:]).all()), site.name  # the narrowest width keeps the largest filters
+    with torch.no_grad():
+        model(torch.randn(32, 1, 28, 28))
+    widths = set()
+    for mask in model.gate_set.masks.values():
+        kept = mask.sum(dim=1)
+        assert torch.equal(mask, (torch.arange(mask.shape[1])[None] < kept[:, None]).float())
+        widths.update(kept.tolist())
+    assert len(widths) > 2  # the random gates choose different widths for different inputs
+
+
+@pytest.mark.parametrize("strategy", ["gather", "union", "grouped", "masked"])
+def test_deploy_runs_prefixes_and_equals_the_masked_model(strategy):
+    model, gates = random_width_gates(1)
+    x = torch.randn(16, 1, 28, 28)
+    deploy = gates.deploy()
+    deploy.strategy = strategy
+    with torch.no_grad():
+        masked = model(x)
+        assert torch.allclose(deploy(x), masked, atol=1e-4)
+        for i in range(4):  # batch 1: one width per site
+            assert torch.allclose(deploy(x[i : i + 1]), masked[i : i + 1], atol=1e-4)
+    convs = [m for m in deploy.modules() if getattr(m, "prefix", False)]
+    assert len(convs) == 2 * len(model.gate_set.sites)  # each site's producer and consumer
+    assert all(len(c._slices) <= 4 for c in convs)  # the weights of each width are sliced once and kept
+    if strategy == "gather":  # one sample at a time: the inputs' different widths each have their slices
+        assert any(len(c._slices) > 1 for c in convs)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"width_choices": [0.5, 0.25, 1.0]}, "--width-choices must be >= 2 ascending fractions"),
+        ({"width_choices": [0.25, 0.5]}, "the last 1"),
+        ({"gate_init": "pool"}, "--gate width has one logit per width, not per channel: --gate-init must be open"),
+        ({"guide_weight": 1.0}, "--guide-weight must be 0.0"),
+        ({"gate_boost": True}, "--gate-boost scales single channels"),
+    ],
+)
+def test_options_width_gates_cannot_honour_are_one_clear_error(options, message):
+    with pytest.raises(ConfigError, match=message):
+        dynprune.build_method({"gate": "width", **options})
