@@ -30,6 +30,7 @@ SAME_CELL_AS_A_KEPT_ONE = {
     *("l2-filter", "fpgm-filter", "random-filter", "global-filter", "slim-filter"),  # as l1-filter's
     *("l1-unstructured", "random-unstructured"),  # as global-unstructured's
     *("ste", "hardconcrete", "width"),  # as gumbel's
+    "topk",  # as topk-rl's without its search (a GatedCompare cell of topk gates)
     "mobilenetv2",  # as narrow's (another zoo model: test_zoo_learns)
     "random-search",  # as rl's with --algo random (test_random_search_cells_run_the_search_without_an_agent)
     "topk-scratch",  # topk's cell trained from scratch like narrow's (test_scratch_gates_get_the_whole_budget...)

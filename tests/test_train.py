@@ -275,6 +275,7 @@ def offline(tmp_path):
         yield work, run
 
 
+@pytest.mark.slow  # two trainings in a row (the run, then its resume)
 def test_main_command_without_data_or_network_trains_on_the_shipped_sample(offline):
     work, run = offline
     proc = run(*MAIN, *SHORT, merged=True)
