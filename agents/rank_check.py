@@ -109,6 +109,8 @@ def fine_tune(cfg: RankCheckConfig, data: dict[str, Any], folder: Path, row: dic
     """The strategy fine-tuned as ``rl``'s comparison cell does (l1-filter, hard); its result.json."""
     done = read_result(folder / "result.json")
     if done is not None:
+        if (done.get("ratios"), done.get("seed")) != (row["ratios"], cfg.seed):  # another seed's or walls' folder
+            raise SearchError(f"{folder}: fine-tuned for another strategy or seed than this run's; use another --out")
         return done
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / "policy.json", {"ratios": row["ratios"]})

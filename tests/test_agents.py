@@ -286,3 +286,5 @@ def test_rank_check_fine_tunes_each_strategy_and_reports_the_correlation(dense_c
     stamps = [p.stat().st_mtime_ns for p in logs]
     assert main(args) == 0  # the rerun reuses the finished fine-tunes
     assert [p.stat().st_mtime_ns for p in logs] == stamps
+    assert main([*args, "--seed", "1"]) == 2  # other random strategies: the folders' fine-tunes are not theirs
+    assert [p.stat().st_mtime_ns for p in logs] == stamps
