@@ -44,7 +44,13 @@ class EvalSettings:
     eval_batch_size: int = 500
 
     def key(self) -> str:
-        return f"val{self.val_subset}-bn{self.calib_batches}x{self.calib_batch_size}-l1"
+        return f"val{self.val_subset}-bn{self.calib_batches}x{self.calib_batch_size}"
+
+
+def criterion_key(criterion: Criterion) -> str:
+    """The part of a score's cache key that names which channels a ratio removes: ``l1`` for L1 norms (the key
+    every cache so far was written with), else the criterion's class (two criteria never share a score)."""
+    return "l1" if isinstance(criterion, L1Norm) else type(criterion).__name__
 
 
 def file_hash(path: str | Path) -> str:
@@ -101,7 +107,7 @@ class StrategyEvaluator:
     @property
     def cache_prefix(self) -> str:
         """What, besides the strategy, decides a score: the checkpoint's bytes and the evaluation settings."""
-        return f"{self.checkpoint_hash}|{self.settings.key()}"
+        return f"{self.checkpoint_hash}|{self.settings.key()}-{criterion_key(self.criterion)}"
 
     def kept_channels(self, ratios: Mapping[str, float]) -> dict[str, int]:
         return {s: w - removed(w, ratios[s]) for s, w in self.cost.site_widths.items()}

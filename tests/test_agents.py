@@ -288,3 +288,14 @@ def test_rank_check_fine_tunes_each_strategy_and_reports_the_correlation(dense_c
     assert [p.stat().st_mtime_ns for p in logs] == stamps
     assert main([*args, "--seed", "1"]) == 2  # other random strategies: the folders' fine-tunes are not theirs
     assert [p.stat().st_mtime_ns for p in logs] == stamps
+
+
+def test_scores_of_different_criteria_never_share_a_cache_entry(dense_ckpt):
+    """The cache key names the criterion (before: ``-l1`` for every criterion, so an L2 scorer read L1 scores);
+    the L1 key is the one earlier caches were written with."""
+    from dynprune.prune.criteria import L2Norm
+
+    l1 = StrategyEvaluator(dense_ckpt, settings=SMALL)
+    l2 = StrategyEvaluator(dense_ckpt, settings=SMALL, criterion=L2Norm())
+    assert l1.cache_prefix.endswith(f"|{SMALL.key()}-l1") and l2.cache_prefix.endswith("-L2Norm")
+    assert l1.cache_prefix != l2.cache_prefix

@@ -2,7 +2,8 @@
 
 An estimator is one file in ``gates/estimators/`` that defines ``ESTIMATOR``, a subclass of ``Estimator`` with
 its own options (a dataclass whose fields become its command-line flags) and, where it anneals something over
-the run, a ``schedule``. Adding one touches that file and its test, nothing else.
+the run, a ``schedule``. Adding one touches that file, nothing else: the tests parametrized over ``ESTIMATORS``
+(tests/test_gates.py) and the comparison pick it up.
 
 Every estimator is deterministic in eval mode (no noise at test time: leaving it on is a known bug of
 ConvNet-AIG that we avoid by construction). Straight-through outputs are written ``hard + (soft -
