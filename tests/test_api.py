@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import dynprune
+from dynprune.gates.estimators import ESTIMATORS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -132,7 +133,7 @@ def test_load_rebuilds_a_run_and_the_api_is_at_the_package_top(tmp_path):
         dynprune.nope  # noqa: B018
 
 
-@pytest.mark.parametrize("estimator", ["topk", "ste", "gumbel", "hardconcrete"])
+@pytest.mark.parametrize("estimator", ESTIMATORS.names())
 def test_the_api_builds_the_gates_the_cli_builds(estimator):
     """Same defaults and recipe as ``python -m dynprune.train --gate NAME`` (before: the API skipped the recipes)."""
     from dataclasses import asdict
