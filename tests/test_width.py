@@ -15,7 +15,7 @@ from dynprune.prune.criteria import ChannelGroup, L1Norm
 
 
 def test_an_input_opens_the_tiers_up_to_its_first_negative_logit():
-    width = Width()  # choices 0.25, 0.5, 0.75, 1: three logits per site
+    width = Width(WidthOptions(width_choices=[0.25, 0.5, 0.75, 1.0]))  # three logits per site
     logits = torch.tensor([[1.0, -1.0, 1.0], [1.0, 1.0, 1.0], [-1.0, 1.0, 1.0]])
     tiers = width.decide(logits, training=False, density=1.0)
     assert torch.equal(tiers, torch.tensor([[1.0, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]]))
@@ -28,7 +28,7 @@ def test_an_input_opens_the_tiers_up_to_its_first_negative_logit():
 
 
 def test_training_decisions_are_hard_forward_and_straight_through_backward():
-    width = Width(WidthOptions(width_noise_fade=1.0))
+    width = Width(WidthOptions(width_noise_fade=1.0))  # the default choices: 0.125, 0.25, 0.5, 1
     width.schedule(1.0)  # the noise has faded out: the training forward equals the eval decision
     logits = torch.tensor([[2.0, -0.5, 3.0]], requires_grad=True)
     tiers = width.decide(logits, training=True, density=1.0)
@@ -40,7 +40,7 @@ def test_training_decisions_are_hard_forward_and_straight_through_backward():
 def random_width_gates(seed: int = 0) -> tuple[nn.Module, dynprune.Gates]:
     torch.manual_seed(seed)
     model = create_model("resnet20", 1, 10, 28, width=0.5)
-    gates = dynprune.gate(model, (1, 28, 28), "width", target_macs=0.5)
+    gates = dynprune.gate(model, (1, 28, 28), "width", target_macs=0.5, width_choices=[0.25, 0.5, 0.75, 1.0])
     for gate in model.gate_set.gates.values():
         nn.init.normal_(gate.fc2.weight, std=2.0)
         nn.init.normal_(gate.fc2.bias, std=1.0)
@@ -71,7 +71,7 @@ def test_deploy_runs_prefixes_and_equals_the_masked_model(strategy):
     with torch.no_grad():
         masked = model(x)
         assert torch.allclose(deploy(x), masked, atol=1e-4)
-        for i in range(4):  # batch 1: one width per site
+        for i in range(8):  # batch 1: one width per site
             assert torch.allclose(deploy(x[i : i + 1]), masked[i : i + 1], atol=1e-4)
     convs = [m for m in deploy.modules() if getattr(m, "prefix", False)]
     assert len(convs) == 2 * len(model.gate_set.sites)  # each site's producer and consumer

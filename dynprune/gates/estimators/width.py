@@ -30,8 +30,12 @@ from ..estimator import Estimator, logistic_noise, straight_through
 
 @dataclasses.dataclass
 class WidthOptions:
+    # The choices must straddle each site's density (the target's): with 0.25, 0.5, 0.75, 1 at a 0.25 target
+    # every input ran the narrowest width, l1-filter under another name (BENCHMARKS, "Width gates").
     width_choices: list[float] = option(
-        [0.25, 0.5, 0.75, 1.0], "width: the widths a site can run at, fractions of its channels, ascending, last 1"
+        [0.125, 0.25, 0.5, 1.0],
+        "width: the widths a site can run at, fractions of its channels, ascending, the last 1; some below the "
+        "target, some above, so inputs can differ",
     )
     width_tau: float = option(1.0, "width: temperature of the sigmoids whose product the decisions pass through")
     width_noise_fade: float = option(0.5, "width: last fraction of the run over which the logit noise fades to 0")
