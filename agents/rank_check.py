@@ -11,6 +11,7 @@ target (``rank-<target>.png``) and the fine-tunes' run folders; a rerun skips fi
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -35,6 +36,7 @@ from .evaluate import EvalSettings, SearchError, StrategyEvaluator
 from .rewards import REWARDS
 
 PROG = "python -m agents.rank_check"
+MAX_DRAWS = 20  # random draws per strategy asked for, before the check goes on with the distinct ones it has
 
 
 @dataclass
@@ -89,20 +91,33 @@ def _ranks(values: np.ndarray) -> np.ndarray:
 
 
 def scored_strategies(env: ChannelPruningEnv, cfg: RankCheckConfig, target: float) -> list[dict[str, Any]]:
-    """The uniform strategy, then random ones as the search's warm-up draws them, each with its reward."""
+    """The uniform strategy, then distinct random ones as the search's warm-up draws them, each with its reward."""
     evaluator, reward = env.evaluator, REWARDS[cfg.reward]
     uniform = solve_uniform_for_macs(evaluator.cost, target)
     val_acc = evaluator.accuracy(uniform)
     macs = float(evaluator.cost.macs({s: 1.0 - r for s, r in uniform.items()}))
     rows = [{"kind": "uniform", "ratios": uniform, "val_acc": val_acc, "reward": reward(val_acc, macs)}]
+    seen = {strategy_name(evaluator, uniform)}
     rng = np.random.default_rng(cfg.seed)
-    while len(rows) < cfg.strategies:
+    for _ in range(MAX_DRAWS * cfg.strategies):
+        if len(rows) == cfg.strategies:
+            break
         env.reset()
         info: dict[str, Any] = {}
         for _ in env.order:
             _, _, _, _, info = env.step(np.array([rng.uniform(-1, 1)], dtype=np.float32))
-        rows.append({"kind": "random", **{k: info[k] for k in ("ratios", "val_acc", "reward")}})
+        if strategy_name(evaluator, info["ratios"]) not in seen:  # at a low target the walls repeat strategies
+            seen.add(strategy_name(evaluator, info["ratios"]))
+            rows.append({"kind": "random", **{k: info[k] for k in ("ratios", "val_acc", "reward")}})
+    if len(rows) < cfg.strategies:
+        print(f"{target:g}: only {len(rows)} distinct strategies in {MAX_DRAWS * cfg.strategies} draws", flush=True)
     return rows
+
+
+def strategy_name(evaluator: StrategyEvaluator, ratios: dict[str, float]) -> str:
+    """A short name of the kept channel counts: one fine-tune folder per distinct strategy."""
+    counts = evaluator.kept_channels(ratios)
+    return hashlib.sha256(",".join(f"{s}={counts[s]}" for s in sorted(counts)).encode()).hexdigest()[:10]
 
 
 def fine_tune(cfg: RankCheckConfig, data: dict[str, Any], folder: Path, row: dict[str, Any]) -> dict[str, Any]:
@@ -132,7 +147,7 @@ def check_target(env: ChannelPruningEnv, cfg: RankCheckConfig, target: float, ou
     dense = load_checkpoint(cfg.init).get("config") or {}
     same = ("model", "width", "dataset", "image_size", "train_subset", "val_size")  # its architecture and split
     data = {k: dense[k] for k in same if dense.get(k) is not None}
-    folders = [out / f"t{target:g}" / f"{i:02d}-{row['kind']}" for i, row in enumerate(rows)]
+    folders = [out / f"t{target:g}" / f"{row['kind']}-{strategy_name(env.evaluator, row['ratios'])}" for row in rows]
     with ThreadPoolExecutor(cfg.workers) as pool:
         results = list(pool.map(lambda fr: fine_tune(cfg, data, *fr), zip(folders, rows, strict=True)))
     for row, result in zip(rows, results, strict=True):

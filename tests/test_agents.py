@@ -277,6 +277,7 @@ def test_rank_check_fine_tunes_each_strategy_and_reports_the_correlation(dense_c
     rows = check["strategies"]
     assert [r["kind"] for r in rows] == ["uniform", "random", "random"]
     assert len(set(rows[0]["ratios"].values())) == 1  # one ratio at every site
+    assert len({json.dumps(r["ratios"], sort_keys=True) for r in rows}) == 3  # distinct strategies
     for row in rows:
         assert row["macs_ratio"] <= 0.5 + 1e-6 and 0 <= row["tuned_val_top1"] <= 100
         assert row["reward"] == pytest.approx(row["val_acc"] / 100)  # the default reward, before fine-tuning
