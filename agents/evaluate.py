@@ -49,7 +49,8 @@ class EvalSettings:
 
 def criterion_key(criterion: Criterion) -> str:
     """The part of a score's cache key that names which channels a ratio removes: ``l1`` for L1 norms (the key
-    every cache so far was written with), else the criterion's class (two criteria never share a score)."""
+    every cache so far was written with), else the criterion's class (criteria of different classes never share a
+    score; one class's parameters, e.g. a random criterion's seed, are not in the key)."""
     return "l1" if isinstance(criterion, L1Norm) else type(criterion).__name__
 
 

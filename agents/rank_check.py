@@ -109,6 +109,10 @@ def scored_strategies(env: ChannelPruningEnv, cfg: RankCheckConfig, target: floa
         if strategy_name(evaluator, info["ratios"]) not in seen:  # at a low target the walls repeat strategies
             seen.add(strategy_name(evaluator, info["ratios"]))
             rows.append({"kind": "random", **{k: info[k] for k in ("ratios", "val_acc", "reward")}})
+    if len(rows) < 3:
+        raise SearchError(
+            f"{target:g}: only {len(rows)} distinct strategies inside the walls; raise --r-max or the target"
+        )
     if len(rows) < cfg.strategies:
         print(f"{target:g}: only {len(rows)} distinct strategies in {MAX_DRAWS * cfg.strategies} draws", flush=True)
     return rows
@@ -145,7 +149,7 @@ def fine_tune(cfg: RankCheckConfig, data: dict[str, Any], folder: Path, row: dic
 def check_target(env: ChannelPruningEnv, cfg: RankCheckConfig, target: float, out: Path) -> dict[str, Any]:
     rows = scored_strategies(env, cfg, target)
     dense = load_checkpoint(cfg.init).get("config") or {}
-    same = ("model", "width", "dataset", "image_size", "train_subset", "val_size")  # its architecture and split
+    same = ("model", "width", "dataset", "data_dir", "image_size", "train_subset", "val_size")  # as the reward's
     data = {k: dense[k] for k in same if dense.get(k) is not None}
     folders = [out / f"t{target:g}" / f"{row['kind']}-{strategy_name(env.evaluator, row['ratios'])}" for row in rows]
     with ThreadPoolExecutor(cfg.workers) as pool:
@@ -195,7 +199,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             for target in cfg.targets:
                 env = ChannelPruningEnv(evaluator=evaluator, target_macs=target, r_max=cfg.r_max, reward=cfg.reward)
                 checks.append(check_target(env, cfg, target, out))
-                print(f"{target:g}: Spearman {checks[-1]['spearman']:.2f} over {cfg.strategies} strategies", flush=True)
+                done = checks[-1]
+                print(
+                    f"{target:g}: Spearman {done['spearman']:.2f} over {len(done['strategies'])} strategies", flush=True
+                )
             write_json(out / "rank_check.json", {"config": {"init": cfg.init, "reward": cfg.reward}, "checks": checks})
     except (ConfigError, OSError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)

@@ -4,7 +4,8 @@ Every function builds its method through ``build_method`` (a ``TrainConfig`` to 
 keyword here (``gate_pool=2``, ``guide_weight=0``) with the same defaults, recipes and checks. The CLIs are this
 API plus a training loop, folders and reports: ``train`` and ``compare`` build their method with ``build_method``
 and rebuild runs (a ``--distill`` teacher) with ``load_run``; ``export``, ``bench`` (``pruned``, ``dynamic``,
-``overhead``) and ``agents.search`` rebuild checkpoints with ``load_run`` and make random gates with ``gate``.
+``overhead``) and ``agents.search`` rebuild checkpoints with ``load_run`` and build random gates with
+``build_method``.
 
 Shapes: ``input_shape`` is (C, H, W) of one image; batches are [B, C, H, W]. Costs are MACs per sample
 (multiply-accumulates of conv and linear layers; what papers call FLOPs for CNNs), ratios are MACs / the dense

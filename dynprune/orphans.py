@@ -14,15 +14,16 @@ import signal
 import sys
 
 _PR_SET_PDEATHSIG = 1
+# resolved here, in the parent: find_library runs processes, which a preexec_fn child of a threaded parent must not
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True) if sys.platform == "linux" else None
 
 
 def die_with_parent() -> None:
     """Ask for SIGTERM when the parent process dies (call it in the child: as a ``preexec_fn`` or a pool
     initializer). Linux only; a no-op elsewhere."""
-    if not sys.platform.startswith("linux"):
+    if _LIBC is None:
         return
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     parent = os.getppid()
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     if os.getppid() != parent:  # the parent died before the request was in place: go now
         os.kill(os.getpid(), signal.SIGTERM)

@@ -158,8 +158,14 @@ def _slice_conv(conv: nn.Conv2d, out_idx: torch.Tensor | None, in_idx: torch.Ten
     return new.to(conv.weight.device)
 
 
-def _slice_bn(bn: nn.BatchNorm2d, idx: torch.Tensor) -> nn.BatchNorm2d:
-    new = nn.BatchNorm2d(len(idx), bn.eps, bn.momentum, bn.affine, bn.track_running_stats)
+def _slice_bn(bn: nn.BatchNorm2d, idx: torch.Tensor, same_class: bool = False) -> nn.BatchNorm2d:
+    """``idx``'s channels of ``bn``: a plain BatchNorm2d (hard pruning: a deploy model), or for a reorder in
+    training (``same_class``) a SyncBatchNorm stays one (``--sync-bn``)."""
+    if same_class and isinstance(bn, nn.SyncBatchNorm):
+        args = (len(idx), bn.eps, bn.momentum, bn.affine, bn.track_running_stats)
+        new = nn.SyncBatchNorm(*args, process_group=bn.process_group)
+    else:
+        new = nn.BatchNorm2d(len(idx), bn.eps, bn.momentum, bn.affine, bn.track_running_stats)
     if bn.affine:
         new.weight.data.copy_(bn.weight.detach()[idx])
         new.bias.data.copy_(bn.bias.detach()[idx])
@@ -207,10 +213,12 @@ def permute_site(model: nn.Module, site: ChannelSite, order: torch.Tensor) -> No
     order = torch.as_tensor(order, dtype=torch.long)
     if not torch.equal(order.sort().values, torch.arange(width)):
         raise ValueError(f"site {site.name}: order must be a permutation of range({width})")
-    _take_channels(model, site, order, width)
+    _take_channels(model, site, order, width, same_class=True)
 
 
-def _take_channels(model: nn.Module, site: ChannelSite, keep: torch.Tensor, width: int) -> None:
+def _take_channels(
+    model: nn.Module, site: ChannelSite, keep: torch.Tensor, width: int, same_class: bool = False
+) -> None:
     """The site's channels ``keep`` (in that order) in every layer that writes or reads them."""
     producer = get_module(model, site.producer)
     if isinstance(producer, nn.Conv2d):
@@ -222,7 +230,7 @@ def _take_channels(model: nn.Module, site: ChannelSite, keep: torch.Tensor, widt
             continue
         module = get_module(model, path)
         if isinstance(module, _BatchNorm):  # SyncBatchNorm too: sliced into a plain BatchNorm2d
-            set_module(model, path, _slice_bn(module, keep))
+            set_module(model, path, _slice_bn(module, keep, same_class))
         elif isinstance(module, nn.Conv2d):
             set_module(model, path, _slice_conv(module, keep, keep))
         else:

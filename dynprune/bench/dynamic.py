@@ -7,7 +7,6 @@ per-sample MACs on random inputs match the target.
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,10 +32,10 @@ from ..models import create_model, list_models
 from ..outputs import check_output_file
 from ..rebuild import gated_model_from_checkpoint, is_gated_checkpoint, pruned_and_dense_from_checkpoint
 from ..runtimes import RUNTIMES, Executor
-from ..sites import slice_sites
 from ..timing import interleaved_timing, round_ratio
 from .breakdown import BreakdownRow, breakdown_row, format_breakdown
 from .speed_rows import SpeedRow, format_table, print_progress, rows_as_dicts
+from .twins import hard_pruned_twin, without_gates
 
 #: (input shape, classes) each zoo model is benchmarked at
 BENCH_SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
@@ -123,29 +122,6 @@ def _with_strategy(deploy: nn.Module, strategy: str) -> Callable[[torch.Tensor],
     return run
 
 
-def hard_pruned_twin(case: GatedCase) -> tuple[nn.Module, float]:
-    """The dense model hard-pruned to the gates' channel counts (which channels does not matter for time) and
-    its MAC ratio: fixed-k gates' k, other gates' mean open groups per site over 64 of the case's inputs (the
-    static model of the same mean cost)."""
-    gate_set = case.model.gate_set
-    counts = {s.name: gate_set.fixed_keep(s.name) for s in gate_set.sites}
-    if any(k is None for k in counts.values()):
-        with torch.no_grad():
-            case.model.eval()(case.inputs(64))
-        for site in gate_set.sites:
-            gate = gate_set.gate(site.name)
-            mean_open = gate_set.masks[site.name].sum(dim=1).mean().item() / (gate.channels // gate.groups)
-            counts[site.name] = max(1, round(mean_open))
-    twin = _without_gates(case.model)
-    keep, fractions = {}, {}
-    for site in gate_set.sites:
-        gate = gate_set.gate(site.name)
-        keep[site.name] = torch.arange(counts[site.name] * (gate.channels // gate.groups))  # groups -> channels
-        fractions[site.name] = len(keep[site.name]) / case.method.cost.site_widths[site.name]
-    slice_sites(twin, gate_set.sites, keep)
-    return fold_bn(twin), float(case.method.cost.macs(fractions) / case.method.dense_macs)
-
-
 @dataclass
 class Executors:
     """Everything timed for one gated case, built once: dense, the data-dependent deploy model, the fixed-k
@@ -163,9 +139,9 @@ class Executors:
             fixed_k, problem = to_fixed_k(case.model).to(device), None
         except FixedKUnsupported as exc:
             fixed_k, problem = None, str(exc)
-        hard = hard_pruned_twin(case)
+        hard = hard_pruned_twin(case.model, case.method, case.inputs(64))
         return cls(
-            fold_bn(_without_gates(case.model)).to(device),
+            fold_bn(without_gates(case.model)).to(device),
             to_deploy(case.model).to(device),
             fixed_k,
             problem,
@@ -306,20 +282,13 @@ def breakdown_rows(
     for case in cases:
         x = case.inputs(1)
         ratio = mean_macs_ratio(case.model, case.method, x)
-        dense = fold_bn(_without_gates(case.model)).to(timing.device)
+        dense = fold_bn(without_gates(case.model)).to(timing.device)
         deploy = to_deploy(case.model).to(timing.device)
         row = breakdown_row(
             case.name, case.target, ratio, dense, deploy, x.to(timing.device), timing.threads, timing.min_run_time
         )
         rows.append(row)
     return rows
-
-
-def _without_gates(model: nn.Module) -> nn.Module:
-    plain = copy.deepcopy(model)
-    plain.gate_set.remove()
-    del plain.gate_set
-    return plain
 
 
 @dataclass

@@ -77,13 +77,18 @@ class DeployConv(nn.Module):
         self, in_idx: torch.Tensor | None, out_idx: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor, int]:
         """(weight, bias, groups) of the convolution over these active input / output channels."""
-        if not self.prefix:
+        if not self.prefix or (in_idx is None and out_idx is None):
             return self._gather(in_idx, out_idx)
-        key = (None if in_idx is None else len(in_idx), None if out_idx is None else len(out_idx), self.weight.device)
+        lengths = (None if in_idx is None else len(in_idx), None if out_idx is None else len(out_idx))
+        key = (*lengths, self.weight.device, self.weight.dtype)
         if key not in self._slices:  # a few widths per site: each one's contiguous weights, kept
             weight, bias, groups = self._gather(in_idx, out_idx)
             self._slices[key] = (weight.contiguous(), bias.contiguous(), groups)
         return self._slices[key]
+
+    def _apply(self, fn, recurse: bool = True):  # .to(), .double(): the kept slices are of the old weights
+        self._slices = {}
+        return super()._apply(fn, recurse)
 
     def _gather(
         self, in_idx: torch.Tensor | None, out_idx: torch.Tensor | None

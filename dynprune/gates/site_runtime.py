@@ -118,7 +118,7 @@ class DeployGate(nn.Module):
 
     def _decide(self, logits: torch.Tensor, dtype: torch.dtype, rt: SiteRuntime) -> None:
         if self.tiers is not None:
-            opened = (logits >= 0).to(torch.int32).cumprod(dim=1).sum(dim=1)  # [B] tiers past the narrowest
+            opened = ((logits < 0).cumsum(dim=1) == 0).sum(dim=1)  # [B] tiers past the narrowest
             open_ = self.tiers[None, :] <= opened[:, None]
         elif self.keep is None:
             open_ = logits >= 0

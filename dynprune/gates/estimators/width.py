@@ -9,7 +9,8 @@ outputs one logit per tier past the first, and an input opens tiers 1..t exactly
 input's width the same way (the budget calibration works as for threshold gates), and the deploy path runs a
 prefix of the channels (views of the weights, no per-sample gather). Training: logistic noise on the logits
 (fading out over the last ``--width-noise-fade`` of the run), hard cumulative decisions in the forward pass,
-straight-through to the product of sigmoid(logit / tau) in the backward; the budget loss on the expected MACs.
+straight-through to the product of sigmoid(logit / tau) in the backward; the budget loss on the MACs of the
+decisions.
 """
 
 from __future__ import annotations
@@ -52,7 +53,13 @@ class WidthOptions:
 
 
 #: shared gate options that act on one logit per channel group, which width gates do not have
-PER_GROUP_OPTIONS = {"gate_init": "open", "guide_weight": 0.0, "gate_shape_weight": 0.0, "gate_density": "global"}
+PER_GROUP_OPTIONS = {
+    "gate_init": "open",
+    "guide_weight": 0.0,
+    "gate_shape_weight": 0.0,
+    "gate_rate_weight": 0.0,  # a per-channel open rate: the first tier is always open
+    "gate_density": "global",
+}
 
 
 class Width(Estimator):
@@ -63,6 +70,7 @@ class Width(Estimator):
     def __init__(self, options: WidthOptions | None = None) -> None:
         super().__init__(options)
         self.noise = 1.0
+        self._tiers: dict[tuple[int, torch.device], torch.Tensor] = {}  # per site size and device, built once
 
     def schedule(self, progress: float) -> None:
         fade = self.options.width_noise_fade
@@ -71,19 +79,23 @@ class Width(Estimator):
     def logit_count(self, groups: int) -> int:
         return len(self.options.width_choices) - 1
 
-    def tiers(self, groups: int) -> torch.Tensor:
-        """[groups] tier of each group: how many choices' prefixes end at or before it."""
-        ends = torch.tensor([max(1, round(c * groups)) for c in self.options.width_choices])
-        return (torch.arange(groups)[:, None] >= ends[None, :]).sum(dim=1)
+    def tiers(self, groups: int, device: torch.device | None = None) -> torch.Tensor:
+        """[groups] tier of each group: how many choices' prefixes end at or before it (on a small site two
+        choices can end at the same group; the tier between them is then empty)."""
+        key = (groups, torch.device(device or "cpu"))
+        if key not in self._tiers:
+            ends = torch.tensor([max(1, round(c * groups)) for c in self.options.width_choices])
+            self._tiers[key] = (torch.arange(groups)[:, None] >= ends[None, :]).sum(dim=1).to(key[1])
+        return self._tiers[key]
 
     def expand(self, decisions: torch.Tensor, groups: int) -> torch.Tensor:
-        return decisions.index_select(1, self.tiers(groups).to(decisions.device))
+        return decisions.index_select(1, self.tiers(groups, decisions.device))
 
     def decide(self, logits: torch.Tensor, training: bool, density: float) -> torch.Tensor:
         """[B, tiers - 1] logits -> [B, tiers] open tiers (the first always open)."""
         first = logits.new_ones(logits.shape[0], 1)
-        if not training:
-            return torch.cat([first, (logits >= 0).to(logits.dtype).cumprod(dim=1)], dim=1)
+        if not training:  # no negative logit so far (cumsum, not cumprod: ONNX exports it)
+            return torch.cat([first, ((logits < 0).cumsum(dim=1) == 0).to(logits.dtype)], dim=1)
         if self.noise > 0:
             logits = logits + self.noise * logistic_noise(logits.shape, logits)
         soft = torch.sigmoid(logits / self.options.width_tau)
