@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Literal
 
-from dynprune.base import DEFAULT_R_MAX, ConfigError, check_target_macs, check_threads, option
+from dynprune.base import DEFAULT_R_MAX, ConfigError, check_non_negative, check_target_macs, check_threads, option
 
 
 def _algorithm_names() -> list[str]:
@@ -41,6 +41,9 @@ class SearchConfig:
     baselines: str = option("uniform", "comma-separated baselines run after the agent: uniform, random, or none")
     val_subset: int = option(2000, "validation images scored per strategy (from the training data's val split)")
     calib_batches: int = option(8, "training batches (of 128) that re-estimate BN statistics per strategy")
+    finetune_steps: int = option(
+        0, "SGD steps (batches of 128, lr 0.01) per new strategy before it is scored: a reward at low targets"
+    )
     noise_sigma: float = option(0.5, "ddpg/td3: initial exploration noise (action units, [-1, 1])")
     noise_decay: float = option(0.95, "ddpg/td3: noise multiplier per episode after the warm-up")
     learning_rate: float = option(1e-3, "agent learning rate (ppo uses 0.3x)")
@@ -93,3 +96,4 @@ class SearchConfig:
             raise ConfigError(f"--n-envs must be >= 1, got {self.n_envs}")
         if self.val_subset < 1 or self.calib_batches < 1:
             raise ConfigError("--val-subset and --calib-batches must be >= 1")
+        check_non_negative(self, "finetune_steps")

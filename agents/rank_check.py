@@ -23,7 +23,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from dynprune.base import DEFAULT_R_MAX, ConfigError, check_positive, check_target_macs, check_threads, option
+from dynprune.base import (
+    DEFAULT_R_MAX,
+    ConfigError,
+    check_non_negative,
+    check_positive,
+    check_target_macs,
+    check_threads,
+    option,
+)
 from dynprune.checkpoints import load_checkpoint, read_result, write_json
 from dynprune.config import parse_cli
 from dynprune.orphans import die_with_parent
@@ -50,6 +58,7 @@ class RankCheckConfig:
     reward: str = option("accuracy", "the reward under test (agents.rewards)", choices=lambda: REWARDS.names())
     val_subset: int = option(2000, "validation images the reward scores per strategy (as agents.search)")
     calib_batches: int = option(8, "training batches of adaptive BN per strategy (as agents.search)")
+    finetune_steps: int = option(0, "SGD steps per strategy before the reward scores it (as agents.search)")
     r_max: float = option(DEFAULT_R_MAX, "largest pruning ratio of a site (as agents.search)")
     epochs: int = option(6, "fine-tune epochs per strategy")
     lr: float = option(0.05, "fine-tune peak learning rate")
@@ -69,6 +78,7 @@ class RankCheckConfig:
         if REWARDS.get(self.reward) is not None and REWARDS[self.reward].needs_latency:
             raise ConfigError(f"--reward {self.reward} times every strategy; allowed here: accuracy, log-macs")
         check_positive(self, "epochs", "workers", "val_subset", "calib_batches")
+        check_non_negative(self, "finetune_steps")
         check_threads(self.threads)
 
 
@@ -193,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(cfg.out)
     try:
         with locked_run_folder(out):
-            settings = EvalSettings(cfg.val_subset, cfg.calib_batches)
+            settings = EvalSettings(cfg.val_subset, cfg.calib_batches, finetune_steps=cfg.finetune_steps)
             evaluator = StrategyEvaluator(cfg.init, settings=settings)
             checks = []
             for target in cfg.targets:

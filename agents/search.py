@@ -119,7 +119,9 @@ def _search(cfg: SearchConfig, out: Path) -> dict[str, dict[str, Any]]:
         raise ConfigError(f"--resume: no {CACHE} in {out} to resume from")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    settings = EvalSettings(val_subset=cfg.val_subset, calib_batches=cfg.calib_batches)
+    settings = EvalSettings(
+        val_subset=cfg.val_subset, calib_batches=cfg.calib_batches, finetune_steps=cfg.finetune_steps
+    )
     evaluator = StrategyEvaluator(cfg.init, cfg.data_dir, settings)
     if cfg.model and evaluator.arch["model"] != cfg.model:
         raise SearchError(f"--model {cfg.model}: the checkpoint {cfg.init} holds a {evaluator.arch['model']}")

@@ -300,3 +300,16 @@ def test_scores_of_different_criteria_never_share_a_cache_entry(dense_ckpt):
     l2 = StrategyEvaluator(dense_ckpt, settings=SMALL, criterion=L2Norm())
     assert l1.cache_prefix.endswith(f"|{SMALL.key()}-l1") and l2.cache_prefix.endswith("-L2Norm")
     assert l1.cache_prefix != l2.cache_prefix
+
+
+def test_a_short_fine_tune_reward_is_seeded_keyed_and_leaves_the_dense_model(dense_ckpt):
+    from dataclasses import replace
+
+    tuned = StrategyEvaluator(dense_ckpt, settings=replace(SMALL, finetune_steps=3))
+    assert tuned.cache_prefix.endswith(f"{SMALL.key()}-ft3x0.01-l1")  # never shares a score with the plain reward
+    before = {k: v.clone() for k, v in tuned.model.state_dict().items()}
+    ratios = dict.fromkeys(tuned.cost.site_widths, 0.6)
+    first, second = tuned.accuracy(ratios), tuned.accuracy(ratios)
+    assert first == second  # the same batches, the same seed
+    assert all(torch.equal(v, tuned.model.state_dict()[k]) for k, v in before.items())  # a copy was tuned
+    assert first != StrategyEvaluator(dense_ckpt, settings=SMALL).accuracy(ratios)  # the steps changed the score
