@@ -98,6 +98,7 @@ def parse_train_cli(
     cfg = parse_cli(TrainConfig, argv, prog, description, option_groups(), recipe_defaults, recipes_help(), preset)
     try:
         method_spec(cfg)
+        method_from_config(cfg)  # options that contradict the method (e.g. width gates' per-channel ones) now
     except ConfigError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

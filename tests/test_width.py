@@ -125,3 +125,11 @@ def test_a_reorder_keeps_sync_batch_norm():
     before = sum(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
     dynprune.gate(model, (1, 28, 28), "width", target_macs=0.5)
     assert sum(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules()) == before  # --sync-bn holds
+
+
+def test_the_cli_refuses_them_before_any_data_is_read(capsys):
+    from dynprune.catalog import parse_train_cli
+
+    with pytest.raises(SystemExit) as exc:
+        parse_train_cli(["--gate", "width", "--gate-init", "pool"], "python -m dynprune.train", "")
+    assert exc.value.code == 2 and "--gate-init must be open" in capsys.readouterr().err
