@@ -33,6 +33,7 @@ from dynprune.base import (
     option,
 )
 from dynprune.checkpoints import load_checkpoint, read_result, write_json
+from dynprune.cli import run_command
 from dynprune.config import parse_cli
 from dynprune.orphans import die_with_parent
 from dynprune.plots import pyplot
@@ -199,9 +200,11 @@ def format_table(checks: list[dict[str, Any]]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     cfg = parse_cli(RankCheckConfig, argv, PROG, __doc__)
-    torch.set_num_threads(cfg.threads)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
-    try:
+
+    def work() -> int:
         with locked_run_folder(out):
             settings = EvalSettings(cfg.val_subset, cfg.calib_batches, finetune_steps=cfg.finetune_steps)
             evaluator = StrategyEvaluator(cfg.init, settings=settings)
@@ -209,17 +212,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             for target in cfg.targets:
                 env = ChannelPruningEnv(evaluator=evaluator, target_macs=target, r_max=cfg.r_max, reward=cfg.reward)
                 checks.append(check_target(env, cfg, target, out))
-                done = checks[-1]
-                print(
-                    f"{target:g}: Spearman {done['spearman']:.2f} over {len(done['strategies'])} strategies", flush=True
-                )
+                rho, count = checks[-1]["spearman"], len(checks[-1]["strategies"])
+                print(f"{target:g}: Spearman {rho:.2f} over {count} strategies", flush=True)
             write_json(out / "rank_check.json", {"config": {"init": cfg.init, "reward": cfg.reward}, "checks": checks})
-    except (ConfigError, OSError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    print(format_table(checks))
-    print(f"-> {out}/rank_check.json, {out}/rank-<target>.png")
-    return 0
+        print(format_table(checks))
+        print(f"-> {out}/rank_check.json, {out}/rank-<target>.png")
+        return 0
+
+    interrupted = f"finished fine-tunes are kept in {out} (a rerun skips them)"
+    return run_command(PROG, work, interrupted, user_errors=(SearchError, OSError))
 
 
 if __name__ == "__main__":
