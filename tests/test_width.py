@@ -133,3 +133,11 @@ def test_the_cli_refuses_them_before_any_data_is_read(capsys):
     with pytest.raises(SystemExit) as exc:
         parse_train_cli(["--gate", "width", "--gate-init", "pool"], "python -m dynprune.train", "")
     assert exc.value.code == 2 and "--gate-init must be open" in capsys.readouterr().err
+
+
+def test_choices_that_leave_no_choice_at_the_target_are_refused():
+    """0.25, 0.5, 0.75, 1 at a 0.25 target ran every input at the narrowest width (static): refused now."""
+    model = create_model("resnet20", 1, 10, 28, width=0.5)
+    with pytest.raises(ConfigError, match="the narrowest width 0.25 is not below the sites' density"):
+        dynprune.gate(model, (1, 28, 28), "width", target_macs=0.25, width_choices=[0.25, 0.5, 0.75, 1.0])
+    dynprune.gate(create_model("resnet20", 1, 10, 28, width=0.5), (1, 28, 28), "width", target_macs=0.25)  # 0.125..1

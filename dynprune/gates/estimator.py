@@ -76,6 +76,9 @@ class Estimator:
     def check_gate_options(self, options: Any) -> None:
         """Raise ConfigError for shared gate options (``GateOptions``) this estimator cannot honour."""
 
+    def check_densities(self, densities: Mapping[str, float]) -> None:
+        """Raise ConfigError where the sites' target densities leave this estimator no choice per input."""
+
     def fixed_keep(self, groups: int, density: float) -> int | None:
         """Groups every sample keeps at a site of ``groups`` at ``density`` (fixed-count estimators), else None."""
         return None

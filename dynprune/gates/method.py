@@ -94,6 +94,7 @@ class GatedMethod(Method):
         groups = {s.name: self.gate_set.gate(s.name).groups for s in self.gate_set.sites}
         self.densities = site_densities(o.gate_density, self.cost, self.target, self.dense_macs, groups)
         self.gate_set.densities = dict(self.densities)
+        self.estimator.check_densities(self.densities)
         self.schedule = GateSchedule(o, self.target, dict(self.densities))
         self.losses = GateLosses(self.schedule, self.estimator, self.cost, self.dense_macs, self.gate_set)
         if o.gate_init != "open":

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -114,6 +114,14 @@ class Width(Estimator):
                 raise ConfigError(f"--gate width has one logit per width, not per channel: {flag} must be {allowed}")
         if options.gate_boost:
             raise ConfigError("--gate width: --gate-boost scales single channels; leave it off")
+
+    def check_densities(self, densities: Mapping[str, float]) -> None:
+        narrowest, largest = self.options.width_choices[0], max(densities.values(), default=1.0)
+        if largest <= narrowest:  # measured: every input then ran the narrowest width (BENCHMARKS, "Width gates")
+            raise ConfigError(
+                f"--width-choices: the narrowest width {narrowest:g} is not below the sites' density {largest:.3f} "
+                "that meets --target-macs, so every input would run it (static pruning); add a narrower choice"
+            )
 
     def logs(self) -> dict[str, float]:
         return {"noise": self.noise}
