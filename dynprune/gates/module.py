@@ -137,8 +137,11 @@ class GateSet(nn.Module):
             self.masks[site.name] = mask
             if self.training and raw is not None:
                 counted = self.estimator.cost_mask(logits, raw)
-                expanded = self.estimator.expand(counted, gate.groups)
-                self.cost_masks[site.name] = mask if counted is raw else repeat(expanded, "b g -> b (g k)", k=per_group)
+                if counted is raw:  # the decisions themselves: their channel mask is already built
+                    self.cost_masks[site.name] = mask
+                else:
+                    expanded = self.estimator.expand(counted, gate.groups)
+                    self.cost_masks[site.name] = repeat(expanded, "b g -> b (g k)", k=per_group)
             else:  # no training graph may outlive its step (a deep copy of the model, for deploy, would fail)
                 self.cost_masks.pop(site.name, None)
             boosted = mask if gate.scale is None else mask * repeat(gate.scale, "b g -> b (g k)", k=per_group)
