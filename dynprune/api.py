@@ -114,10 +114,13 @@ class Gates:
         from dense to the target, the activation guide."""
         self.method.before_step(self.model, step)
 
-    def loss(self, logits: torch.Tensor, step: int, epoch: int = 0) -> torch.Tensor:
+    def loss(
+        self, logits: torch.Tensor, step: int, epoch: int = 0, inputs: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The gates' loss terms for the forward pass just made (budget, balance, activation guide, rate term,
-        batch-shaping: those the options switch on; 0 when none is in force): add it to the task loss."""
-        extra, _ = self.method.extra_loss(self.model, logits, step, epoch)
+        batch-shaping: those the options switch on; 0 when none is in force): add it to the task loss. Width
+        gates with a supernet phase run the batch again at other widths: pass it as ``inputs``."""
+        extra, _ = self.method.extra_loss(self.model, logits, step, epoch, inputs=inputs)
         return extra if extra is not None else logits.new_zeros(())
 
     def evaluate(self, batches: Batches) -> Report:

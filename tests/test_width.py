@@ -141,3 +141,72 @@ def test_choices_that_leave_no_choice_at_the_target_are_refused():
     with pytest.raises(ConfigError, match="the narrowest width 0.25 is not below the sites' density"):
         dynprune.gate(model, (1, 28, 28), "width", target_macs=0.25, width_choices=[0.25, 0.5, 0.75, 1.0])
     dynprune.gate(create_model("resnet20", 1, 10, 28, width=0.5), (1, 28, 28), "width", target_macs=0.25)  # 0.125..1
+
+
+def supernet_gates(share: float, random: int = 2) -> tuple[nn.Module, dynprune.Gates]:
+    torch.manual_seed(0)
+    model = create_model("resnet20", 1, 10, 28, width=0.5)
+    gates = dynprune.gate(
+        model, (1, 28, 28), "width", target_macs=0.5, steps=10, steps_per_epoch=5,
+        width_choices=[0.25, 0.5, 0.75, 1.0], width_supernet=share, width_random=random,
+    )  # fmt: skip
+    return model, gates
+
+
+def test_the_supernet_phase_holds_every_gate_open_and_distils_the_narrow_widths_from_the_widest():
+    model, gates = supernet_gates(0.5)
+    gate_set, schedule = model.gate_set, gates.method.schedule
+    assert schedule.supernet_steps == 5 and schedule.held_open(4) and not schedule.held_open(5)
+    assert schedule.target_at(5) == 1.0 and schedule.target_at(9) < 1.0  # the budget slides once the gates decide
+    model.train()
+    x = varied_inputs(6)
+    gates.step(0)
+    widest = model(x)
+    assert all(bool((m == 1).all()) for m in gate_set.masks.values())  # the training pass runs the widest
+    seen = []
+    model.register_forward_hook(lambda *_: seen.append({k: v[0].clone() for k, v in gate_set.masks.items()}))
+    loss, logs = gates.method.extra_loss(model, widest, 0, 0, inputs=x)
+    assert set(logs) == {"sandwich_narrowest", "sandwich_random0", "sandwich_random1"}
+    assert loss.item() == pytest.approx(sum(logs.values()), rel=1e-5) and loss.item() > 0
+    narrowest = seen[0]  # every site at its first quarter: a prefix
+    for site, mask in narrowest.items():
+        width = mask.numel()
+        assert torch.equal(mask, (torch.arange(width) < width // 4).float()), site
+    for masks in seen[1:]:  # random widths: prefixes at one of the choices, per site
+        for site, mask in masks.items():
+            kept = int(mask.sum())
+            assert torch.equal(mask, (torch.arange(mask.numel()) < kept).float())
+            assert kept in {round(c * mask.numel()) for c in (0.25, 0.5, 0.75, 1.0)}, site
+    assert gate_set.force_open and gate_set.fixed_decisions == {}  # the passes leave the gate set as they found it
+    loss.backward()
+    conv = model.layer1[0].conv1
+    assert conv.weight.grad is not None and bool((conv.weight.grad != 0).any())
+    gates.step(5)  # the supernet phase is over: the gates decide, and no extra pass runs
+    assert not gate_set.force_open
+    _, late = gates.method.extra_loss(model, model(x), 5, 1, inputs=x)
+    assert not any(k.startswith("sandwich") for k in late)
+
+
+def test_a_width_run_at_the_widest_everywhere_distils_nothing():
+    model, gates = supernet_gates(0.5, random=0)
+    sandwich = gates.method.sandwich
+    model.train()
+    x = varied_inputs(4)
+    gates.step(0)
+    widest = model(x)
+    model.gate_set.force_open = False
+    model.gate_set.fixed_decisions = {s: sandwich.prefix(s, 3) for s in model.gate_set.densities}
+    same = model(x)  # the widest through fixed decisions: the same network
+    model.gate_set.fixed_decisions = {}
+    soft = torch.softmax(widest.detach(), dim=1)
+    from dynprune.gates.sandwich import soft_cross_entropy
+
+    entropy = -(soft * soft.clamp_min(1e-12).log()).sum(dim=1).mean()
+    assert soft_cross_entropy(same, soft).item() == pytest.approx(entropy.item(), abs=1e-4)  # KL = 0
+
+
+def test_bad_supernet_options_are_one_clear_error():
+    with pytest.raises(ConfigError, match="--width-supernet"):
+        WidthOptions(width_supernet=1.0).validate()
+    with pytest.raises(ConfigError, match="--width-random"):
+        WidthOptions(width_random=-1).validate()

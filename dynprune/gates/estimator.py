@@ -21,6 +21,15 @@ from typing import Any, ClassVar
 import torch
 
 
+@dataclasses.dataclass(frozen=True)
+class SupernetPhase:
+    """The first ``share`` of the run trains the nested widths as one supernet (every gate held open, the
+    sandwich rule: ``gates/sandwich.py``) before the gates decide; ``random`` random widths per step."""
+
+    share: float
+    random: int
+
+
 @dataclasses.dataclass
 class NoOptions:
     """An estimator without options of its own."""
@@ -78,6 +87,10 @@ class Estimator:
 
     def check_densities(self, densities: Mapping[str, float]) -> None:
         """Raise ConfigError where the sites' target densities leave this estimator no choice per input."""
+
+    def supernet_phase(self) -> SupernetPhase | None:
+        """Ordinal estimators: a supernet phase before the gates decide (None: the gates decide from the start)."""
+        return None
 
     def fixed_keep(self, groups: int, density: float) -> int | None:
         """Groups every sample keeps at a site of ``groups`` at ``density`` (fixed-count estimators), else None."""

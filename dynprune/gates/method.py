@@ -37,6 +37,7 @@ from .init import init_gates_like_l1_filter
 from .losses import GateLosses
 from .module import GateSet, attach_gates
 from .options import GateOptions
+from .sandwich import Sandwich
 from .schedule import GateSchedule
 
 
@@ -97,6 +98,8 @@ class GatedMethod(Method):
         self.estimator.check_densities(self.densities)
         self.schedule = GateSchedule(o, self.target, dict(self.densities))
         self.losses = GateLosses(self.schedule, self.estimator, self.cost, self.dense_macs, self.gate_set)
+        phase = self.estimator.supernet_phase()
+        self.sandwich = Sandwich(self.gate_set, phase.random) if phase else None
         if o.gate_init != "open":
             pool = 1.0 if o.gate_init == "l1" else o.gate_pool
             core = o.gate_core if o.gate_init == "core" else None
@@ -110,7 +113,8 @@ class GatedMethod(Method):
         return [ParamGroup(list(self.gate_set.parameters()), o.gate_lr_scale, None if o.gate_weight_decay else 0.0)]
 
     def begin(self, total_steps: int, steps_per_epoch: int) -> None:
-        self.schedule.begin(total_steps, steps_per_epoch)
+        phase = self.estimator.supernet_phase()
+        self.schedule.begin(total_steps, steps_per_epoch, phase.share if phase else 0.0)
 
     # -- training
     def target_at(self, step: int) -> float:
@@ -122,15 +126,23 @@ class GatedMethod(Method):
     def before_step(self, model: nn.Module, step: int) -> None:
         self.estimator.schedule(step / self.schedule.total_steps)
         self.gate_set.capture_activity = self.schedule.guided(step)
-        if self.schedule.open_steps:
+        if self.schedule.open_steps or self.schedule.supernet_steps:
             self.gate_set.force_open = self.schedule.held_open(step)
         if self.estimator.fixed_count:  # k shrinks with the schedule too
             self.gate_set.densities = self.densities_at(step)
 
     def extra_loss(
-        self, model: nn.Module, logits: torch.Tensor, step: int, epoch: int
+        self, model: nn.Module, logits: torch.Tensor, step: int, epoch: int, inputs: torch.Tensor | None = None
     ) -> tuple[torch.Tensor | None, dict[str, float]]:
-        return self.losses(step, epoch)
+        loss, logs = self.losses(step, epoch)
+        if self.sandwich is None or not self.schedule.in_supernet(step):
+            return loss, logs
+        if inputs is None:
+            raise ValueError("the supernet phase runs the batch again at other widths: pass extra_loss(inputs=x)")
+        # the plain model under DDP: its one forward per step is the widest pass; the gradients of the extra passes
+        # join it in the same backward, where DDP all-reduces every parameter's total once
+        narrow, narrow_logs = self.sandwich.loss(getattr(model, "module", model), inputs, logits)
+        return (narrow if loss is None else loss + narrow), {**logs, **narrow_logs}
 
     def finalize(self, model: nn.Module, val_loader: Any, amp_dtype: torch.dtype | None) -> None:
         """Budget calibration on the validation split (``fit_budget``): the eval decisions moved onto the target,

@@ -26,7 +26,7 @@ from torch import nn
 from ...base import ConfigError, option
 from ...prune.criteria import ChannelGroup, L1Norm
 from ...sites import permute_site
-from ..estimator import Estimator, logistic_noise, straight_through
+from ..estimator import Estimator, SupernetPhase, logistic_noise, straight_through
 
 
 @dataclasses.dataclass
@@ -40,6 +40,12 @@ class WidthOptions:
     )
     width_tau: float = option(1.0, "width: temperature of the sigmoids whose product the decisions pass through")
     width_noise_fade: float = option(0.5, "width: last fraction of the run over which the logit noise fades to 0")
+    width_supernet: float = option(
+        0.0,
+        "width: first fraction of the run that trains the nested widths as a supernet (every gate open; the "
+        "narrowest and --width-random widths learn the widest's outputs), before the gates choose",
+    )
+    width_random: int = option(2, "width: random widths per step in the supernet phase (DS-Net: 2)")
 
     def validate(self) -> None:
         c = self.width_choices
@@ -50,6 +56,10 @@ class WidthOptions:
         if not 0 <= self.width_noise_fade <= 1:
             fade = self.width_noise_fade
             raise ConfigError(f"--width-noise-fade must be a fraction of the run in [0, 1], got {fade}")
+        if not 0 <= self.width_supernet < 1:
+            raise ConfigError(f"--width-supernet must be a fraction of the run in [0, 1), got {self.width_supernet}")
+        if self.width_random < 0:
+            raise ConfigError(f"--width-random must be >= 0, got {self.width_random}")
 
 
 #: shared gate options that act on one logit per channel group, which width gates do not have
@@ -106,6 +116,10 @@ class Width(Estimator):
     def prepare_sites(self, model: nn.Module, sites: Sequence[Any]) -> None:
         for site in sites:  # the narrowest width keeps the channels of the largest L1 filters
             permute_site(model, site, L1Norm()(ChannelGroup.of(model, site)).argsort(descending=True, stable=True))
+
+    def supernet_phase(self) -> SupernetPhase | None:
+        o = self.options
+        return SupernetPhase(o.width_supernet, o.width_random) if o.width_supernet > 0 else None
 
     def check_gate_options(self, options: Any) -> None:
         for name, allowed in PER_GROUP_OPTIONS.items():
