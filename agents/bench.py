@@ -17,6 +17,7 @@ import torch
 from dynprune.base import ConfigError, check_non_negative, check_target_macs, option
 from dynprune.config import parse_cli
 
+from .config import ScoringOptions
 from .env import ChannelPruningEnv
 from .evaluate import EvalSettings, StrategyEvaluator
 
@@ -24,13 +25,11 @@ PROG = "python -m agents.bench"
 
 
 @dataclass
-class EvalBenchConfig:
+class EvalBenchConfig(ScoringOptions):
     """python -m agents.bench: the checkpoint, and the evaluations timed on it."""
 
     init: str | None = option(None, "dense checkpoint; required")
     target_macs: float = option(0.5, "MACs of every strategy / dense MACs")
-    val_subset: int = option(2000, "validation images scored per strategy")
-    calib_batches: int = option(8, "training batches that re-estimate BN statistics per strategy")
     strategies: int = option(10, "random strategies timed")
     threads: int = option(0, "torch threads (0 = default)")
 
@@ -38,8 +37,9 @@ class EvalBenchConfig:
         if self.init is None:
             raise ConfigError("--init is required: the dense checkpoint (e.g. runs/dense/checkpoint.pt)")
         check_target_macs(self.target_macs)
-        if self.val_subset < 1 or self.calib_batches < 1 or self.strategies < 1:
-            raise ConfigError("--val-subset, --calib-batches and --strategies must be >= 1")
+        self.validate_scoring()
+        if self.strategies < 1:
+            raise ConfigError(f"--strategies must be >= 1, got {self.strategies}")
         check_non_negative(self, "threads")
 
 
@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_cli(EvalBenchConfig, argv, PROG, __doc__)
     if args.threads:
         torch.set_num_threads(args.threads)
-    evaluator = StrategyEvaluator(args.init, settings=EvalSettings(args.val_subset, args.calib_batches))
+    evaluator = StrategyEvaluator(args.init, settings=EvalSettings.of(args))
     env = ChannelPruningEnv(evaluator=evaluator, target_macs=args.target_macs)
     strategies = random_strategies(env, args.strategies, seed=0)
     medians = time_evaluations(evaluator, strategies)

@@ -21,8 +21,37 @@ def _reward_names() -> list[str]:
     return REWARDS.names()
 
 
+def _criterion_names() -> list[str]:
+    from dynprune.prune.criteria import CRITERIA  # imported on use: it pulls in torch
+
+    return CRITERIA.names()
+
+
 @dataclasses.dataclass
-class SearchConfig:
+class ScoringOptions:
+    """How a strategy is scored: the options agents.search, agents.rank_check and agents.bench share."""
+
+    val_subset: int = option(2000, "validation images scored per strategy (from the training data's val split)")
+    calib_batches: int = option(8, "training batches (of 128) that re-estimate BN statistics per strategy")
+    finetune_steps: int = option(
+        0, "SGD steps (batches of 128, lr 0.01) per new strategy before it is scored: a reward at low targets"
+    )
+    criterion: str = option(
+        "l1-filter",
+        "which channels a strategy's ratio removes at each site (a --prune criterion; fine-tune with the same)",
+        choices=lambda: _criterion_names(),
+    )
+
+    def validate_scoring(self) -> None:
+        if self.criterion not in _criterion_names():
+            raise ConfigError(f"--criterion got {self.criterion!r}; allowed: {', '.join(_criterion_names())}")
+        if self.val_subset < 1 or self.calib_batches < 1:
+            raise ConfigError("--val-subset and --calib-batches must be >= 1")
+        check_non_negative(self, "finetune_steps")
+
+
+@dataclasses.dataclass
+class SearchConfig(ScoringOptions):
     """One policy search: an algorithm, a dense checkpoint, a MAC target."""
 
     algo: str = option(
@@ -39,11 +68,6 @@ class SearchConfig:
     r_max: float = option(DEFAULT_R_MAX, "largest pruning ratio of a site")
     reward: str = option("accuracy", "what a strategy scores (agents.rewards)", choices=lambda: _reward_names())
     baselines: str = option("uniform", "comma-separated baselines run after the agent: uniform, random, or none")
-    val_subset: int = option(2000, "validation images scored per strategy (from the training data's val split)")
-    calib_batches: int = option(8, "training batches (of 128) that re-estimate BN statistics per strategy")
-    finetune_steps: int = option(
-        0, "SGD steps (batches of 128, lr 0.01) per new strategy before it is scored: a reward at low targets"
-    )
     noise_sigma: float = option(0.5, "ddpg/td3: initial exploration noise (action units, [-1, 1])")
     noise_decay: float = option(0.95, "ddpg/td3: noise multiplier per episode after the warm-up")
     learning_rate: float = option(1e-3, "agent learning rate (ppo uses 0.3x)")
@@ -94,6 +118,4 @@ class SearchConfig:
             )
         if self.n_envs < 1:
             raise ConfigError(f"--n-envs must be >= 1, got {self.n_envs}")
-        if self.val_subset < 1 or self.calib_batches < 1:
-            raise ConfigError("--val-subset and --calib-batches must be >= 1")
-        check_non_negative(self, "finetune_steps")
+        self.validate_scoring()

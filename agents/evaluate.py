@@ -15,6 +15,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -25,7 +26,7 @@ from dynprune.data import DataSplits, data_of_checkpoint
 from dynprune.fold import fold_bn
 from dynprune.formats import Arrays
 from dynprune.loader import BatchLoader
-from dynprune.prune.criteria import Criterion, L1Norm
+from dynprune.prune.criteria import Criterion, L1Norm, make_criterion
 from dynprune.prune.pruners import filter_keep_indices
 from dynprune.prune.ratios import removed
 from dynprune.rebuild import is_gated_checkpoint, model_from_checkpoint
@@ -44,6 +45,15 @@ class EvalSettings:
     eval_batch_size: int = 500
     finetune_steps: int = 0  # SGD steps on fixed training batches before scoring (0: AMC's reward, none)
     finetune_lr: float = 0.01
+    criterion: str = "l1-filter"  # which channels a strategy's ratio removes (a registered --prune criterion)
+
+    @classmethod
+    def of(cls, options: Any) -> EvalSettings:
+        """The settings a CLI's scoring options (``agents.config.ScoringOptions``) ask for."""
+        return cls(
+            options.val_subset, options.calib_batches, finetune_steps=options.finetune_steps,
+            criterion=options.criterion,
+        )  # fmt: skip
 
     def key(self) -> str:
         tuned = f"-ft{self.finetune_steps}x{self.finetune_lr:g}" if self.finetune_steps else ""
@@ -82,7 +92,7 @@ class StrategyEvaluator:
         criterion: Criterion | None = None,
     ) -> None:
         self.settings = settings or EvalSettings()
-        self.criterion = criterion or L1Norm()  # which channels a strategy's ratio removes at each site
+        self.criterion = criterion or make_criterion(self.settings.criterion)  # which channels a ratio removes
         self.checkpoint = str(checkpoint)
         if not Path(checkpoint).is_file():
             raise SearchError(f"--init {checkpoint}: no such checkpoint file")

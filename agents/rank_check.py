@@ -26,7 +26,6 @@ import torch
 from dynprune.base import (
     DEFAULT_R_MAX,
     ConfigError,
-    check_non_negative,
     check_positive,
     check_target_macs,
     check_threads,
@@ -40,6 +39,7 @@ from dynprune.plots import pyplot
 from dynprune.prune.ratios import solve_uniform_for_macs
 from dynprune.runlock import locked_run_folder
 
+from .config import ScoringOptions
 from .env import ChannelPruningEnv
 from .evaluate import EvalSettings, SearchError, StrategyEvaluator
 from .rewards import REWARDS
@@ -49,7 +49,7 @@ MAX_DRAWS = 20  # random draws per strategy asked for, before the check goes on 
 
 
 @dataclass
-class RankCheckConfig:
+class RankCheckConfig(ScoringOptions):
     """python -m agents.rank_check: the dense checkpoint, the strategies and their fine-tune."""
 
     init: str | None = option(None, "dense checkpoint; required")
@@ -57,9 +57,6 @@ class RankCheckConfig:
     targets: list[float] = option([0.1, 0.25], "MAC targets (fraction of the dense model's MACs)")
     strategies: int = option(10, "strategies per target: the uniform one and random budget-meeting ones")
     reward: str = option("accuracy", "the reward under test (agents.rewards)", choices=lambda: REWARDS.names())
-    val_subset: int = option(2000, "validation images the reward scores per strategy (as agents.search)")
-    calib_batches: int = option(8, "training batches of adaptive BN per strategy (as agents.search)")
-    finetune_steps: int = option(0, "SGD steps per strategy before the reward scores it (as agents.search)")
     r_max: float = option(DEFAULT_R_MAX, "largest pruning ratio of a site (as agents.search)")
     epochs: int = option(6, "fine-tune epochs per strategy")
     lr: float = option(0.05, "fine-tune peak learning rate")
@@ -78,8 +75,8 @@ class RankCheckConfig:
             )
         if REWARDS.get(self.reward) is not None and REWARDS[self.reward].needs_latency:
             raise ConfigError(f"--reward {self.reward} times every strategy; allowed here: accuracy, log-macs")
-        check_positive(self, "epochs", "workers", "val_subset", "calib_batches")
-        check_non_negative(self, "finetune_steps")
+        check_positive(self, "epochs", "workers")
+        self.validate_scoring()
         check_threads(self.threads)
 
 
@@ -144,7 +141,7 @@ def fine_tune(cfg: RankCheckConfig, data: dict[str, Any], folder: Path, row: dic
         return done
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / "policy.json", {"ratios": row["ratios"]})
-    args = [sys.executable, "-m", "dynprune.train", "--init", cfg.init, "--prune", "l1-filter", "--hard"]
+    args = [sys.executable, "-m", "dynprune.train", "--init", cfg.init, "--prune", cfg.criterion, "--hard"]
     args += ["--ratios", str(folder / "policy.json"), "--epochs", str(cfg.epochs), "--lr", str(cfg.lr)]
     args += ["--seed", str(cfg.seed), "--threads", "1", "--no-latency", "--no-progress", "--wandb", "disabled"]
     args += [*(f"--{k.replace('_', '-')}={v}" for k, v in data.items()), "--out", str(folder / "run")]
@@ -206,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def work() -> int:
         with locked_run_folder(out):
-            settings = EvalSettings(cfg.val_subset, cfg.calib_batches, finetune_steps=cfg.finetune_steps)
+            settings = EvalSettings.of(cfg)
             evaluator = StrategyEvaluator(cfg.init, settings=settings)
             checks = []
             for target in cfg.targets:

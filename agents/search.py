@@ -119,9 +119,7 @@ def _search(cfg: SearchConfig, out: Path) -> dict[str, dict[str, Any]]:
         raise ConfigError(f"--resume: no {CACHE} in {out} to resume from")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    settings = EvalSettings(
-        val_subset=cfg.val_subset, calib_batches=cfg.calib_batches, finetune_steps=cfg.finetune_steps
-    )
+    settings = EvalSettings.of(cfg)
     evaluator = StrategyEvaluator(cfg.init, cfg.data_dir, settings)
     if cfg.model and evaluator.arch["model"] != cfg.model:
         raise SearchError(f"--model {cfg.model}: the checkpoint {cfg.init} holds a {evaluator.arch['model']}")
@@ -205,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         summaries = run_search(cfg)
         print(format_summary(summaries))
         policy = cfg.run_dir / POLICY
-        print(f"-> {policy} (use: python -m dynprune.train --prune l1-filter --ratios {policy})")
+        print(f"-> {policy} (use: python -m dynprune.train --prune {cfg.criterion} --ratios {policy})")
         return 0
 
     interrupted = f"strategies scored so far are in {cfg.run_dir}/{CACHE} (continue with --resume)"

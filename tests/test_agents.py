@@ -26,6 +26,7 @@ from agents.rewards import REWARDS
 from agents.search import run_search
 from dynprune.config import ConfigError, build
 from dynprune.prune import StaticPruneMethod
+from dynprune.prune.criteria import CRITERIA
 from dynprune.runner import run_training
 
 SMALL = EvalSettings(val_subset=300, calib_batches=2, calib_batch_size=64)
@@ -313,3 +314,29 @@ def test_a_short_fine_tune_reward_is_seeded_keyed_and_leaves_the_dense_model(den
     assert first == second  # the same batches, the same seed
     assert all(torch.equal(v, tuned.model.state_dict()[k]) for k, v in before.items())  # a copy was tuned
     assert first != StrategyEvaluator(dense_ckpt, settings=SMALL).accuracy(ratios)  # the steps changed the score
+
+
+@pytest.mark.parametrize("name", CRITERIA.names())
+def test_every_criterion_reaches_the_scorer_by_name(dense_ckpt, name):
+    """``--criterion NAME`` (every registered criterion): the scorer removes the channels that criterion ranks
+    lowest, and its cache key names it."""
+    from dataclasses import replace
+
+    from dynprune.prune.criteria import ChannelGroup, make_criterion
+
+    scorer = StrategyEvaluator(dense_ckpt, settings=replace(SMALL, criterion=name))
+    assert type(scorer.criterion) is type(make_criterion(name))
+    site = scorer.sites[0]
+    ratios = dict.fromkeys(scorer.cost.site_widths, 0.0) | {site.name: 0.5}
+    pruned = scorer.pruned_model(ratios)
+    scores = make_criterion(name)(ChannelGroup.of(scorer.model, site))
+    kept = scores.argsort(descending=True, stable=True)[: pruned.get_submodule(site.producer).weight.shape[0]]
+    kept_weights = scorer.model.get_submodule(site.producer).weight[kept.sort().values]
+    assert torch.equal(pruned.get_submodule(site.producer).weight.contiguous(), kept_weights.contiguous())
+
+
+def test_the_search_cli_takes_a_criterion_by_name_and_refuses_an_unknown_one(tmp_path, dense_ckpt):
+    cfg = search_config(tmp_path / "s", dense_ckpt, criterion="slim-filter")
+    assert EvalSettings.of(cfg).criterion == "slim-filter"
+    with pytest.raises(ConfigError, match="criterion"):
+        search_config(tmp_path / "t", dense_ckpt, criterion="l3-filter")

@@ -203,6 +203,19 @@ def test_scratch_gates_get_the_whole_budget_of_a_fine_tuned_row_and_no_dense_sta
     }  # otherwise topk's own cell: its recipe, target and data
 
 
+
+def test_distill_gives_every_cell_but_dense_its_seeds_dense_teacher_from_scratch_cells_too(tmp_path):
+    cfg = plan_config(tmp_path, methods=["l1-filter", "topk-scratch"], targets=[0.25], seeds=[0, 1], distill=True)
+    cells = build_plan(cfg)
+    for cell in cells:
+        if cell.method == "dense":
+            assert "distill" not in cell.values and not cell.needs_dense
+            continue
+        teacher = tmp_path / "cmp" / "dense" / f"s{cell.seed}" / "checkpoint.pt"
+        assert cell.values["distill"] == str(teacher) and cell.needs_dense, cell.label
+    scratch = [c for c in cells if c.method == "topk-scratch"]
+    assert len(scratch) == 2 and all("init" not in c.values for c in scratch)  # still no dense start
+
 def test_random_search_cells_run_the_search_without_an_agent(tmp_path):
     """rl and random-search side by side: the same evaluator, walls and number of strategies; only the agent
     differs (random-search ignores search_algo)."""

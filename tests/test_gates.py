@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -8,7 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import TINY_RESNET, tiny_config
+from torch import nn
 
+import dynprune
 from dynprune.config import ConfigError, TrainConfig
 from dynprune.cost import flop_counter_macs
 from dynprune.gates import ESTIMATORS, GatedMethod, GateOptions, create_estimator
@@ -16,6 +19,7 @@ from dynprune.gates.estimators.gumbel import GumbelOptions
 from dynprune.gates.estimators.hardconcrete import HardConcreteOptions
 from dynprune.models import create_model, list_models
 from dynprune.optim import make_optimizer, make_schedule
+from dynprune.prune.criteria import CRITERIA
 from dynprune.runner import run_training
 from dynprune.sites import slice_site
 
@@ -358,3 +362,38 @@ def test_scaled_gate_groups_follow_the_one_cycle_schedule():
     make_schedule(optimizer, "onecycle", 100, 0)
     lrs = sorted({round(g["lr"], 8) for g in optimizer.param_groups})
     assert lrs == [pytest.approx(0.005), pytest.approx(0.05)]  # onecycle starts at max_lr / 10 in every group
+
+
+@pytest.mark.parametrize("name", CRITERIA.names())
+def test_every_criterion_reaches_the_gates_start_by_name(name):
+    """``--gate-criterion NAME``: gates started on ``--gate-init l1`` open exactly the channels that criterion
+    ranks highest, for every registered criterion."""
+    from dynprune.prune.criteria import ChannelGroup, make_criterion
+
+    torch.manual_seed(0)
+    model = create_model("resnet20", 1, 10, 28, width=0.5)
+    for module in model.modules():  # distinct BN scales: no ties for the BN-scale criterion
+        if isinstance(module, nn.BatchNorm2d):
+            nn.init.uniform_(module.weight, 0.1, 2.0)
+    reference = copy.deepcopy(model)
+    dynprune.gate(model, (1, 28, 28), "topk", target_macs=0.5, gate_init="l1", gate_criterion=name)
+    rank = make_criterion(name)
+    for site in model.gate_set.sites:
+        gate = model.gate_set.gate(site.name)
+        opened = (gate.fc2.bias > 0).nonzero().flatten()
+        scores = rank(ChannelGroup.of(reference, site))
+        assert set(opened.tolist()) == set(scores.argsort(descending=True, stable=True)[: len(opened)].tolist())
+
+
+def test_width_gates_order_channels_by_the_gate_criterion():
+    from dynprune.prune.criteria import ChannelGroup, make_criterion
+
+    torch.manual_seed(0)
+    model = create_model("resnet20", 1, 10, 28, width=0.5)
+    for module in model.modules():  # BN scales unlike the filters' norms
+        if isinstance(module, nn.BatchNorm2d):
+            nn.init.uniform_(module.weight, 0.1, 2.0)
+    dynprune.gate(model, (1, 28, 28), "width", target_macs=0.5, gate_criterion="slim-filter")
+    for site in model.gate_set.sites:
+        scale = make_criterion("slim-filter")(ChannelGroup.of(model, site))
+        assert torch.equal(scale, scale.sort(descending=True).values), site.name  # widest-first by |gamma|

@@ -25,6 +25,11 @@ class Cell:
         return f"{self.method} @ {self.target:.2f} seed {self.seed}"
 
     @property
+    def needs_dense(self) -> bool:
+        """Starts from, or learns from, a dense checkpoint: runs once every dense cell has finished."""
+        return bool(self.values.get("init") or self.values.get("distill"))
+
+    @property
     def done(self) -> bool:
         """Finished: a readable result.json (a cut or empty one is redone from the cell's checkpoint)."""
         return read_result(self.run_dir / "result.json") is not None

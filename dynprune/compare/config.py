@@ -31,7 +31,9 @@ class CompareConfig:
     gate_budget_weight: float | None = option(
         None, "gates: budget-term weight of every threshold estimator's cell (default: each estimator's recipe)"
     )
-    distill: bool = option(False, "every fine-tune distils from its dense checkpoint (--distill; same for all)")
+    distill: bool = option(
+        False, "every cell but dense distils from its seed's dense model (--distill), from-scratch cells too"
+    )
     train_subset: int = option(0, "train on the first N training images only (0 = all)")
     val_size: int = option(5000, "validation images carved from the training set")
     batch_size: int = option(128, "training batch size")

@@ -63,10 +63,10 @@ def _run_serial(cells: list[Cell], total: int) -> None:
 
 
 def _run_parallel(cells: list[Cell], workers: int, total: int) -> None:
-    """Cells that start from the dense checkpoint are submitted once every dense cell has finished; the others
-    (dense, compact architectures from scratch) start at once."""
+    """Cells that start from (or distil from) the dense checkpoint are submitted once every dense cell has
+    finished; the others (dense, compact architectures from scratch) start at once."""
     print(f"running {len(cells)} cells in {workers} worker processes (logs: <cell>/{CELL_LOG})", flush=True)
-    waiting = [c for c in cells if cell_method(c).from_dense]
+    waiting = [c for c in cells if c.needs_dense and not cell_method(c).is_reference]
     dense_left = sum(cell_method(c).is_reference for c in cells)
     # spawn, not fork: a forked child would inherit the parent's torch thread pool and OpenMP state
     # each worker dies with this process (kill -9 included): no idle workers left holding memory

@@ -100,8 +100,8 @@ def _cell(
     values = {**base, **method.overrides(cfg, target), "seed": seed, "out": str(run_dir)}
     if method.from_dense:
         values["init"] = str(dense_checkpoint(cfg, seed))
-        if cfg.distill:  # every fine-tune learns from the same teacher: its own dense starting point
-            values["distill"] = values["init"]
+    if cfg.distill and not method.is_reference:  # every cell learns from its seed's dense model, from scratch too
+        values["distill"] = str(dense_checkpoint(cfg, seed))
     external = method.is_reference and cfg.dense is not None
     cell = Cell(method.name, target, seed, run_dir, values, external=external)
     method.prepare_cell(cell, cfg, cost, (data.in_channels, data.image_size, data.num_classes))

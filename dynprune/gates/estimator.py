@@ -20,6 +20,8 @@ from typing import Any, ClassVar
 
 import torch
 
+from ..prune.criteria import Criterion
+
 
 @dataclasses.dataclass(frozen=True)
 class SupernetPhase:
@@ -79,8 +81,9 @@ class Estimator:
         logits 1..t are all >= 0 (deploy decides so); None for one independent decision per group."""
         return None
 
-    def prepare_sites(self, model: torch.nn.Module, sites: Sequence[Any]) -> None:
-        """Before the gates attach to the sites (e.g. order each site's channels by importance)."""
+    def prepare_sites(self, model: torch.nn.Module, sites: Sequence[Any], rank: Criterion) -> None:
+        """Before the gates attach to the sites (e.g. order each site's channels by ``rank``, the run's
+        ``--gate-criterion``)."""
 
     def check_gate_options(self, options: Any) -> None:
         """Raise ConfigError for shared gate options (``GateOptions``) this estimator cannot honour."""

@@ -25,6 +25,7 @@ from ..config import TrainConfig
 from ..cost import CostModel
 from ..methods import Method, MethodSpec, ParamGroup
 from ..plots import plot_class_open_rates
+from ..prune.criteria import make_criterion
 from .density import check_above_gated_floor, gated_floor, site_densities
 from .deploy import to_deploy
 from .dynamism import measure_dynamism
@@ -75,9 +76,10 @@ class GatedMethod(Method):
     def prepare(self, model: nn.Module, input_shape: Sequence[int]) -> nn.Module:
         self.dense_macs = CostModel.from_model(model, input_shape).dense_macs  # the reference of every ratio
         o = self.options
+        rank = make_criterion(o.gate_criterion)  # the ranking gates start from and widths are ordered by
         try:
             self.gate_set: GateSet = attach_gates(
-                model, self.estimator, o.gate_groups, o.gate_reduction, o.gate_bias_init, o.gate_boost
+                model, self.estimator, o.gate_groups, o.gate_reduction, o.gate_bias_init, o.gate_boost, rank
             )
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
@@ -103,7 +105,7 @@ class GatedMethod(Method):
         if o.gate_init != "open":
             pool = 1.0 if o.gate_init == "l1" else o.gate_pool
             core = o.gate_core if o.gate_init == "core" else None
-            init_gates_like_l1_filter(model, self.gate_set, self.densities, o.gate_bias_init, pool, core)
+            init_gates_like_l1_filter(model, self.gate_set, self.densities, o.gate_bias_init, pool, core, rank)
         return model
 
     def param_groups(self) -> list[ParamGroup]:

@@ -14,6 +14,7 @@ import torch
 from einops import repeat
 from torch import nn
 
+from ..prune.criteria import Criterion, L1Norm
 from ..sites import NO_SITES, ChannelSite, SiteMask, get_module, site_width
 from .estimator import Estimator
 
@@ -66,6 +67,7 @@ class GateSet(nn.Module):
         reduction: int = 4,
         bias_init: float = 2.0,
         boost: bool = False,
+        rank: Criterion | None = None,
     ) -> None:
         super().__init__()
         if not sites:
@@ -80,7 +82,8 @@ class GateSet(nn.Module):
         if not self.sites:
             raise ValueError("no channel site can be gated: every site's producer is a Linear layer")
         self.estimator = estimator
-        estimator.prepare_sites(model, self.sites)  # before any hook holds a layer the estimator may replace
+        # before any hook holds a layer the estimator may replace
+        estimator.prepare_sites(model, self.sites, rank or L1Norm())
         self.force_open = False
         self.densities: dict[str, float] = {}  # per-site target open fraction (fixed-count estimators use it)
         self.logit_shift = 0.0  # added to every logit; calibration searches it, then folds it into the biases
@@ -221,7 +224,9 @@ def attach_gates(
     reduction: int = 4,
     bias_init: float = 2.0,
     boost: bool = False,
+    rank: Criterion | None = None,
 ) -> GateSet:
-    gate_set = GateSet(model, model.channel_sites(), estimator, group_size, reduction, bias_init, boost)
+    """Gates at every channel site of ``model`` (``rank``: the channel ranking an estimator orders sites by)."""
+    gate_set = GateSet(model, model.channel_sites(), estimator, group_size, reduction, bias_init, boost, rank)
     model.gate_set = gate_set  # a submodule: its parameters train and save with the model
     return gate_set

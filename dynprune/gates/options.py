@@ -7,6 +7,7 @@ import dataclasses
 from typing import Literal
 
 from ..base import ConfigError, check_non_negative, check_positive, option
+from ..prune.criteria import CRITERIA
 from .density import GLOBAL, UNIFORM
 
 
@@ -37,6 +38,11 @@ class GateOptions:
         "gated: open (every gate at --gate-bias-init) | l1 (open exactly the channels l1-filter keeps: the gates "
         "stay static in a short fine-tune) | pool (open the l1 ranking's top --gate-pool x k channels, equal "
         "biases) | core (the top --gate-core x k open, the rest of the pool undecided at bias 0, others closed)",
+    )
+    gate_criterion: str = option(
+        "l1-filter",
+        "gated: the channel ranking --gate-init l1/pool/core start from and width gates order channels by",
+        choices=lambda: CRITERIA.names(),
     )
     gate_pool: float = option(1.5, "gated: --gate-init pool/core: candidate channels per site, a multiple of its k")
     gate_core: float = option(0.5, "gated: --gate-init core: channels held open per site, a fraction of its k")
@@ -98,6 +104,8 @@ class GateOptions:
             )
         if not 0 <= self.guide_until <= 1:
             raise ConfigError(f"--guide-until must be a fraction of the run in [0, 1], got {self.guide_until}")
+        if self.gate_criterion not in CRITERIA:
+            raise ConfigError(f"--gate-criterion got {self.gate_criterion!r}; allowed: {', '.join(CRITERIA.names())}")
         mode = self.gate_density
         if mode not in (GLOBAL, UNIFORM) and not mode.endswith(".json"):
             raise ConfigError(f"--gate-density got {mode!r}; allowed: global, uniform, or a FILE.json")

@@ -94,6 +94,11 @@ class BatchNormScale:
         return group.bn_scale.detach().abs().clone()
 
 
+def make_criterion(name: str) -> Criterion:
+    """A registered criterion by its name (``l1-filter``, ``slim-filter``, ...)."""
+    return CRITERIA[name][0]()
+
+
 def lowest(scores: torch.Tensor, n: int) -> torch.Tensor:
     """Indices of the ``n`` lowest scores (ties broken by index, so results are reproducible)."""
     order = torch.sort(scores, stable=True).indices

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ...base import ConfigError, option
-from ...prune.criteria import ChannelGroup, L1Norm
+from ...prune.criteria import ChannelGroup, Criterion
 from ...sites import permute_site
 from ..estimator import Estimator, SupernetPhase, logistic_noise, straight_through
 
@@ -113,9 +113,9 @@ class Width(Estimator):
         return torch.cat([first, straight_through(hard, soft.cumprod(dim=1))], dim=1)
 
     @torch.no_grad()
-    def prepare_sites(self, model: nn.Module, sites: Sequence[Any]) -> None:
-        for site in sites:  # the narrowest width keeps the channels of the largest L1 filters
-            permute_site(model, site, L1Norm()(ChannelGroup.of(model, site)).argsort(descending=True, stable=True))
+    def prepare_sites(self, model: nn.Module, sites: Sequence[Any], rank: Criterion) -> None:
+        for site in sites:  # the narrowest width keeps the channels ranked highest (default: largest L1 filters)
+            permute_site(model, site, rank(ChannelGroup.of(model, site)).argsort(descending=True, stable=True))
 
     def supernet_phase(self) -> SupernetPhase | None:
         o = self.options
