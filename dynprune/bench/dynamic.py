@@ -131,7 +131,7 @@ class Executors:
     deploy: nn.Module
     fixed_k: nn.Module | None
     fixed_k_problem: str | None
-    hard: tuple[nn.Module, float] | None
+    hard: tuple[nn.Module, float]  # the hard-pruned twin and its MAC ratio (every gated model has one)
 
     @classmethod
     def build(cls, case: GatedCase, device: str) -> Executors:
@@ -145,7 +145,7 @@ class Executors:
             to_deploy(case.model).to(device),
             fixed_k,
             problem,
-            None if hard is None else (hard[0].to(device), hard[1]),
+            (hard[0].to(device), hard[1]),
         )
 
     def timed(self, runtime: str, x: torch.Tensor, threads: int) -> tuple[dict[str, Executor], list[str]]:
@@ -162,8 +162,7 @@ class Executors:
             self.fixed_k.autotune(x)  # narrow or wide per layer, for this batch size, before it is compiled
             out["fixedk"] = make(self.fixed_k, x, threads)
             candidates.append("fixedk")
-        if self.hard is not None:
-            out["hard"] = make(self.hard[0], x, threads)
+        out["hard"] = make(self.hard[0], x, threads)
         return out, candidates
 
 
@@ -188,7 +187,7 @@ def rows_for(case: GatedCase, timing: Timing) -> list[SpeedRow]:
                 built.deploy.tuned[batch] = chosen
             built.deploy.strategy = "auto"
             theoretical, measured = 1.0 / ratio, round_ratio(rounds, "dense", chosen)
-            hard_realization = None if built.hard is None else round_ratio(rounds, "dense", "hard") * built.hard[1]
+            hard_realization = round_ratio(rounds, "dense", "hard") * built.hard[1]
             out.append(
                 SpeedRow(
                     case.name,
