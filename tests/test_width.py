@@ -210,3 +210,16 @@ def test_bad_supernet_options_are_one_clear_error():
         WidthOptions(width_supernet=1.0).validate()
     with pytest.raises(ConfigError, match="--width-random"):
         WidthOptions(width_random=-1).validate()
+
+
+def test_the_narrow_passes_leave_the_batch_norm_running_statistics_alone():
+    model, gates = supernet_gates(0.5)
+    model.train()
+    x = varied_inputs(6)
+    gates.step(0)
+    widest = model(x)
+    stats = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    gates.method.extra_loss(model, widest, 0, 0, inputs=x)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in stats.items())
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert all(m.momentum == 0.1 for m in norms)  # restored

@@ -6,7 +6,9 @@ task loss, and the same batch runs again at the narrowest width and at ``random`
 the widest pass's softmax (its soft labels, detached): DS-Net samples largest, two random, smallest per step and
 distils the others from the largest. A random pass draws one width per site, since the gates choose per site.
 Widths are prefixes of each site's ordered channels (an ordinal estimator's tiers), set through the gate set's
-fixed decisions, so the extra passes need no second copy of the model.
+fixed decisions, so the extra passes need no second copy of the model. The extra passes leave the BN running
+statistics alone (momentum 0 while they run): a narrow pass's batch statistics are not the widest network's,
+and mixing them in took the widest network's validation top-1 from 88% to 42% in the first try.
 """
 
 from __future__ import annotations
@@ -53,6 +55,10 @@ class Sandwich:
         total = widest.new_zeros((), dtype=torch.float32)
         logs: dict[str, float] = {}
         gate_set.force_open = False
+        norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.momentum = 0.0  # batch statistics in the forward, running statistics untouched
         try:
             for name, decisions in self.passes():
                 gate_set.fixed_decisions = decisions
@@ -61,4 +67,6 @@ class Sandwich:
                 logs[f"sandwich_{name}"] = term.item()
         finally:
             gate_set.force_open, gate_set.fixed_decisions = held, fixed
+            for m, momentum in zip(norms, momenta, strict=True):
+                m.momentum = momentum
         return total, logs
