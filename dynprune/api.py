@@ -115,12 +115,18 @@ class Gates:
         self.method.before_step(self.model, step)
 
     def loss(
-        self, logits: torch.Tensor, step: int, epoch: int = 0, inputs: torch.Tensor | None = None
+        self,
+        logits: torch.Tensor,
+        step: int,
+        epoch: int = 0,
+        inputs: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The gates' loss terms for the forward pass just made (budget, balance, activation guide, rate term,
         batch-shaping: those the options switch on; 0 when none is in force): add it to the task loss. Width
-        gates with a supernet phase run the batch again at other widths: pass it as ``inputs``."""
-        extra, _ = self.method.extra_loss(self.model, logits, step, epoch, inputs=inputs)
+        gates with a supernet phase or a gate target run the batch again at other widths: pass it as ``inputs``
+        and ``labels``."""
+        extra, _ = self.method.extra_loss(self.model, logits, step, epoch, inputs=inputs, labels=labels)
         return extra if extra is not None else logits.new_zeros(())
 
     def evaluate(self, batches: Batches) -> Report:

@@ -232,7 +232,7 @@ class Trainer:
             loss = self.criterion(logits.float(), y)
             if self.distiller is not None:
                 loss = self.distiller.loss(loss, logits, x)
-            extra, extra_logs = self.method.extra_loss(model, logits, self.state.step, epoch, inputs=x)
+            extra, extra_logs = self.method.extra_loss(model, logits, self.state.step, epoch, inputs=x, labels=y)
             if extra is not None:
                 loss = loss + extra
         if not torch.isfinite(loss):

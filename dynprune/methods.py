@@ -67,10 +67,16 @@ class Method:
         """Called before each training forward pass (e.g. to anneal a temperature)."""
 
     def extra_loss(
-        self, model: nn.Module, logits: torch.Tensor, step: int, epoch: int, inputs: torch.Tensor | None = None
+        self,
+        model: nn.Module,
+        logits: torch.Tensor,
+        step: int,
+        epoch: int,
+        inputs: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | None, dict[str, float]]:
-        """A loss term to add to the task loss, and scalars to log under ``train/`` (``inputs``: the batch, for
-        methods that run it again, e.g. at other widths)."""
+        """A loss term to add to the task loss, and scalars to log under ``train/`` (``inputs``, ``labels``: the
+        batch, for methods that run it again, e.g. at other widths)."""
         return None, {}
 
     def on_epoch_end(self, model: nn.Module, epoch: int) -> dict[str, float]:

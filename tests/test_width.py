@@ -143,12 +143,15 @@ def test_choices_that_leave_no_choice_at_the_target_are_refused():
     dynprune.gate(create_model("resnet20", 1, 10, 28, width=0.5), (1, 28, 28), "width", target_macs=0.25)  # 0.125..1
 
 
-def supernet_gates(share: float, random: int = 2) -> tuple[nn.Module, dynprune.Gates]:
+LABELS = torch.tensor([0, 1, 2, 3, 4, 5])
+
+
+def supernet_gates(share: float, random: int = 2, **options) -> tuple[nn.Module, dynprune.Gates]:
     torch.manual_seed(0)
     model = create_model("resnet20", 1, 10, 28, width=0.5)
     gates = dynprune.gate(
         model, (1, 28, 28), "width", target_macs=0.5, steps=10, steps_per_epoch=5,
-        width_choices=[0.25, 0.5, 0.75, 1.0], width_supernet=share, width_random=random,
+        width_choices=[0.25, 0.5, 0.75, 1.0], width_supernet=share, width_random=random, **options,
     )  # fmt: skip
     return model, gates
 
@@ -165,7 +168,7 @@ def test_the_supernet_phase_holds_every_gate_open_and_distils_the_narrow_widths_
     assert all(bool((m == 1).all()) for m in gate_set.masks.values())  # the training pass runs the widest
     seen = []
     model.register_forward_hook(lambda *_: seen.append({k: v[0].clone() for k, v in gate_set.masks.items()}))
-    loss, logs = gates.method.extra_loss(model, widest, 0, 0, inputs=x)
+    loss, logs = gates.method.extra_loss(model, widest, 0, 0, inputs=x, labels=LABELS)
     assert set(logs) == {"sandwich_narrowest", "sandwich_random0", "sandwich_random1"}
     assert loss.item() == pytest.approx(sum(logs.values()), rel=1e-5) and loss.item() > 0
     narrowest = seen[0]  # every site at its first quarter: a prefix
@@ -183,7 +186,7 @@ def test_the_supernet_phase_holds_every_gate_open_and_distils_the_narrow_widths_
     assert conv.weight.grad is not None and bool((conv.weight.grad != 0).any())
     gates.step(5)  # the supernet phase is over: the gates decide, and no extra pass runs
     assert not gate_set.force_open
-    _, late = gates.method.extra_loss(model, model(x), 5, 1, inputs=x)
+    _, late = gates.method.extra_loss(model, model(x), 5, 1, inputs=x, labels=LABELS)
     assert not any(k.startswith("sandwich") for k in late)
 
 
@@ -219,7 +222,43 @@ def test_the_narrow_passes_leave_the_batch_norm_running_statistics_alone():
     gates.step(0)
     widest = model(x)
     stats = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
-    gates.method.extra_loss(model, widest, 0, 0, inputs=x)
+    gates.method.extra_loss(model, widest, 0, 0, inputs=x, labels=LABELS)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in stats.items())
     norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     assert all(m.momentum == 0.1 for m in norms)  # restored
+
+
+def test_the_gate_target_asks_for_the_narrowest_width_exactly_where_the_narrowest_network_is_right():
+    """DS-Net's online label: BCE of every tier logit against 0 where the narrowest network classifies the input
+    right, else 1; the training pass's logits keep their graph (the narrow pass runs without gradients)."""
+    import torch.nn.functional as F
+
+    model, gates = supernet_gates(0.5, random=0, width_gate_target=2.0)
+    sandwich, gate_set = gates.method.sandwich, model.gate_set
+    model.train()
+    x = varied_inputs(6)
+    gates.step(5)  # after the supernet phase: the gates decide
+    with torch.no_grad(), sandwich.fixed(model):
+        gate_set.fixed_decisions = sandwich.narrowest()
+        narrow_pred = model(x).argmax(dim=1)
+    out = model(x)
+    logits = dict(gate_set.logits)
+    labels = narrow_pred.clone()
+    labels[:3] = (labels[:3] + 1) % 10  # the narrowest network is wrong on the first three, right on the rest
+    want = torch.tensor([1.0, 1, 1, 0, 0, 0])
+    expected = 2.0 * torch.stack(
+        [F.binary_cross_entropy_with_logits(v, want[:, None].expand_as(v)) for v in logits.values()]
+    ).mean()
+    loss, logs = gates.method.extra_loss(model, out, 5, 1, inputs=x, labels=labels)
+    assert logs["narrowest_wrong"] == pytest.approx(0.5)
+    assert logs["gate_target_loss"] == pytest.approx(expected.item(), rel=1e-4)
+    assert loss.requires_grad and not gate_set.fixed_decisions and not gate_set.force_open
+
+
+def test_width_terms_need_the_batch():
+    model, gates = supernet_gates(0.5)
+    model.train()
+    gates.step(0)
+    x = varied_inputs(2)
+    with pytest.raises(ValueError, match="inputs=x, labels=y"):
+        gates.method.extra_loss(model, model(x), 0, 0)

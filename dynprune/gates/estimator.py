@@ -26,10 +26,12 @@ from ..prune.criteria import Criterion
 @dataclasses.dataclass(frozen=True)
 class SupernetPhase:
     """The first ``share`` of the run trains the nested widths as one supernet (every gate held open, the
-    sandwich rule: ``gates/sandwich.py``) before the gates decide; ``random`` random widths per step."""
+    sandwich rule: ``gates/sandwich.py``) before the gates decide; ``random`` random widths per step; after it,
+    ``gate_target`` weighs DS-Net's online gate target (0: off)."""
 
     share: float
     random: int
+    gate_target: float = 0.0
 
 
 @dataclasses.dataclass
@@ -92,7 +94,8 @@ class Estimator:
         """Raise ConfigError where the sites' target densities leave this estimator no choice per input."""
 
     def supernet_phase(self) -> SupernetPhase | None:
-        """Ordinal estimators: a supernet phase before the gates decide (None: the gates decide from the start)."""
+        """Ordinal estimators: a supernet phase before the gates decide, and their gate target after (None:
+        neither)."""
         return None
 
     def fixed_keep(self, groups: int, density: float) -> int | None:

@@ -1,17 +1,26 @@
-"""The sandwich rule with in-place distillation (slimmable networks, Yu & Huang 2019; DS-Net's stage I): nested
-widths trained as one supernet before the gates choose among them.
+"""Training nested widths as DS-Net does: the sandwich rule with in-place distillation before the gates decide
+(slimmable networks, Yu & Huang 2019; DS-Net's stage I), and DS-Net's online gate target after (stage II).
 
 While the supernet phase lasts, the training forward pass runs the widest network (every gate held open) on the
 task loss, and the same batch runs again at the narrowest width and at ``random`` random widths, each learning
 the widest pass's softmax (its soft labels, detached): DS-Net samples largest, two random, smallest per step and
 distils the others from the largest. A random pass draws one width per site, since the gates choose per site.
+
+Once the gates decide, the gate target (weight ``gate_target``) runs the batch once more at the narrowest width
+without gradients: an input the narrowest network classifies right should run narrowest, any other widest
+(DS-Net's "sandwich gate sparsification" label); every tier logit of every site learns that 0/1 by
+binary cross-entropy, while the budget term holds the mean cost.
+
 Widths are prefixes of each site's ordered channels (an ordinal estimator's tiers), set through the gate set's
-fixed decisions, so the extra passes need no second copy of the model. The extra passes leave the BN running
-statistics alone (momentum 0 while they run): a narrow pass's batch statistics are not the widest network's,
-and mixing them in took the widest network's validation top-1 from 88% to 42% in the first try.
+fixed decisions, so the extra passes need no second copy of the model. They leave the BN running statistics
+alone (momentum 0 while they run): a narrow pass's batch statistics are not the widest network's, and mixing them
+in took the widest network's validation top-1 from 88% to 42% in the first try.
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -26,47 +35,73 @@ def soft_cross_entropy(logits: torch.Tensor, soft_labels: torch.Tensor) -> torch
 
 
 class Sandwich:
-    def __init__(self, gate_set: GateSet, random: int) -> None:
+    def __init__(self, gate_set: GateSet, random: int, gate_target: float = 0.0) -> None:
         if any(gate_set.tiers(s.name) is None for s in gate_set.sites):
             raise ValueError("the sandwich rule needs nested widths: an ordinal estimator (--gate width)")
-        self.gate_set, self.random = gate_set, random
+        self.gate_set, self.random, self.gate_target = gate_set, random, gate_target
 
     def prefix(self, site: str, tier: int) -> torch.Tensor:
         """[G] 0/1: the site's channel groups of tiers 0..tier open (a prefix of its ordered channels)."""
         tiers = self.gate_set.tiers(site)
         return (tiers <= tier).float()
 
+    def narrowest(self) -> dict[str, torch.Tensor]:
+        return {s.name: self.prefix(s.name, 0) for s in self.gate_set.sites}
+
     def passes(self) -> list[tuple[str, dict[str, torch.Tensor]]]:
         """(name, site -> fixed decision) of every extra pass: the narrowest, then the random ones (the global
         RNG draws them, so a resumed run draws what the uninterrupted one would)."""
         sites = [s.name for s in self.gate_set.sites]
-        out = [("narrowest", {s: self.prefix(s, 0) for s in sites})]
+        out = [("narrowest", self.narrowest())]
         for i in range(self.random):
             levels = {s: int(self.gate_set.tiers(s).max()) + 1 for s in sites}
             drawn = {s: int(torch.randint(levels[s], ())) for s in sites}
             out.append((f"random{i}", {s: self.prefix(s, drawn[s]) for s in sites}))
         return out
 
-    def loss(self, model: nn.Module, inputs: torch.Tensor, widest: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """The extra passes' summed distillation loss from the widest pass's ``widest`` logits, and its parts."""
-        soft = F.softmax(widest.detach().float(), dim=1)
+    @contextlib.contextmanager
+    def fixed(self, model: nn.Module) -> Iterator[None]:
+        """Inside, passes run the widths set in ``gate_set.fixed_decisions``; BN running statistics stay as they
+        are; the gate set's switches come back as they were."""
         gate_set = self.gate_set
         held, fixed = gate_set.force_open, gate_set.fixed_decisions
-        total = widest.new_zeros((), dtype=torch.float32)
-        logs: dict[str, float] = {}
-        gate_set.force_open = False
         norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         momenta = [m.momentum for m in norms]
+        gate_set.force_open = False
         for m in norms:
             m.momentum = 0.0  # batch statistics in the forward, running statistics untouched
         try:
-            for name, decisions in self.passes():
-                gate_set.fixed_decisions = decisions
-                term = soft_cross_entropy(model(inputs), soft)
-                total = total + term
-                logs[f"sandwich_{name}"] = term.item()
+            yield
         finally:
             gate_set.force_open, gate_set.fixed_decisions = held, fixed
             for m, momentum in zip(norms, momenta, strict=True):
                 m.momentum = momentum
+
+    def loss(self, model: nn.Module, inputs: torch.Tensor, widest: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """The extra passes' summed distillation loss from the widest pass's ``widest`` logits, and its parts."""
+        soft = F.softmax(widest.detach().float(), dim=1)
+        total = widest.new_zeros((), dtype=torch.float32)
+        logs: dict[str, float] = {}
+        with self.fixed(model):
+            for name, decisions in self.passes():
+                self.gate_set.fixed_decisions = decisions
+                term = soft_cross_entropy(model(inputs), soft)
+                total = total + term
+                logs[f"sandwich_{name}"] = term.item()
         return total, logs
+
+    def target_loss(
+        self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """DS-Net's gate target for the training pass just made: BCE of every tier logit against 0 where the
+        narrowest network classifies the input right, 1 elsewhere (weighted by ``gate_target``)."""
+        logits = dict(self.gate_set.logits)  # the training pass's, with their graph (the narrow pass overwrites)
+        with torch.no_grad(), self.fixed(model):
+            self.gate_set.fixed_decisions = self.narrowest()
+            wrong = (model(inputs).argmax(dim=1) != labels).float()  # [B]: 1 = needs more than the narrowest
+        terms = [
+            F.binary_cross_entropy_with_logits(site_logits.float(), wrong[:, None].expand_as(site_logits))
+            for site_logits in logits.values()
+        ]
+        loss = self.gate_target * torch.stack(terms).mean()
+        return loss, {"gate_target_loss": loss.item(), "narrowest_wrong": wrong.mean().item()}

@@ -46,6 +46,11 @@ class WidthOptions:
         "narrowest and --width-random widths learn the widest's outputs), before the gates choose",
     )
     width_random: int = option(2, "width: random widths per step in the supernet phase (DS-Net: 2)")
+    width_gate_target: float = option(
+        0.0,
+        "width: weight of DS-Net's online gate target once the gates decide (narrowest width where the narrowest "
+        "network classifies the input right, else widest); 0 = off",
+    )
 
     def validate(self) -> None:
         c = self.width_choices
@@ -60,6 +65,8 @@ class WidthOptions:
             raise ConfigError(f"--width-supernet must be a fraction of the run in [0, 1), got {self.width_supernet}")
         if self.width_random < 0:
             raise ConfigError(f"--width-random must be >= 0, got {self.width_random}")
+        if self.width_gate_target < 0:
+            raise ConfigError(f"--width-gate-target must be >= 0, got {self.width_gate_target}")
 
 
 #: shared gate options that act on one logit per channel group, which width gates do not have
@@ -119,7 +126,9 @@ class Width(Estimator):
 
     def supernet_phase(self) -> SupernetPhase | None:
         o = self.options
-        return SupernetPhase(o.width_supernet, o.width_random) if o.width_supernet > 0 else None
+        if o.width_supernet == 0 and o.width_gate_target == 0:
+            return None
+        return SupernetPhase(o.width_supernet, o.width_random, o.width_gate_target)
 
     def check_gate_options(self, options: Any) -> None:
         for name, allowed in PER_GROUP_OPTIONS.items():
