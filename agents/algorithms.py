@@ -24,6 +24,7 @@ from dynprune.registry import Registry
 
 from .actions import ratio_to_action
 from .noise import DecayingTruncatedNormal
+from .replay import EpisodeCreditBuffer
 
 
 class Settings(Protocol):
@@ -33,6 +34,7 @@ class Settings(Protocol):
     noise_decay: float
     learning_rate: float
     seed: int
+    credit: str
 
 
 class EpisodeSink(Protocol):
@@ -87,10 +89,13 @@ class SinkCallback(BaseCallback):
 
 def _off_policy_kwargs(cfg: Settings, space: SearchSpace) -> dict[str, Any]:
     n = space.n_sites
+    episode_credit = cfg.credit == "episode"  # transitions reach the buffer when their episode ends
     return {
         "learning_rate": cfg.learning_rate,
         "buffer_size": max(10_000, cfg.episodes * n),
-        "learning_starts": cfg.warmup_episodes * n,  # SB3 counts env steps, not episodes
+        # SB3 counts env steps, not episodes; with episode credit the first update waits for one whole episode
+        "learning_starts": max(cfg.warmup_episodes, 1 if episode_credit else 0) * n,
+        **({"replay_buffer_class": EpisodeCreditBuffer} if episode_credit else {}),
         "batch_size": 64,
         "tau": 0.01,
         "gamma": 1.0,

@@ -71,6 +71,11 @@ class SearchConfig(ScoringOptions):
     noise_sigma: float = option(0.5, "ddpg/td3: initial exploration noise (action units, [-1, 1])")
     noise_decay: float = option(0.95, "ddpg/td3: noise multiplier per episode after the warm-up")
     learning_rate: float = option(1e-3, "agent learning rate (ppo uses 0.3x)")
+    credit: Literal["last", "episode"] = option(
+        "last",
+        "off-policy agents: last (the reward on an episode's last step only, SB3 as is) | episode (AMC's: every "
+        "step stored with the episode's final reward, minus a moving-average baseline)",
+    )
     n_envs: int = option(1, "parallel environments (SubprocVecEnv when > 1), each scoring strategies")
     seed: int = option(0, "seed of the agent, its exploration and the random baseline")
     threads: int = option(0, "torch CPU threads in total (0 = torch's default); split across --n-envs")
@@ -118,4 +123,6 @@ class SearchConfig(ScoringOptions):
             )
         if self.n_envs < 1:
             raise ConfigError(f"--n-envs must be >= 1, got {self.n_envs}")
+        if self.credit == "episode" and self.n_envs > 1:
+            raise ConfigError("--credit episode stores whole episodes of one environment: --n-envs must be 1")
         self.validate_scoring()

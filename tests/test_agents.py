@@ -340,3 +340,34 @@ def test_the_search_cli_takes_a_criterion_by_name_and_refuses_an_unknown_one(tmp
     assert EvalSettings.of(cfg).criterion == "slim-filter"
     with pytest.raises(ConfigError, match="criterion"):
         search_config(tmp_path / "t", dense_ckpt, criterion="l3-filter")
+
+
+def test_episode_credit_stores_every_step_with_the_final_reward_and_samples_against_a_baseline():
+    """AMC's credit on hand-made transitions: nothing is stored before the episode ends, then every step with the
+    episode's final reward; a sampled batch's rewards are relative to the moving average of batch means."""
+    from gymnasium import spaces
+
+    from agents.replay import EpisodeCreditBuffer
+
+    buffer = EpisodeCreditBuffer(50, spaces.Box(0, 1, (2,)), spaces.Box(-1, 1, (1,)), device="cpu", n_envs=1)
+    for reward in (0.3, 0.9):  # two episodes of three steps, rewarded at their last step only
+        for step in range(3):
+            last = step == 2
+            obs, action = np.full((1, 2), step, np.float32), np.zeros((1, 1), np.float32)
+            info = [{"terminal_observation": obs[0]}] if last else [{}]
+            buffer.add(obs, obs + 1, action, np.array([reward if last else 0.0]), np.array([last]), info)
+            assert buffer.size() == (3 if reward == 0.9 else 0) + (3 if last else 0)
+    assert np.allclose(buffer.rewards[:6, 0], [0.3, 0.3, 0.3, 0.9, 0.9, 0.9])
+    assert buffer.dones[:6, 0].tolist() == [0, 0, 1, 0, 0, 1]
+    first = buffer.sample(64)
+    assert buffer.baseline == pytest.approx(float((first.rewards + buffer.baseline).mean()))
+    assert float(first.rewards.mean()) == pytest.approx(0.0, abs=1e-6)  # the first batch is its own baseline
+
+
+def test_a_search_with_episode_credit_runs_and_refuses_several_environments(tmp_path, dense_ckpt):
+    cfg = search_config(tmp_path, dense_ckpt, algo="ddpg", baselines="none", episodes=4, warmup_episodes=1,
+                        credit="episode")  # fmt: skip
+    policy = run_search(cfg)["ddpg"]
+    assert 0.5 - 0.05 <= policy["macs_ratio"] <= 0.5 + 1e-9 and policy["episodes"] == 4
+    with pytest.raises(ConfigError, match="--n-envs must be 1"):
+        search_config(tmp_path / "n", dense_ckpt, credit="episode", n_envs=2)
