@@ -14,7 +14,7 @@ binary cross-entropy, while the budget term holds the mean cost.
 Widths are prefixes of each site's ordered channels (an ordinal estimator's tiers), set through the gate set's
 fixed decisions, so the extra passes need no second copy of the model. They leave the BN running statistics
 alone (momentum 0 while they run): a narrow pass's batch statistics are not the widest network's, and mixing them
-in took the widest network's validation top-1 from 88% to 42% in the first try.
+in wrecked the widest network's evaluation (BENCHMARKS, "Width gates trained as a supernet").
 """
 
 from __future__ import annotations
