@@ -228,3 +228,14 @@ def test_random_search_cells_run_the_search_without_an_agent(tmp_path):
     assert value("rl", "--algo") == "ddpg" and value("random-search", "--algo") == "random"
     for flag in ("--episodes", "--val-subset", "--r-max", "--target-macs", "--init"):
         assert value("rl", flag) == value("random-search", flag), flag
+
+
+
+@pytest.mark.parametrize("preset", sorted((REPO / "configs/compare").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_comparison_preset_names_known_methods_and_valid_options(tmp_path, preset):
+    """Each preset's fields check out and each of its methods is registered (the plan itself, which times a
+    training step per method, is built by the slow end-to-end tests)."""
+    values = {**yaml.safe_load(preset.read_text()), "out": str(tmp_path / "cmp"), "wandb": "disabled"}
+    cfg = build(CompareConfig, values)
+    assert cfg.methods and set(cfg.methods) <= set(COMPARE_METHODS.names())
+    assert cfg.methods[0] == "dense" and all(0 < t < 1 for t in cfg.targets)
