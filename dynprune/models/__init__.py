@@ -1,6 +1,9 @@
-"""Model zoo. Importing this package registers every model."""
+"""Model zoo. Importing this package registers every model: each module of the package is imported, and a zoo
+module's ``@register_model`` functions register themselves, so a new zoo model is one new file."""
 
-from . import lenet, mobilenetv2, resnet_cifar, resnet_imagenet, vgg  # noqa: F401  (registration)
+import importlib
+import pkgutil
+
 from .registry import (
     SiteModel,
     UnknownModelError,
@@ -12,6 +15,9 @@ from .registry import (
     register_model,
     with_recipe,
 )
+
+for _module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):  # one order on every machine
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
     "SiteModel",
