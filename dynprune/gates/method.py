@@ -143,32 +143,12 @@ class GatedMethod(Method):
         labels: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | None, dict[str, float]]:
         loss, logs = self.losses(step, epoch)
-        extra = self._nested_width_terms(model, logits, step, inputs, labels)
+        if self.sandwich is None:
+            return loss, logs
+        extra = self.sandwich.terms(model, logits, self.schedule.in_supernet(step), inputs, labels)
         if extra is None:
             return loss, logs
         return (extra[0] if loss is None else loss + extra[0]), {**logs, **extra[1]}
-
-    def _nested_width_terms(
-        self,
-        model: nn.Module,
-        logits: torch.Tensor,
-        step: int,
-        inputs: torch.Tensor | None,
-        labels: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, dict[str, float]] | None:
-        """Width gates: the supernet phase's narrow passes, then DS-Net's gate target (None: neither is on)."""
-        sandwich = self.sandwich
-        supernet = sandwich is not None and self.schedule.in_supernet(step)
-        if sandwich is None or not (supernet or sandwich.gate_target > 0):
-            return None
-        if inputs is None or labels is None:
-            raise ValueError("width gates run the batch again at other widths: pass extra_loss(inputs=x, labels=y)")
-        # the plain model under DDP: its one forward per step is the training pass; the gradients of the extra
-        # passes join it in the same backward, where DDP all-reduces every parameter's total once
-        plain = getattr(model, "module", model)
-        if supernet:
-            return sandwich.loss(plain, inputs, logits)
-        return sandwich.target_loss(plain, inputs, labels)
 
     def finalize(self, model: nn.Module, val_loader: Any, amp_dtype: torch.dtype | None) -> None:
         """Budget calibration on the validation split (``fit_budget``): the eval decisions moved onto the target,

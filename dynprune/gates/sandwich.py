@@ -77,6 +77,25 @@ class Sandwich:
             for m, momentum in zip(norms, momenta, strict=True):
                 m.momentum = momentum
 
+    def terms(
+        self,
+        model: nn.Module,
+        logits: torch.Tensor,
+        supernet: bool,
+        inputs: torch.Tensor | None,
+        labels: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, dict[str, float]] | None:
+        """The terms in force for the training pass just made: the supernet phase's narrow passes, then the gate
+        target (None: neither is on)."""
+        if not (supernet or self.gate_target > 0):
+            return None
+        if inputs is None or labels is None:
+            raise ValueError("width gates run the batch again at other widths: pass extra_loss(inputs=x, labels=y)")
+        # the plain model under DDP: its one forward per step is the training pass; the gradients of the extra
+        # passes join it in the same backward, where DDP all-reduces every parameter's total once
+        plain = getattr(model, "module", model)
+        return self.loss(plain, inputs, logits) if supernet else self.target_loss(plain, inputs, labels)
+
     def loss(self, model: nn.Module, inputs: torch.Tensor, widest: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """The extra passes' summed distillation loss from the widest pass's ``widest`` logits, and its parts."""
         soft = F.softmax(widest.detach().float(), dim=1)
