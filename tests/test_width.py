@@ -262,3 +262,14 @@ def test_width_terms_need_the_batch():
     x = varied_inputs(2)
     with pytest.raises(ValueError, match="inputs=x, labels=y"):
         gates.method.extra_loss(model, model(x), 0, 0)
+
+
+def test_the_supernet_phase_is_refused_under_torchrun(monkeypatch):
+    """Held open, the gates get no gradient, which DDP (no find_unused_parameters) cannot take: one clear error."""
+    import dynprune.gates.method as gated
+    from dynprune.distributed import DistContext
+
+    _, gates = supernet_gates(0.5)
+    monkeypatch.setattr(gated, "current_distributed", lambda: DistContext(rank=0, world_size=2))
+    with pytest.raises(ConfigError, match="--width-supernet is not supported under torchrun"):
+        gates.method.begin(10, 5)

@@ -23,6 +23,7 @@ from ..base import ConfigError, check_target_macs
 from ..checkpoints import load_weights
 from ..config import TrainConfig
 from ..cost import CostModel
+from ..distributed import current as current_distributed
 from ..methods import Method, MethodSpec, ParamGroup
 from ..plots import plot_class_open_rates
 from ..prune.criteria import make_criterion
@@ -116,6 +117,9 @@ class GatedMethod(Method):
 
     def begin(self, total_steps: int, steps_per_epoch: int) -> None:
         phase = self.estimator.supernet_phase()
+        if phase is not None and phase.share > 0 and current_distributed().enabled:
+            # held open, the gates get no gradient, and DDP (built without find_unused_parameters) needs every one
+            raise ConfigError("--width-supernet is not supported under torchrun yet; train it in one process")
         self.schedule.begin(total_steps, steps_per_epoch, phase.share if phase else 0.0)
 
     # -- training
