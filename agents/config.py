@@ -123,6 +123,9 @@ class SearchConfig(ScoringOptions):
             )
         if self.n_envs < 1:
             raise ConfigError(f"--n-envs must be >= 1, got {self.n_envs}")
+        if self.credit == "episode" and not ALGORITHMS[self.algo].warms_up:
+            off_policy = ", ".join(n for n, a in ALGORITHMS.items() if a.warms_up)
+            raise ConfigError(f"--credit episode is for the off-policy agents ({off_policy}), not --algo {self.algo}")
         if self.credit == "episode" and self.n_envs > 1:
             raise ConfigError("--credit episode stores whole episodes of one environment: --n-envs must be 1")
         self.validate_scoring()

@@ -181,6 +181,7 @@ def test_the_supernet_phase_holds_every_gate_open_and_distils_the_narrow_widths_
             assert torch.equal(mask, (torch.arange(mask.numel()) < kept).float())
             assert kept in {round(c * mask.numel()) for c in (0.25, 0.5, 0.75, 1.0)}, site
     assert gate_set.force_open and gate_set.fixed_decisions == {}  # the passes leave the gate set as they found it
+    assert all(bool((m == 1).all()) for m in gate_set.masks.values())  # the training pass's masks, not a narrow one's
     loss.backward()
     conv = model.layer1[0].conv1
     assert conv.weight.grad is not None and bool((conv.weight.grad != 0).any())
@@ -273,3 +274,11 @@ def test_the_supernet_phase_is_refused_under_torchrun(monkeypatch):
     monkeypatch.setattr(gated, "current_distributed", lambda: DistContext(rank=0, world_size=2))
     with pytest.raises(ConfigError, match="--width-supernet is not supported under torchrun"):
         gates.method.begin(10, 5)
+
+
+def test_episode_credit_is_refused_for_an_agent_that_is_not_off_policy():
+    from agents.config import SearchConfig
+    from dynprune.config import build
+
+    with pytest.raises(ConfigError, match="--credit episode is for the off-policy agents"):
+        build(SearchConfig, {"algo": "ppo", "credit": "episode", "init": "x.pt", "wandb": "disabled"})

@@ -36,8 +36,8 @@ class GateOptions:
     gate_init: Literal["open", "l1", "pool", "core"] = option(
         "open",
         "gated: open (every gate at --gate-bias-init) | l1 (open exactly the channels l1-filter keeps: the gates "
-        "stay static in a short fine-tune) | pool (open the l1 ranking's top --gate-pool x k channels, equal "
-        "biases) | core (the top --gate-core x k open, the rest of the pool undecided at bias 0, others closed)",
+        "stay static in a short fine-tune) | pool (open the --gate-criterion ranking's top --gate-pool x k channels, "
+        "equal biases) | core (the top --gate-core x k open, the rest of the pool undecided at bias 0, others closed)",
     )
     gate_criterion: str = option(
         "l1-filter",

@@ -65,6 +65,8 @@ class Sandwich:
         are; the gate set's switches come back as they were."""
         gate_set = self.gate_set
         held, fixed = gate_set.force_open, gate_set.fixed_decisions
+        # what the training pass left (read after the step, e.g. by a loop of one's own): the extra passes' are not it
+        batch_state = tuple(dict(d) for d in (gate_set.masks, gate_set.logits, gate_set.cost_masks, gate_set.activity))
         norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         momenta = [m.momentum for m in norms]
         gate_set.force_open = False
@@ -74,6 +76,7 @@ class Sandwich:
             yield
         finally:
             gate_set.force_open, gate_set.fixed_decisions = held, fixed
+            gate_set.masks, gate_set.logits, gate_set.cost_masks, gate_set.activity = batch_state
             for m, momentum in zip(norms, momenta, strict=True):
                 m.momentum = momentum
 
@@ -91,8 +94,8 @@ class Sandwich:
             return None
         if inputs is None or labels is None:
             raise ValueError("width gates run the batch again at other widths: pass extra_loss(inputs=x, labels=y)")
-        # the plain model under DDP: its one forward per step is the training pass; the gradients of the extra
-        # passes join it in the same backward, where DDP all-reduces every parameter's total once
+        # the plain model under DDP (the gate target; the supernet phase is refused under torchrun, its held-open
+        # gates get no gradient): the extra pass runs without gradients, the training pass is DDP's one forward
         plain = getattr(model, "module", model)
         return self.loss(plain, inputs, logits) if supernet else self.target_loss(plain, inputs, labels)
 

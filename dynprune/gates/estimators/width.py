@@ -82,7 +82,7 @@ PER_GROUP_OPTIONS = {
 class Width(Estimator):
     name = "width"
     Options = WidthOptions
-    summary = "one of --width-choices per input and site: the first w channels (by L1), an ordinal decision"
+    summary = "one of --width-choices per input and site: the first w channels (by --gate-criterion), ordinal"
 
     def __init__(self, options: WidthOptions | None = None) -> None:
         super().__init__(options)
