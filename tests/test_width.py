@@ -267,7 +267,7 @@ def test_width_terms_need_the_batch():
 
 def test_the_supernet_phase_is_refused_under_torchrun(monkeypatch):
     """Held open, the gates get no gradient, which DDP (no find_unused_parameters) cannot take: one clear error."""
-    import dynprune.gates.method as gated
+    import dynprune.gates.training as gated
     from dynprune.distributed import DistContext
 
     _, gates = supernet_gates(0.5)
