@@ -70,7 +70,9 @@ def test_whole_plan_is_validated_before_anything_runs(tmp_path, overrides, messa
 
 @pytest.mark.parametrize(("weight", "expected"), [(None, 20.0), (50.0, 50.0)])
 def test_gate_budget_weight_is_the_recipes_unless_given(tmp_path, weight, expected):
-    cells = build_plan(plan_config(tmp_path, methods=["ste", "topk"], targets=[0.5], gate_budget_weight=weight))
+    cells = build_plan(
+        plan_config(tmp_path, methods=["dense", "ste", "topk"], targets=[0.5], gate_budget_weight=weight)
+    )
     values = {cell.method: cell.values for cell in cells}
     assert values["ste"]["budget_weight"] == expected  # ste's recipe: 20 (gates/estimator.py HELD_PER_SITE)
     assert values["topk"]["budget_warmup_epochs"] == pytest.approx(9 / 4)  # its k slides over a quarter
@@ -193,7 +195,9 @@ def test_a_cell_with_a_cut_result_is_not_done(tmp_path, text, done):
 
 
 def test_scratch_gates_get_the_whole_budget_of_a_fine_tuned_row_and_no_dense_start(tmp_path):
-    cfg = plan_config(tmp_path, methods=["topk", "topk-scratch"], targets=[0.25], dense_epochs=9, epochs=6, lr=0.05)
+    cfg = plan_config(
+        tmp_path, methods=["dense", "topk", "topk-scratch"], targets=[0.25], dense_epochs=9, epochs=6, lr=0.05
+    )
     cells = {c.method: c.values for c in build_plan(cfg)}
     scratch, tuned = cells["topk-scratch"], cells["topk"]
     assert (scratch["epochs"], scratch["lr"], scratch["budget_warmup_epochs"]) == (15, cfg.dense_lr, 15 / 4)
@@ -203,9 +207,10 @@ def test_scratch_gates_get_the_whole_budget_of_a_fine_tuned_row_and_no_dense_sta
     }  # otherwise topk's own cell: its recipe, target and data
 
 
-
 def test_distill_gives_every_cell_but_dense_its_seeds_dense_teacher_from_scratch_cells_too(tmp_path):
-    cfg = plan_config(tmp_path, methods=["l1-filter", "topk-scratch"], targets=[0.25], seeds=[0, 1], distill=True)
+    cfg = plan_config(
+        tmp_path, methods=["dense", "l1-filter", "topk-scratch"], targets=[0.25], seeds=[0, 1], distill=True
+    )
     cells = build_plan(cfg)
     for cell in cells:
         if cell.method == "dense":
@@ -216,10 +221,30 @@ def test_distill_gives_every_cell_but_dense_its_seeds_dense_teacher_from_scratch
     scratch = [c for c in cells if c.method == "topk-scratch"]
     assert len(scratch) == 2 and all("init" not in c.values for c in scratch)  # still no dense start
 
+
+@pytest.mark.parametrize(
+    ("methods", "distill", "named"),
+    [(["l1-filter", "narrow"], False, "l1-filter start from"), (["topk-scratch"], True, "topk-scratch start from or")],
+)
+def test_a_plan_whose_cells_need_a_dense_model_nobody_provides_is_refused(tmp_path, methods, distill, named):
+    """Neither dense among the methods, nor --dense, nor a finished dense folder: one line before anything trains
+    (before, each cell failed on its own at run time). With the seed's checkpoint in place the plan is accepted."""
+    cfg = plan_config(tmp_path, methods=methods, targets=[0.25], distill=distill)
+    with pytest.raises(ConfigError, match=f"{named}.*'dense' is not among --methods.*s0/checkpoint.pt"):
+        build_plan(cfg)
+    if distill:  # a dense model trained earlier into the comparison's folder is a source too
+        checkpoint = tmp_path / "cmp" / "dense" / "s0" / "checkpoint.pt"
+        checkpoint.parent.mkdir(parents=True)
+        checkpoint.write_bytes(b"")
+        assert [c.values["distill"] for c in build_plan(cfg)] == [str(checkpoint)]
+
+
 def test_random_search_cells_run_the_search_without_an_agent(tmp_path):
     """rl and random-search side by side: the same evaluator, walls and number of strategies; only the agent
     differs (random-search ignores search_algo)."""
-    cells = build_plan(plan_config(tmp_path, methods=["rl", "random-search"], targets=[0.5], search_episodes=12))
+    cells = build_plan(
+        plan_config(tmp_path, methods=["dense", "rl", "random-search"], targets=[0.5], search_episodes=12)
+    )
     args = {c.method: c.search_args for c in cells if c.method != "dense"}
 
     def value(method: str, flag: str) -> str:
@@ -228,7 +253,6 @@ def test_random_search_cells_run_the_search_without_an_agent(tmp_path):
     assert value("rl", "--algo") == "ddpg" and value("random-search", "--algo") == "random"
     for flag in ("--episodes", "--val-subset", "--r-max", "--target-macs", "--init"):
         assert value("rl", flag) == value("random-search", flag), flag
-
 
 
 @pytest.mark.parametrize("preset", sorted((REPO / "configs/compare").glob("*.yaml")), ids=lambda p: p.name)

@@ -73,9 +73,26 @@ def build_plan(cfg: CompareConfig) -> list[Cell]:
         for target in cfg.targets if method.uses_target else [1.0]:
             for seed in cfg.seeds:
                 cells.append(_cell(cfg, method, target, seed, base, cost, data, out))
+    _check_dense_source(cfg, methods)
     n_train = len(data.train) if cfg.train_subset <= 0 else cfg.train_subset
     _estimate(cfg, cells, dense_model, shape, data.num_classes, n_train)
     return cells
+
+
+def _check_dense_source(cfg: CompareConfig, methods: list[CompareMethod]) -> None:
+    """A cell that starts from (or learns from) its seed's dense model needs that model: trained in this
+    comparison (a reference method among --methods), given (--dense), or already in the run folder."""
+    if cfg.dense is not None or any(m.is_reference for m in methods):
+        return
+    needing = [m.name for m in methods if m.from_dense or cfg.distill]
+    missing = [seed for seed in cfg.seeds if not dense_checkpoint(cfg, seed).is_file()]
+    if needing and missing:
+        why = "start from" if not cfg.distill else "start from or learn from (distill: true)"
+        raise ConfigError(
+            f"{', '.join(needing)} {why} each seed's dense model, but 'dense' is not among --methods, no --dense "
+            f"checkpoint is given and {dense_checkpoint(cfg, missing[0])} does not exist; add dense to --methods "
+            "or pass --dense CHECKPOINT"
+        )
 
 
 def dense_checkpoint(cfg: CompareConfig, seed: int) -> Path:
