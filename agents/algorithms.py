@@ -138,9 +138,8 @@ for _name, _class, _description in (
     ("ddpg", DDPG, "DDPG (AMC's agent): random warm-up, then truncated-normal noise decaying per episode"),
     ("td3", TD3, "TD3: DDPG with twin critics and delayed actor updates, same exploration"),
 ):
-    ALGORITHMS.add(_name, Algorithm(_name, _noisy(_class), _description, True, warms_up=True))
+    ALGORITHMS.add(Algorithm(_name, _noisy(_class), _description, True, warms_up=True))
 ALGORITHMS.add(
-    "sac",
     Algorithm(
         "sac",
         _sb3(lambda env, cfg, space: SAC("MlpPolicy", env, policy_kwargs=amc_net(), **_off_policy_kwargs(cfg, space))),
@@ -168,7 +167,7 @@ def _ppo(env: VecEnv, cfg: Settings, space: SearchSpace) -> PPO:
     )
 
 
-ALGORITHMS.add("ppo", Algorithm("ppo", _sb3(_ppo), "PPO: on-policy, 4 episodes per environment per update", True))
+ALGORITHMS.add(Algorithm("ppo", _sb3(_ppo), "PPO: on-policy, 4 episodes per environment per update", True))
 
 
 def _baseline_loop(env: VecEnv, sink: EpisodeSink, act: Callable[[np.ndarray], np.ndarray]) -> None:
@@ -191,5 +190,5 @@ def _random(env: VecEnv, cfg: Settings, space: SearchSpace, sink: EpisodeSink, c
     _baseline_loop(env, sink, lambda obs: rng.uniform(-1.0, 1.0, (len(obs), 1)).astype(np.float32))
 
 
-ALGORITHMS.add("uniform", Algorithm("uniform", _uniform, "the same ratio at every site (one episode)", False))
-ALGORITHMS.add("random", Algorithm("random", _random, "uniformly random ratios inside the budget walls", False))
+ALGORITHMS.add(Algorithm("uniform", _uniform, "the same ratio at every site (one episode)", False))
+ALGORITHMS.add(Algorithm("random", _random, "uniformly random ratios inside the budget walls", False))

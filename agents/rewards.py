@@ -38,13 +38,11 @@ class Reward:
 
 
 REWARDS: Registry[Reward] = Registry("reward")
-REWARDS.add("accuracy", Reward("accuracy", lambda acc, macs, ms: acc / 100.0, False, "validation top-1 (fraction)"))
+REWARDS.add(Reward("accuracy", lambda acc, macs, ms: acc / 100.0, False, "validation top-1 (fraction)"))
 REWARDS.add(
-    "log-macs",
     Reward("log-macs", lambda acc, macs, ms: -(1.0 - acc / 100.0) * math.log(macs), False, "-error * log(MACs)"),
 )
 REWARDS.add(
-    "latency",
     Reward(
         "latency",
         lambda acc, macs, ms: -(1.0 - acc / 100.0) * math.log(ms),

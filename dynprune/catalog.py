@@ -27,7 +27,7 @@ from .registry import Registry
 
 TRAINING_METHODS: Registry[MethodSpec] = Registry("training method")
 for _spec in (DENSE, GATED, STATIC):
-    TRAINING_METHODS.add(_spec.family, _spec)
+    TRAINING_METHODS.add(_spec)
 
 
 def option_groups() -> Groups:

@@ -43,6 +43,11 @@ class MethodSpec:
     #: variant -> the option values it measured best with (defaults of the CLI where no flag or preset sets them)
     recipe: Callable[[str], Mapping[str, Any]] = lambda variant: {}
 
+    @property
+    def name(self) -> str:
+        """The name the catalog registers it under."""
+        return self.family
+
 
 class Method:
     """The dense baseline; subclasses override the hooks they need."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -19,19 +19,18 @@ class Registry(Generic[T]):
         self.kind = kind
         self._items: dict[str, T] = {}
 
-    def add(self, name: str, item: T) -> T:
+    def add(self, item: T) -> T:
+        """Register ``item`` under its own name: its ``name`` attribute, else (a plain function) its
+        ``__name__``. The one way anything is registered: a call for an object (``REWARDS.add(Reward("accuracy",
+        ...))``), a decorator for a function or class (``@MODELS.add``), and what ``discover`` does per file.
+        Returns the item."""
+        name = getattr(item, "name", None) or getattr(item, "__name__", None)
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"a {self.kind} needs a name (a `name` attribute or a function's __name__): {item!r}")
         if name in self._items:
             raise ValueError(f"{self.kind} {name!r} registered twice")
         self._items[name] = item
         return item
-
-    def register(self, name: str | None = None) -> Callable[[T], T]:
-        """Decorator; the name defaults to the decorated object's ``__name__``."""
-
-        def wrap(item: T) -> T:
-            return self.add(name or item.__name__, item)
-
-        return wrap
 
     def discover(self, package: str, attribute: str) -> Registry[T]:
         """Add the ``attribute`` of every module of ``package`` (one plug-in per file), under its ``name``.
@@ -42,8 +41,7 @@ class Registry(Generic[T]):
         folder = importlib.import_module(package).__path__
         for info in sorted(pkgutil.iter_modules(folder), key=lambda i: i.name):
             if not info.name.startswith("_"):
-                item = getattr(importlib.import_module(f"{package}.{info.name}"), attribute)
-                self.add(item.name, item)
+                self.add(getattr(importlib.import_module(f"{package}.{info.name}"), attribute))
         return self
 
     def get(self, name: str) -> T:

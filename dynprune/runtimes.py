@@ -28,13 +28,13 @@ RUNTIMES: Registry[RuntimeFn] = Registry("runtime")
 DEPLOY_EXTRA = "ONNX export needs the deploy extra: pip install -e '.[deploy]' (onnx, onnxscript, onnxruntime)"
 
 
-@RUNTIMES.register("eager")
+@RUNTIMES.add
 def eager(module: nn.Module, example: torch.Tensor, threads: int) -> Executor:
     """The module as it is."""
     return module
 
 
-@RUNTIMES.register("compiled")
+@RUNTIMES.add
 def compiled(module: nn.Module, example: torch.Tensor, threads: int) -> Executor:
     """``torch.compile`` for this input shape (compiled on the first call, here, so timing sees none of it)."""
     # Every compile of the same model class adds an entry to the cache of the same code objects; past dynamo's
@@ -90,8 +90,8 @@ class OrtExecutor:
         return torch.from_numpy(out)
 
 
-@RUNTIMES.register("onnxruntime")
-def onnx_runtime(module: nn.Module, example: torch.Tensor, threads: int) -> Executor:
+@RUNTIMES.add
+def onnxruntime(module: nn.Module, example: torch.Tensor, threads: int) -> Executor:
     """Exported for this input shape, run by ONNX Runtime's CPU provider."""
     with tempfile.TemporaryDirectory() as folder:
         path = export_onnx(module, example, Path(folder) / "model.onnx")

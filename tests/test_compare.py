@@ -54,6 +54,7 @@ def plan_config(tmp_path: Path, **kw) -> CompareConfig:
         ({"methods": ["l1-filter"], "dense": "nowhere/checkpoint.pt"}, "no such checkpoint"),
         ({"methods": ["l1-filter"], "dense": "dense-run/checkpoint.pt"}, "its run has not finished"),
         ({"methods": ["rl"], "search_algo": "bogus"}, "--algo got 'bogus'; allowed: "),  # the search's own parser
+        ({"methods": ["rl"], "search_criterion": "bogus"}, "--criterion got 'bogus'"),
     ],
 )
 def test_whole_plan_is_validated_before_anything_runs(tmp_path, overrides, message):
@@ -242,16 +243,23 @@ def test_a_plan_whose_cells_need_a_dense_model_nobody_provides_is_refused(tmp_pa
 def test_random_search_cells_run_the_search_without_an_agent(tmp_path):
     """rl and random-search side by side: the same evaluator, walls and number of strategies; only the agent
     differs (random-search ignores search_algo)."""
-    cells = build_plan(
-        plan_config(tmp_path, methods=["dense", "rl", "random-search"], targets=[0.5], search_episodes=12)
+    cfg = plan_config(
+        tmp_path,
+        methods=["dense", "rl", "random-search"],
+        targets=[0.5],
+        search_episodes=12,
+        search_criterion="slim-filter",
     )
+    cells = build_plan(cfg)
     args = {c.method: c.search_args for c in cells if c.method != "dense"}
+    assert {c.values["prune"] for c in cells if c.method != "dense"} == {"slim-filter"}  # prunes as it scored
 
     def value(method: str, flag: str) -> str:
         return args[method][args[method].index(flag) + 1]
 
     assert value("rl", "--algo") == "ddpg" and value("random-search", "--algo") == "random"
-    for flag in ("--episodes", "--val-subset", "--r-max", "--target-macs", "--init"):
+    assert value("rl", "--criterion") == "slim-filter"
+    for flag in ("--episodes", "--val-subset", "--r-max", "--target-macs", "--init", "--criterion"):
         assert value("rl", flag) == value("random-search", flag), flag
 
 

@@ -479,4 +479,56 @@ def test_a_criterion_sees_the_coupled_group_network_slimming_keeps_the_largest_b
 def _criterion(name: str):
     from dynprune.prune.criteria import CRITERIA
 
-    return CRITERIA[name][0]()
+    return CRITERIA[name]()
+
+
+def _slimmable_site_model():
+    """A ResNet-20 whose first site's BN scales fall with the channel index while its first 4 filters are the
+    smallest by norm: slim-filter keeps the low indices, l1/l2 drop channels 0-3."""
+    torch.manual_seed(0)
+    model = create_model("resnet20", 1, 10, 28, width=0.5)
+    site = model.channel_sites()[0]
+    bn = model.get_submodule(site.bn)
+    with torch.no_grad():
+        bn.weight.copy_(torch.arange(bn.weight.numel(), 0, -1, dtype=torch.float))
+        model.get_submodule(site.producer).weight[:4] *= 1e-3
+    return model, site
+
+
+@pytest.mark.parametrize("name", ["sfp", "global-filter"])
+def test_sfp_and_global_filter_rank_by_the_chosen_criterion(name):
+    """--prune-criterion reaches the pruners whose ranking is a parameter: their masks follow the criterion."""
+    from dynprune.prune.pruners import PRUNERS
+
+    default = PRUNERS[name]
+    slim = default.with_criterion("slim-filter")
+    assert (default.criterion, slim.criterion) == ("l2-filter", "slim-filter") and "slim-filter" in slim.description
+    model, site = _slimmable_site_model()
+    cost = CostModel.from_model(model, (1, 28, 28))
+    ratios = {s.name: 0.5 for s in model.channel_sites()}
+    slim.apply(model, model.channel_sites(), ratios, cost)
+    kept = channel_mask(model, site).nonzero().flatten().tolist()
+    assert set(range(4)) <= set(kept)  # the smallest filters, largest BN scales: kept by slimming
+    l2_model, _ = _slimmable_site_model()
+    default.apply(l2_model, l2_model.channel_sites(), ratios, cost)
+    assert not set(range(4)) & set(channel_mask(l2_model, site).nonzero().flatten().tolist())
+
+
+def test_sfp_process_zeroes_by_the_pruners_criterion():
+    from dynprune.prune.criteria import BatchNormScale, L2Norm
+
+    for criterion, expected in (("slim-filter", BatchNormScale), (None, L2Norm)):
+        model, site = _slimmable_site_model()
+        method = StaticPruneMethod("sfp", ratios={s.name: 0.5 for s in model.channel_sites()}, criterion=criterion)
+        method.prepare(model, (1, 28, 28))
+        assert type(method.process.criterion) is expected
+        method.process._soft_zero(model)  # what SFP does after an epoch
+        zeroed = current(model.get_submodule(site.producer), "weight").flatten(1).abs().sum(1) == 0
+        assert bool(zeroed[:4].all()) is (criterion is None)  # l2 zeroes the 4 small filters, slimming keeps them
+
+
+def test_a_criterion_for_a_pruner_that_is_its_own_criterion_is_refused_in_one_line():
+    with pytest.raises(ConfigError, match="--prune-criterion is for the pruners that rank by a chosen criterion"):
+        StaticPruneMethod("l1-filter", criterion="l2-filter")
+    with pytest.raises(ConfigError, match="--prune-criterion"):
+        train_config({"prune": "sfp", "prune_criterion": "magic"})

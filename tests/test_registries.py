@@ -132,3 +132,27 @@ def test_every_pruner_prunes_a_tiny_model_to_its_target_in_the_quick_tier(name):
     narrow = pruning.remove()
     assert dynprune.macs(narrow, (1, 28, 28)) == pytest.approx(pruning.macs_ratio() * dense_macs, rel=1e-6)
     torch.testing.assert_close(narrow(x), masked, atol=1e-4, rtol=1e-4)
+
+
+def test_every_registry_registers_an_item_under_its_own_name_once():
+    """The one registration style: ``add(item)`` keys it by ``item.name`` (or a function's ``__name__``), works as
+    a decorator, and refuses a second item of the same name or an item without one."""
+    from dynprune.registry import Registry
+
+    registry: Registry = Registry("thing")
+
+    @registry.add
+    def pick() -> int:
+        return 1
+
+    class Named:
+        name = "named-thing"
+
+    registry.add(Named)
+    assert registry.names() == ["named-thing", "pick"] and registry["pick"] is pick
+    with pytest.raises(ValueError, match="thing 'pick' registered twice"):
+        registry.add(pick)
+    with pytest.raises(TypeError, match="a thing needs a name"):
+        registry.add(3)
+    for name, criterion in CRITERIA.items():  # criteria carry their names, as every registered item does
+        assert criterion.name == name and criterion.description

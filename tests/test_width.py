@@ -247,9 +247,12 @@ def test_the_gate_target_asks_for_the_narrowest_width_exactly_where_the_narrowes
     labels = narrow_pred.clone()
     labels[:3] = (labels[:3] + 1) % 10  # the narrowest network is wrong on the first three, right on the rest
     want = torch.tensor([1.0, 1, 1, 0, 0, 0])
-    expected = 2.0 * torch.stack(
-        [F.binary_cross_entropy_with_logits(v, want[:, None].expand_as(v)) for v in logits.values()]
-    ).mean()
+    expected = (
+        2.0
+        * torch.stack(
+            [F.binary_cross_entropy_with_logits(v, want[:, None].expand_as(v)) for v in logits.values()]
+        ).mean()
+    )
     loss, logs = gates.method.extra_loss(model, out, 5, 1, inputs=x, labels=labels)
     assert logs["narrowest_wrong"] == pytest.approx(0.5)
     assert logs["gate_target_loss"] == pytest.approx(expected.item(), rel=1e-4)

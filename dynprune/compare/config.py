@@ -40,6 +40,10 @@ class CompareConfig:
     search_episodes: int = option(200, "rl: episodes of the policy search")
     search_algo: str = option("ddpg", "rl: search algorithm (python -m agents.search --help)")
     search_val_subset: int = option(2000, "rl: validation images scored per strategy")
+    search_criterion: str = option(
+        "l1-filter",
+        "rl: the criterion the search scores strategies with and the fine-tune prunes by (agents.search --criterion)",
+    )
     search_r_max: float = option(DEFAULT_R_MAX, "rl: the largest pruning ratio the search may give a site (--r-max)")
     threads: int = option(0, "torch CPU threads per cell (0 = torch's default, or cores / workers with --workers)")
     workers: int = option(1, "cells run in parallel processes (each with --threads threads)")

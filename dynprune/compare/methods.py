@@ -172,6 +172,7 @@ class PolicySearch:
         settings = (
             *("--algo", self.algo or cfg.search_algo, "--episodes", str(cfg.search_episodes)),
             *("--val-subset", str(cfg.search_val_subset), "--r-max", str(cfg.search_r_max)),
+            *("--criterion", cfg.search_criterion),
             *("--warmup-episodes", str(warmup), "--wandb", cfg.wandb, "--threads", str(cfg.cell_threads)),
             *("--baselines", "none", "--no-progress"),
         )
@@ -218,7 +219,8 @@ class RLMethod(PolicySearch, CompareMethod):
     family = "rl"
 
     def overrides(self, cfg: CompareConfig, target: float) -> dict[str, Any]:
-        return {"prune": "l1-filter", "hard": True}  # + ratios from the cell's own search (prepare_cell)
+        # the search's criterion prunes the fine-tune too; + ratios from the cell's own search (prepare_cell)
+        return {"prune": cfg.search_criterion, "hard": True}
 
 
 class RLDensityGates(PolicySearch, GatedCompare):
@@ -278,21 +280,21 @@ def width_for_macs(model: str, target_macs: float, in_channels: int, num_classes
 COMPARE_METHODS: Registry[CompareMethod] = Registry("compared method")
 
 
-def _register(method: CompareMethod) -> None:
-    COMPARE_METHODS.add(method.name, method)
-
-
-_register(DenseMethod("dense", "the unpruned model"))
+COMPARE_METHODS.add(DenseMethod("dense", "the unpruned model"))
 for _name, _pruner in PRUNERS.items():  # every static pruner; structured ones hard-pruned
     _how = "channels removed physically (--hard)" if _pruner.structured else "(MACs counted as nonzero-weight MACs)"
-    _register(StaticMethod(_name, f"{_pruner.description}; {_how}", _pruner.structured))
+    COMPARE_METHODS.add(StaticMethod(_name, f"{_pruner.description}; {_how}", _pruner.structured))
 for _name, _estimator in ESTIMATORS.items():  # every gate estimator, with its recipe for short fine-tunes
-    _register(GatedCompare(_name, f"dynamic {_name} gates: {_estimator.summary}"))
+    COMPARE_METHODS.add(GatedCompare(_name, f"dynamic {_name} gates: {_estimator.summary}"))
     for _variant, (_recipe, _what) in _estimator.variants.items():  # other measured starts, named for what they are
         _recipe = {**_estimator.recipe, **_recipe}
-        _register(GatedCompare(f"{_name}-{_variant}", f"{_name} gates, {_what}", _name, _recipe))
-_register(ScratchGates("topk-scratch", "topk gates trained with the backbone from scratch (no dense start)", "topk"))
-_register(RLMethod("rl", "per-site ratios searched by an RL agent (agents.search), then fine-tuned as l1-filter"))
+        COMPARE_METHODS.add(GatedCompare(f"{_name}-{_variant}", f"{_name} gates, {_what}", _name, _recipe))
+COMPARE_METHODS.add(
+    ScratchGates("topk-scratch", "topk gates trained with the backbone from scratch (no dense start)", "topk")
+)
+COMPARE_METHODS.add(
+    RLMethod("rl", "per-site ratios searched by an RL agent (agents.search), then fine-tuned as its criterion's pruner")
+)
 
 
 class RandomSearchMethod(RLMethod):
@@ -301,20 +303,20 @@ class RandomSearchMethod(RLMethod):
     algo = "random"
 
 
-_register(
+COMPARE_METHODS.add(
     RandomSearchMethod(
         "random-search", "per-site ratios: the best of as many random budget-meeting strategies as rl tries"
     )
 )
-_register(
+COMPARE_METHODS.add(
     RLDensityGates(
         "topk-rl",
         "hybrid: per-site densities from an RL search (policy.json), topk gates choose the channels per input",
         gate="topk",
     )
 )
-_register(CompactMethod("narrow", "the same model at a width multiplier of matched MACs, from scratch", None))
-_register(CompactMethod("mobilenetv2", "MobileNetV2 at a width of matched MACs, from scratch", "mobilenetv2"))
+COMPARE_METHODS.add(CompactMethod("narrow", "the same model at a width multiplier of matched MACs, from scratch", None))
+COMPARE_METHODS.add(CompactMethod("mobilenetv2", "MobileNetV2 at a width of matched MACs, from scratch", "mobilenetv2"))
 
 
 def compare_method(name: str) -> CompareMethod:

@@ -23,7 +23,7 @@ class SiteModel(nn.Module):
 ModelFn = Callable[..., SiteModel]
 MODELS: Registry[ModelFn] = Registry("model")
 UnknownModelError = UnknownNameError
-register_model = MODELS.register()
+register_model = MODELS.add  # ``@register_model``: the registry's one way, named for the zoo files
 
 
 def with_recipe(**values: Any) -> Callable[[ModelFn], ModelFn]:

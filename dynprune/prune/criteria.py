@@ -3,9 +3,9 @@
 A criterion sees the coupled group, as Torch-Pruning's ``Importance.__call__(group)`` does: the producer's
 weight (filters as rows), the BN right after it, and the consumers' input weights, so weight norms, network
 slimming's BN scale or a consumer-side score are each one small class. Higher score = more important = kept
-longer. A criterion registered with ``@criterion(name, description)`` becomes the per-site structured pruner
-``--prune NAME`` (``prune/pruners.py`` builds one for each); gate initialisation and the RL search's scorer take
-a criterion too. Adding a criterion is adding its class here.
+longer. A criterion class registered with ``@CRITERIA.add`` (its ``name`` and ``description``) becomes the
+per-site structured pruner ``--prune NAME`` (``prune/pruners.py`` builds one for each); gate initialisation, the
+RL search's scorer, sfp and global-filter take a criterion too. Adding a criterion is adding its class here.
 """
 
 from __future__ import annotations
@@ -40,42 +40,46 @@ class ChannelGroup:
 
 
 Criterion = Callable[[ChannelGroup], torch.Tensor]
-#: name -> (criterion class, description)
-CRITERIA: Registry[tuple[type, str]] = Registry("filter criterion")
+#: name -> criterion class (its ``name`` and ``description`` class attributes)
+CRITERIA: Registry[type] = Registry("filter criterion")
 
 
-def criterion(name: str, description: str) -> Callable[[type], type]:
-    def wrap(cls: type) -> type:
-        CRITERIA.add(name, (cls, description))
-        return cls
-
-    return wrap
-
-
-@criterion("l1-filter", "per site, drop the filters of smallest L1 norm")
+@CRITERIA.add
 class L1Norm:
+    name = "l1-filter"
+    description = "per site, drop the filters of smallest L1 norm"
+
     def __call__(self, group: ChannelGroup) -> torch.Tensor:
         return group.weight.detach().flatten(1).abs().sum(dim=1)
 
 
-@criterion("l2-filter", "per site, drop the filters of smallest L2 norm")
+@CRITERIA.add
 class L2Norm:
+    name = "l2-filter"
+    description = "per site, drop the filters of smallest L2 norm"
+
     def __call__(self, group: ChannelGroup) -> torch.Tensor:
         return group.weight.detach().flatten(1).norm(dim=1)
 
 
-@criterion("fpgm-filter", "per site, drop the filters nearest the geometric median (FPGM, He et al. 2019)")
+@CRITERIA.add
 class GeometricMedianDistance:
     """FPGM: a filter close to the others' geometric median is replaceable by them, whatever its norm. The
     summed distance to every other filter of the layer scores it (the minimiser of that sum is the median)."""
+
+    name = "fpgm-filter"
+    description = "per site, drop the filters nearest the geometric median (FPGM, He et al. 2019)"
 
     def __call__(self, group: ChannelGroup) -> torch.Tensor:
         flat = group.weight.detach().flatten(1).double()
         return torch.cdist(flat, flat).sum(dim=1).to(group.weight.dtype)
 
 
-@criterion("random-filter", "per site, drop random filters")
+@CRITERIA.add
 class RandomScore:
+    name = "random-filter"
+    description = "per site, drop random filters"
+
     def __init__(self, seed: int = 0) -> None:
         self.generator = torch.Generator().manual_seed(seed)
 
@@ -83,10 +87,13 @@ class RandomScore:
         return torch.rand(group.weight.shape[0], generator=self.generator).to(group.weight.device)
 
 
-@criterion("slim-filter", "per site, drop the channels of smallest BN scale |gamma| (network slimming, Liu 2017)")
+@CRITERIA.add
 class BatchNormScale:
     """Network slimming's criterion: the BN scale after the producer says how much a channel passes on (without
     a BN, the producer's L1 norm)."""
+
+    name = "slim-filter"
+    description = "per site, drop the channels of smallest BN scale |gamma| (network slimming, Liu 2017)"
 
     def __call__(self, group: ChannelGroup) -> torch.Tensor:
         if group.bn_scale is None:
@@ -96,7 +103,7 @@ class BatchNormScale:
 
 def make_criterion(name: str) -> Criterion:
     """A registered criterion by its name (``l1-filter``, ``slim-filter``, ...)."""
-    return CRITERIA[name][0]()
+    return CRITERIA[name]()
 
 
 def lowest(scores: torch.Tensor, n: int) -> torch.Tensor:

@@ -17,6 +17,7 @@ from ..config import TrainConfig
 from ..cost import CostModel
 from ..methods import Method, MethodSpec
 from ..sites import NO_SITES, probe_forward, slice_site, slice_sites
+from .criteria import CRITERIA
 from .masks import channel_mask, make_permanent, prunable_weights, sparsity
 from .pruners import PRUNERS, get_pruner
 from .ratios import resolver
@@ -31,12 +32,20 @@ class PruneOptions:
     prune_steps: int = option(1, "static: pruning events (1 = one-shot), spread over the first half of training")
     prune_schedule: Literal["cubic", "linear"] = option("cubic", "static: ramp of the ratio over the events")
     hard: bool = option(False, "static structured: remove pruned channels physically at the end")
+    prune_criterion: str | None = option(
+        None,
+        "static: the ranking of the pruners that take one (sfp, global-filter; default l2-filter), any registered "
+        "criterion",
+        choices=lambda: CRITERIA.names(),
+    )
 
     def validate(self) -> None:
         if self.ratio is not None:
             check_ratio(self.ratio)
         if self.ratio is not None and self.ratios is not None:
             raise ConfigError("--ratio and --ratios both given; choose one")
+        if self.prune_criterion is not None and self.prune_criterion not in CRITERIA:
+            raise ConfigError(f"--prune-criterion got {self.prune_criterion!r}; allowed: {', '.join(CRITERIA.names())}")
         if self.prune_steps < 1:
             raise ConfigError(f"--prune-steps must be >= 1, got {self.prune_steps}")
 
@@ -50,9 +59,12 @@ class StaticPruneMethod(Method):
         steps: int = 1,
         schedule: str = "cubic",
         hard: bool = False,
+        criterion: str | None = None,
     ) -> None:
         self.name = prune
         self.pruner = get_pruner(prune)
+        if criterion is not None:  # sfp and global-filter rank by a chosen criterion; the others refuse one
+            self.pruner = self.pruner.with_criterion(criterion)
         self.structured = self.pruner.structured
         self._ratios = dict(ratios) if ratios else None
         self._resolve = resolve_ratios  # (cost, structured[, macs curve]) -> ratios, when they depend on the model
@@ -66,7 +78,14 @@ class StaticPruneMethod(Method):
     def from_config(cls, cfg: TrainConfig, prune: str) -> StaticPruneMethod:
         o: PruneOptions = cfg.options["static"]
         resolve = resolver(o.ratio, o.ratios, cfg.target_macs)
-        return cls(prune, resolve_ratios=resolve, steps=o.prune_steps, schedule=o.prune_schedule, hard=o.hard)
+        return cls(
+            prune,
+            resolve_ratios=resolve,
+            steps=o.prune_steps,
+            schedule=o.prune_schedule,
+            hard=o.hard,
+            criterion=o.prune_criterion,
+        )
 
     def prepare(self, model: nn.Module, input_shape: Sequence[int]) -> nn.Module:
         super().prepare(model, input_shape)

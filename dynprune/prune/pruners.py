@@ -13,6 +13,7 @@ import torch
 import torch.nn.utils.prune as tprune
 from torch import nn
 
+from ..base import ConfigError
 from ..cost import CostModel
 from ..registry import Registry
 from ..sites import ChannelSite, site_width
@@ -32,23 +33,24 @@ class Pruner:
     # (model, cost) -> (sparsity -> nonzero-weight MACs / dense), for methods whose per-layer sparsity varies
     macs_curve: Callable[[nn.Module, CostModel], Callable[[float], float]] | None = None
     process: type[PruneProcess] = field(default=ScheduledPruning)  # how the masks evolve over the fine-tune
+    #: pruners whose ranking is a parameter (sfp, global-filter): criterion class -> the pruner ranking by it
+    ranked_by: Callable[[type], Pruner] | None = None
+    criterion: str | None = None  # the criterion it ranks by, for those
+
+    def with_criterion(self, name: str) -> Pruner:
+        """This pruner ranking channels by the registered criterion ``name`` (``--prune-criterion``)."""
+        if self.ranked_by is None:
+            takes = ", ".join(n for n, p in PRUNERS.items() if p.ranked_by is not None)
+            raise ConfigError(
+                f"--prune-criterion is for the pruners that rank by a chosen criterion ({takes}); --prune "
+                f"{self.name} is its own criterion"
+            )
+        if name not in CRITERIA:
+            raise ConfigError(f"--prune-criterion got {name!r}; allowed: {', '.join(CRITERIA.names())}")
+        return self.ranked_by(CRITERIA[name])
 
 
 PRUNERS: Registry[Pruner] = Registry("pruning method")
-
-
-def register_pruner(
-    name: str,
-    structured: bool,
-    description: str,
-    macs_curve: Callable | None = None,
-    process: type[PruneProcess] = ScheduledPruning,
-):
-    def wrap(fn: Callable[..., None]) -> Callable[..., None]:
-        PRUNERS.add(name, Pruner(name, structured, fn, description, macs_curve, process))
-        return fn
-
-    return wrap
 
 
 def get_pruner(name: str) -> Pruner:
@@ -81,21 +83,36 @@ def _per_site(criterion_factory: Callable[[], Criterion]):
     return apply
 
 
-for _name, (_criterion, _description) in CRITERIA.items():
-    register_pruner(_name, True, _description)(_per_site(_criterion))
-# SFP's final masks are l2-filter's; its process zeroes them softly first (one-shot use, e.g. sensitivity: l2)
-register_pruner(
-    "sfp",
-    True,
-    "soft filter pruning: zero lowest-L2 filters every epoch, regrowth allowed, masked for the last quarter",
-    process=SoftFilterPruning,
-)(_per_site(L2Norm))
+for _name, _criterion in CRITERIA.items():
+    PRUNERS.add(Pruner(_name, True, _per_site(_criterion), _criterion.description))
 
 
-def global_filter_keep(model: nn.Module, sites: Sequence[ChannelSite], fraction: float) -> dict[str, torch.Tensor]:
-    """Rank channels of all sites together by L2 norm divided by the site's mean norm (raw norms are not
-    comparable across layers) and drop the lowest ``fraction`` of them, keeping >= 1 channel per site."""
-    scores = {s.name: filter_scores(model, s, L2Norm()) for s in sites}
+def _sfp(criterion: type) -> Pruner:
+    """SFP ranking by ``criterion`` (the paper's: L2): its process zeroes the lowest-ranked filters softly every
+    epoch; its final masks are that criterion's per-site masks (one-shot use, e.g. sensitivity)."""
+    return Pruner(
+        "sfp",
+        True,
+        _per_site(criterion),
+        f"soft filter pruning: zero the lowest-ranked filters ({criterion.name}) every epoch, regrowth allowed, "
+        "masked for the last quarter",
+        process=SoftFilterPruning,
+        ranked_by=_sfp,
+        criterion=criterion.name,
+    )
+
+
+PRUNERS.add(_sfp(L2Norm))
+
+
+def global_filter_keep(
+    model: nn.Module, sites: Sequence[ChannelSite], fraction: float, criterion: Criterion | None = None
+) -> dict[str, torch.Tensor]:
+    """Rank channels of all sites together by ``criterion`` (default L2 norm) divided by the site's mean score
+    (raw scores are not comparable across layers) and drop the lowest ``fraction`` of them, keeping >= 1
+    channel per site."""
+    criterion = criterion or L2Norm()
+    scores = {s.name: filter_scores(model, s, criterion) for s in sites}
     normed = torch.cat([v / v.mean().clamp(min=1e-12) for v in scores.values()])
     owner = torch.cat([torch.full((len(v),), i) for i, v in enumerate(scores.values())])
     n_remove = round(fraction * len(normed))
@@ -119,28 +136,39 @@ def _global_fraction(model: nn.Module, sites: Sequence[ChannelSite], ratios: Map
     return sum(widths[s.name] * ratios[s.name] for s in sites) / sum(widths.values())
 
 
-def _global_filter_macs_curve(model: nn.Module, cost: CostModel) -> Callable[[float], float]:
-    """Structured MACs / dense after global-filter at a uniform ``ratio``: where the ranking takes the channels
-    from decides the MACs (a channel of a 32x32 layer costs more than one of an 8x8 layer), so a target must be
-    solved on this curve, not on the uniform ratio's MACs."""
-    sites = model.channel_sites()
+def _global_filter(criterion: type) -> Pruner:
+    """global-filter ranking every site's channels together by ``criterion`` (default: L2)."""
 
-    def at(ratio: float) -> float:
-        keep = global_filter_keep(model, sites, _global_fraction(model, sites, dict.fromkeys(cost.site_widths, ratio)))
-        return cost.macs({name: float(k.mean()) for name, k in keep.items()}) / cost.dense_macs
+    def macs_curve(model: nn.Module, cost: CostModel) -> Callable[[float], float]:
+        """Structured MACs / dense after global-filter at a uniform ``ratio``: where the ranking takes the
+        channels from decides the MACs (a channel of a 32x32 layer costs more than one of an 8x8 layer), so a
+        target must be solved on this curve, not on the uniform ratio's MACs."""
+        sites = model.channel_sites()
 
-    return at
+        def at(ratio: float) -> float:
+            fraction = _global_fraction(model, sites, dict.fromkeys(cost.site_widths, ratio))
+            keep = global_filter_keep(model, sites, fraction, criterion())
+            return cost.macs({name: float(k.mean()) for name, k in keep.items()}) / cost.dense_macs
+
+        return at
+
+    def apply(model: nn.Module, sites: Sequence[ChannelSite], ratios: Mapping[str, float], cost: CostModel) -> None:
+        keep = global_filter_keep(model, sites, _global_fraction(model, sites, ratios), criterion())
+        for site_name, site_keep in keep.items():
+            apply_channel_mask(model, next(s for s in sites if s.name == site_name), site_keep)
+
+    return Pruner(
+        "global-filter",
+        True,
+        apply,
+        f"channels of all sites ranked together (per-layer normalised {criterion.name})",
+        macs_curve=macs_curve,
+        ranked_by=_global_filter,
+        criterion=criterion.name,
+    )
 
 
-@register_pruner(
-    "global-filter",
-    True,
-    "channels of all sites ranked together (per-layer normalised L2)",
-    macs_curve=_global_filter_macs_curve,
-)
-def _global_filter(model, sites, ratios, cost) -> None:
-    for site_name, keep in global_filter_keep(model, sites, _global_fraction(model, sites, ratios)).items():
-        apply_channel_mask(model, next(s for s in sites if s.name == site_name), keep)
+PRUNERS.add(_global_filter(L2Norm))
 
 
 # ------------------------------------------------------------------------------------------- unstructured
@@ -152,18 +180,22 @@ def _layer_ratio(ratios: Mapping[str, float]) -> float:
     return values.pop()
 
 
-@register_pruner("l1-unstructured", False, "per layer, zero the weights of smallest magnitude")
 def _l1_unstructured(model, sites, ratios, cost) -> None:
     amount = _layer_ratio(ratios)
     for module, name in prunable_weights(model):
         tprune.l1_unstructured(module, name, amount=amount)
 
 
-@register_pruner("random-unstructured", False, "per layer, zero random weights")
+PRUNERS.add(Pruner("l1-unstructured", False, _l1_unstructured, "per layer, zero the weights of smallest magnitude"))
+
+
 def _random_unstructured(model, sites, ratios, cost) -> None:
     amount = _layer_ratio(ratios)
     for module, name in prunable_weights(model):
         tprune.random_unstructured(module, name, amount=amount)
+
+
+PRUNERS.add(Pruner("random-unstructured", False, _random_unstructured, "per layer, zero random weights"))
 
 
 def _global_macs_curve(model: nn.Module, cost: CostModel) -> Callable[[float], float]:
@@ -184,13 +216,18 @@ def _global_macs_curve(model: nn.Module, cost: CostModel) -> Callable[[float], f
     return at
 
 
-@register_pruner(
-    "global-unstructured",
-    False,
-    "one magnitude threshold over all conv and linear weights",
-    macs_curve=_global_macs_curve,
-)
 def _global_unstructured(model, sites, ratios, cost) -> None:
     tprune.global_unstructured(
         prunable_weights(model), pruning_method=tprune.L1Unstructured, amount=_layer_ratio(ratios)
     )
+
+
+PRUNERS.add(
+    Pruner(
+        "global-unstructured",
+        False,
+        _global_unstructured,
+        "one magnitude threshold over all conv and linear weights",
+        macs_curve=_global_macs_curve,
+    )
+)

@@ -1,10 +1,10 @@
 """Soft filter pruning (SFP, He et al. 2018) as a pruning process with its own state.
 
-After every epoch the lowest-L2 filters of each site are zeroed; with no mask and BN untouched, gradients still
-reach them through BN's batch statistics and they may regrow (the point of soft pruning). For the last
-``final_fraction`` of the epochs the current lowest-L2 filters become a permanent channel mask (BN and
-passthrough layers too) so the network is fine-tuned without them: removing them only at the very end loses the
-constant their BN shift fed forward and costs tens of points of accuracy.
+After every epoch the lowest-ranked filters of each site (the L2 norm, or ``--prune-criterion``) are zeroed; with
+no mask and BN untouched, gradients still reach them through BN's batch statistics and they may regrow (the point
+of soft pruning). For the last ``final_fraction`` of the epochs the current lowest-ranked filters become a
+permanent channel mask (BN and passthrough layers too) so the network is fine-tuned without them: removing them
+only at the very end loses the constant their BN shift fed forward and costs tens of points of accuracy.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..sites import site_width
-from .criteria import ChannelGroup, Criterion, L2Norm, keep_lowest_removed, lowest
+from .criteria import ChannelGroup, Criterion, L2Norm, keep_lowest_removed, lowest, make_criterion
 from .masks import apply_channel_mask, channel_mask, current
 from .process import PruneProcess
 from .ratios import keep_fractions, removed
@@ -23,10 +23,12 @@ from .ratios import keep_fractions, removed
 
 class SoftFilterPruning(PruneProcess):
     final_fraction = 0.25  # share of the epochs fine-tuned with the channels removed for good
-    criterion: Criterion = L2Norm()  # SFP's own ranking (He et al. 2018: the L2 norm)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # the pruner's ranking (--prune-criterion); SFP's own is the L2 norm (He et al. 2018)
+        chosen = getattr(self.pruner, "criterion", None)
+        self.criterion: Criterion = make_criterion(chosen) if chosen else L2Norm()
         self.hard_epoch: int | None = None  # epoch after which the zeroing becomes a mask
 
     def start(self, model: nn.Module) -> None:
