@@ -193,6 +193,7 @@ class DeployModel(nn.Module):
         self.tuned: dict[int, str] = {}
         self.executors = nn.ModuleDict()  # name -> whole-model executor run as a strategy (``add_executor``)
         self.batch1_default = "gather"  # what ``auto`` runs at batch 1 before any autotune
+        self.batched_default = "union"  # ... and at larger batches
         # grouped packs a site's channels per group: possible when no gated producer reads another site
         # (ResNets, MobileNetV2), not for chains of sites (VGG, LeNet) or sites flattened into a linear layer
         self.groupable = not any(
@@ -202,14 +203,19 @@ class DeployModel(nn.Module):
         )
         self.eval()
 
-    def add_executor(self, name: str, executor: nn.Module, batch1_default: bool = False) -> None:
+    def add_executor(
+        self, name: str, executor: nn.Module, batch1_default: bool = False, every_batch: bool = False
+    ) -> None:
         """Run ``executor`` (a whole-model executor of the same gated model, equal outputs) as strategy ``name``;
-        ``batch1_default``: ``auto`` runs it at batch 1 until an autotune says otherwise."""
+        ``batch1_default``: ``auto`` runs it at batch 1 until an autotune says otherwise; ``every_batch``: at
+        every batch size."""
         if name in STRATEGIES:
             raise ValueError(f"{name!r} is a built-in deploy strategy")
         self.executors[name] = executor
-        if batch1_default:
+        if batch1_default or every_batch:
             self.batch1_default = name
+        if every_batch:
+            self.batched_default = name
 
     def candidates(self, batch: int = 2) -> tuple[str, ...]:
         """The strategies worth timing for this batch size: all but ``grouped`` for chains of sites, and not
@@ -231,7 +237,7 @@ class DeployModel(nn.Module):
             return self.strategy
         if batch in self.tuned:
             return self.tuned[batch]
-        return self.batch1_default if batch == 1 else "union"
+        return self.batch1_default if batch == 1 else self.batched_default
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:

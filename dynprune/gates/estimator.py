@@ -98,6 +98,11 @@ class Estimator:
         neither)."""
         return None
 
+    def shares_decision(self) -> bool:
+        """True when one decision per input serves every site: the first site's gate routes the whole network
+        (nested widths at network scope), and the other sites' gates are not run."""
+        return False
+
     def fixed_keep(self, groups: int, density: float) -> int | None:
         """Groups every sample keeps at a site of ``groups`` at ``density`` (fixed-count estimators), else None."""
         return None

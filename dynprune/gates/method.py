@@ -35,6 +35,7 @@ from .init import init_gates_like_l1_filter
 from .module import GateSet, attach_gates
 from .observe import GateObserver
 from .options import GateOptions
+from .routed import RoutedUnsupported, RoutedWidths
 from .sandwich import Sandwich
 from .schedule import GateSchedule
 from .training import GateTraining
@@ -161,10 +162,13 @@ class GatedMethod(Method):
 
     def deploy_model(self, model: nn.Module) -> nn.Module:
         """The deploy executor; fixed-count gates on a model with static shapes (topk on ResNets, MobileNetV2)
-        also get the fixed-k executor as its ``fixedk`` strategy."""
+        also get the fixed-k executor as its ``fixedk`` strategy, network-scope width gates the ``routed`` one
+        (their default at every batch size)."""
         deploy = to_deploy(model)
         with contextlib.suppress(FixedKUnsupported):  # threshold gates, chains of sites: data-dependent only
             deploy.add_executor("fixedk", to_fixed_k(model), batch1_default=True)  # fastest at b1: BENCHMARKS
+        with contextlib.suppress(RoutedUnsupported):  # network-scope widths: a router over static sub-networks
+            deploy.add_executor("routed", RoutedWidths(model), every_batch=True)
         return deploy
 
     def start_eval(self) -> None:

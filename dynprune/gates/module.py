@@ -101,6 +101,10 @@ class GateSet(nn.Module):
         #: sites a boosted gate set leaves unboosted: their channels pass a channel-wise layer after the producer
         self.unboosted = [s.name for s in self.sites if boost and s.passthrough]
         self._site_masks: dict[str, SiteMask] = {}
+        #: one decision for every site (``estimator.shares_decision``): the first site's gate routes, the others
+        #: take its (logits, decisions) of the current forward
+        self.router = self.sites[0].name if estimator.shares_decision() else None
+        self._routed: tuple[torch.Tensor, torch.Tensor | None] | None = None
         self._handles = []
         for site in self.sites:
             self._attach(model, site, group_size, reduction, bias_init, boost and not site.passthrough)
@@ -124,7 +128,11 @@ class GateSet(nn.Module):
     def _decide_hook(self, site: ChannelSite):
         def hook(module: nn.Module, args: tuple) -> None:
             gate = self.gates[_key(site.name)]
-            logits = gate(args[0]) + (self.logit_shift + self.site_shifts.get(site.name, 0.0))  # [B, G]
+            follows = self.router is not None and site.name != self.router
+            if follows:
+                logits, routed = self._routed_decision(site.name)
+            else:
+                logits = gate(args[0]) + (self.logit_shift + self.site_shifts.get(site.name, 0.0))  # [B, G]
             fixed = self.fixed_decisions.get(site.name)
             raw = None
             if self.force_open:
@@ -132,8 +140,13 @@ class GateSet(nn.Module):
             elif fixed is not None:
                 decision = fixed.to(logits).expand(logits.shape[0], -1)
             else:
-                raw = self.estimator.decide(logits, self.training, self.densities.get(site.name, 1.0))
+                if follows and routed is None:
+                    raise RuntimeError(f"site {site.name} follows {self.router}, which made no decision this pass")
+                density = self.densities.get(site.name, 1.0)
+                raw = routed if follows else self.estimator.decide(logits, self.training, density)
                 decision = self.estimator.expand(raw, gate.groups)  # [B, G]
+            if site.name == self.router:
+                self._routed = (logits, raw)
             per_group = gate.channels // gate.groups
             mask = repeat(decision, "b g -> b (g k)", k=per_group)  # [B, C]
             self.logits[site.name] = logits
@@ -151,6 +164,14 @@ class GateSet(nn.Module):
             self._site_masks[site.name].mask = boosted  # what the channels are multiplied by
 
         return hook
+
+    def _routed_decision(self, site: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self._routed is None:  # the router's producer must run before every other site's
+            raise RuntimeError(
+                f"site {site} ran before {self.router}, the site whose gate routes the network (width scope "
+                "network needs the first channel site to be the first one the forward pass reaches)"
+            )
+        return self._routed
 
     def _activity_hook(self, site: ChannelSite) -> Callable[[nn.Module, tuple, torch.Tensor], None]:
         def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
@@ -174,6 +195,7 @@ class GateSet(nn.Module):
         backward: the step's gradients flow through these masks."""
         self.masks = {k: v.detach() for k, v in self.masks.items()}
         self.logits = {k: v.detach() for k, v in self.logits.items()}
+        self._routed = None
         self.cost_masks = {}
         for site_mask in self._site_masks.values():
             site_mask.mask = site_mask.mask.detach()

@@ -48,9 +48,13 @@ class GateTraining:
 
     def begin(self, total_steps: int, steps_per_epoch: int) -> None:
         supernet_share = self.phase.share if self.phase else 0.0
-        if supernet_share > 0 and current_distributed().enabled:
-            # held open, the gates get no gradient, and DDP (built without find_unused_parameters) needs every one
-            raise ConfigError("--width-supernet is not supported under torchrun yet; train it in one process")
+        if current_distributed().enabled:
+            # gates that get no gradient (held open; or not run: the followers of a network-scope router) break
+            # DDP, built without find_unused_parameters, which needs every parameter used
+            if supernet_share > 0:
+                raise ConfigError("--width-supernet is not supported under torchrun yet; train it in one process")
+            if self.estimator.shares_decision():
+                raise ConfigError("--width-scope network is not supported under torchrun yet; train it in one process")
         self.schedule.begin(total_steps, steps_per_epoch, supernet_share)
 
     def before_step(self, step: int) -> None:

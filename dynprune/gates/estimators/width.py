@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -46,6 +46,12 @@ class WidthOptions:
         "narrowest and --width-random widths learn the widest's outputs), before the gates choose",
     )
     width_random: int = option(2, "width: random widths per step in the supernet phase (DS-Net: 2)")
+    width_scope: Literal["site", "network"] = option(
+        "site",
+        "width: site (each site picks its width per input) | network (one width per input for every site, chosen "
+        "by the first site's gate, DS-Net's router: the deployed model is a router over one static sub-network "
+        "per width, the `routed` executor)",
+    )
     width_gate_target: float = option(
         0.0,
         "width: weight of DS-Net's online gate target once the gates decide (narrowest width where the narrowest "
@@ -129,6 +135,9 @@ class Width(Estimator):
         if o.width_supernet == 0 and o.width_gate_target == 0:
             return None
         return SupernetPhase(o.width_supernet, o.width_random, o.width_gate_target)
+
+    def shares_decision(self) -> bool:
+        return self.options.width_scope == "network"
 
     def check_gate_options(self, options: Any) -> None:
         for name, allowed in PER_GROUP_OPTIONS.items():

@@ -1,0 +1,124 @@
+"""Network-scope width gates (``--gate width --width-scope network``): one width per input for the whole network,
+deployed as a router over one static narrow model per width (``gates/routed.py``)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import TINY_RESNET, tiny_config
+from torch import nn
+
+import dynprune
+from dynprune.catalog import rebuild_from_checkpoint
+from dynprune.gates.routed import RoutedUnsupported, RoutedWidths, narrow_model, width_index
+from dynprune.models import create_model, input_shape
+from dynprune.runner import run_training
+
+CHOICES = [0.25, 0.5, 0.75, 1.0]
+
+
+def routed_gates(scope: str = "network", seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    model = create_model("resnet20", 1, 10, 28, width=0.5)
+    dynprune.gate(model, (1, 28, 28), "width", target_macs=0.5, width_choices=CHOICES, width_scope=scope)
+    for gate in model.gate_set.gates.values():
+        nn.init.normal_(gate.fc2.weight, std=2.0)
+        nn.init.normal_(gate.fc2.bias, std=1.0)
+        gate.bn.running_var.fill_(1e-3)  # hidden units far from zero: the logits differ between inputs
+    return model.eval()
+
+
+def varied_inputs(n: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(n, 1, 28, 28, generator=generator) + 2 * torch.randn(n, 1, 1, 1, generator=generator)
+
+
+def kept_share(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Per site, each input's share of the site's channels kept by its last forward."""
+    return {site: mask.mean(dim=1) for site, mask in model.gate_set.masks.items()}
+
+
+def test_every_site_runs_the_width_the_first_sites_gate_chose():
+    model, x = routed_gates(), varied_inputs(32)
+    with torch.no_grad():
+        model(x)
+    router = model.gate_set.router
+    widths = width_index(model.gate_set.logits[router])
+    assert router == model.gate_set.sites[0].name and len(widths.unique()) >= 2  # inputs differ
+    expected = torch.tensor(CHOICES)[widths]
+    for site, share in kept_share(model).items():
+        assert torch.allclose(share, expected), site  # at every site, the width the router chose
+    site_scope = routed_gates("site")
+    with torch.no_grad():
+        site_scope(x)
+    shares = torch.stack(list(kept_share(site_scope).values()))
+    assert not bool((shares == shares[0]).all())  # per-site gates choose per site
+
+
+def test_the_routed_executor_equals_the_masked_model_batched_and_one_by_one():
+    model, x = routed_gates(), varied_inputs(32)
+    with torch.no_grad():
+        masked = model(x)
+    routed = RoutedWidths(model)
+    assert len(routed.route(x).unique()) >= 2  # the batch is split into groups of one width each
+    torch.testing.assert_close(routed(x), masked, atol=1e-5, rtol=1e-5)
+    one_by_one = torch.cat([routed(x[i : i + 1]) for i in range(len(x))])
+    torch.testing.assert_close(one_by_one, masked, atol=1e-5, rtol=1e-5)
+    widest = sum(p.numel() for p in routed.branches[-1].parameters())
+    narrowest = sum(p.numel() for p in routed.branches[0].parameters())
+    assert narrowest < widest / 3  # the narrow branch is a smaller static model, not a masked one
+
+
+def test_a_branch_is_the_model_sliced_to_that_width():
+    model = routed_gates()
+    branch = narrow_model(model, 1)  # the 0.5 choice
+    for site in model.gate_set.sites:
+        producer = branch.get_submodule(site.producer)
+        assert producer.out_channels == model.gate_set.gate(site.name).channels // 2, site.name
+
+
+def test_prepared_branches_serve_their_group_sizes():
+    """Compiled and ONNX Runtime executors are built per input shape: one per (width, group size) of the
+    example; other sizes fall back to the branch itself."""
+    model, x = routed_gates(), varied_inputs(16)
+    routed = RoutedWidths(model)
+    built = []
+
+    def make(module: nn.Module, example: torch.Tensor, threads: int):
+        built.append(example.shape[0])
+        return module
+
+    routed.prepare(make, x, 1)
+    widths = routed.route(x)
+    assert sorted(built) == sorted((widths == w).sum().item() for w in widths.unique())
+    assert set(routed.prepared) == {(w, (widths == w).sum().item()) for w in widths.unique().tolist()}
+
+
+def test_the_deploy_model_runs_routed_at_every_batch_size_and_site_scope_has_no_router():
+    torch.manual_seed(0)
+    model = create_model("resnet20", 1, 10, 28, width=0.5)
+    gates = dynprune.gate(model, (1, 28, 28), "width", target_macs=0.5, width_choices=CHOICES, width_scope="network")
+    deploy = gates.method.deploy_model(model.eval())
+    assert deploy.strategy_for(1) == "routed" and deploy.strategy_for(64) == "routed"
+    x = varied_inputs(8)
+    with torch.no_grad():
+        torch.testing.assert_close(deploy(x), model(x), atol=1e-5, rtol=1e-5)
+    with pytest.raises(RoutedUnsupported, match="--width-scope network"):
+        RoutedWidths(routed_gates("site"))
+
+
+def test_a_network_scope_run_trains_saves_and_rebuilds_to_the_routed_model(tmp_path):
+    out = tmp_path / "run"
+    cfg = tiny_config(
+        out, **TINY_RESNET, gate="width", width_scope="network", width_choices=CHOICES, target_macs=0.6, epochs=1
+    )
+    result = run_training(cfg)
+    model, _, ckpt = rebuild_from_checkpoint(str(out / "checkpoint.pt"))
+    x = torch.randn(16, *input_shape(ckpt["arch"]))
+    with torch.no_grad():
+        masked = model(x)
+    shares = torch.stack(list(kept_share(model).values()))
+    assert bool((shares == shares[0]).all())  # one width per input, every site
+    torch.testing.assert_close(RoutedWidths(model)(x), masked, atol=1e-5, rtol=1e-5)
+    rates = result["site_open_rates"]  # the test pass: every site kept the same share of its channels
+    assert set(rates) == {s.name for s in model.gate_set.sites} and max(rates.values()) - min(rates.values()) < 0.02
