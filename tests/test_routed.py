@@ -122,3 +122,21 @@ def test_a_network_scope_run_trains_saves_and_rebuilds_to_the_routed_model(tmp_p
     torch.testing.assert_close(RoutedWidths(model)(x), masked, atol=1e-5, rtol=1e-5)
     rates = result["site_open_rates"]  # the test pass: every site kept the same share of its channels
     assert set(rates) == {s.name for s in model.gate_set.sites} and max(rates.values()) - min(rates.values()) < 0.02
+
+
+def test_the_speed_bench_times_the_routed_executor_in_eager_and_onnx_runtime():
+    """bench dynamic --gate width --width-scope network: the routed executor is a deploy candidate in eager and
+    the one candidate in the static-shape runtimes (each width's branch built in the runtime)."""
+    from dynprune.bench.dynamic import Executors, GatedCase, random_gated_model
+
+    model, method, shape = random_gated_model("resnet20", 0.5, gate="width", width_scope="network")
+    case = GatedCase("resnet20", 0.5, model, method, shape)
+    built = Executors.build(case, "cpu")
+    x = case.inputs(8)
+    with torch.no_grad():
+        masked = model(x)
+    for runtime in ("eager", "onnxruntime"):
+        executors, candidates = built.timed(runtime, x, 1)
+        assert "routed" in candidates, runtime
+        torch.testing.assert_close(executors["routed"](x), masked, atol=1e-4, rtol=1e-4)
+    assert built.routed is not None and set(built.routed.prepared.values()) - set(built.routed.branches)

@@ -7,11 +7,12 @@ per-sample MACs on random inputs match the target.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Literal, cast
 
 import torch
 from torch import nn
@@ -27,6 +28,7 @@ from ..gates.deploy import to_deploy
 from ..gates.estimators import ESTIMATORS
 from ..gates.fixed_k import FixedKUnsupported, to_fixed_k
 from ..gates.method import GatedMethod
+from ..gates.routed import RoutedUnsupported, RoutedWidths
 from ..loader import BatchLoader
 from ..models import create_model, list_models
 from ..outputs import check_output_file
@@ -53,13 +55,15 @@ def mean_macs_ratio(model: nn.Module, method: GatedMethod, x: torch.Tensor) -> f
 
 
 def random_gated_model(
-    name: str, target: float, seed: int = 0, gate: str = "topk"
+    name: str, target: float, seed: int = 0, gate: str = "topk", width_scope: str = "site"
 ) -> tuple[nn.Module, GatedMethod, tuple[int, ...]]:
     """A zoo model with random gates of estimator ``gate`` (``topk``: a fixed k per site) at ``target``."""
     shape, classes = BENCH_SHAPES.get(name, DEFAULT_SHAPE)
     torch.manual_seed(seed)
     model = create_model(name, shape[0], classes, shape[-1])
     plain_gates = {"gate": gate, "target_macs": min(target, 1.0), "calibrate_budget": False}
+    if gate == "width":
+        plain_gates["width_scope"] = width_scope
     method = cast(GatedMethod, build_method(plain_gates, recipe=False))  # a known --gate: gates
     model = method.prepare(model, shape).eval()
     for gate in model.gate_set.gates.values():
@@ -86,6 +90,7 @@ class Timing:
     device: str = "cpu"
     runtimes: Sequence[str] = ("eager",)
     gate: str = "topk"  # estimator of the random gates
+    width_scope: str = "site"  # of random width gates: network = one width per input (the routed executor)
 
 
 @dataclass
@@ -107,7 +112,7 @@ def measure_rows(models: Sequence[str], targets: Sequence[float], timing: Timing
     rows = []
     for name in models:
         for target in targets:
-            model, method, shape = random_gated_model(name, target, gate=timing.gate)
+            model, method, shape = random_gated_model(name, target, gate=timing.gate, width_scope=timing.width_scope)
             rows += rows_for(GatedCase(name, target, model, method, shape), timing)
     return rows
 
@@ -124,8 +129,9 @@ def _with_strategy(deploy: nn.Module, strategy: str) -> Callable[[torch.Tensor],
 
 @dataclass
 class Executors:
-    """Everything timed for one gated case, built once: dense, the data-dependent deploy model, the fixed-k
-    executor (None where unsupported, with the reason) and the hard-pruned twin."""
+    """Everything timed for one gated case, built once: dense, the data-dependent deploy model (with the routed
+    executor of network-scope width gates among its strategies), the fixed-k executor (None where unsupported,
+    with the reason) and the hard-pruned twin."""
 
     dense: nn.Module
     deploy: nn.Module
@@ -140,20 +146,33 @@ class Executors:
         except FixedKUnsupported as exc:
             fixed_k, problem = None, str(exc)
         hard = hard_pruned_twin(case.model, case.method, case.inputs(64))
+        deploy = to_deploy(case.model)
+        with contextlib.suppress(RoutedUnsupported):  # network-scope widths: one static model per width
+            deploy.add_executor("routed", RoutedWidths(case.model), every_batch=True)
         return cls(
             fold_bn(without_gates(case.model)).to(device),
-            to_deploy(case.model).to(device),
+            deploy.to(device),
             fixed_k,
             problem,
             (hard[0].to(device), hard[1]),
         )
 
+    @property
+    def routed(self) -> RoutedWidths | None:
+        return dict(self.deploy.executors).get("routed")  # a ModuleDict has no get
+
     def timed(self, runtime: str, x: torch.Tensor, threads: int) -> tuple[dict[str, Executor], list[str]]:
         """(executors by name, the deploy candidates among them) for this runtime and input. Eager runs every
-        deploy strategy; compiled runtimes need static shapes, so only the fixed-k executor."""
+        deploy strategy; compiled runtimes need static shapes: the fixed-k executor, and the routed one's
+        branches built in the runtime (its router stays eager)."""
         make = RUNTIMES.get(runtime)
         out = {"dense": make(self.dense, x, threads)}
         candidates = []
+        routed = self.routed
+        if routed is not None:
+            routed.prepare(make, x, threads)  # each width's branch in this runtime, for this batch's groups
+            if runtime != "eager":
+                out["routed"], candidates = routed, ["routed"]
         if runtime == "eager":
             for strategy in self.deploy.candidates(x.shape[0]):
                 out[strategy] = _with_strategy(self.deploy, strategy)
@@ -172,7 +191,7 @@ def rows_for(case: GatedCase, timing: Timing) -> list[SpeedRow]:
     out = []
     built = Executors.build(case, timing.device)
     for runtime in timing.runtimes:
-        if runtime != "eager" and built.fixed_k is None:
+        if runtime != "eager" and built.fixed_k is None and built.routed is None:
             print(f"{case.name} at {case.target}: no {runtime} row ({built.fixed_k_problem})")
             continue
         for batch in timing.batch_sizes:
@@ -313,9 +332,12 @@ class DynamicBenchConfig:
     runtime: list[str] = option(
         ["eager"],
         f"comma list of {', '.join(RUNTIMES.names())}: each row times dense and deploy in the same runtime "
-        "(compiled and onnxruntime need fixed-k gates: the static-shape executor)",
+        "(compiled and onnxruntime need static shapes: fixed-k gates, or width gates at --width-scope network)",
     )
     gate: str = option("topk", "estimator of the random gates (topk: fixed k per site, every executor)")
+    width_scope: Literal["site", "network"] = option(
+        "site", "--gate width: site | network (one width per input for the network: the routed executor)"
+    )
 
     def validate(self) -> None:
         self.models = [m for m in self.models if m]  # --models '': trained checkpoints only
@@ -350,7 +372,7 @@ def cli(argv: Sequence[str]) -> int:
     for path in args.checkpoint:  # a file that is not a run's checkpoint is refused before minutes of timing
         load_checkpoint(path)
     torch.set_num_threads(args.threads)
-    timing = Timing(batches, args.threads, args.min_run_time, args.device, runtimes, args.gate)
+    timing = Timing(batches, args.threads, args.min_run_time, args.device, runtimes, args.gate, args.width_scope)
     rows = measure_rows(models, targets, timing)
     for path in args.checkpoint:
         rows += checkpoint_rows(path, timing)
