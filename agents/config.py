@@ -62,14 +62,17 @@ class SearchConfig(ScoringOptions):
     target_macs: float = option(0.5, "MACs of every strategy / dense MACs (met by construction)")
     episodes: int = option(200, "episodes (strategies tried) of the algorithm")
     warmup_episodes: int | None = option(
-        None, "ddpg/td3/sac: episodes of uniformly random actions before learning (default: min(50, episodes / 4))"
+        None,
+        "off-policy agents: episodes of uniformly random actions before learning (default: min(50, episodes / 4))",
     )
     r_min: float = option(0.0, "smallest pruning ratio of a site")
     r_max: float = option(DEFAULT_R_MAX, "largest pruning ratio of a site")
     reward: str = option("accuracy", "what a strategy scores (agents.rewards)", choices=lambda: _reward_names())
-    baselines: str = option("uniform", "comma-separated baselines run after the agent: uniform, random, or none")
-    noise_sigma: float = option(0.5, "ddpg/td3: initial exploration noise (action units, [-1, 1])")
-    noise_decay: float = option(0.95, "ddpg/td3: noise multiplier per episode after the warm-up")
+    baselines: str = option(
+        "uniform", "comma-separated baselines run after the agent (any --algo that does not learn), or none"
+    )
+    noise_sigma: float = option(0.5, "agents with action noise: initial exploration noise (action units, [-1, 1])")
+    noise_decay: float = option(0.95, "agents with action noise: noise multiplier per episode after the warm-up")
     learning_rate: float = option(1e-3, "agent learning rate (ppo uses 0.3x)")
     credit: Literal["last", "episode"] = option(
         "last",
@@ -104,9 +107,10 @@ class SearchConfig(ScoringOptions):
             raise ConfigError(f"--algo got {self.algo!r}; allowed: {', '.join(ALGORITHMS.names())}")
         if self.reward not in REWARDS:
             raise ConfigError(f"--reward got {self.reward!r}; allowed: {', '.join(REWARDS.names())}")
+        baselines = [name for name, algorithm in ALGORITHMS.items() if not algorithm.learns]
         for b in self.baseline_names:
-            if b not in ("uniform", "random"):
-                raise ConfigError(f"--baselines got {b!r}; allowed: uniform, random, none")
+            if b not in baselines:
+                raise ConfigError(f"--baselines got {b!r}; allowed: {', '.join(baselines)}, none")
         if self.init is None:
             raise ConfigError("--init is required: the dense checkpoint to prune (e.g. runs/dense/checkpoint.pt)")
         check_target_macs(self.target_macs)

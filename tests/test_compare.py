@@ -49,12 +49,12 @@ def plan_config(tmp_path: Path, **kw) -> CompareConfig:
     ("overrides", "message"),
     [
         ({"methods": ["l1-filter", "magic"]}, "unknown method 'magic'; known: "),
-        ({"methods": ["l1-filter"], "targets": [0.01]}, "--target-macs 0.01 cannot be reached"),
+        ({"methods": ["l1-filter"], "targets": [0.01]}, "l1-filter: target 0.01 cannot be reached"),
         ({"methods": ["gumbel"], "targets": [0.01]}, "gumbel: target 0.01 is below what gates can reach"),
         ({"methods": ["l1-filter"], "dense": "nowhere/checkpoint.pt"}, "no such checkpoint"),
         ({"methods": ["l1-filter"], "dense": "dense-run/checkpoint.pt"}, "its run has not finished"),
-        ({"methods": ["rl"], "search_algo": "bogus"}, "--algo got 'bogus'; allowed: "),  # the search's own parser
-        ({"methods": ["rl"], "search_criterion": "bogus"}, "--criterion got 'bogus'"),
+        ({"methods": ["rl"], "search_algo": "bogus"}, "refuses its settings: search_algo got 'bogus'; allowed: "),
+        ({"methods": ["rl"], "search_criterion": "bogus"}, "refuses its settings: search_criterion got 'bogus'"),
     ],
 )
 def test_whole_plan_is_validated_before_anything_runs(tmp_path, overrides, message):
@@ -77,6 +77,18 @@ def test_gate_budget_weight_is_the_recipes_unless_given(tmp_path, weight, expect
     values = {cell.method: cell.values for cell in cells}
     assert values["ste"]["budget_weight"] == expected  # ste's recipe: 20 (gates/estimator.py HELD_PER_SITE)
     assert values["topk"]["budget_warmup_epochs"] == pytest.approx(9 / 4)  # its k slides over a quarter
+
+
+def test_every_registered_comparison_method_plans_a_valid_cell(tmp_path):
+    """The quick-tier check of every comparison method, a new one included: its cell's values build a valid
+    training config (the plan checks each with ``train_config``) for one target and seed."""
+    names = COMPARE_METHODS.names()
+    cells = build_plan(plan_config(tmp_path, methods=names, targets=[0.5], search_episodes=4))
+    assert {c.method for c in cells} == set(names)
+    for cell in cells:
+        method = COMPARE_METHODS[cell.method]
+        assert cell.values["seed"] == 0 and cell.values["out"].endswith("s0"), cell.label
+        assert ("init" in cell.values) is method.from_dense, cell.label  # fine-tunes start from the dense model
 
 
 def test_narrow_width_matches_the_mac_target():

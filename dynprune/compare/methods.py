@@ -80,16 +80,29 @@ class DenseMethod(CompareMethod):
 class StaticMethod(CompareMethod):
     """A static pruner; structured ones remove their channels physically (``--hard``)."""
 
-    def __init__(self, pruner: str, description: str, structured: bool) -> None:
-        super().__init__(pruner, description)
+    def __init__(
+        self,
+        name: str,
+        description: str,
+        structured: bool,
+        pruner: str | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(name, description)
         self.structured = structured
+        self.pruner = pruner or name  # a variant (another name) may run a registered pruner with other options
+        self.options = dict(options or {})
 
     def overrides(self, cfg: CompareConfig, target: float) -> dict[str, Any]:
-        return {"prune": self.name, "target_macs": target, **({"hard": True} if self.structured else {})}
+        hard = {"hard": True} if self.structured else {}
+        return {"prune": self.pruner, "target_macs": target, **hard, **self.options}
 
     def check_target(self, cfg: CompareConfig, cost: CostModel, target: float) -> None:
         if self.structured:
-            solve_uniform_for_macs(cost, target)  # raises ConfigError naming the reachable floor
+            try:
+                solve_uniform_for_macs(cost, target)  # raises ConfigError naming the reachable floor
+            except ConfigError as exc:  # the comparison's setting is ``targets``, not the train CLI's flag
+                raise ConfigError(f"{self.name}: " + str(exc).replace("--target-macs", "target")) from None
 
 
 class GatedCompare(CompareMethod):
@@ -212,7 +225,20 @@ def check_search_settings(settings: tuple[str, ...]) -> None:
     proc = subprocess.run(args, capture_output=True, text=True)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1].removeprefix("python -m agents.search: ")
-        raise ConfigError(f"rl: the policy search refuses its settings (search_algo is its --algo): {last}")
+        last = last.removeprefix("error: ")
+        for flag, field in SEARCH_FIELDS.items():  # say it in the comparison's own terms
+            last = last.replace(flag + " ", field + " ")
+        raise ConfigError(f"rl: the policy search refuses its settings: {last}")
+
+
+#: the search's flags and the comparison fields that set them (``PolicySearch.prepare_cell``)
+SEARCH_FIELDS = {
+    "--algo": "search_algo",
+    "--criterion": "search_criterion",
+    "--episodes": "search_episodes",
+    "--val-subset": "search_val_subset",
+    "--r-max": "search_r_max",
+}
 
 
 class RLMethod(PolicySearch, CompareMethod):

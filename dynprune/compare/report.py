@@ -155,9 +155,15 @@ def format_report(title: str, rows: list[dict[str, Any]], targets: Sequence[floa
                 f"{_fmt(v['speedup_b64'], '.2f')}x | {v['seeds']} |"
             )
         lines.append("")
+    unstructured = sorted({m for m, _ in agg if getattr(COMPARE_METHODS[m], "structured", True) is False})
+    nonzero = (
+        f"MACs of {', '.join(unstructured)} are nonzero-weight MACs (no real speed-up on dense kernels); "
+        if unstructured
+        else ""
+    )
     lines.append(
         "Top-1: mean +- sample standard deviation over seeds; a single seed is marked (1 seed). "
-        "MACs of global-unstructured are nonzero-weight MACs (no real speed-up on dense kernels); dynamic methods "
+        f"{nonzero}dynamic methods "
         "are timed in deploy mode on real test images, structured ones hard-pruned. (!): a latency whose timing rounds "
         "never agreed within 10% (the machine was busy): do not trust it. Gated rows: conditional share = mean over "
         "sites of the share of channels open for 1-99% of the test images (0: static pruning through gates); "

@@ -29,14 +29,16 @@ class ChannelGroup:
     weight: torch.Tensor  # the producer's weight, [C, ...]: one row per channel
     bn_scale: torch.Tensor | None  # [C]: the scale of the BN right after the producer, if it has one
     consumers: tuple[torch.Tensor, ...]  # each consumer's weight (conv: channels along dim 1; linear: flattened)
+    bn_shift: torch.Tensor | None = None  # [C]: that BN's shift (beta), if it has one
 
     @classmethod
     def of(cls, model: nn.Module, site: ChannelSite) -> ChannelGroup:
         weight = current(get_module(model, site.producer), "weight")
         bn = get_module(model, site.bn) if site.bn else None
-        scale = current(bn, "weight") if bn is not None and getattr(bn, "weight", None) is not None else None
+        affine = bn is not None and getattr(bn, "weight", None) is not None
+        scale, shift = (current(bn, "weight"), current(bn, "bias")) if affine else (None, None)
         consumers = tuple(current(get_module(model, path), "weight") for path in site.consumers)
-        return cls(weight, scale, consumers)
+        return cls(weight, scale, consumers, shift)
 
 
 Criterion = Callable[[ChannelGroup], torch.Tensor]
