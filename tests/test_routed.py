@@ -78,8 +78,8 @@ def test_a_branch_is_the_model_sliced_to_that_width():
 
 
 def test_prepared_branches_serve_their_group_sizes():
-    """Compiled and ONNX Runtime executors are built per input shape: one per (width, group size) of the
-    example; other sizes fall back to the branch itself."""
+    """Compiled and ONNX Runtime executors are built per input shape: the router for the example's batch, a
+    branch per (width, group size) of the example; other sizes fall back to the branch itself."""
     model, x = routed_gates(), varied_inputs(16)
     routed = RoutedWidths(model)
     built = []
@@ -90,8 +90,10 @@ def test_prepared_branches_serve_their_group_sizes():
 
     routed.prepare(make, x, 1)
     widths = routed.route(x)
-    assert sorted(built) == sorted((widths == w).sum().item() for w in widths.unique())
-    assert set(routed.prepared) == {(w, (widths == w).sum().item()) for w in widths.unique().tolist()}
+    groups = [(widths == w).sum().item() for w in widths.unique()]
+    assert sorted(built) == sorted([len(x), *groups])  # the router for the whole batch, a branch per group
+    branches = {(w, (widths == w).sum().item()) for w in widths.unique().tolist()}
+    assert set(routed.prepared) == {(-1, len(x)), *branches}
 
 
 def test_the_deploy_model_runs_routed_at_every_batch_size_and_site_scope_has_no_router():

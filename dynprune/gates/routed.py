@@ -2,11 +2,12 @@
 
 With ``--gate width --width-scope network`` the first site's gate picks one width per input for every site, so
 each input runs one of ``len(--width-choices)`` fixed models: the model without its gates, every site sliced to
-that width's prefix of its channels, BN folded. ``RoutedWidths`` runs the gated model only as far as the router's
-decision (the stem and one small gate; the pass stops there), then each width's inputs, grouped, in one batched
-call of that width's narrow model (batch 1: one call). The narrow models are plain static models: compiled
-PyTorch and ONNX Runtime pre-pack each one (``prepare``), which no per-sample channel set allows. The stem runs
-twice (router and branch): a few tenths of a percent of ResNet-20's MACs.
+that width's prefix of its channels, BN folded. ``RoutedWidths`` first runs the ``Router`` (the model's layers
+up to the router site's producer, cut out with torch.fx, and the router's gate: the stem and one small gate),
+then each width's inputs, grouped, in one batched call of that width's narrow model (batch 1: one call). Router
+and branches are plain static models: compiled PyTorch and ONNX Runtime pre-pack each one (``prepare``), which
+no per-sample channel set allows. The stem runs twice (router and branch): a few tenths of a percent of
+ResNet-20's MACs.
 """
 
 from __future__ import annotations
@@ -24,16 +25,11 @@ from ..sites import slice_sites
 MakeExecutor = Callable[[nn.Module, torch.Tensor, int], Callable[[torch.Tensor], torch.Tensor]]
 
 
+ROUTER = -1  # the router's key among the prepared executors (branches are keyed by their width index)
+
+
 class RoutedUnsupported(ValueError):
     """The gated model has no network-wide router (its gates decide per site)."""
-
-
-class _Routed(Exception):
-    """Ends the router's pass at the first site, carrying each input's width index."""
-
-    def __init__(self, widths: torch.Tensor) -> None:
-        super().__init__()
-        self.widths = widths
 
 
 def width_index(logits: torch.Tensor) -> torch.Tensor:
@@ -46,17 +42,51 @@ def narrow_model(model: nn.Module, width: int) -> nn.Module:
     """The gated model without its gates, every site cut to the channels of width choice ``width`` (a prefix),
     BN folded: a plain static model that computes what the gated model computes for inputs routed there."""
     gate_set = model.gate_set
-    gate_set.detach_batch_state()  # a deep copy cannot copy a training step's graph
     keep = {}
     for site in gate_set.sites:
         gate = gate_set.gate(site.name)
         kept_groups = int((gate_set.tiers(site.name) <= width).sum())
         keep[site.name] = torch.arange(kept_groups * (gate.channels // gate.groups))
+    plain = _without_gates(model)
+    slice_sites(plain, gate_set.sites, keep)
+    return fold_bn(plain)
+
+
+class Router(nn.Module):
+    """Input -> [B] width index: the model's layers up to the router site's producer (a ``torch.fx`` cut of the
+    model without gates, BN folded), then the router's gate and the eval decision. A plain module: compiled
+    PyTorch and ONNX Runtime run it as they run the branches."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        gate_set = model.gate_set
+        plain = _without_gates(model)
+        producer = gate_set.sites[0].producer
+        try:
+            prefix = torch.fx.symbolic_trace(plain)
+        except Exception as exc:  # any tracing failure (a data-dependent forward): this model has no router
+            raise RoutedUnsupported(
+                f"the router is cut from the model by torch.fx, which cannot trace it: {exc}"
+            ) from None
+        feed = next(n for n in prefix.graph.nodes if n.op == "call_module" and n.target == producer).args[0]
+        output = next(n for n in prefix.graph.nodes if n.op == "output")
+        output.args = (feed,)  # the pass ends where the router's producer would start
+        prefix.graph.eliminate_dead_code()
+        prefix.recompile()
+        self.prefix = fold_bn(prefix)
+        self.gate = copy.deepcopy(gate_set.gate(gate_set.router)).eval()
+        self.shift = gate_set.logit_shift + gate_set.site_shifts.get(gate_set.router, 0.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return width_index(self.gate(self.prefix(x)) + self.shift)
+
+
+def _without_gates(model: nn.Module) -> nn.Module:
+    model.gate_set.detach_batch_state()  # a deep copy cannot copy a training step's graph
     plain = copy.deepcopy(model)
     plain.gate_set.remove()
     del plain.gate_set
-    slice_sites(plain, gate_set.sites, keep)
-    return fold_bn(plain.eval())
+    return plain.eval()
 
 
 class RoutedWidths(nn.Module):
@@ -67,37 +97,24 @@ class RoutedWidths(nn.Module):
             raise RoutedUnsupported(
                 "the routed executor needs one width per input for the network: --width-scope network"
             )
-        gate_set.detach_batch_state()
-        self.router = copy.deepcopy(model).eval()
-        for module in self.router.modules():  # the copied hooks still act on the original's gate set
-            module._forward_hooks.clear()
-            module._forward_pre_hooks.clear()
-        router_site = gate_set.router
-        gate = self.router.gate_set.gate(router_site)
-        shift = gate_set.logit_shift + gate_set.site_shifts.get(router_site, 0.0)
-
-        def stop(module: nn.Module, args: tuple) -> None:  # the router's decision, then no more of the pass
-            raise _Routed(width_index(gate(args[0]) + shift))
-
-        self.router.get_submodule(gate_set.sites[0].producer).register_forward_pre_hook(stop)
+        self.router = Router(model)
         choices = len(gate_set.estimator.options.width_choices)
         self.branches = nn.ModuleList(narrow_model(model, w) for w in range(choices))
+        #: (width, batch) -> that branch built in a runtime; (ROUTER, batch) -> the router (a plain dict: a
+        #: runtime's executor need not be a module)
         self.prepared: dict[tuple[int, int], Callable[[torch.Tensor], torch.Tensor]] = {}
 
     @torch.no_grad()
     def route(self, x: torch.Tensor) -> torch.Tensor:
         """[B] width index of each input."""
-        try:
-            self.router(x)
-        except _Routed as routed:
-            return routed.widths
-        raise RuntimeError("the router's pass never reached its first channel site")
+        return self.prepared.get((ROUTER, x.shape[0]), self.router)(x)
 
     def prepare(self, make: MakeExecutor, example: torch.Tensor, threads: int) -> None:
         """Build each branch in runtime ``make`` for the group sizes ``example`` routes to (compiled and ONNX
         Runtime executors are built for one input shape); other group sizes run the branch as it is."""
         self.prepared = {}
         widths = self.route(example)
+        self.prepared[(ROUTER, example.shape[0])] = make(self.router, example, threads)
         for w in widths.unique().tolist():
             group = example[widths == w]
             self.prepared[(w, group.shape[0])] = make(self.branches[w], group, threads)
