@@ -1,17 +1,20 @@
 """python -m dynprune.export CHECKPOINT --onnx model.onnx: a run's deploy model as a fixed-shape ONNX file,
 checked against PyTorch on real test images with ONNX Runtime.
 
-Gated runs export their static-shape executor (``dynprune.gates.fixed_k``: gates, ``TopK``, weight ``Gather``s
-and narrow ``Conv``s, each sample only its own channels), so they need fixed-count gates (``--gate topk``);
-statically pruned runs export their physically narrower model, dense runs the dense one, BN folded in all. The
-batch size is part of the file (one grouped convolution per layer holds a group per sample).
+Network-scope width gates (``--width-scope network``) export their router as FILE and one static model per
+width beside it (``<stem>.width<i>.onnx``), each for any batch size, checked by running them as the routed
+executor does. Other gated runs export their static-shape executor (``dynprune.gates.fixed_k``: gates, ``TopK``,
+weight ``Gather``s and narrow ``Conv``s, each sample only its own channels), so they need fixed-count gates
+(``--gate topk``); statically pruned runs export their physically narrower model, dense runs the dense one, BN
+folded in all. The batch size is part of the file (one grouped convolution per layer holds a group per sample).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from .config import parse_cli
 from .data import data_of_checkpoint
 from .fold import fold_bn
 from .gates.fixed_k import FixedKUnsupported, to_fixed_k
+from .gates.routed import OrtRouted, RoutedUnsupported, RoutedWidths, export_routed
 from .loader import BatchLoader
 from .models import input_shape
 from .outputs import check_output_file
@@ -41,6 +45,8 @@ def exportable(path: str) -> tuple[nn.Module, nn.Module, dict]:
     """(module to export, the PyTorch reference it must equal, checkpoint)."""
     if is_gated_checkpoint(path):
         model, _, ckpt = gated_model_from_checkpoint(path)
+        with contextlib.suppress(RoutedUnsupported):  # network-scope width gates: a router and a model per width
+            return RoutedWidths(model), model, ckpt
         try:
             return to_fixed_k(model), model, ckpt
         except FixedKUnsupported as exc:
@@ -79,40 +85,58 @@ class ExportConfig:
             raise ConfigError("--batch and --threads must be >= 1, --check-images >= 0")
 
 
+def check_against_pytorch(
+    session: Callable[[torch.Tensor], torch.Tensor], reference: nn.Module, ckpt: dict, args: ExportConfig
+) -> dict:
+    """ONNX Runtime's logits against PyTorch's on real test images: the report's check fields."""
+    worst, scale, agree, seen = 0.0, 1.0, 0, 0
+    with torch.no_grad():
+        for images in check_images(ckpt, args.batch, args.check_images, args.data_dir):
+            got, want = session(images), reference(images)
+            worst = max(worst, (got - want).abs().max().item())
+            scale = max(scale, want.abs().max().item())
+            agree += int((got.argmax(1) == want.argmax(1)).sum())
+            seen += images.shape[0]
+    if seen == 0:
+        raise ConfigError(f"the test split has fewer than --batch {args.batch} images; nothing was checked")
+    relative = worst / scale
+    report = dict(
+        checked_images=seen,
+        max_abs_error=worst,
+        logit_scale=scale,
+        max_relative_error=relative,
+        tolerance=f"{TOLERANCE:g} x max(1, largest |logit|)",
+        top1_agreement=agree / seen,
+    )
+    verdict = "OK" if relative <= TOLERANCE else f"FAILED (over {TOLERANCE:g} of the logits' scale)"
+    print(
+        f"ONNX Runtime vs PyTorch on {seen} test images: max |diff| {worst:.2e} for logits up to {scale:.3g} "
+        f"(relative {relative:.2e}) {verdict}; top-1 agrees on {agree}/{seen}"
+    )
+    return report
+
+
 def export(args: ExportConfig) -> int:
     out = Path(args.onnx)
     check_output_file(out, "--onnx", "model.onnx")
     module, reference, ckpt = exportable(args.checkpoint)
     shape = input_shape(ckpt["arch"])
-    export_onnx(module, torch.randn(args.batch, *shape), out)
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): input [{args.batch}, {', '.join(map(str, shape))}]")
-    report = {"onnx": str(out), "batch": args.batch, "input_shape": list(shape), "checked_images": 0}
+    example = torch.randn(args.batch, *shape)
+    if isinstance(module, RoutedWidths):  # the router and one file per width, any batch size
+        files = export_routed(module, example, out)
+        print(f"wrote {', '.join(map(str, files))}: the router, then one static model per width (any batch size)")
+    else:
+        export_onnx(module, example, out)
+        files = [out]
+        print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): input [{args.batch}, {', '.join(map(str, shape))}]")
+    report = {"onnx": [str(f) for f in files] if len(files) > 1 else str(out), "batch": args.batch}
+    report.update(input_shape=list(shape), checked_images=0)
     if args.check_images > 0:
-        session = OrtExecutor(out, args.threads)
-        worst, scale, agree, seen = 0.0, 1.0, 0, 0
-        with torch.no_grad():
-            for images in check_images(ckpt, args.batch, args.check_images, args.data_dir):
-                got, want = session(images), reference(images)
-                worst = max(worst, (got - want).abs().max().item())
-                scale = max(scale, want.abs().max().item())
-                agree += int((got.argmax(1) == want.argmax(1)).sum())
-                seen += images.shape[0]
-        if seen == 0:
-            raise ConfigError(f"the test split has fewer than --batch {args.batch} images; nothing was checked")
-        relative = worst / scale
-        report.update(
-            checked_images=seen,
-            max_abs_error=worst,
-            logit_scale=scale,
-            max_relative_error=relative,
-            tolerance=f"{TOLERANCE:g} x max(1, largest |logit|)",
-            top1_agreement=agree / seen,
+        routed = len(files) > 1
+        session: Callable[[torch.Tensor], torch.Tensor] = (
+            OrtRouted(files, args.threads) if routed else OrtExecutor(out, args.threads)
         )
-        verdict = "OK" if relative <= TOLERANCE else f"FAILED (over {TOLERANCE:g} of the logits' scale)"
-        print(
-            f"ONNX Runtime vs PyTorch on {seen} test images: max |diff| {worst:.2e} for logits up to {scale:.3g} "
-            f"(relative {relative:.2e}) {verdict}; top-1 agrees on {agree}/{seen}"
-        )
+        report.update(check_against_pytorch(session, reference, ckpt, args))
     Path(f"{out}.json").write_text(json.dumps(report, indent=2) + "\n")
     return 0 if report.get("max_relative_error", 0.0) <= TOLERANCE else 1
 

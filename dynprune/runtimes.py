@@ -48,8 +48,9 @@ def compiled(module: nn.Module, example: torch.Tensor, threads: int) -> Executor
     return fn
 
 
-def export_onnx(module: nn.Module, example: torch.Tensor, path: str | Path) -> Path:
-    """Export ``module`` for the fixed input shape of ``example`` (torch's dynamo exporter); returns the path."""
+def export_onnx(module: nn.Module, example: torch.Tensor, path: str | Path, dynamic_batch: bool = False) -> Path:
+    """Export ``module`` for the input shape of ``example`` (torch's dynamo exporter), its batch size fixed or
+    (``dynamic_batch``) any; returns the path."""
     try:
         import onnxscript  # noqa: F401  (the exporter needs it; fail with the install line, not deep inside)
     except ImportError as exc:
@@ -60,7 +61,10 @@ def export_onnx(module: nn.Module, example: torch.Tensor, path: str | Path) -> P
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's deprecation chatter, not the user's business
         try:
-            program = torch.onnx.export(module.eval(), (example,), dynamo=True, verbose=False, report=False)
+            dynamic = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
+            program = torch.onnx.export(
+                module.eval(), (example,), dynamo=True, verbose=False, report=False, dynamic_shapes=dynamic
+            )
         except torch.onnx.OnnxExporterError as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ConfigError(f"ONNX export failed: {first}") from exc

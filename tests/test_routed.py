@@ -3,6 +3,8 @@ deployed as a router over one static narrow model per width (``gates/routed.py``
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from helpers import TINY_RESNET, tiny_config
@@ -10,6 +12,8 @@ from torch import nn
 
 import dynprune
 from dynprune.catalog import rebuild_from_checkpoint
+from dynprune.config import build
+from dynprune.export import ExportConfig, export
 from dynprune.gates.routed import RoutedUnsupported, RoutedWidths, narrow_model, width_index
 from dynprune.models import create_model, input_shape
 from dynprune.runner import run_training
@@ -109,6 +113,7 @@ def test_the_deploy_model_runs_routed_at_every_batch_size_and_site_scope_has_no_
         RoutedWidths(routed_gates("site"))
 
 
+@pytest.mark.slow
 def test_a_network_scope_run_trains_saves_and_rebuilds_to_the_routed_model(tmp_path):
     out = tmp_path / "run"
     cfg = tiny_config(
@@ -124,8 +129,15 @@ def test_a_network_scope_run_trains_saves_and_rebuilds_to_the_routed_model(tmp_p
     torch.testing.assert_close(RoutedWidths(model)(x), masked, atol=1e-5, rtol=1e-5)
     rates = result["site_open_rates"]  # the test pass: every site kept the same share of its channels
     assert set(rates) == {s.name for s in model.gate_set.sites} and max(rates.values()) - min(rates.values()) < 0.02
+    # the export: the router and one static model per width, checked on real test images as the executor runs them
+    onnx = tmp_path / "model.onnx"
+    assert export(build(ExportConfig, {"checkpoint": str(out / "checkpoint.pt"), "onnx": str(onnx), "batch": 8})) == 0
+    report = json.loads((tmp_path / "model.onnx.json").read_text())
+    assert report["onnx"] == [str(onnx), *(str(tmp_path / f"model.width{w}.onnx") for w in range(len(CHOICES)))]
+    assert report["checked_images"] >= 8 and report["max_relative_error"] <= 1e-4 and report["top1_agreement"] == 1.0
 
 
+@pytest.mark.slow
 def test_the_speed_bench_times_the_routed_executor_in_eager_and_onnx_runtime():
     """bench dynamic --gate width --width-scope network: the routed executor is a deploy candidate in eager and
     the one candidate in the static-shape runtimes (each width's branch built in the runtime)."""

@@ -118,6 +118,16 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _nonzero_note(agg: dict) -> str:
+    """The report's note on the rows whose MACs are nonzero-weight MACs (the unstructured pruners among them)."""
+    unstructured = sorted({m for m, _ in agg if getattr(COMPARE_METHODS[m], "structured", True) is False})
+    return (
+        f"MACs of {', '.join(unstructured)} are nonzero-weight MACs (no real speed-up on dense kernels); "
+        if unstructured
+        else ""
+    )
+
+
 def format_report(title: str, rows: list[dict[str, Any]], targets: Sequence[float]) -> str:
     agg = aggregate(rows)
     lines = [f"# {title}", ""]
@@ -155,15 +165,9 @@ def format_report(title: str, rows: list[dict[str, Any]], targets: Sequence[floa
                 f"{_fmt(v['speedup_b64'], '.2f')}x | {v['seeds']} |"
             )
         lines.append("")
-    unstructured = sorted({m for m, _ in agg if getattr(COMPARE_METHODS[m], "structured", True) is False})
-    nonzero = (
-        f"MACs of {', '.join(unstructured)} are nonzero-weight MACs (no real speed-up on dense kernels); "
-        if unstructured
-        else ""
-    )
     lines.append(
         "Top-1: mean +- sample standard deviation over seeds; a single seed is marked (1 seed). "
-        f"{nonzero}dynamic methods "
+        f"{_nonzero_note(agg)}dynamic methods "
         "are timed in deploy mode on real test images, structured ones hard-pruned. (!): a latency whose timing rounds "
         "never agreed within 10% (the machine was busy): do not trust it. Gated rows: conditional share = mean over "
         "sites of the share of channels open for 1-99% of the test images (0: static pruning through gates); "

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..fold import fold_bn
+from ..runtimes import OrtExecutor, export_onnx
 from ..sites import slice_sites
 
 #: (module, example input, threads) -> a callable running it (``runtimes.RUNTIMES``' shape)
@@ -133,6 +135,34 @@ class RoutedWidths(nn.Module):
         for w in chosen:
             index = (widths == w).nonzero().flatten()
             y = self.branch(w, x.index_select(0, index))
+            if out is None:
+                out = y.new_empty(x.shape[0], *y.shape[1:])
+            out[index] = y
+        return out
+
+
+def export_routed(routed: RoutedWidths, example: torch.Tensor, path: Path) -> list[Path]:
+    """The router as ``path`` and each width's branch beside it (``<stem>.width<i>.onnx``), every file for any
+    batch size (a group of one width is any part of a batch); returns the files written, the router first."""
+    files = [export_onnx(routed.router, example, path, dynamic_batch=True)]
+    for w, branch in enumerate(routed.branches):
+        files.append(export_onnx(branch, example, path.with_name(f"{path.stem}.width{w}.onnx"), dynamic_batch=True))
+    return files
+
+
+class OrtRouted:
+    """The exported router and branches run by ONNX Runtime as ``RoutedWidths`` runs them in PyTorch."""
+
+    def __init__(self, files: list[Path], threads: int) -> None:
+        self.router, *branches = (OrtExecutor(f, threads) for f in files)
+        self.branches = branches
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        widths = self.router(x)
+        out: torch.Tensor | None = None
+        for w in widths.unique().tolist():
+            index = (widths == w).nonzero().flatten()
+            y = self.branches[w](x.index_select(0, index))
             if out is None:
                 out = y.new_empty(x.shape[0], *y.shape[1:])
             out[index] = y
