@@ -106,6 +106,11 @@ def test_the_deploy_model_runs_routed_at_every_batch_size_and_site_scope_has_no_
     gates = dynprune.gate(model, (1, 28, 28), "width", target_macs=0.5, width_choices=CHOICES, width_scope="network")
     deploy = gates.method.deploy_model(model.eval())
     assert deploy.strategy_for(1) == "routed" and deploy.strategy_for(64) == "routed"
+    assert deploy.candidates(8) == ("routed",)  # the built-in strategies run each site's own gate: not offered
+    deploy.strategy = "union"
+    with pytest.raises(ValueError, match="'union' does not compute this model"):
+        deploy(varied_inputs(2))
+    deploy.strategy = "auto"
     x = varied_inputs(8)
     with torch.no_grad():
         torch.testing.assert_close(deploy(x), model(x), atol=1e-5, rtol=1e-5)
@@ -154,3 +159,22 @@ def test_the_speed_bench_times_the_routed_executor_in_eager_and_onnx_runtime():
         assert "routed" in candidates, runtime
         torch.testing.assert_close(executors["routed"](x), masked, atol=1e-4, rtol=1e-4)
     assert built.routed is not None and set(built.routed.prepared.values()) - set(built.routed.branches)
+
+
+def test_a_fixed_router_routes_every_site_and_the_supernet_draws_one_width_for_all():
+    """The frozen-gate ablation fixes sites: a fixed router width is every follower's width. The supernet's
+    random passes draw one width for every site, as the router chooses at deploy."""
+    from dynprune.gates.sandwich import Sandwich
+
+    model, x = routed_gates(), varied_inputs(8)
+    gate_set = model.gate_set
+    sandwich = Sandwich(gate_set, random=3)
+    gate_set.fixed_decisions = {gate_set.router: sandwich.prefix(gate_set.router, 1)}  # the 0.5 choice
+    with torch.no_grad():
+        model(x)
+    for site, share in kept_share(model).items():
+        assert torch.allclose(share, torch.full_like(share, 0.5)), site
+    gate_set.fixed_decisions = {}
+    for name, fixed in sandwich.passes()[1:]:
+        shares = {site: float(decision.mean()) for site, decision in fixed.items()}
+        assert len(set(shares.values())) == 1, (name, shares)  # one width at every site

@@ -7,7 +7,6 @@ per-sample MACs on random inputs match the target.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from ..gates.deploy import to_deploy
 from ..gates.estimators import ESTIMATORS
 from ..gates.fixed_k import FixedKUnsupported, to_fixed_k
 from ..gates.method import GatedMethod
-from ..gates.routed import RoutedUnsupported, RoutedWidths
+from ..gates.routed import RoutedWidths
 from ..loader import BatchLoader
 from ..models import create_model, list_models
 from ..outputs import check_output_file
@@ -147,8 +146,8 @@ class Executors:
             fixed_k, problem = None, str(exc)
         hard = hard_pruned_twin(case.model, case.method, case.inputs(64))
         deploy = to_deploy(case.model)
-        with contextlib.suppress(RoutedUnsupported):  # network-scope widths: one static model per width
-            deploy.add_executor("routed", RoutedWidths(case.model), every_batch=True)
+        if case.model.gate_set.router is not None:  # network-scope widths: one static model per width, only
+            deploy.add_executor("routed", RoutedWidths(case.model), exclusive=True)
         return cls(
             fold_bn(without_gates(case.model)).to(device),
             deploy.to(device),
@@ -164,7 +163,7 @@ class Executors:
     def timed(self, runtime: str, x: torch.Tensor, threads: int) -> tuple[dict[str, Executor], list[str]]:
         """(executors by name, the deploy candidates among them) for this runtime and input. Eager runs every
         deploy strategy; compiled runtimes need static shapes: the fixed-k executor, and the routed one's
-        branches built in the runtime (its router stays eager)."""
+        branches and its router built in the runtime."""
         make = RUNTIMES.get(runtime)
         out = {"dense": make(self.dense, x, threads)}
         candidates = []
@@ -298,6 +297,9 @@ def breakdown_rows(
     cases += [trained_case(path, 1) for path in checkpoints if is_gated_checkpoint(path)]  # static: no gates
     rows = []
     for case in cases:
+        if case.model.gate_set.router is not None:  # one static model per input: no gates or gathers to split
+            print(f"{case.name}: no breakdown (network-scope width gates run as the routed executor)")
+            continue
         x = case.inputs(1)
         ratio = mean_macs_ratio(case.model, case.method, x)
         dense = fold_bn(without_gates(case.model)).to(timing.device)
@@ -347,6 +349,8 @@ class DynamicBenchConfig:
         unknown_runtimes = sorted(set(self.runtime) - set(RUNTIMES.names()))
         if unknown_runtimes or not self.runtime:
             raise ConfigError(f"unknown --runtime {unknown_runtimes}; allowed: {', '.join(RUNTIMES.names())}")
+        if self.width_scope != "site" and self.gate != "width":
+            raise ConfigError(f"--width-scope {self.width_scope} is for --gate width (got --gate {self.gate})")
         if self.gate not in ESTIMATORS:
             raise ConfigError(f"unknown --gate {self.gate!r}; allowed: {', '.join(ESTIMATORS.names())}")
         unknown = sorted(set(self.models) - set(list_models()))

@@ -120,7 +120,8 @@ def _fmt(value: float | None, spec: str) -> str:
 
 def _nonzero_note(agg: dict) -> str:
     """The report's note on the rows whose MACs are nonzero-weight MACs (the unstructured pruners among them)."""
-    unstructured = sorted({m for m, _ in agg if getattr(COMPARE_METHODS[m], "structured", True) is False})
+    methods = {m for m, _ in agg if m in COMPARE_METHODS}  # a results folder may name a method since removed
+    unstructured = sorted(m for m in methods if getattr(COMPARE_METHODS[m], "structured", True) is False)
     return (
         f"MACs of {', '.join(unstructured)} are nonzero-weight MACs (no real speed-up on dense kernels); "
         if unstructured

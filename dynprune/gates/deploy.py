@@ -20,7 +20,8 @@ Strategies for a batch (``DeployModel.strategy``):
   (ResNets, MobileNetV2). Trained gates repeat their sets, random ones rarely do.
 - ``masked``: dense folded convolutions times the mask (the fallback when gathering would not pay).
 - ``auto`` (default): batch 1 -> ``gather`` (or an added executor that asks for it: ``fixedk``); larger
-  batches -> ``union``;
+  batches -> ``union``; a model with an exclusive executor (``routed``, for network-scope width gates) runs it
+  at every batch size, and the built-in strategies are not offered;
   ``autotune()`` replaces this rule by the fastest strategy measured per batch size on this machine, ``grouped``,
   ``masked`` and added executors included.
 - added executors (``add_executor``): whole-model executors of the same gated model run as a strategy of their
@@ -194,6 +195,7 @@ class DeployModel(nn.Module):
         self.executors = nn.ModuleDict()  # name -> whole-model executor run as a strategy (``add_executor``)
         self.batch1_default = "gather"  # what ``auto`` runs at batch 1 before any autotune
         self.batched_default = "union"  # ... and at larger batches
+        self.exclusive = False  # True: only the added executors compute this model (``add_executor``)
         # grouped packs a site's channels per group: possible when no gated producer reads another site
         # (ResNets, MobileNetV2), not for chains of sites (VGG, LeNet) or sites flattened into a linear layer
         self.groupable = not any(
@@ -204,23 +206,26 @@ class DeployModel(nn.Module):
         self.eval()
 
     def add_executor(
-        self, name: str, executor: nn.Module, batch1_default: bool = False, every_batch: bool = False
+        self, name: str, executor: nn.Module, batch1_default: bool = False, exclusive: bool = False
     ) -> None:
         """Run ``executor`` (a whole-model executor of the same gated model, equal outputs) as strategy ``name``;
-        ``batch1_default``: ``auto`` runs it at batch 1 until an autotune says otherwise; ``every_batch``: at
-        every batch size."""
+        ``batch1_default``: ``auto`` runs it at batch 1 until an autotune says otherwise; ``exclusive``: the
+        built-in strategies do not compute this model (each site runs its own gate: not the network-scope
+        router's decision), so only added executors are offered, this one the default at every batch size."""
         if name in STRATEGIES:
             raise ValueError(f"{name!r} is a built-in deploy strategy")
         self.executors[name] = executor
-        if batch1_default or every_batch:
+        if batch1_default or exclusive:
             self.batch1_default = name
-        if every_batch:
-            self.batched_default = name
+        if exclusive:
+            self.batched_default, self.exclusive = name, True
 
     def candidates(self, batch: int = 2) -> tuple[str, ...]:
         """The strategies worth timing for this batch size: all but ``grouped`` for chains of sites, and not
         at batch 1, where it is ``gather``; then the added executors."""
         grouped = self.groupable and batch > 1
+        if self.exclusive:
+            return tuple(self.executors)
         return (*(s for s in STRATEGIES if s != "auto" and (s != "grouped" or grouped)), *self.executors)
 
     def train(self, mode: bool = True) -> DeployModel:
@@ -231,6 +236,12 @@ class DeployModel(nn.Module):
         if self.strategy not in (*STRATEGIES, *self.executors):
             allowed = ", ".join((*STRATEGIES, *self.executors))
             raise ValueError(f"unknown deploy strategy {self.strategy!r}; allowed: {allowed}")
+        if self.exclusive and self.strategy in STRATEGIES and self.strategy != "auto":
+            allowed = ", ".join(("auto", *self.executors))
+            raise ValueError(
+                f"strategy {self.strategy!r} does not compute this model (one width per input for the "
+                f"network); allowed: {allowed}"
+            )
         if self.strategy == "grouped" and not self.groupable:
             raise ValueError("strategy 'grouped' needs sites whose producers read no other site; use 'union'")
         if self.strategy != "auto":

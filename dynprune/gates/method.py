@@ -35,7 +35,7 @@ from .init import init_gates_like_l1_filter
 from .module import GateSet, attach_gates
 from .observe import GateObserver
 from .options import GateOptions
-from .routed import RoutedUnsupported, RoutedWidths
+from .routed import RoutedUnsupported, RoutedWidths, Router
 from .sandwich import Sandwich
 from .schedule import GateSchedule
 from .training import GateTraining
@@ -94,6 +94,11 @@ class GatedMethod(Method):
         self.densities = site_densities(o.gate_density, self.cost, self.target, self.dense_macs, groups)
         self.gate_set.densities = dict(self.densities)
         self.estimator.check_densities(self.densities)
+        if self.gate_set.router is not None:  # its deploy model is the routed executor: refused now, not at deploy
+            try:
+                Router(model)
+            except RoutedUnsupported as exc:
+                raise ConfigError(f"--width-scope network: {exc}") from None
         self.training = GateTraining(
             o, self.estimator, self.gate_set, self.cost, self.dense_macs, self.target, self.densities
         )
@@ -167,8 +172,8 @@ class GatedMethod(Method):
         deploy = to_deploy(model)
         with contextlib.suppress(FixedKUnsupported):  # threshold gates, chains of sites: data-dependent only
             deploy.add_executor("fixedk", to_fixed_k(model), batch1_default=True)  # fastest at b1: BENCHMARKS
-        with contextlib.suppress(RoutedUnsupported):  # network-scope widths: a router over static sub-networks
-            deploy.add_executor("routed", RoutedWidths(model), every_batch=True)
+        if model.gate_set.router is not None:  # network-scope widths: a router over static sub-networks, only
+            deploy.add_executor("routed", RoutedWidths(model), exclusive=True)
         return deploy
 
     def start_eval(self) -> None:

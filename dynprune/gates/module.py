@@ -106,8 +106,13 @@ class GateSet(nn.Module):
         self.router = self.sites[0].name if estimator.shares_decision() else None
         self._routed: tuple[torch.Tensor, torch.Tensor | None] | None = None
         self._handles = []
+        self._attach_all(model, group_size, reduction, bias_init, boost)
+
+    def _attach_all(self, model: nn.Module, group_size: int, reduction: int, bias_init: float, boost: bool) -> None:
         for site in self.sites:
             self._attach(model, site, group_size, reduction, bias_init, boost and not site.passthrough)
+        if self.router is not None:  # each forward pass starts without a routed decision: none is carried over
+            self._handles.append(model.register_forward_pre_hook(self._forget_route))
 
     def _attach(
         self, model: nn.Module, site: ChannelSite, group_size: int, reduction: int, bias_init: float, boosted: bool
@@ -145,8 +150,8 @@ class GateSet(nn.Module):
                 density = self.densities.get(site.name, 1.0)
                 raw = routed if follows else self.estimator.decide(logits, self.training, density)
                 decision = self.estimator.expand(raw, gate.groups)  # [B, G]
-            if site.name == self.router:
-                self._routed = (logits, raw)
+            if site.name == self.router:  # a fixed router (the frozen-gate ablation) routes by its fixed width
+                self._routed = (logits, raw if raw is not None else self._tiers_of(site.name, decision))
             per_group = gate.channels // gate.groups
             mask = repeat(decision, "b g -> b (g k)", k=per_group)  # [B, C]
             self.logits[site.name] = logits
@@ -164,6 +169,16 @@ class GateSet(nn.Module):
             self._site_masks[site.name].mask = boosted  # what the channels are multiplied by
 
         return hook
+
+    def _forget_route(self, module: nn.Module, args: tuple) -> None:
+        self._routed = None
+
+    def _tiers_of(self, site: str, decision: torch.Tensor) -> torch.Tensor:
+        """[B, G] prefix decisions of ``site`` -> [B, tiers] open tiers (the ordinal form the followers expand)."""
+        tiers = self.tiers(site).to(decision.device)
+        count = int(tiers.max()) + 1
+        widest = (decision * (tiers + 1)).amax(dim=1)  # the highest open tier + 1, per input
+        return (torch.arange(count, device=decision.device)[None] < widest[:, None]).to(decision.dtype)
 
     def _routed_decision(self, site: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self._routed is None:  # the router's producer must run before every other site's

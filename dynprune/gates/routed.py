@@ -70,7 +70,10 @@ class Router(nn.Module):
             raise RoutedUnsupported(
                 f"the router is cut from the model by torch.fx, which cannot trace it: {exc}"
             ) from None
-        feed = next(n for n in prefix.graph.nodes if n.op == "call_module" and n.target == producer).args[0]
+        node = next((n for n in prefix.graph.nodes if n.op == "call_module" and n.target == producer), None)
+        if node is None:
+            raise RoutedUnsupported(f"the router's producer {producer} is not a module call in the traced graph")
+        feed = node.args[0]
         output = next(n for n in prefix.graph.nodes if n.op == "output")
         output.args = (feed,)  # the pass ends where the router's producer would start
         prefix.graph.eliminate_dead_code()
@@ -109,7 +112,7 @@ class RoutedWidths(nn.Module):
     @torch.no_grad()
     def route(self, x: torch.Tensor) -> torch.Tensor:
         """[B] width index of each input."""
-        return self.prepared.get((ROUTER, x.shape[0]), self.router)(x)
+        return self.prepared.get((ROUTER, x.shape[0]), self.router)(x).to(x.device)
 
     def prepare(self, make: MakeExecutor, example: torch.Tensor, threads: int) -> None:
         """Build each branch in runtime ``make`` for the group sizes ``example`` routes to (compiled and ONNX
@@ -123,7 +126,7 @@ class RoutedWidths(nn.Module):
 
     def branch(self, width: int, x: torch.Tensor) -> torch.Tensor:
         run = self.prepared.get((width, x.shape[0]), self.branches[width])
-        return run(x)
+        return run(x).to(x.device)  # ONNX Runtime answers on the CPU
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -158,11 +161,11 @@ class OrtRouted:
         self.branches = branches
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        widths = self.router(x)
+        widths = self.router(x).to(x.device)
         out: torch.Tensor | None = None
         for w in widths.unique().tolist():
             index = (widths == w).nonzero().flatten()
-            y = self.branches[w](x.index_select(0, index))
+            y = self.branches[w](x.index_select(0, index)).to(x.device)
             if out is None:
                 out = y.new_empty(x.shape[0], *y.shape[1:])
             out[index] = y

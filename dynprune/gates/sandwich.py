@@ -4,7 +4,8 @@
 While the supernet phase lasts, the training forward pass runs the widest network (every gate held open) on the
 task loss, and the same batch runs again at the narrowest width and at ``random`` random widths, each learning
 the widest pass's softmax (its soft labels, detached): DS-Net samples largest, two random, smallest per step and
-distils the others from the largest. A random pass draws one width per site, since the gates choose per site.
+distils the others from the largest. A random pass draws one width per site, since the gates choose per site
+(one width for every site at network scope, as the router chooses).
 
 Once the gates decide, the gate target (weight ``gate_target``) runs the batch once more at the narrowest width
 without gradients: an input the narrowest network classifies right should run narrowest, any other widest
@@ -53,9 +54,14 @@ class Sandwich:
         RNG draws them, so a resumed run draws what the uninterrupted one would)."""
         sites = [s.name for s in self.gate_set.sites]
         out = [("narrowest", self.narrowest())]
+        router = self.gate_set.router
         for i in range(self.random):
             levels = {s: int(self.gate_set.tiers(s).max()) + 1 for s in sites}
-            drawn = {s: int(torch.randint(levels[s], ())) for s in sites}
+            if router is not None:  # network scope: one width for every site, as deployed
+                tier = int(torch.randint(levels[router], ()))
+                drawn = dict.fromkeys(sites, tier)
+            else:
+                drawn = {s: int(torch.randint(levels[s], ())) for s in sites}
             out.append((f"random{i}", {s: self.prefix(s, drawn[s]) for s in sites}))
         return out
 
