@@ -159,6 +159,10 @@ def test_the_speed_bench_times_the_routed_executor_in_eager_and_onnx_runtime():
         assert "routed" in candidates, runtime
         torch.testing.assert_close(executors["routed"](x), masked, atol=1e-4, rtol=1e-4)
     assert built.routed is not None and set(built.routed.prepared.values()) - set(built.routed.branches)
+    executors, _ = built.timed("onnxruntime", x, 1, one_by_one=True)  # batch-1 rows: an image at a time
+    one_by_one = torch.cat([executors[name](x[i : i + 1]) for name in ("routed",) for i in range(len(x))])
+    torch.testing.assert_close(one_by_one, masked, atol=1e-4, rtol=1e-4)
+    assert {size for _, size in built.routed.prepared} == {1}
 
 
 def test_a_fixed_router_routes_every_site_and_the_supernet_draws_one_width_for_all():

@@ -8,7 +8,7 @@ per-sample MACs on random inputs match the target.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, cast
@@ -25,18 +25,17 @@ from ..fold import fold_bn
 from ..gates.calibrate import find_logit_shift
 from ..gates.deploy import to_deploy
 from ..gates.estimators import ESTIMATORS
-from ..gates.fixed_k import FixedKUnsupported, to_fixed_k
 from ..gates.method import GatedMethod
-from ..gates.routed import RoutedWidths
 from ..loader import BatchLoader
 from ..models import create_model, list_models
 from ..outputs import check_output_file
 from ..rebuild import gated_model_from_checkpoint, is_gated_checkpoint, pruned_and_dense_from_checkpoint
-from ..runtimes import RUNTIMES, Executor
+from ..runtimes import RUNTIMES
 from ..timing import interleaved_timing, round_ratio
 from .breakdown import BreakdownRow, breakdown_row, format_breakdown
+from .executors import ROUTED_B1_IMAGES, Executors, GatedCase, image_by_image
 from .speed_rows import SpeedRow, format_table, print_progress, rows_as_dicts
-from .twins import hard_pruned_twin, without_gates
+from .twins import without_gates
 
 #: (input shape, classes) each zoo model is benchmarked at
 BENCH_SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
@@ -92,21 +91,6 @@ class Timing:
     width_scope: str = "site"  # of random width gates: network = one width per input (the routed executor)
 
 
-@dataclass
-class GatedCase:
-    """A gated model to time: its name and target for the table, its method (for the MAC ratio), its inputs."""
-
-    name: str
-    target: float
-    model: nn.Module
-    method: GatedMethod
-    shape: tuple[int, ...]
-    images: torch.Tensor | None = None  # real, normalised test images; None: random inputs
-
-    def inputs(self, batch: int) -> torch.Tensor:
-        return self.images[:batch] if self.images is not None else torch.randn(batch, *self.shape)
-
-
 def measure_rows(models: Sequence[str], targets: Sequence[float], timing: Timing) -> list[SpeedRow]:
     rows = []
     for name in models:
@@ -114,74 +98,6 @@ def measure_rows(models: Sequence[str], targets: Sequence[float], timing: Timing
             model, method, shape = random_gated_model(name, target, gate=timing.gate, width_scope=timing.width_scope)
             rows += rows_for(GatedCase(name, target, model, method, shape), timing)
     return rows
-
-
-def _with_strategy(deploy: nn.Module, strategy: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The deploy model run with one fixed strategy (for timing the strategies side by side)."""
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        deploy.strategy = strategy
-        return deploy(x)
-
-    return run
-
-
-@dataclass
-class Executors:
-    """Everything timed for one gated case, built once: dense, the data-dependent deploy model (with the routed
-    executor of network-scope width gates among its strategies), the fixed-k executor (None where unsupported,
-    with the reason) and the hard-pruned twin."""
-
-    dense: nn.Module
-    deploy: nn.Module
-    fixed_k: nn.Module | None
-    fixed_k_problem: str | None
-    hard: tuple[nn.Module, float]  # the hard-pruned twin and its MAC ratio (every gated model has one)
-
-    @classmethod
-    def build(cls, case: GatedCase, device: str) -> Executors:
-        try:
-            fixed_k, problem = to_fixed_k(case.model).to(device), None
-        except FixedKUnsupported as exc:
-            fixed_k, problem = None, str(exc)
-        hard = hard_pruned_twin(case.model, case.method, case.inputs(64))
-        deploy = to_deploy(case.model)
-        if case.model.gate_set.router is not None:  # network-scope widths: one static model per width, only
-            deploy.add_executor("routed", RoutedWidths(case.model), exclusive=True)
-        return cls(
-            fold_bn(without_gates(case.model)).to(device),
-            deploy.to(device),
-            fixed_k,
-            problem,
-            (hard[0].to(device), hard[1]),
-        )
-
-    @property
-    def routed(self) -> RoutedWidths | None:
-        return dict(self.deploy.executors).get("routed")  # a ModuleDict has no get
-
-    def timed(self, runtime: str, x: torch.Tensor, threads: int) -> tuple[dict[str, Executor], list[str]]:
-        """(executors by name, the deploy candidates among them) for this runtime and input. Eager runs every
-        deploy strategy; compiled runtimes need static shapes: the fixed-k executor, and the routed one's
-        branches and its router built in the runtime."""
-        make = RUNTIMES.get(runtime)
-        out = {"dense": make(self.dense, x, threads)}
-        candidates = []
-        routed = self.routed
-        if routed is not None:
-            routed.prepare(make, x, threads)  # each width's branch in this runtime, for this batch's groups
-            if runtime != "eager":
-                out["routed"], candidates = routed, ["routed"]
-        if runtime == "eager":
-            for strategy in self.deploy.candidates(x.shape[0]):
-                out[strategy] = _with_strategy(self.deploy, strategy)
-                candidates.append(strategy)
-        if self.fixed_k is not None:
-            self.fixed_k.autotune(x)  # narrow or wide per layer, for this batch size, before it is compiled
-            out["fixedk"] = make(self.fixed_k, x, threads)
-            candidates.append("fixedk")
-        out["hard"] = make(self.hard[0], x, threads)
-        return out, candidates
 
 
 def rows_for(case: GatedCase, timing: Timing) -> list[SpeedRow]:
@@ -194,12 +110,15 @@ def rows_for(case: GatedCase, timing: Timing) -> list[SpeedRow]:
             print(f"{case.name} at {case.target}: no {runtime} row ({built.fixed_k_problem})")
             continue
         for batch in timing.batch_sizes:
-            x = case.inputs(batch)
+            # routed at batch 1: each image runs one of a few static models; time them over images, one at a time
+            one_by_one = batch == 1 and built.routed is not None
+            x = case.inputs(ROUTED_B1_IMAGES if one_by_one else batch)
             ratio = mean_macs_ratio(case.model, case.method, x)
             x = x.to(timing.device)
-            executors, candidates = built.timed(runtime, x, timing.threads)
+            executors, candidates = built.timed(runtime, x, timing.threads, one_by_one)
+            executors = {k: image_by_image(f) for k, f in executors.items()} if one_by_one else executors
             timed, rounds = interleaved_timing(executors, x, timing.threads, timing.min_run_time)
-            t = {name: v.ms for name, v in timed.items()}
+            t = {name: v.ms / (len(x) if one_by_one else 1) for name, v in timed.items()}  # per batch of 1
             chosen = min(candidates, key=t.get)  # what autotune does, on the interleaved timings
             if chosen != "fixedk":
                 built.deploy.tuned[batch] = chosen

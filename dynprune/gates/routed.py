@@ -114,14 +114,16 @@ class RoutedWidths(nn.Module):
         """[B] width index of each input."""
         return self.prepared.get((ROUTER, x.shape[0]), self.router)(x).to(x.device)
 
-    def prepare(self, make: MakeExecutor, example: torch.Tensor, threads: int) -> None:
+    def prepare(self, make: MakeExecutor, example: torch.Tensor, threads: int, one_by_one: bool = False) -> None:
         """Build each branch in runtime ``make`` for the group sizes ``example`` routes to (compiled and ONNX
-        Runtime executors are built for one input shape); other group sizes run the branch as it is."""
+        Runtime executors are built for one input shape), or (``one_by_one``) for its images one at a time;
+        other group sizes run the branch as it is."""
         self.prepared = {}
         widths = self.route(example)
-        self.prepared[(ROUTER, example.shape[0])] = make(self.router, example, threads)
+        routed_at = example[:1] if one_by_one else example
+        self.prepared[(ROUTER, routed_at.shape[0])] = make(self.router, routed_at, threads)
         for w in widths.unique().tolist():
-            group = example[widths == w]
+            group = example[widths == w][:1] if one_by_one else example[widths == w]
             self.prepared[(w, group.shape[0])] = make(self.branches[w], group, threads)
 
     def branch(self, width: int, x: torch.Tensor) -> torch.Tensor:
