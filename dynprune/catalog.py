@@ -17,13 +17,14 @@ from torch import nn
 
 from .base import ConfigError, flag
 from .checkpoints import load_checkpoint
-from .config import Groups, TrainConfig, build, parse_cli
+from .config import Groups, TrainConfig, build, field_owners, parse_cli
 from .gates.method import GATED
 from .methods import DENSE, Method, MethodSpec
 from .models import input_shape, model_for_arch, model_recipe
 from .models.registry import MODELS
 from .prune.method import STATIC
 from .registry import Registry
+from .resume_args import given_fields
 
 TRAINING_METHODS: Registry[MethodSpec] = Registry("training method")
 for _spec in (DENSE, GATED, STATIC):
@@ -97,12 +98,27 @@ def parse_train_cli(
 ) -> TrainConfig:
     cfg = parse_cli(TrainConfig, argv, prog, description, option_groups(), recipe_defaults, recipes_help(), preset)
     try:
-        method_spec(cfg)
+        check_flags_belong(cfg, given_fields(sys.argv[1:] if argv is None else argv))
         method_from_config(cfg)  # options that contradict the method (e.g. width gates' per-channel ones) now
     except ConfigError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     return cfg
+
+
+def check_flags_belong(cfg: TrainConfig, given: set[str]) -> None:
+    """A flag of a method the run does not use (``--tau-start`` with ``--gate topk``, ``--hard`` with gates) would
+    be ignored without a word: one clear error instead, naming whose flag it is."""
+    spec, variant = method_spec(cfg)
+    owners = field_owners(TrainConfig, option_groups())
+    for name in sorted(given):
+        group = owners.get(name)
+        if group is None or (spec.option_groups().get(group) is not None and group in (spec.family, variant)):
+            continue
+        owner = next(s for _, s in TRAINING_METHODS.items() if group in s.option_groups())
+        whose = f"--{owner.selector} runs" if group == owner.family else f"--{owner.selector} {group}"
+        this = f"--{spec.selector} {variant}" if spec.selector else "a dense run"
+        raise ConfigError(f"--{flag(name)} is an option of {whose}; this run is {this}, which would ignore it")
 
 
 def method_from_config(cfg: TrainConfig) -> Method:

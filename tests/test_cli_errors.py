@@ -91,3 +91,32 @@ def test_parse_cli_positional_fields_are_coerced_validated_and_required(capsys):
         assert exc.value.code == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("prog: error: ") and needle in err, err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ("--gate topk --tau-start 3", "--tau-start is an option of --gate gumbel; this run is --gate topk"),
+        (
+            "--prune l1-filter --width-choices 0.5,1",
+            "--width-choices is an option of --gate width; this run is --prune",
+        ),
+        ("--gate topk --hard", "--hard is an option of --prune runs; this run is --gate topk"),
+        ("--budget-weight 3", "--budget-weight is an option of --gate runs; this run is a dense run"),
+    ],
+)
+def test_a_flag_of_a_method_the_run_does_not_use_is_one_line_not_ignored(capsys, args, message):
+    """Before, such a flag was read and silently ignored (a topk run with --tau-start 3 trained as without it)."""
+    from dynprune.catalog import parse_train_cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        parse_train_cli(args.split(), "python -m dynprune.train", "")
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    for used in (
+        "--gate topk --budget-weight 3",
+        "--prune sfp --prune-criterion l2-filter",
+        "--gate width --width-tau 2",
+    ):
+        parse_train_cli(used.split(), "python -m dynprune.train", "")  # the run's own method's flags: accepted
