@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -72,3 +73,13 @@ def check_threads(value: int, name: str = "--threads") -> None:
 def flag(name: str) -> str:
     """The command-line flag of a config field: ``target_macs`` -> ``target-macs``."""
     return name.replace("_", "-")
+
+
+def given_fields(argv: Sequence[str]) -> set[str]:
+    """The config fields named by flags in ``argv`` (``--no-x`` names ``x``): ``flag``'s inverse."""
+    names = set()
+    for arg in argv:
+        if arg.startswith("--"):
+            name = arg[2:].split("=", 1)[0]
+            names.add((name[3:] if name.startswith("no-") else name).replace("-", "_"))
+    return names

@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import nn
 
-from .base import ConfigError, flag
+from .base import ConfigError, flag, given_fields
 from .checkpoints import load_checkpoint
 from .config import Groups, TrainConfig, build, field_owners, parse_cli
 from .gates.method import GATED
@@ -24,7 +24,6 @@ from .models import input_shape, model_for_arch, model_recipe
 from .models.registry import MODELS
 from .prune.method import STATIC
 from .registry import Registry
-from .resume_args import given_fields
 
 TRAINING_METHODS: Registry[MethodSpec] = Registry("training method")
 for _spec in (DENSE, GATED, STATIC):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .base import ConfigError, flag
+from .base import ConfigError, flag, given_fields
 from .checkpoints import CHECKPOINT, CheckpointError, load_checkpoint
 from .config import MAY_DIFFER, field_owners, load_yaml
 
@@ -23,16 +23,6 @@ def _value_of(argv: Sequence[str], name: str) -> str | None:
         if arg.startswith(name + "="):
             return arg.split("=", 1)[1]
     return None
-
-
-def given_fields(argv: Sequence[str]) -> set[str]:
-    """The config fields named by flags in ``argv`` (``--no-x`` names ``x``)."""
-    names = set()
-    for arg in argv:
-        if arg.startswith("--"):
-            name = arg[2:].split("=", 1)[0]
-            names.add((name[3:] if name.startswith("no-") else name).replace("-", "_"))
-    return names
 
 
 @dataclass(frozen=True)
