@@ -32,7 +32,7 @@ SAME_CELL_AS_A_KEPT_ONE = {
     *("ste", "hardconcrete", "width"),  # as gumbel's
     "topk",  # as topk-rl's without its search (a GatedCompare cell of topk gates)
     "mobilenetv2",  # as narrow's (another zoo model: test_zoo_learns)
-    "random-search",  # as rl's with --algo random (test_random_search_cells_run_the_search_without_an_agent)
+    "random-search",  # as rl's with --algo random (test_every_registered_comparison_method_plans_a_valid_cell)
     "topk-scratch",  # topk's cell trained from scratch like narrow's (test_scratch_gates_get_the_whole_budget...)
 }
 assert set(COMPARE_METHODS.names()) >= SAME_CELL_AS_A_KEPT_ONE
@@ -83,12 +83,25 @@ def test_every_registered_comparison_method_plans_a_valid_cell(tmp_path):
     """The quick-tier check of every comparison method, a new one included: its cell's values build a valid
     training config (the plan checks each with ``train_config``) for one target and seed."""
     names = COMPARE_METHODS.names()
-    cells = build_plan(plan_config(tmp_path, methods=names, targets=[0.5], search_episodes=4))
+    cfg = plan_config(tmp_path, methods=names, targets=[0.5], search_episodes=12, search_criterion="slim-filter")
+    cells = build_plan(cfg)
     assert {c.method for c in cells} == set(names)
     for cell in cells:
         method = COMPARE_METHODS[cell.method]
         assert cell.values["seed"] == 0 and cell.values["out"].endswith("s0"), cell.label
         assert ("init" in cell.values) is method.from_dense, cell.label  # fine-tunes start from the dense model
+    # rl and random-search side by side: the same evaluator, walls, criterion and number of strategies; only the
+    # agent differs (random-search ignores search_algo); both prune as they scored
+    args = {c.method: c.search_args for c in cells if c.method in ("rl", "random-search")}
+
+    def value(method: str, flag: str) -> str:
+        return args[method][args[method].index(flag) + 1]
+
+    assert value("rl", "--algo") == "ddpg" and value("random-search", "--algo") == "random"
+    assert value("rl", "--criterion") == "slim-filter"
+    for flag in ("--episodes", "--val-subset", "--r-max", "--target-macs", "--init", "--criterion"):
+        assert value("rl", flag) == value("random-search", flag), flag
+    assert {c.values["prune"] for c in cells if c.method in args} == {"slim-filter"}
 
 
 def test_narrow_width_matches_the_mac_target():
@@ -250,29 +263,6 @@ def test_a_plan_whose_cells_need_a_dense_model_nobody_provides_is_refused(tmp_pa
         checkpoint.parent.mkdir(parents=True)
         checkpoint.write_bytes(b"")
         assert [c.values["distill"] for c in build_plan(cfg)] == [str(checkpoint)]
-
-
-def test_random_search_cells_run_the_search_without_an_agent(tmp_path):
-    """rl and random-search side by side: the same evaluator, walls and number of strategies; only the agent
-    differs (random-search ignores search_algo)."""
-    cfg = plan_config(
-        tmp_path,
-        methods=["dense", "rl", "random-search"],
-        targets=[0.5],
-        search_episodes=12,
-        search_criterion="slim-filter",
-    )
-    cells = build_plan(cfg)
-    args = {c.method: c.search_args for c in cells if c.method != "dense"}
-    assert {c.values["prune"] for c in cells if c.method != "dense"} == {"slim-filter"}  # prunes as it scored
-
-    def value(method: str, flag: str) -> str:
-        return args[method][args[method].index(flag) + 1]
-
-    assert value("rl", "--algo") == "ddpg" and value("random-search", "--algo") == "random"
-    assert value("rl", "--criterion") == "slim-filter"
-    for flag in ("--episodes", "--val-subset", "--r-max", "--target-macs", "--init", "--criterion"):
-        assert value("rl", flag) == value("random-search", flag), flag
 
 
 @pytest.mark.parametrize("preset", sorted((REPO / "configs/compare").glob("*.yaml")), ids=lambda p: p.name)
