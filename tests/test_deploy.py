@@ -162,7 +162,7 @@ def test_autotune_picks_the_fastest_by_the_projects_timing():
     assert deploy.autotune(torch.randn(8, *shape), candidates=("union", "quick", "slow"), min_run_time=0.02) == "quick"
 
 
-@pytest.mark.slow  # the CLI end to end; rows_for itself is checked in the quick tier (the ONNX Runtime rows test)
+@pytest.mark.slow  # the CLI end to end (about 20 s): in the slow tier with the other bench-row tests
 def test_bench_dynamic_cli_writes_rows(tmp_path):
     out = tmp_path / "rows.json"
     proc = run_module(
