@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 
 from ..fold import fold_bn
 from ..gates.method import GatedMethod
+from ..gates.routed import without_gates
 from ..sites import slice_sites
-
-
-def without_gates(model: nn.Module) -> nn.Module:
-    """A copy of a gated model with its gates removed: the dense model."""
-    plain = copy.deepcopy(model)
-    plain.gate_set.remove()
-    del plain.gate_set
-    return plain
 
 
 def hard_pruned_twin(model: nn.Module, method: GatedMethod, inputs: torch.Tensor) -> tuple[nn.Module, float]:

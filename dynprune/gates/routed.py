@@ -49,7 +49,7 @@ def narrow_model(model: nn.Module, width: int) -> nn.Module:
         gate = gate_set.gate(site.name)
         kept_groups = int((gate_set.tiers(site.name) <= width).sum())
         keep[site.name] = torch.arange(kept_groups * (gate.channels // gate.groups))
-    plain = _without_gates(model)
+    plain = without_gates(model)
     slice_sites(plain, gate_set.sites, keep)
     return fold_bn(plain)
 
@@ -62,7 +62,7 @@ class Router(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         gate_set = model.gate_set
-        plain = _without_gates(model)
+        plain = without_gates(model)
         producer = gate_set.sites[0].producer
         try:
             prefix = torch.fx.symbolic_trace(plain)
@@ -86,12 +86,31 @@ class Router(nn.Module):
         return width_index(self.gate(self.prefix(x)) + self.shift)
 
 
-def _without_gates(model: nn.Module) -> nn.Module:
+def without_gates(model: nn.Module) -> nn.Module:
+    """A copy of a gated model with its gates removed (the dense model), in eval mode."""
     model.gate_set.detach_batch_state()  # a deep copy cannot copy a training step's graph
     plain = copy.deepcopy(model)
     plain.gate_set.remove()
     del plain.gate_set
     return plain.eval()
+
+
+def run_grouped(
+    x: torch.Tensor, widths: torch.Tensor, branch: Callable[[int, torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """Each width's inputs in one call of ``branch(width, group)``, the outputs back in the inputs' order (one
+    width for the whole batch: one call, no copies)."""
+    chosen = widths.unique().tolist()
+    if len(chosen) == 1:
+        return branch(chosen[0], x)
+    out: torch.Tensor | None = None
+    for w in chosen:
+        index = (widths == w).nonzero().flatten()
+        y = branch(w, x.index_select(0, index))
+        if out is None:
+            out = y.new_empty(x.shape[0], *y.shape[1:])
+        out[index] = y
+    return out
 
 
 class RoutedWidths(nn.Module):
@@ -132,18 +151,7 @@ class RoutedWidths(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        widths = self.route(x)
-        chosen = widths.unique().tolist()
-        if len(chosen) == 1:
-            return self.branch(chosen[0], x)
-        out: torch.Tensor | None = None
-        for w in chosen:
-            index = (widths == w).nonzero().flatten()
-            y = self.branch(w, x.index_select(0, index))
-            if out is None:
-                out = y.new_empty(x.shape[0], *y.shape[1:])
-            out[index] = y
-        return out
+        return run_grouped(x, self.route(x), self.branch)
 
 
 def export_routed(routed: RoutedWidths, example: torch.Tensor, path: Path) -> list[Path]:
@@ -163,12 +171,4 @@ class OrtRouted:
         self.branches = branches
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        widths = self.router(x).to(x.device)
-        out: torch.Tensor | None = None
-        for w in widths.unique().tolist():
-            index = (widths == w).nonzero().flatten()
-            y = self.branches[w](x.index_select(0, index)).to(x.device)
-            if out is None:
-                out = y.new_empty(x.shape[0], *y.shape[1:])
-            out[index] = y
-        return out
+        return run_grouped(x, self.router(x).to(x.device), lambda w, group: self.branches[w](group).to(x.device))
