@@ -134,6 +134,7 @@ def test_gate_rate_term_is_zero_at_the_target_rate_and_grows_away_from_it():
     "bad",
     [
         {"gate_pool": 0.5},
+        {"gate_pool_min": 1.5},
         {"guide_until": 1.5},
         {"guide_open_epochs": -0.5},
         {"gate_rate_weight": -1.0},
@@ -181,6 +182,8 @@ def test_guided_pool_run_records_dynamism_that_describes_the_saved_model(tmp_pat
     [
         ("l1", {}, {2.0: 4, -2.0: 12}),  # exactly l1-filter's k = 4 of 16
         ("pool", {"gate_pool": 1.5}, {2.0: 6, -2.0: 10}),  # 1.5 x k candidates, equal biases
+        ("pool", {"gate_pool": 1.5, "gate_pool_min": 0.5}, {2.0: 8, -2.0: 8}),  # at least half the site's 16
+        ("l1", {"gate_pool_min": 0.5}, {2.0: 4, -2.0: 12}),  # l1 opens exactly k: no pool to widen
         ("core", {"gate_pool": 2.0, "gate_core": 0.5}, {2.0: 2, 0.0: 6, -2.0: 8}),  # 2 held, 6 undecided
     ],
 )

@@ -22,6 +22,7 @@ def init_gates_like_l1_filter(
     pool: float = 1.0,
     core: float | None = None,
     criterion: Criterion | None = None,
+    pool_min: float = 0.0,
 ) -> None:
     """Gate biases from a criterion's ranking of each site's channel groups (default l1-filter's; k = groups kept
     at its density):
@@ -33,13 +34,16 @@ def init_gates_like_l1_filter(
       the input-dependent part chooses from the first step.
     - ``core`` in [0, 1]: the top ``core`` x k groups open (+``bias``), the candidates up to ``pool`` x k
       undecided (bias 0: the input decides), the rest closed: a static core and a dynamic margin.
+
+    ``pool_min``: the candidates are at least that share of the site's groups, whatever its k.
     """
     rank = criterion or L1Norm()
     for site in gate_set.sites:
         gate = gate_set.gate(site.name)
         scores = rank(ChannelGroup.of(model, site)).view(gate.groups, -1).sum(dim=1)  # [G]
         density = densities[site.name]
-        candidates = keep_lowest_removed(scores, gate.groups - kept_groups(gate.groups, min(1.0, density * pool)))
+        pool_share = min(1.0, max(density * pool, pool_min))
+        candidates = keep_lowest_removed(scores, gate.groups - kept_groups(gate.groups, pool_share))
         biases = torch.where(candidates > 0, bias if core is None else 0.0, -bias)
         if core is not None and core > 0:
             held = keep_lowest_removed(scores, gate.groups - kept_groups(gate.groups, density * core))

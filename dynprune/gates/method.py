@@ -106,7 +106,10 @@ class GatedMethod(Method):
         if o.gate_init != "open":
             pool = 1.0 if o.gate_init == "l1" else o.gate_pool
             core = o.gate_core if o.gate_init == "core" else None
-            init_gates_like_l1_filter(model, self.gate_set, self.densities, o.gate_bias_init, pool, core, rank)
+            pool_min = 0.0 if o.gate_init == "l1" else o.gate_pool_min
+            init_gates_like_l1_filter(
+                model, self.gate_set, self.densities, o.gate_bias_init, pool, core, rank, pool_min
+            )
         return model
 
     # the parts' state, as the calibration, the API and tests read it

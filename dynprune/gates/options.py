@@ -45,6 +45,11 @@ class GateOptions:
         choices=lambda: CRITERIA.names(),
     )
     gate_pool: float = option(1.5, "gated: --gate-init pool/core: candidate channels per site, a multiple of its k")
+    gate_pool_min: float = option(
+        0.0,
+        "gated: --gate-init pool/core: candidates at least this share of each site's channels (a site that keeps "
+        "1 of 16 gets a pool of 2 at --gate-pool 1.5: too few to decide per input); 0 = the --gate-pool multiple alone",
+    )
     gate_core: float = option(0.5, "gated: --gate-init core: channels held open per site, a fraction of its k")
     guide_weight: float = option(
         0.0, "gated: weight of the activation guide (BCE to each input's k most active channels); 0 = off"
@@ -98,6 +103,10 @@ class GateOptions:
             raise ConfigError(f"--gate-core must be a fraction of each site's k in [0, 1], got {self.gate_core}")
         if self.gate_pool < 1:
             raise ConfigError(f"--gate-pool must be >= 1 (a multiple of each site's k), got {self.gate_pool}")
+        if not 0 <= self.gate_pool_min <= 1:
+            raise ConfigError(
+                f"--gate-pool-min must be a share of each site's channels in [0, 1], got {self.gate_pool_min}"
+            )
         if not 0 < self.gate_shape_until <= 1:
             raise ConfigError(
                 f"--gate-shape-until must be a fraction of the run in (0, 1], got {self.gate_shape_until}"
