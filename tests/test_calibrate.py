@@ -108,6 +108,15 @@ def test_a_calibration_that_costs_accuracy_is_called_out(capsys, after, warned):
     assert ("layer3.0.conv1 open 0.34" in out) == warned
 
 
+@pytest.mark.parametrize(("ratio", "side"), [(0.27, "above"), (0.13, "below")])
+def test_a_calibration_off_its_target_is_called_out_with_the_cause(capsys, ratio, side):
+    from dynprune.gates.fit_budget import warn_off_target
+
+    warn_off_target(ratio, 0.25)
+    out = capsys.readouterr().out
+    assert f"val MACs {ratio:.3f}x, {side} the target 0.25" in out and "--gate-reduction" in out
+
+
 @pytest.mark.parametrize("density", ["global", "uniform"])
 def test_calibration_records_validation_top1_around_it(tmp_path, density):
     from helpers import tiny_config
@@ -118,3 +127,6 @@ def test_calibration_records_validation_top1_around_it(tmp_path, density):
     calibration = result["budget_calibration"]
     assert 0 <= calibration["val_top1_before"] <= 100 and 0 <= calibration["val_top1_after"] <= 100
     assert calibration["val_top1_before"] == pytest.approx(result["val_top1"])  # the last epoch's, as trained
+    if density == "global":  # met or not, the record says which
+        met = abs(calibration["val_macs_ratio_after"] - 0.5) <= 0.005
+        assert calibration["target_met"] == met
