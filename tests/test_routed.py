@@ -59,6 +59,16 @@ def test_every_site_runs_the_width_the_first_sites_gate_chose():
     assert not bool((shares == shares[0]).all())  # per-site gates choose per site
 
 
+def test_the_routers_hidden_layer_is_as_wide_as_its_input_so_inputs_do_not_tie():
+    routed, per_site = routed_gates(), routed_gates("site")
+    first = routed.gate_set.sites[0].name
+    router = routed.gate_set.gate(first)
+    assert router.fc1.out_features == router.fc1.in_features == 8  # the half-width stem's 8 channels
+    assert per_site.gate_set.gate(first).fc1.out_features == 4  # max(4, 8 // --gate-reduction 4)
+    later = routed.gate_set.sites[-1].name
+    assert routed.gate_set.gate(later).fc1.out_features == per_site.gate_set.gate(later).fc1.out_features
+
+
 def test_the_routed_executor_equals_the_masked_model_batched_and_one_by_one():
     model, x = routed_gates(), varied_inputs(32)
     with torch.no_grad():

@@ -110,7 +110,11 @@ class GateSet(nn.Module):
 
     def _attach_all(self, model: nn.Module, group_size: int, reduction: int, bias_init: float, boost: bool) -> None:
         for site in self.sites:
-            self._attach(model, site, group_size, reduction, bias_init, boost and not site.passthrough)
+            # the router decides for the whole network from the stem's few channels: its hidden layer as wide as
+            # its input, else many inputs find every hidden unit off, share the bias as their logits and are routed
+            # as one block that no calibration shift can split (BENCHMARKS.md, "Width gates at network scope")
+            site_reduction = 1 if site.name == self.router else reduction
+            self._attach(model, site, group_size, site_reduction, bias_init, boost and not site.passthrough)
         if self.router is not None:  # each forward pass starts without a routed decision: none is carried over
             self._handles.append(model.register_forward_pre_hook(self._forget_route))
 
