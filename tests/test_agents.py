@@ -220,7 +220,9 @@ def test_cli_errors_are_one_line(tmp_path, dense_ckpt):
 
 def test_bench_times_each_part_of_an_evaluation(dense_ckpt):
     proc = run_module(
-        "agents.bench", "--init", str(dense_ckpt), "--val-subset", "300", "--calib-batches", "2", "--strategies", "2"
+        "agents.bench",
+        *("--init", str(dense_ckpt), "--val-subset", "300", "--calib-batches", "2", "--strategies", "2"),
+        *("--threads", "1"),  # one per test, as conftest sets (two beside the other xdist worker only contend)
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     seconds = {line.split()[0]: float(line.split()[-3]) for line in proc.stdout.splitlines() if "(median)" in line}

@@ -79,6 +79,7 @@ def test_resnet18_trains_on_an_image_folder_through_the_cli(tmp_path):
     args = ("--dataset", "imagefolder", "--data-dir", str(root), "--model", "resnet18", "--image-size", "64")
     args += ("--val-size", "6", "--epochs", "2", "--batch-size", "6", "--lr", "0.02", "--warmup-epochs", "0")
     args += ("--image-memory-gb", "0", "--wandb", "disabled", "--no-latency", "--out", str(out))  # streamed
+    args += ("--threads", "1")  # one per test, as conftest sets (two beside the other xdist worker only contend)
     proc = run_module("dynprune.train", *args)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads((out / "result.json").read_text())

@@ -45,6 +45,8 @@ def test_smoke_cli_writes_run_folder(tmp_path, data_flags):
         "1000",
         "--batch-size",
         "64",
+        "--threads",
+        "1",  # one per test, as conftest sets (two threads beside the other xdist worker only contend)
         "--out",
         str(out),
         "--wandb",

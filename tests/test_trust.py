@@ -217,6 +217,7 @@ def test_progress_lines_when_the_output_is_not_a_terminal(tmp_path):
         "dynprune.train",
         *("--model", "lenet5", "--dataset", "synthetic", "--train-subset", "640", "--batch-size", "64"),
         *("--epochs", "2", "--val-size", "500", "--no-latency", "--wandb", "disabled", "--out", str(tmp_path / "r")),
+        *("--threads", "1"),  # one per test, as conftest sets (two beside the other xdist worker only contend)
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-1000:]
@@ -259,6 +260,8 @@ def test_resume_reads_the_runs_own_config_and_refuses_a_contradicting_flag(tmp_p
         "--wandb",
         "disabled",
         "--no-latency",
+        "--threads",
+        "1",  # one per test, as conftest sets (two beside the other xdist worker only contend)
         "--out",
         out,
         timeout=120,
