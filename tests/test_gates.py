@@ -267,6 +267,10 @@ def test_result_json_of_gated_cli_run(tmp_path):
             "1",
             "--train-subset",
             "640",
+            "--val-size",
+            "500",  # not the default 5,000: a validation pass and the budget calibration's passes over it
+            "--threads",
+            "1",  # one per test, as conftest sets (two threads beside the other xdist worker only contend)
             "--out",
             str(out),
             "--wandb",
