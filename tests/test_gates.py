@@ -173,7 +173,16 @@ def tiny(tmp_path: Path, **kw) -> TrainConfig:
     return tiny_config(tmp_path / "run", **{**TINY_RESNET, **gated, **kw})
 
 
-@pytest.mark.parametrize("gate", ESTIMATORS.names())
+# The quick tier trains the two estimators no other quick test trains end to end (hardconcrete, width); gumbel
+# (test_end_of_run, the dense-checkpoint start below), ste (test_density's per-site budget, the gated CLI run) and
+# topk (test_dynamism's guided run, test_user_model's gated own model) are trained there, so their budget-and-learning
+# runs (10-14 CPU s each) are in the slow tier
+QUICK_BUDGET = {"hardconcrete", "width"}
+
+
+@pytest.mark.parametrize(
+    "gate", [g if g in QUICK_BUDGET else pytest.param(g, marks=pytest.mark.slow) for g in ESTIMATORS.names()]
+)
 def test_budget_is_met_on_synthetic_task(tmp_path, gate):
     result = run_training(tiny(tmp_path, gate=gate))
     assert abs(result["macs_ratio"] - 0.5) <= 0.03, result["macs_ratio"]
