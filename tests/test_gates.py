@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY_RESNET, tiny_config
+from helpers import TINY_RESNET, tiny_config, train_main
 from torch import nn
 
 import dynprune
@@ -216,37 +216,18 @@ def test_target_below_gate_floor_is_refused():
         (["--gate", "gumbel", "--tau-end", "-1"], "--tau-end must be > 0"),
     ],
 )
-def test_gate_cli_errors(args, needle):
-    proc = subprocess.run(
-        [sys.executable, "-m", "dynprune.train", *args], capture_output=True, text=True, timeout=60, cwd=REPO
-    )
-    assert proc.returncode == 2, proc.stderr
-    assert needle in proc.stderr and "Traceback" not in proc.stderr
+def test_gate_cli_errors(capsys, args, needle):
+    # train's main() in this process (the parsing and its refusals are all in it; a subprocess per case only adds
+    # interpreter start-up): the gated CLI run below and test_train's smoke run go through ``python -m``
+    code, stderr = train_main(args, capsys)
+    assert code == 2, stderr
+    assert needle in stderr and "Traceback" not in stderr
 
 
-def test_gate_group_that_does_not_divide_sites_is_refused(tmp_path):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "dynprune.train",
-            "--gate",
-            "ste",
-            "--gate-groups",
-            "5",
-            "--dataset",
-            "synthetic",
-            "--out",
-            str(tmp_path / "x"),
-            "--wandb",
-            "disabled",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-    )
-    assert proc.returncode == 2 and "--gate-groups 5 must divide every site width" in proc.stderr
+def test_gate_group_that_does_not_divide_sites_is_refused(tmp_path, capsys):
+    args = ["--gate", "ste", "--gate-groups", "5", "--dataset", "synthetic", "--out", str(tmp_path / "x")]
+    code, stderr = train_main(args, capsys)  # main() in this process, as above
+    assert code == 2 and "--gate-groups 5 must divide every site width" in stderr, stderr
 
 
 def test_gate_groups_share_one_decision():
