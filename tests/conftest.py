@@ -9,7 +9,17 @@ from helpers import DATA, DATA_FLAGS, DATASET
 
 # One torch thread per test under the two xdist workers (two workers x two threads on two cores spend their time
 # contending: the deep zoo models took 3x their idle time); two when the tests run in one process (-n 0).
-torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, torch.get_num_threads()))
+THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, torch.get_num_threads())
+torch.set_num_threads(THREADS)
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    """Every test starts with those threads: a CLI's main() run in this process (export's sets its --threads,
+    2 by default) or a run with ``threads=2`` would otherwise leave its count to every later test of the worker."""
+    yield
+    if torch.get_num_threads() != THREADS:
+        torch.set_num_threads(THREADS)
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import importlib
 import json
 import os
 import re
@@ -131,25 +132,35 @@ def test_full_disk_at_a_checkpoint_is_one_clear_error(tmp_path, monkeypatch):
         (("--out", "/proc/no/such/run"), "--out /proc/no/such/run: cannot write there"),
     ],
 )
-def test_bad_values_and_paths_are_one_line(args, needle):
-    proc = run_module("dynprune.train", "--dataset", "synthetic", "--wandb", "disabled", *args, timeout=120)
-    assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr
+def test_bad_values_and_paths_are_one_line(capsys, args, needle):
+    # train's main() in this process, as in the tests of one-line errors below (a subprocess per case only adds
+    # interpreter start-up); test_every_cli_says_one_line_for_a_bad_path runs each CLI through ``python -m``
+    code, stderr = train_main(["--dataset", "synthetic", *args], capsys)
+    assert code == 2 and needle in stderr and "Traceback" not in stderr, stderr
 
 
-def test_a_batch_larger_than_the_training_set_is_one_line_and_leaves_no_folder(tmp_path):
+def test_a_batch_larger_than_the_training_set_is_one_line_and_leaves_no_folder(tmp_path, capsys):
     out = tmp_path / "run"
-    args = ("--dataset", "synthetic", "--train-subset", "100", "--batch-size", "128", "--wandb", "disabled")
-    proc = run_module("dynprune.train", *args, "--out", str(out))
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-500:]
-    assert "--batch-size 128 is more than the 100 training images" in proc.stderr
+    args = ["--dataset", "synthetic", "--train-subset", "100", "--batch-size", "128"]
+    code, stderr = train_main([*args, "--out", str(out)], capsys)  # main() in this process, as above
+    assert code == 2 and "Traceback" not in stderr, stderr[-500:]
+    assert "--batch-size 128 is more than the 100 training images" in stderr
     assert not out.exists()  # refused before anything was written: no empty run folder either
 
 
-def test_out_naming_a_file_is_one_line(tmp_path):
+def test_out_naming_a_file_is_one_line(tmp_path, capsys):
     target = tmp_path / "a-file"
     target.write_text("not a folder")
-    proc = run_module("dynprune.train", "--dataset", "synthetic", "--out", str(target), "--wandb", "disabled")
-    assert proc.returncode == 2 and f"--out {target} is a file" in proc.stderr and "Traceback" not in proc.stderr
+    code, stderr = train_main(["--dataset", "synthetic", "--out", str(target)], capsys)  # in this process
+    assert code == 2 and f"--out {target} is a file" in stderr and "Traceback" not in stderr, stderr
+
+
+#: the module whose main() each ``python -m`` name runs, where they differ
+MAINS = {
+    "dynprune.compare": "dynprune.compare.__main__",
+    "dynprune.prune": "dynprune.prune.__main__",
+    "dynprune.bench": "dynprune.bench.__main__",
+}
 
 
 @pytest.fixture(scope="module")
@@ -172,12 +183,19 @@ def tiny_checkpoint(tmp_path_factory) -> str:
     ],
     ids=lambda c: " ".join(c[:2]),
 )
-def test_every_cli_refuses_an_output_path_through_a_file_before_its_work(tmp_path, tiny_checkpoint, command):
+def test_every_cli_refuses_an_output_path_through_a_file_before_its_work(tmp_path, capsys, tiny_checkpoint, command):
+    # each CLI's main() in this process (its refusal is all in it; a subprocess per case only adds interpreter
+    # start-up): test_every_cli_says_one_line_for_a_bad_path below runs each of them through ``python -m``
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    proc = run_module(*(a.format(file=blocker, ckpt=tiny_checkpoint) for a in command), timeout=120)
-    assert proc.returncode == 2 and str(blocker) in proc.stderr, proc.stderr[-500:]
-    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    module, *argv = (a.format(file=blocker, ckpt=tiny_checkpoint) for a in command)
+    try:
+        code = importlib.import_module(MAINS.get(module, module)).main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    stderr = capsys.readouterr().err
+    assert code == 2 and str(blocker) in stderr, stderr[-500:]
+    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
     assert blocker.read_text() == "not a folder"
 
 
