@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from helpers import DATASET, TINY_RESNET, run_module, tiny_config
+from helpers import DATASET, TINY_RESNET, tiny_config, train_main
 
 from dynprune.gates import GatedMethod, GateOptions
 from dynprune.gates.density import bounds, slide
@@ -101,15 +101,12 @@ def test_per_site_densities_are_met_after_a_tiny_run(tmp_path):
         ({**dict.fromkeys(SITES, 0.5), "layer1.0.conv1": 1.0}, "must be in [0, 1), got 1.0"),
     ],
 )
-def test_bad_density_file_is_one_line_before_training(tmp_path, ratios, needle):
+def test_bad_density_file_is_one_line_before_training(tmp_path, capsys, ratios, needle):
     bad = _policy(tmp_path / "bad.json", ratios)
     out = tmp_path / "run"
-    proc = run_module(
-        "dynprune.train",
-        *("--gate", "ste", "--gate-density", bad, "--dataset", "synthetic", "--width", "0.5"),
-        *("--out", str(out), "--wandb", "disabled", "--epochs", "1"),
-        timeout=120,
-    )
-    assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr
-    assert f"--gate-density {bad}" in proc.stderr
+    # train's main() in this process (helpers.train_main: a subprocess would only add interpreter start-up)
+    args = ["--gate", "ste", "--gate-density", bad, "--dataset", "synthetic", "--width", "0.5", "--epochs", "1"]
+    code, stderr = train_main([*args, "--out", str(out)], capsys)
+    assert code == 2 and needle in stderr and "Traceback" not in stderr, stderr
+    assert f"--gate-density {bad}" in stderr
     assert not (out / "checkpoint.pt").exists()
