@@ -193,27 +193,28 @@ def test_search_cli_writes_policy_that_training_consumes(tmp_path, dense_ckpt):
     assert result["ratios"] == policy["ratios"]
 
 
-def test_cli_errors_are_one_line(tmp_path, dense_ckpt):
-    bad_algo = run_module("agents.search", "--algo", "no-such-algo", "--init", str(dense_ckpt))
+def _search_main(argv: list[str], capsys) -> tuple[int, str]:
+    """(exit status, stderr) of ``python -m agents.search argv`` run as its main() in this process (the parsing and
+    the refusals are all in it; test_trust's bad-path test runs it through ``python -m``)."""
+    from agents.search import main
+
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys, dense_ckpt):
+    code, bad_algo = _search_main(["--algo", "no-such-algo", "--init", str(dense_ckpt)], capsys)
     allowed = ", ".join(ALGORITHMS.names())  # from the registry: a new algorithm changes no test
-    assert bad_algo.returncode == 2 and f"--algo got 'no-such-algo'; allowed: {allowed}" in bad_algo.stderr
-    no_init = run_module("agents.search", "--algo", "random")
-    assert no_init.returncode == 2 and "--init is required" in no_init.stderr
-    unreachable = run_module(
-        "agents.search",
-        "--init",
-        str(dense_ckpt),
-        "--target-macs",
-        "0.01",
-        "--val-subset",
-        "300",
-        "--out",
-        str(tmp_path / "x"),
-        "--wandb",
-        "disabled",
-    )
-    assert unreachable.returncode == 2 and "out of reach" in unreachable.stderr
-    assert "Traceback" not in bad_algo.stderr + no_init.stderr + unreachable.stderr
+    assert code == 2 and f"--algo got 'no-such-algo'; allowed: {allowed}" in bad_algo, bad_algo
+    code, no_init = _search_main(["--algo", "random"], capsys)
+    assert code == 2 and "--init is required" in no_init, no_init
+    args = ["--init", str(dense_ckpt), "--target-macs", "0.01", "--val-subset", "300", "--out", str(tmp_path / "x")]
+    code, unreachable = _search_main([*args, "--wandb", "disabled"], capsys)
+    assert code == 2 and "out of reach" in unreachable, unreachable
+    assert "Traceback" not in bad_algo + no_init + unreachable
     with pytest.raises(ConfigError, match="--r-min < --r-max"):
         build(SearchConfig, {"init": "x", "r_min": 0.5, "r_max": 0.4})
 
