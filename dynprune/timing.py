@@ -51,29 +51,32 @@ def interleaved_timing(
     max_rounds: int = 15,
     spread_limit: float = SPREAD_LIMIT,
     time_cap: float | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> tuple[dict[str, Timed], dict[str, list[float]]]:
     """({name: Timed}, {name: per-round medians in ms}) for every model on ``x``.
 
     Each round gives every model ``min_run_time / min_rounds`` seconds of ``torch.utils.benchmark`` timing.
     Stops once ``min_rounds`` are done and every spread is within ``spread_limit``, or after ``max_rounds``, or
-    when ``time_cap`` seconds (default: 10 x ``min_run_time`` per model) are spent.
+    when ``time_cap`` seconds (default: 10 x ``min_run_time`` per model) are spent. ``clock`` (seconds) times
+    the calls and the cap (a test passes a simulated one: real sleeps race with a loaded machine).
     """
     from torch.utils import benchmark  # here: its import costs every CLI process a few tenths of a second
 
     cap = time_cap if time_cap is not None else 10 * min_run_time * len(models)
     per_round = min_run_time / min_rounds
     rounds: dict[str, list[float]] = {name: [] for name in models}
-    started = time.perf_counter()
+    started = clock()
     with torch.no_grad():
         for model in models.values():
             model(x)  # warm-up outside the timer (first call allocates)
         while True:
             for name, model in models.items():
-                timer = benchmark.Timer("model(x)", globals={"model": model, "x": x}, num_threads=threads)
+                globs = {"model": model, "x": x}
+                timer = benchmark.Timer("model(x)", globals=globs, num_threads=threads, timer=clock)
                 rounds[name].append(timer.blocked_autorange(min_run_time=per_round).median * 1e3)
             n = len(next(iter(rounds.values())))
             settled = all(relative_spread(v) <= spread_limit for v in rounds.values())
-            if n >= max_rounds or (n >= min_rounds and (settled or time.perf_counter() - started > cap)):
+            if n >= max_rounds or (n >= min_rounds and (settled or clock() - started > cap)):
                 break
     timed = {
         name: Timed(statistics.median(v), relative_spread(v), len(v), relative_spread(v) <= spread_limit)

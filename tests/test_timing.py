@@ -3,45 +3,62 @@
 from __future__ import annotations
 
 import random
-import time
 
+import pytest
 import torch
 from torch import nn
 
 from dynprune.timing import interleaved_timing, measure_latency, relative_spread, round_ratio
 
 
-class Sleeper(nn.Module):
-    """A forward that takes ``base`` seconds, and ``burst`` seconds more during the slow half of every
-    ``period`` (with a random phase): a machine where other work comes and goes."""
+class SimulatedClock:
+    """Seconds that pass only when a model "runs": the timing logic sees exactly the durations the test sets, so no
+    scheduler delay of a loaded machine can change the verdicts (real sleeps made this test flaky under load)."""
 
-    def __init__(self, base: float, burst: float = 0.0, period: float = 0.5, seed: int = 0) -> None:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Sleeper(nn.Module):
+    """A forward that takes ``base`` seconds of the simulated ``clock``, and ``burst`` seconds more during the slow
+    half of every ``period`` (with a random phase): a machine where other work comes and goes."""
+
+    def __init__(
+        self, clock: SimulatedClock, base: float, burst: float = 0.0, period: float = 0.5, seed: int = 0
+    ) -> None:
         super().__init__()
-        self.base, self.burst, self.period = base, burst, period
+        self.clock, self.base, self.burst, self.period = clock, base, burst, period
         self.phase = random.Random(seed).random() * period
         self.weight = nn.Parameter(torch.zeros(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        slow = self.burst and ((time.monotonic() + self.phase) % self.period) < self.period / 2
-        time.sleep(self.base + (self.burst if slow else 0.0))
+        slow = self.burst and ((self.clock.now + self.phase) % self.period) < self.period / 2
+        self.clock.now += self.base + (self.burst if slow else 0.0)
         return x
 
 
 def test_a_model_slowed_in_bursts_is_flagged_unstable_and_a_steady_one_is_not():
-    x = torch.zeros(1)
-    # the steady one sleeps 10 ms per call: a scheduler delay of a millisecond on a loaded CI machine is then a
-    # few percent of a round, where at 2 ms it made the steady model's spread 16% once
-    models = {"steady": Sleeper(0.01), "disturbed": Sleeper(0.002, burst=0.01, period=0.5, seed=1)}
+    x, clock = torch.zeros(1), SimulatedClock()
+    models = {
+        "steady": Sleeper(clock, 0.01),
+        "disturbed": Sleeper(clock, 0.002, burst=0.01, period=0.5, seed=1),
+    }
     # 6 rounds of 2 x 0.05 s span two periods: the disturbed model is caught in both its phases
-    timed, rounds = interleaved_timing(models, x, threads=1, min_run_time=0.3, min_rounds=6, max_rounds=12)
-    assert timed["steady"].stable and timed["steady"].spread <= 0.10
+    timed, rounds = interleaved_timing(models, x, threads=1, min_run_time=0.3, min_rounds=6, max_rounds=12, clock=clock)
+    assert timed["steady"].stable and timed["steady"].spread == pytest.approx(0.0, abs=1e-9)
+    assert timed["steady"].ms == pytest.approx(10.0)
     assert not timed["disturbed"].stable and timed["disturbed"].spread > 0.10
-    assert timed["disturbed"].rounds == len(rounds["disturbed"]) >= 3  # it kept trying before giving up
-    assert 9.9 <= timed["steady"].ms <= 12.0
+    assert timed["disturbed"].rounds == len(rounds["disturbed"]) >= 6  # it kept trying before giving up
+    assert min(rounds["disturbed"]) == pytest.approx(2.0) and max(rounds["disturbed"]) == pytest.approx(12.0)
 
 
 def test_settled_figures_stop_after_the_minimum_rounds():
-    timed, _ = interleaved_timing({"a": Sleeper(0.001)}, torch.zeros(1), threads=1, min_run_time=0.15)
+    clock = SimulatedClock()
+    models = {"a": Sleeper(clock, 0.001)}
+    timed, _ = interleaved_timing(models, torch.zeros(1), threads=1, min_run_time=0.15, clock=clock)
     assert timed["a"].rounds == 3 and timed["a"].stable
 
 
