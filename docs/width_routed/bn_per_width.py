@@ -11,21 +11,8 @@ from torch import nn
 
 from dynprune.catalog import rebuild_from_checkpoint
 from dynprune.data import data_of_checkpoint
-from dynprune.gates.routed import RoutedWidths, without_gates
+from dynprune.gates.routed import RoutedWidths, narrow_unfolded
 from dynprune.loader import BatchLoader
-from dynprune.sites import slice_sites
-
-
-def narrow_unfolded(model: nn.Module, width: int) -> nn.Module:
-    gate_set = model.gate_set
-    keep = {}
-    for site in gate_set.sites:
-        gate = gate_set.gate(site.name)
-        kept = int((gate_set.tiers(site.name) <= width).sum())
-        keep[site.name] = torch.arange(kept * (gate.channels // gate.groups))
-    plain = without_gates(model)
-    slice_sites(plain, gate_set.sites, keep)
-    return plain.eval()
 
 
 @torch.no_grad()

@@ -43,6 +43,11 @@ def width_index(logits: torch.Tensor) -> torch.Tensor:
 def narrow_model(model: nn.Module, width: int) -> nn.Module:
     """The gated model without its gates, every site cut to the channels of width choice ``width`` (a prefix),
     BN folded: a plain static model that computes what the gated model computes for inputs routed there."""
+    return fold_bn(narrow_unfolded(model, width))
+
+
+def narrow_unfolded(model: nn.Module, width: int) -> nn.Module:
+    """``narrow_model`` with its BN layers kept (their statistics can still be recomputed), in eval mode."""
     gate_set = model.gate_set
     keep = {}
     for site in gate_set.sites:
@@ -51,7 +56,7 @@ def narrow_model(model: nn.Module, width: int) -> nn.Module:
         keep[site.name] = torch.arange(kept_groups * (gate.channels // gate.groups))
     plain = without_gates(model)
     slice_sites(plain, gate_set.sites, keep)
-    return fold_bn(plain)
+    return plain
 
 
 class Router(nn.Module):
