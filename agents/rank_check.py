@@ -7,6 +7,11 @@ drawn as its warm-up draws them) are scored by the reward, then each is fine-tun
 correlation of reward and post-fine-tune validation top-1 is reported (1: the reward orders the strategies
 exactly as their fine-tuned accuracy; 0: no better than chance). Writes ``rank_check.json``, one scatter plot per
 target (``rank-<target>.png``) and the fine-tunes' run folders; a rerun skips finished fine-tunes.
+
+The fine-tuned accuracy is itself noisy (a fine-tune seed, 2,000 validation images), so the check also reports
+the correlation with test top-1 (10,000 images here; a measurement, no decision is taken on it) and, with
+``--finetune-seeds 2`` or more, with the mean over seeds and how well the seeds agree with each other: a reward
+cannot be expected to rank strategies better than a second fine-tune of the same strategies does.
 """
 
 from __future__ import annotations
@@ -60,7 +65,10 @@ class RankCheckConfig(ScoringOptions):
     r_max: float = option(DEFAULT_R_MAX, "largest pruning ratio of a site (as agents.search)")
     epochs: int = option(6, "fine-tune epochs per strategy")
     lr: float = option(0.05, "fine-tune peak learning rate")
-    seed: int = option(0, "seed of the random strategies and of every fine-tune")
+    seed: int = option(0, "seed of the random strategies and of every strategy's first fine-tune")
+    finetune_seeds: int = option(
+        1, "fine-tunes per strategy (seeds --seed, --seed + 1, ...); >= 2 reports their agreement"
+    )
     workers: int = option(2, "fine-tunes run side by side, one thread each")
     threads: int = option(1, "torch threads of the reward's evaluations")
 
@@ -75,7 +83,7 @@ class RankCheckConfig(ScoringOptions):
             )
         if REWARDS.get(self.reward) is not None and REWARDS[self.reward].needs_latency:
             raise ConfigError(f"--reward {self.reward} times every strategy; allowed here: accuracy, log-macs")
-        check_positive(self, "epochs", "workers")
+        check_positive(self, "epochs", "workers", "finetune_seeds")
         self.validate_scoring()
         check_threads(self.threads)
 
@@ -132,26 +140,67 @@ def strategy_name(evaluator: StrategyEvaluator, ratios: dict[str, float]) -> str
     return hashlib.sha256(",".join(f"{s}={counts[s]}" for s in sorted(counts)).encode()).hexdigest()[:10]
 
 
-def fine_tune(cfg: RankCheckConfig, data: dict[str, Any], folder: Path, row: dict[str, Any]) -> dict[str, Any]:
-    """The strategy fine-tuned as ``rl``'s comparison cell does (l1-filter, hard); its result.json."""
-    done = read_result(folder / "result.json")
+def seed_folder(cfg: RankCheckConfig, folder: Path, seed: int) -> Path:
+    """The strategy's folder holds its first fine-tune (as before ``--finetune-seeds``); further seeds in s<seed>/."""
+    return folder if seed == cfg.seed else folder / f"s{seed}"
+
+
+def fine_tune(
+    cfg: RankCheckConfig, data: dict[str, Any], folder: Path, row: dict[str, Any], seed: int
+) -> dict[str, Any]:
+    """The strategy fine-tuned as ``rl``'s comparison cell does (l1-filter, hard) with ``seed``; its result.json."""
+    where = seed_folder(cfg, folder, seed)
+    done = read_result(where / "result.json")
     if done is not None:
-        if (done.get("ratios"), done.get("seed")) != (row["ratios"], cfg.seed):  # another seed's or walls' folder
-            raise SearchError(f"{folder}: fine-tuned for another strategy or seed than this run's; use another --out")
+        if (done.get("ratios"), done.get("seed")) != (row["ratios"], seed):  # another seed's or walls' folder
+            raise SearchError(f"{where}: fine-tuned for another strategy or seed than this run's; use another --out")
         return done
-    folder.mkdir(parents=True, exist_ok=True)
+    where.mkdir(parents=True, exist_ok=True)
     write_json(folder / "policy.json", {"ratios": row["ratios"]})
     args = [sys.executable, "-m", "dynprune.train", "--init", cfg.init, "--prune", cfg.criterion, "--hard"]
     args += ["--ratios", str(folder / "policy.json"), "--epochs", str(cfg.epochs), "--lr", str(cfg.lr)]
-    args += ["--seed", str(cfg.seed), "--threads", "1", "--no-latency", "--no-progress", "--wandb", "disabled"]
-    args += [*(f"--{k.replace('_', '-')}={v}" for k, v in data.items()), "--out", str(folder / "run")]
-    with (folder / "train.log").open("w") as log:
+    args += ["--seed", str(seed), "--threads", "1", "--no-latency", "--no-progress", "--wandb", "disabled"]
+    args += [*(f"--{k.replace('_', '-')}={v}" for k, v in data.items()), "--out", str(where / "run")]
+    with (where / "train.log").open("w") as log:
         proc = subprocess.run(args, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent, check=False)
-    result = read_result(folder / "run" / "result.json")
+    result = read_result(where / "run" / "result.json")
     if proc.returncode != 0 or result is None:
-        raise SearchError(f"the fine-tune of {folder} failed (exit {proc.returncode}); see {folder}/train.log")
-    write_json(folder / "result.json", result)
+        raise SearchError(f"the fine-tune of {where} failed (exit {proc.returncode}); see {where}/train.log")
+    write_json(where / "result.json", result)
     return result
+
+
+def add_outcomes(rows: list[dict[str, Any]], results: list[list[dict[str, Any]]]) -> None:
+    """Each strategy's fine-tuned accuracies per seed and their means (what the correlations are taken with)."""
+    for row, per_seed in zip(rows, results, strict=True):
+        row["tuned_val_top1_per_seed"] = [r["val_top1"] for r in per_seed]
+        row["tuned_top1_per_seed"] = [r["top1"] for r in per_seed]
+        row["tuned_val_top1"] = float(np.mean(row["tuned_val_top1_per_seed"]))
+        row["tuned_top1"] = float(np.mean(row["tuned_top1_per_seed"]))
+        row["macs_ratio"] = per_seed[0]["macs_ratio"]
+
+
+def correlations(rows: list[dict[str, Any]]) -> dict[str, float | None]:
+    """The reward against the fine-tuned outcome (validation and test top-1, means over seeds); how well the
+    validation and test outcomes agree; and, with two seeds or more, how well the seeds agree (the mean over seed
+    pairs): a ceiling for any reward, since a reward cannot predict a fine-tune's seed."""
+    reward = [r["reward"] for r in rows]
+    val, test = [r["tuned_val_top1"] for r in rows], [r["tuned_top1"] for r in rows]
+    seeds = len(rows[0]["tuned_val_top1_per_seed"])
+
+    def agreement(field: str) -> float | None:
+        if seeds < 2:
+            return None
+        pairs = [(a, b) for a in range(seeds) for b in range(a + 1, seeds)]
+        return float(np.mean([spearman([r[field][a] for r in rows], [r[field][b] for r in rows]) for a, b in pairs]))
+
+    return {
+        "spearman": spearman(reward, val),
+        "spearman_test": spearman(reward, test),
+        "val_test_agreement": spearman(val, test),
+        "seed_agreement": agreement("tuned_val_top1_per_seed"),
+        "seed_agreement_test": agreement("tuned_top1_per_seed"),
+    }
 
 
 def check_target(env: ChannelPruningEnv, cfg: RankCheckConfig, target: float, out: Path) -> dict[str, Any]:
@@ -160,13 +209,14 @@ def check_target(env: ChannelPruningEnv, cfg: RankCheckConfig, target: float, ou
     same = ("model", "width", "dataset", "data_dir", "image_size", "train_subset", "val_size")  # as the reward's
     data = {k: dense[k] for k in same if dense.get(k) is not None}
     folders = [out / f"t{target:g}" / f"{row['kind']}-{strategy_name(env.evaluator, row['ratios'])}" for row in rows]
+    seeds = range(cfg.seed, cfg.seed + cfg.finetune_seeds)
+    jobs = [(folder, row, seed) for folder, row in zip(folders, rows, strict=True) for seed in seeds]
     with ThreadPoolExecutor(cfg.workers) as pool:
-        results = list(pool.map(lambda fr: fine_tune(cfg, data, *fr), zip(folders, rows, strict=True)))
-    for row, result in zip(rows, results, strict=True):
-        row.update(tuned_val_top1=result["val_top1"], tuned_top1=result["top1"], macs_ratio=result["macs_ratio"])
-    rho = spearman([r["reward"] for r in rows], [r["tuned_val_top1"] for r in rows])
-    _plot(rows, rho, target, out / f"rank-{target:g}.png", cfg.reward)
-    return {"target": target, "spearman": rho, "strategies": rows}
+        results = list(pool.map(lambda job: fine_tune(cfg, data, *job), jobs))
+    add_outcomes(rows, [results[i : i + len(seeds)] for i in range(0, len(results), len(seeds))])
+    check = {"target": target, **correlations(rows)}
+    _plot(rows, check["spearman"], target, out / f"rank-{target:g}.png", cfg.reward)
+    return {**check, "finetune_seeds": len(seeds), "strategies": rows}
 
 
 def _plot(rows: list[dict[str, Any]], rho: float, target: float, path: Path, reward: str) -> None:
@@ -185,13 +235,20 @@ def _plot(rows: list[dict[str, Any]], rho: float, target: float, path: Path, rew
 
 
 def format_table(checks: list[dict[str, Any]]) -> str:
-    lines = [f"{'target':>7}{'strategies':>12}{'Spearman':>10}{'uniform tuned':>15}{'best random tuned':>19}"]
+    """Per target: the reward's Spearman with validation and test top-1 after fine-tuning, how well the seeds
+    agree (with ``--finetune-seeds`` >= 2), and the best fine-tuned accuracies."""
+
+    def cell(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
+    head = ("target", "strategies", "Spearman val", "Spearman test", "seeds agree val/test", "uniform", "best random")
+    lines = [" | ".join(head)]
     for c in checks:
         rows = c["strategies"]
         best = max(r["tuned_val_top1"] for r in rows if r["kind"] == "random")
-        lines.append(
-            f"{c['target']:>7g}{len(rows):>12}{c['spearman']:>10.2f}{rows[0]['tuned_val_top1']:>15.2f}{best:>19.2f}"
-        )
+        agree = f"{cell(c['seed_agreement'])} / {cell(c['seed_agreement_test'])}"
+        cells = (f"{c['target']:g}", str(len(rows)), cell(c["spearman"]), cell(c["spearman_test"]), agree)
+        lines.append(" | ".join([*cells, f"{rows[0]['tuned_val_top1']:.2f}", f"{best:.2f}"]))
     return "\n".join(lines)
 
 
@@ -209,9 +266,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             for target in cfg.targets:
                 env = ChannelPruningEnv(evaluator=evaluator, target_macs=target, r_max=cfg.r_max, reward=cfg.reward)
                 checks.append(check_target(env, cfg, target, out))
-                rho, count = checks[-1]["spearman"], len(checks[-1]["strategies"])
-                print(f"{target:g}: Spearman {rho:.2f} over {count} strategies", flush=True)
-            write_json(out / "rank_check.json", {"config": {"init": cfg.init, "reward": cfg.reward}, "checks": checks})
+                rho, test, rows = (checks[-1][k] for k in ("spearman", "spearman_test", "strategies"))
+                print(f"{target:g}: Spearman {rho:.2f} (test {test:.2f}) over {len(rows)} strategies", flush=True)
+            scoring = {"init": cfg.init, "reward": cfg.reward, "settings": settings.key(), "criterion": cfg.criterion}
+            write_json(out / "rank_check.json", {"config": scoring, "checks": checks})
         print(format_table(checks))
         print(f"-> {out}/rank_check.json, {out}/rank-<target>.png")
         return 0

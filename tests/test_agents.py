@@ -295,6 +295,31 @@ def test_rank_check_fine_tunes_each_strategy_and_reports_the_correlation(dense_c
     assert [p.stat().st_mtime_ns for p in logs] == stamps
 
 
+def test_rank_check_reports_how_well_fine_tune_seeds_agree(dense_ckpt, evaluator, tmp_path):
+    """Two finished fine-tunes per strategy (result files written here, as a finished rank check leaves them): the
+    check reuses them, averages the seeds and reports the seed-to-seed Spearman (the ceiling of any reward)."""
+    from agents.rank_check import RankCheckConfig, main, scored_strategies, seed_folder, spearman, strategy_name
+
+    out = tmp_path / "rc"
+    cfg = build(RankCheckConfig, {"init": str(dense_ckpt), "strategies": 4, "finetune_seeds": 2, "out": str(out)})
+    rows = scored_strategies(ChannelPruningEnv(evaluator=evaluator, target_macs=0.5), cfg, 0.5)
+    per_seed_val = {0: [80.0, 81.0, 82.0, 83.0], 1: [80.0, 82.0, 81.0, 83.0]}  # Spearman 0.8 between the seeds
+    for i, row in enumerate(rows):
+        folder = out / "t0.5" / f"{row['kind']}-{strategy_name(evaluator, row['ratios'])}"
+        for seed, vals in per_seed_val.items():
+            result = {"ratios": row["ratios"], "seed": seed, "val_top1": vals[i], "top1": 70.0 + i, "macs_ratio": 0.5}
+            seed_folder(cfg, folder, seed).mkdir(parents=True, exist_ok=True)
+            (seed_folder(cfg, folder, seed) / "result.json").write_text(json.dumps(result))
+    args = ["--init", str(dense_ckpt), "--targets", "0.5", "--strategies", "4", "--finetune-seeds", "2"]
+    assert main([*args, "--val-subset", "300", "--calib-batches", "2", "--out", str(out)]) == 0
+    check = json.loads((out / "rank_check.json").read_text())["checks"][0]
+    assert check["finetune_seeds"] == 2 and not list(out.rglob("train.log"))  # nothing fine-tuned again
+    assert check["seed_agreement"] == pytest.approx(0.8) and check["seed_agreement_test"] == pytest.approx(1.0)
+    assert [r["tuned_val_top1"] for r in check["strategies"]] == [80.0, 81.5, 81.5, 83.0]
+    assert check["val_test_agreement"] == pytest.approx(np.corrcoef([0, 1.5, 1.5, 3], [0, 1, 2, 3])[0, 1])
+    assert check["spearman_test"] == pytest.approx(spearman([r["reward"] for r in check["strategies"]], [0, 1, 2, 3]))
+
+
 def test_scores_of_different_criteria_never_share_a_cache_entry(dense_ckpt):
     """The cache key names the criterion (before: ``-l1`` for every criterion, so an L2 scorer read L1 scores);
     the L1 key is the one earlier caches were written with."""
