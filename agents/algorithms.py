@@ -22,7 +22,7 @@ from dynprune.cost import CostModel
 from dynprune.prune.ratios import solve_uniform_for_macs
 from dynprune.registry import Registry
 
-from .actions import ratio_to_action
+from .actions import ACTIONS
 from .noise import DecayingTruncatedNormal
 from .replay import EpisodeCreditBuffer
 
@@ -53,9 +53,11 @@ class SearchSpace:
     target_macs: float
     r_min: float
     r_max: float
+    actions: str = "ratio"
 
-    def action(self, ratio: float) -> float:
-        return ratio_to_action(ratio, self.r_min, self.r_max)
+    def uniform_action(self, ratio: float) -> float:
+        """The action that prunes every site at the uniform ``ratio``."""
+        return ACTIONS[self.actions].uniform(ratio, self.r_min, self.r_max)
 
 
 Run = Callable[[VecEnv, Settings, SearchSpace, EpisodeSink, list[BaseCallback]], None]
@@ -182,7 +184,7 @@ def _baseline_loop(env: VecEnv, sink: EpisodeSink, act: Callable[[np.ndarray], n
 def _uniform(env: VecEnv, cfg: Settings, space: SearchSpace, sink: EpisodeSink, callbacks: list[BaseCallback]) -> None:
     ratio = next(iter(solve_uniform_for_macs(space.cost, space.target_macs).values()))
     sink.limit = 1  # every episode would be the same strategy
-    _baseline_loop(env, sink, lambda obs: np.full((len(obs), 1), space.action(ratio), dtype=np.float32))
+    _baseline_loop(env, sink, lambda obs: np.full((len(obs), 1), space.uniform_action(ratio), dtype=np.float32))
 
 
 def _random(env: VecEnv, cfg: Settings, space: SearchSpace, sink: EpisodeSink, callbacks: list[BaseCallback]) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dynprune.base import check_target_macs
 from dynprune.cost import CostModel
 from dynprune.prune.ratios import removed
+from dynprune.solve import monotone_bracket
 
 from .evaluate import SearchError
 
@@ -64,6 +65,19 @@ class BudgetWall:
             lo = max(lo, math.ceil((self.target_macs - base) / slope * width - 1e-9))
         hi = max(hi, 1)
         return min(lo, hi), hi
+
+    def track(self, decided: Mapping[str, float], t: int) -> float:
+        """The smallest ratio that, taken by site ``t`` and every later site, keeps the MACs at or under the target
+        (the ``centred`` actions' zero): the uniform ratio of the sites still to decide."""
+
+        def too_costly(ratio: float) -> bool:
+            return self._macs(decided, t, at=ratio) > self.target_macs
+
+        if not too_costly(self.r_min):
+            return self.r_min
+        if too_costly(self.r_max):
+            return self.r_max
+        return monotone_bracket(too_costly, self.r_min, self.r_max, 20)[1]
 
     def clip(self, decided: Mapping[str, float], t: int, ratio: float) -> float:
         """The ratio actually applied at site ``t``: the wanted one moved inside the walls."""

@@ -21,6 +21,12 @@ def _reward_names() -> list[str]:
     return REWARDS.names()
 
 
+def _action_names() -> list[str]:
+    from .actions import ACTIONS
+
+    return ACTIONS.names()
+
+
 def _criterion_names() -> list[str]:
     from dynprune.prune.criteria import CRITERIA  # imported on use: it pulls in torch
 
@@ -51,7 +57,23 @@ class ScoringOptions:
 
 
 @dataclasses.dataclass
-class SearchConfig(ScoringOptions):
+class ActionOptions:
+    """How an action becomes a site's ratio: the options agents.search and agents.rank_check share."""
+
+    actions: str = option(
+        "ratio",
+        "how an action in [-1, 1] becomes a site's ratio: ratio (AMC: it spans [--r-min, --r-max]) or centred "
+        "(0 = the uniform ratio that meets the target over the sites left; random actions perturb uniform pruning)",
+        choices=lambda: _action_names(),
+    )
+
+    def validate_actions(self) -> None:
+        if self.actions not in _action_names():
+            raise ConfigError(f"--actions got {self.actions!r}; allowed: {', '.join(_action_names())}")
+
+
+@dataclasses.dataclass
+class SearchConfig(ScoringOptions, ActionOptions):
     """One policy search: an algorithm, a dense checkpoint, a MAC target."""
 
     algo: str = option(
@@ -133,3 +155,4 @@ class SearchConfig(ScoringOptions):
         if self.credit == "episode" and self.n_envs > 1:
             raise ConfigError("--credit episode stores whole episodes of one environment: --n-envs must be 1")
         self.validate_scoring()
+        self.validate_actions()

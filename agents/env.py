@@ -21,7 +21,7 @@ from torch import nn
 
 from dynprune.base import DEFAULT_R_MAX
 
-from .actions import action_to_ratio
+from .actions import ACTIONS
 from .budget import BudgetWall
 from .evaluate import EvalSettings, SearchError, StrategyEvaluator
 from .rewards import REWARDS, LatencyTable
@@ -84,6 +84,7 @@ class ChannelPruningEnv(gym.Env):
         data_dir: str | None = None,
         known_scores: Mapping[str, float] | None = None,
         latency: LatencyTable | None = None,
+        actions: str = "ratio",
     ) -> None:
         super().__init__()
         if evaluator is None:
@@ -94,6 +95,7 @@ class ChannelPruningEnv(gym.Env):
             evaluator = StrategyEvaluator(checkpoint, data_dir, settings)
         self.evaluator = evaluator
         self.reward_fn = REWARDS.get(reward)
+        self.actions = ACTIONS.get(actions)
         self.latency = latency if latency is not None else LatencyTable()
         self.order = [s.name for s in evaluator.sites]
         self.wall = BudgetWall(evaluator.cost, self.order, target_macs, r_min, r_max)
@@ -107,7 +109,9 @@ class ChannelPruningEnv(gym.Env):
 
     # -- mapping
     def action_to_ratio(self, action: float) -> float:
-        return action_to_ratio(action, self.r_min, self.r_max)
+        """The ratio the action asks of the current site (before the walls)."""
+        track = self.wall.track(self.keep, self.t) if self.actions.uniform_action else 0.0
+        return self.actions.to_ratio(action, self.r_min, self.r_max, track)
 
     # -- gymnasium API
     def _reset_state(self) -> None:

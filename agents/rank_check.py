@@ -44,7 +44,7 @@ from dynprune.plots import pyplot
 from dynprune.prune.ratios import solve_uniform_for_macs
 from dynprune.runlock import locked_run_folder
 
-from .config import ScoringOptions
+from .config import ActionOptions, ScoringOptions
 from .env import ChannelPruningEnv
 from .evaluate import EvalSettings, SearchError, StrategyEvaluator
 from .rewards import REWARDS
@@ -54,7 +54,7 @@ MAX_DRAWS = 20  # random draws per strategy asked for, before the check goes on 
 
 
 @dataclass
-class RankCheckConfig(ScoringOptions):
+class RankCheckConfig(ScoringOptions, ActionOptions):
     """python -m agents.rank_check: the dense checkpoint, the strategies and their fine-tune."""
 
     init: str | None = option(None, "dense checkpoint; required")
@@ -85,6 +85,7 @@ class RankCheckConfig(ScoringOptions):
             raise ConfigError(f"--reward {self.reward} times every strategy; allowed here: accuracy, log-macs")
         check_positive(self, "epochs", "workers", "finetune_seeds")
         self.validate_scoring()
+        self.validate_actions()
         check_threads(self.threads)
 
 
@@ -264,11 +265,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             evaluator = StrategyEvaluator(cfg.init, settings=settings)
             checks = []
             for target in cfg.targets:
-                env = ChannelPruningEnv(evaluator=evaluator, target_macs=target, r_max=cfg.r_max, reward=cfg.reward)
+                env = ChannelPruningEnv(
+                    evaluator=evaluator, target_macs=target, r_max=cfg.r_max, reward=cfg.reward, actions=cfg.actions
+                )
                 checks.append(check_target(env, cfg, target, out))
                 rho, test, rows = (checks[-1][k] for k in ("spearman", "spearman_test", "strategies"))
                 print(f"{target:g}: Spearman {rho:.2f} (test {test:.2f}) over {len(rows)} strategies", flush=True)
             scoring = {"init": cfg.init, "reward": cfg.reward, "settings": settings.key(), "criterion": cfg.criterion}
+            scoring |= {"r_max": cfg.r_max, "actions": cfg.actions}
             write_json(out / "rank_check.json", {"config": scoring, "checks": checks})
         print(format_table(checks))
         print(f"-> {out}/rank_check.json, {out}/rank-<target>.png")

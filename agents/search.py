@@ -53,6 +53,7 @@ def make_envs(cfg: SearchConfig, evaluator: StrategyEvaluator, cache: Evaluation
         "r_min": cfg.r_min,
         "r_max": cfg.r_max,
         "reward": cfg.reward,
+        "actions": cfg.actions,
         "known_scores": dict(cache.scores),
     }
     if cfg.n_envs == 1:
@@ -123,7 +124,7 @@ def _search(cfg: SearchConfig, out: Path) -> dict[str, dict[str, Any]]:
     evaluator = StrategyEvaluator(cfg.init, cfg.data_dir, settings)
     if cfg.model and evaluator.arch["model"] != cfg.model:
         raise SearchError(f"--model {cfg.model}: the checkpoint {cfg.init} holds a {evaluator.arch['model']}")
-    space = SearchSpace(evaluator.cost, len(evaluator.sites), cfg.target_macs, cfg.r_min, cfg.r_max)
+    space = SearchSpace(evaluator.cost, len(evaluator.sites), cfg.target_macs, cfg.r_min, cfg.r_max, cfg.actions)
     prepare_folder(out)
     save_yaml(cfg, out / "search.yaml")
     cache = EvaluationCache(out / CACHE)

@@ -17,6 +17,7 @@ from helpers import TINY_RESNET, run_module, tiny_config
 from stable_baselines3.common.env_checker import check_env
 
 from agents import ENV_ID
+from agents.actions import ACTIONS, centred_ratio
 from agents.algorithms import ALGORITHMS
 from agents.config import SearchConfig
 from agents.env import ChannelPruningEnv
@@ -27,6 +28,7 @@ from agents.search import run_search
 from dynprune.config import ConfigError, build
 from dynprune.prune import StaticPruneMethod
 from dynprune.prune.criteria import CRITERIA
+from dynprune.prune.ratios import solve_uniform_for_macs
 from dynprune.runner import run_training
 
 SMALL = EvalSettings(val_subset=300, calib_batches=2, calib_batch_size=64)
@@ -75,9 +77,10 @@ def test_env_is_made_the_way_the_readme_says(dense_ckpt, make):
     assert proc.stdout.strip() == "(11,)"
 
 
+@pytest.mark.parametrize("actions", ACTIONS.names())
 @pytest.mark.parametrize("target", [0.3, 0.5, 0.8])
-def test_every_episode_meets_the_target_whatever_the_actions(evaluator, target):
-    env = ChannelPruningEnv(evaluator=evaluator, target_macs=target, r_max=0.9)
+def test_every_episode_meets_the_target_whatever_the_actions(evaluator, target, actions):
+    env = ChannelPruningEnv(evaluator=evaluator, target_macs=target, r_max=0.9, actions=actions)
     rng = np.random.default_rng(0)
     step_size = max(evaluator.cost.site_macs(s.name) for s in evaluator.sites) / evaluator.cost.dense_macs
     for policy in ("random", "all-min", "all-max"):
@@ -90,6 +93,32 @@ def test_every_episode_meets_the_target_whatever_the_actions(evaluator, target):
         # the lower wall: at most the last site's channel rounding under the target, never a wasted budget
         assert info["macs_ratio"] >= target - step_size / 4, policy
         assert reward == pytest.approx(info["val_acc"] / 100)
+
+
+def test_centred_actions_scale_the_kept_share_of_the_uniform_track(evaluator):
+    assert centred_ratio(0.0, 0.0, 0.9, track=0.6) == pytest.approx(0.6)
+    assert centred_ratio(1.0, 0.0, 0.9, track=0.6) == pytest.approx(0.8)  # half the track's kept share (0.4)
+    assert centred_ratio(-1.0, 0.0, 0.9, track=0.6) == pytest.approx(0.2)  # twice it
+    assert centred_ratio(1.0, 0.0, 0.9, track=0.85) == pytest.approx(0.9)  # never past the wall's r_max
+    assert centred_ratio(-1.0, 0.3, 0.9, track=0.6) == pytest.approx(0.3)  # nor under r_min
+    ratio = next(iter(solve_uniform_for_macs(evaluator.cost, 0.4).values()))
+    env = ChannelPruningEnv(evaluator=evaluator, target_macs=0.4, r_max=0.9, actions="centred")
+    assert env.wall.track({}, 0) == pytest.approx(ratio, abs=0.02)  # nothing decided: the uniform ratio
+    env.reset()
+    for _ in env.order:  # action 0 at every site: uniform pruning, up to one channel of rounding per site
+        _, _, done, _, info = env.step(np.zeros(1, dtype=np.float32))
+    uniform = evaluator.kept_channels(dict.fromkeys(env.order, ratio))
+    assert done and all(abs(n - uniform[s]) <= 1 for s, n in evaluator.kept_channels(info["ratios"]).items())
+    assert ACTIONS["centred"].uniform(ratio, 0.0, 0.9) == 0.0  # the uniform baseline's action
+    assert ACTIONS["ratio"].uniform(0.45, 0.0, 0.9) == pytest.approx(0.0)
+
+
+def test_the_uniform_baseline_under_centred_actions_is_uniform_pruning(tmp_path, dense_ckpt, evaluator):
+    cfg = search_config(tmp_path, dense_ckpt, algo="uniform", baselines="none", actions="centred")
+    policy = run_search(cfg)["uniform"]
+    uniform = evaluator.kept_channels(solve_uniform_for_macs(evaluator.cost, cfg.target_macs))
+    assert all(abs(n - uniform[s]) <= 1 for s, n in evaluator.kept_channels(policy["ratios"]).items())
+    assert policy["macs_ratio"] <= cfg.target_macs + 1e-9
 
 
 def test_unreachable_target_is_refused_before_any_search(evaluator):
@@ -217,6 +246,8 @@ def test_cli_errors_are_one_line(tmp_path, capsys, dense_ckpt):
     assert "Traceback" not in bad_algo + no_init + unreachable
     with pytest.raises(ConfigError, match="--r-min < --r-max"):
         build(SearchConfig, {"init": "x", "r_min": 0.5, "r_max": 0.4})
+    code, bad_actions = _search_main(["--init", str(dense_ckpt), "--actions", "wide"], capsys)
+    assert code == 2 and "--actions" in bad_actions and "centred" in bad_actions, bad_actions
 
 
 def test_bench_times_each_part_of_an_evaluation(dense_ckpt):
