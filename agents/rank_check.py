@@ -179,6 +179,7 @@ def add_outcomes(rows: list[dict[str, Any]], results: list[list[dict[str, Any]]]
         row["tuned_val_top1"] = float(np.mean(row["tuned_val_top1_per_seed"]))
         row["tuned_top1"] = float(np.mean(row["tuned_top1_per_seed"]))
         row["macs_ratio"] = per_seed[0]["macs_ratio"]
+        row["params"] = per_seed[0].get("params")  # at one MAC budget, strategies differ in parameters kept
 
 
 def correlations(rows: list[dict[str, Any]]) -> dict[str, float | None]:
