@@ -55,6 +55,7 @@ def plan_config(tmp_path: Path, **kw) -> CompareConfig:
         ({"methods": ["l1-filter"], "dense": "dense-run/checkpoint.pt"}, "its run has not finished"),
         ({"methods": ["rl"], "search_algo": "bogus"}, "refuses its settings: search_algo got 'bogus'; allowed: "),
         ({"methods": ["rl"], "search_criterion": "bogus"}, "refuses its settings: search_criterion got 'bogus'"),
+        ({"methods": ["rl"], "search_actions": "wide"}, "refuses its settings: search_actions got 'wide'"),
     ],
 )
 def test_whole_plan_is_validated_before_anything_runs(tmp_path, overrides, message):
@@ -83,7 +84,14 @@ def test_every_registered_comparison_method_plans_a_valid_cell(tmp_path):
     """The quick-tier check of every comparison method, a new one included: its cell's values build a valid
     training config (the plan checks each with ``train_config``) for one target and seed."""
     names = COMPARE_METHODS.names()
-    cfg = plan_config(tmp_path, methods=names, targets=[0.5], search_episodes=12, search_criterion="slim-filter")
+    cfg = plan_config(
+        tmp_path,
+        methods=names,
+        targets=[0.5],
+        search_episodes=12,
+        search_criterion="slim-filter",
+        search_actions="centred",
+    )
     cells = build_plan(cfg)
     assert {c.method for c in cells} == set(names)
     for cell in cells:
@@ -98,8 +106,8 @@ def test_every_registered_comparison_method_plans_a_valid_cell(tmp_path):
         return args[method][args[method].index(flag) + 1]
 
     assert value("rl", "--algo") == "ddpg" and value("random-search", "--algo") == "random"
-    assert value("rl", "--criterion") == "slim-filter"
-    for flag in ("--episodes", "--val-subset", "--r-max", "--target-macs", "--init", "--criterion"):
+    assert value("rl", "--criterion") == "slim-filter" and value("rl", "--actions") == "centred"
+    for flag in ("--episodes", "--val-subset", "--r-max", "--target-macs", "--init", "--criterion", "--actions"):
         assert value("rl", flag) == value("random-search", flag), flag
     assert {c.values["prune"] for c in cells if c.method in args} == {"slim-filter"}
 

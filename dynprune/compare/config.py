@@ -45,6 +45,9 @@ class CompareConfig:
         "rl: the criterion the search scores strategies with and the fine-tune prunes by (agents.search --criterion)",
     )
     search_r_max: float = option(DEFAULT_R_MAX, "rl: the largest pruning ratio the search may give a site (--r-max)")
+    search_actions: str = option(
+        "ratio", "rl: how the search's actions become ratios (agents.search --actions: ratio, AMC's; or centred)"
+    )
     threads: int = option(0, "torch CPU threads per cell (0 = torch's default, or cores / workers with --workers)")
     workers: int = option(1, "cells run in parallel processes (each with --threads threads)")
     data_dir: str | None = option(None, "folder holding the data sets (else $DYNPRUNE_DATA, else ./data)")

@@ -185,7 +185,7 @@ class PolicySearch:
         settings = (
             *("--algo", self.algo or cfg.search_algo, "--episodes", str(cfg.search_episodes)),
             *("--val-subset", str(cfg.search_val_subset), "--r-max", str(cfg.search_r_max)),
-            *("--criterion", cfg.search_criterion),
+            *("--criterion", cfg.search_criterion, "--actions", cfg.search_actions),
             *("--warmup-episodes", str(warmup), "--wandb", cfg.wandb, "--threads", str(cfg.cell_threads)),
             *("--baselines", "none", "--no-progress"),
         )
@@ -238,6 +238,7 @@ SEARCH_FIELDS = {
     "--episodes": "search_episodes",
     "--val-subset": "search_val_subset",
     "--r-max": "search_r_max",
+    "--actions": "search_actions",
 }
 
 
