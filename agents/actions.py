@@ -47,12 +47,12 @@ class ToRatio(Protocol):
 class ActionMapping:
     name: str
     to_ratio: ToRatio  # (action, r_min, r_max, track) -> ratio; track: the uniform ratio that meets the target
-    uniform_action: bool  # True: one action (0) is uniform pruning at every site; else the ratio's own action
+    on_track: bool  # True: actions are relative to the track (which the env then computes), 0 = uniform pruning
     description: str
 
     def uniform(self, ratio: float, r_min: float, r_max: float) -> float:
         """The action that prunes every site at the uniform ``ratio`` (the uniform baseline's action)."""
-        return 0.0 if self.uniform_action else ratio_to_action(ratio, r_min, r_max)
+        return 0.0 if self.on_track else ratio_to_action(ratio, r_min, r_max)
 
 
 ACTIONS: Registry[ActionMapping] = Registry("action mapping")

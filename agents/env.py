@@ -110,7 +110,7 @@ class ChannelPruningEnv(gym.Env):
     # -- mapping
     def action_to_ratio(self, action: float) -> float:
         """The ratio the action asks of the current site (before the walls)."""
-        track = self.wall.track(self.keep, self.t) if self.actions.uniform_action else 0.0
+        track = self.wall.track(self.keep, self.t) if self.actions.on_track else 0.0
         return self.actions.to_ratio(action, self.r_min, self.r_max, track)
 
     # -- gymnasium API
