@@ -140,6 +140,9 @@ def test_gate_rate_term_is_zero_at_the_target_rate_and_grows_away_from_it():
         {"gate_rate_weight": -1.0},
         {"gate_shape_weight": -1.0},
         {"gate_shape_until": 0.0},
+        {"gate_usage_weight": -1.0},
+        {"gate_usage_floor": 0.0},
+        {"gate_usage_share": 1.5},
         {"gate_lr_scale": 0.0},
     ],
 )

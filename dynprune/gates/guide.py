@@ -13,6 +13,7 @@ choice is already informed when the gates start to cut.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -20,6 +21,9 @@ import torch.nn.functional as F
 
 from .beta import BetaPrior
 from .density import kept_groups
+
+#: tie-breaks between equal open rates stay below 1 / batch size for batches of up to 10,000 inputs
+TIE_SCALE = 1e-5
 
 
 def activity_targets(activity: torch.Tensor, density: float) -> torch.Tensor:
@@ -45,6 +49,29 @@ def gate_rate_loss(rates: Mapping[str, torch.Tensor], densities: Mapping[str, fl
     channel open for every input or for none is pushed away from that, so the term rewards conditional gates (a
     site-level budget is met just as well by one fixed set)."""
     terms = [((rate - densities[site]) ** 2) for site, rate in rates.items()]  # [C] each
+    return torch.cat(terms).mean()
+
+
+def usage_floor_loss(
+    rates: Mapping[str, torch.Tensor],
+    floor: float,
+    share: float,
+    scores: Mapping[str, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """A floor under how many channels each site uses (a Switch-style load term, aimed at the fewest channels
+    that make a site conditional): per site, the ceil(share x C) channels most used in the batch ([C] open rates;
+    ties broken by ``scores``, [C] per site, e.g. the mean gate logit: the channels closest to being used) should
+    each open for at least ``floor`` of the inputs; the term is
+    the mean over those channels of relu(floor - rate) / floor (0 once they do, 1 for a channel no input opens).
+    Unlike ConvNet-AIG's rate term it leaves the other channels, and how often the used ones open above the
+    floor, to the task loss."""
+    terms = []
+    for site, rate in rates.items():
+        m = min(rate.numel(), math.ceil(share * rate.numel() - 1e-9))
+        tie = torch.zeros_like(rate) if scores is None else torch.sigmoid(scores[site].detach().float())
+        key = rate.detach() + TIE_SCALE * tie  # below one input's share of any batch: only orders equal rates
+        used = rate[key.topk(m).indices]
+        terms.append(F.relu(floor - used) / floor)
     return torch.cat(terms).mean()
 
 

@@ -11,7 +11,7 @@ from ..distributed import global_mean
 from .beta import BetaPrior
 from .density import bounds
 from .estimator import Estimator
-from .guide import batch_shaping_loss, gate_rate_loss, guide_loss
+from .guide import batch_shaping_loss, gate_rate_loss, guide_loss, usage_floor_loss
 from .module import GateSet
 from .schedule import GateSchedule
 
@@ -33,7 +33,12 @@ class GateLosses:
         if self.schedule.held_open(step):  # held open at the start: the activation guide is the gates' only signal
             return guide, ({"guide_loss": guide.item()} if guide is not None else {})
         budget, logs = self.budget(step, epoch)
-        terms = {"guide_loss": guide, "rate_loss": self.rate(step), "shape_loss": self.shape(step)}
+        terms = {
+            "guide_loss": guide,
+            "rate_loss": self.rate(step),
+            "shape_loss": self.shape(step),
+            "usage_loss": self.usage(),
+        }
         logs.update({name: term.item() for name, term in terms.items() if term is not None})
         present = [t for t in (budget, *terms.values()) if t is not None]
         return (sum(present) if present else None), logs
@@ -50,6 +55,20 @@ class GateLosses:
         # each gate's open rate over the global batch under torchrun, as the budget term's (a square of the mean)
         rates = {site: global_mean(m.float()) for site, m in self.gate_set.cost_masks.items()}  # [C] each
         return self.options.gate_rate_weight * gate_rate_loss(rates, self.schedule.densities_at(step))
+
+    def usage(self) -> torch.Tensor | None:
+        o = self.options
+        if o.gate_usage_weight <= 0:
+            return None
+        masks = self.gate_set.cost_masks
+        rates = {site: global_mean(m.float()) for site, m in masks.items()}  # [C] each, as the rate term's
+        scores = {  # the mean logit per channel (a group's for each of its channels): ties among unused ones
+            site: self.gate_set.logits[site]
+            .mean(dim=0)
+            .repeat_interleave(m.shape[1] // self.gate_set.logits[site].shape[1])
+            for site, m in masks.items()
+        }
+        return o.gate_usage_weight * usage_floor_loss(rates, o.gate_usage_floor, o.gate_usage_share, scores)
 
     def shape(self, step: int) -> torch.Tensor | None:
         """Batch-shaping at a weight decaying linearly to 0 at ``gate_shape_until`` of the run (on this rank's

@@ -67,6 +67,13 @@ class GateOptions:
     gate_rate_weight: float = option(
         0.0, "gated: weight of ConvNet-AIG's per-gate rate term (every channel open for its site's density share)"
     )
+    gate_usage_weight: float = option(
+        0.0,
+        "gated: weight of the usage floor (each site's --gate-usage-share most used channels each open for at least "
+        "--gate-usage-floor of the batch, so the site stays conditional); 0 = off",
+    )
+    gate_usage_floor: float = option(0.03, "gated: the usage floor's open rate (a share of the batch)")
+    gate_usage_share: float = option(0.25, "gated: the share of each site's channels the usage floor holds in use")
     gate_shape_weight: float = option(
         0.0,
         "gated: weight of batch-shaping (each gate's batch distribution matched to Beta(d, 1-d), d = its site's "
@@ -96,8 +103,13 @@ class GateOptions:
             "guide_weight",
             "guide_open_epochs",
             "gate_rate_weight",
+            "gate_usage_weight",
             "gate_shape_weight",
         )
+        for name in ("gate_usage_floor", "gate_usage_share"):
+            if not 0 < getattr(self, name) <= 1:
+                flag = "--" + name.replace("_", "-")
+                raise ConfigError(f"{flag} must be a share in (0, 1], got {getattr(self, name)}")
         check_positive(self, "gate_lr_scale")
         if not 0 <= self.gate_core <= 1:
             raise ConfigError(f"--gate-core must be a fraction of each site's k in [0, 1], got {self.gate_core}")

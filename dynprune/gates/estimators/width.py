@@ -81,6 +81,7 @@ PER_GROUP_OPTIONS = {
     "guide_weight": 0.0,
     "gate_shape_weight": 0.0,
     "gate_rate_weight": 0.0,  # a per-channel open rate: the first tier is always open
+    "gate_usage_weight": 0.0,  # likewise
     "gate_density": "global",
 }
 
