@@ -21,14 +21,20 @@ def test_the_usage_floor_is_zero_once_enough_channels_are_used_and_counts_each_m
     assert loss(0.9, 0.05, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0) == pytest.approx(0.25)  # half way to the floor
     assert loss(*used, share=0.5) == pytest.approx(0.5)  # 4 channels wanted, 2 of them unused
     assert loss(*used, share=1.0) == pytest.approx(6 / 8)
+    static = (1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)  # two channels open for every input: used, not deciding
+    assert loss(*static) == pytest.approx(1.0)
+    assert loss(0.95, 0.97, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0) == pytest.approx((0.5 + 0.7) / 2)  # shut for 5% and 3%
 
 
-def test_the_usage_floor_pushes_only_the_channel_below_it_and_breaks_ties_by_score():
-    rates = torch.tensor([0.9, 0.05, 0.0, 0.0], requires_grad=True)
+def test_the_usage_floor_pushes_only_the_channels_outside_its_band_and_breaks_ties_by_score():
+    rates = torch.tensor([0.5, 0.05, 0.0, 0.0], requires_grad=True)
     usage_floor_loss({"s": rates}, floor=0.1, share=0.5).backward()
     assert rates.grad.tolist() == pytest.approx([0.0, -5.0, 0.0, 0.0])  # d/dr of relu(0.1 - r) / 0.1, mean of 2
+    always = torch.tensor([0.5, 0.98, 0.0, 0.0], requires_grad=True)  # open for 98%: pushed to shut more often
+    usage_floor_loss({"s": always}, floor=0.1, share=0.5).backward()
+    assert always.grad.tolist() == pytest.approx([0.0, 5.0, 0.0, 0.0])
     for favourite in (2, 3):  # two unused channels tie: the one with the higher score is the one pushed
-        tied = torch.tensor([0.9, 0.0, 0.0, 0.0], requires_grad=True)
+        tied = torch.tensor([0.5, 0.0, 0.0, 0.0], requires_grad=True)
         scores = torch.full((4,), -3.0)
         scores[favourite] = 1.0
         usage_floor_loss({"s": tied}, floor=0.1, share=0.5, scores={"s": scores}).backward()

@@ -58,20 +58,27 @@ def usage_floor_loss(
     share: float,
     scores: Mapping[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """A floor under how many channels each site uses (a Switch-style load term, aimed at the fewest channels
-    that make a site conditional): per site, the ceil(share x C) channels most used in the batch ([C] open rates;
-    ties broken by ``scores``, [C] per site, e.g. the mean gate logit: the channels closest to being used) should
-    each open for at least ``floor`` of the inputs; the term is
-    the mean over those channels of relu(floor - rate) / floor (0 once they do, 1 for a channel no input opens).
-    Unlike ConvNet-AIG's rate term it leaves the other channels, and how often the used ones open above the
-    floor, to the task loss."""
+    """A floor under how many channels of each site decide per input (a Switch-style load term, aimed at the
+    fewest channels that make a site conditional). A channel's conditionality is min(rate, 1 - rate) ([C] open
+    rates over the batch): the share of inputs that it treats the other way from most. Per site, the
+    ceil(share x C) most conditional channels (ties broken by ``scores``, [C] per site, e.g. the mean gate logit:
+    a shut channel with a higher score, or an open one with a lower, is closer to deciding) should each be open
+    for at least ``floor`` of the inputs and shut for at least ``floor``; the term is the mean over them of
+    relu(floor - conditionality) / floor (0 once they are, 1 for a channel open for every input or for none).
+    Unlike ConvNet-AIG's rate term it leaves the other channels, and how often the chosen ones open inside the
+    band, to the task loss."""
     terms = []
     for site, rate in rates.items():
         m = min(rate.numel(), math.ceil(share * rate.numel() - 1e-9))
-        tie = torch.zeros_like(rate) if scores is None else torch.sigmoid(scores[site].detach().float())
-        key = rate.detach() + TIE_SCALE * tie  # below one input's share of any batch: only orders equal rates
-        used = rate[key.topk(m).indices]
-        terms.append(F.relu(floor - used) / floor)
+        conditionality = torch.minimum(rate, 1.0 - rate)
+        if scores is None:
+            tie = torch.zeros_like(rate)
+        else:
+            open_score = torch.sigmoid(scores[site].detach().float())
+            tie = torch.where(rate.detach() >= 0.5, 1.0 - open_score, open_score)
+        key = conditionality.detach() + TIE_SCALE * tie  # below one input's share of any batch: orders ties only
+        chosen = conditionality[key.topk(m).indices]
+        terms.append(F.relu(floor - chosen) / floor)
     return torch.cat(terms).mean()
 
 

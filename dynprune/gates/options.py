@@ -69,10 +69,12 @@ class GateOptions:
     )
     gate_usage_weight: float = option(
         0.0,
-        "gated: weight of the usage floor (each site's --gate-usage-share most used channels each open for at least "
-        "--gate-usage-floor of the batch, so the site stays conditional); 0 = off",
+        "gated: weight of the usage floor (each site's --gate-usage-share most conditional channels each open for at "
+        "least --gate-usage-floor of the batch and shut for as many, so the site stays conditional); 0 = off",
     )
-    gate_usage_floor: float = option(0.03, "gated: the usage floor's open rate (a share of the batch)")
+    gate_usage_floor: float = option(
+        0.03, "gated: the usage floor: the share of the batch each held channel is open (and shut) for"
+    )
     gate_usage_share: float = option(0.25, "gated: the share of each site's channels the usage floor holds in use")
     gate_shape_weight: float = option(
         0.0,
@@ -106,10 +108,10 @@ class GateOptions:
             "gate_usage_weight",
             "gate_shape_weight",
         )
-        for name in ("gate_usage_floor", "gate_usage_share"):
-            if not 0 < getattr(self, name) <= 1:
-                flag = "--" + name.replace("_", "-")
-                raise ConfigError(f"{flag} must be a share in (0, 1], got {getattr(self, name)}")
+        if not 0 < self.gate_usage_floor <= 0.5:  # open and shut for at least this share each
+            raise ConfigError(f"--gate-usage-floor must be a share in (0, 0.5], got {self.gate_usage_floor}")
+        if not 0 < self.gate_usage_share <= 1:
+            raise ConfigError(f"--gate-usage-share must be a share in (0, 1], got {self.gate_usage_share}")
         check_positive(self, "gate_lr_scale")
         if not 0 <= self.gate_core <= 1:
             raise ConfigError(f"--gate-core must be a fraction of each site's k in [0, 1], got {self.gate_core}")
