@@ -100,6 +100,7 @@ def test_deploy_runs_prefixes_and_equals_the_masked_model(strategy):
         ({"guide_weight": 1.0}, "--guide-weight must be 0.0"),
         ({"gate_boost": True}, "--gate-boost scales single channels"),
         ({"gate_rate_weight": 1.0}, "--gate-rate-weight must be 0.0"),
+        ({"gate_usage_weight": 1.0}, "--gate-usage-weight must be 0.0"),
     ],
 )
 def test_options_width_gates_cannot_honour_are_one_clear_error(options, message):
