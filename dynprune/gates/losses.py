@@ -1,5 +1,5 @@
 """The loss terms a gated run adds to the task loss: the MAC budget with its per-site balance, and the terms that
-keep gates input-dependent (the activation guide, ConvNet-AIG's rate term, batch-shaping)."""
+keep gates input-dependent (the activation guide, ConvNet-AIG's rate term, batch-shaping, the usage floor)."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ class GateLosses:
             return None
         masks = self.gate_set.cost_masks
         rates = {site: global_mean(m.float()) for site, m in masks.items()}  # [C] each, as the rate term's
-        scores = {  # the mean logit per channel (a group's for each of its channels): ties among unused ones
+        scores = {  # the mean logit per channel (a group's for each of its channels): orders channels that tie
             site: self.gate_set.logits[site]
             .mean(dim=0)
             .repeat_interleave(m.shape[1] // self.gate_set.logits[site].shape[1])

@@ -75,7 +75,9 @@ class GateOptions:
     gate_usage_floor: float = option(
         0.03, "gated: the usage floor: the share of the batch each held channel is open (and shut) for"
     )
-    gate_usage_share: float = option(0.25, "gated: the share of each site's channels the usage floor holds in use")
+    gate_usage_share: float = option(
+        0.25, "gated: the share of each site's channels the usage floor holds deciding per input"
+    )
     gate_shape_weight: float = option(
         0.0,
         "gated: weight of batch-shaping (each gate's batch distribution matched to Beta(d, 1-d), d = its site's "
