@@ -1,5 +1,5 @@
-"""The usage floor: each site's most used channels held to a minimum open rate, on hand-made rates and in a
-training step."""
+"""The usage floor: each site's most conditional channels held open and shut for at least a share of the batch,
+on hand-made rates and in a training step."""
 
 from __future__ import annotations
 
