@@ -52,23 +52,27 @@ class GateLosses:
     def rate(self, step: int) -> torch.Tensor | None:
         if self.options.gate_rate_weight <= 0:
             return None
-        # each gate's open rate over the global batch under torchrun, as the budget term's (a square of the mean)
-        rates = {site: global_mean(m.float()) for site, m in self.gate_set.cost_masks.items()}  # [C] each
-        return self.options.gate_rate_weight * gate_rate_loss(rates, self.schedule.densities_at(step))
+        return self.options.gate_rate_weight * gate_rate_loss(self.channel_rates(), self.schedule.densities_at(step))
+
+    def channel_rates(self) -> dict[str, torch.Tensor]:
+        """Each channel's open rate over the batch, [C] per site: over the global batch under torchrun, as the
+        budget term's (a square of the mean, not a mean of squares)."""
+        return {site: global_mean(m.float()) for site, m in self.gate_set.cost_masks.items()}
 
     def usage(self) -> torch.Tensor | None:
         o = self.options
         if o.gate_usage_weight <= 0:
             return None
         masks = self.gate_set.cost_masks
-        rates = {site: global_mean(m.float()) for site, m in masks.items()}  # [C] each, as the rate term's
         scores = {  # the mean logit per channel (a group's for each of its channels): orders channels that tie
             site: self.gate_set.logits[site]
             .mean(dim=0)
             .repeat_interleave(m.shape[1] // self.gate_set.logits[site].shape[1])
             for site, m in masks.items()
         }
-        return o.gate_usage_weight * usage_floor_loss(rates, o.gate_usage_floor, o.gate_usage_share, scores)
+        return o.gate_usage_weight * usage_floor_loss(
+            self.channel_rates(), o.gate_usage_floor, o.gate_usage_share, scores
+        )
 
     def shape(self, step: int) -> torch.Tensor | None:
         """Batch-shaping at a weight decaying linearly to 0 at ``gate_shape_until`` of the run (on this rank's
