@@ -15,6 +15,7 @@ from dynprune.catalog import rebuild_from_checkpoint
 from dynprune.config import build
 from dynprune.export import ExportConfig, export
 from dynprune.gates.routed import RoutedUnsupported, RoutedWidths, narrow_model, width_index
+from dynprune.gates.switchable_bn import SwitchableBatchNorm2d
 from dynprune.models import create_model, input_shape
 from dynprune.runner import run_training
 
@@ -130,12 +131,16 @@ def test_the_deploy_model_runs_routed_at_every_batch_size_and_site_scope_has_no_
 
 @pytest.mark.slow
 def test_a_network_scope_run_trains_saves_and_rebuilds_to_the_routed_model(tmp_path):
+    """With switchable BN (one BN per width after the router, each width's folded into its branch): the run, its
+    rebuild and its export carry them; without, the path is the same less the switch (the unit tests above)."""
     out = tmp_path / "run"
     cfg = tiny_config(
-        out, **TINY_RESNET, gate="width", width_scope="network", width_choices=CHOICES, target_macs=0.6, epochs=1
-    )
+        out, **TINY_RESNET, gate="width", width_scope="network", width_choices=CHOICES, target_macs=0.6, epochs=1,
+        width_switchable_bn=True,
+    )  # fmt: skip
     result = run_training(cfg)
     model, _, ckpt = rebuild_from_checkpoint(str(out / "checkpoint.pt"))
+    assert sum(isinstance(m, SwitchableBatchNorm2d) for m in model.modules()) == 18  # all but the stem's
     x = torch.randn(16, *input_shape(ckpt["arch"]))
     with torch.no_grad():
         masked = model(x)

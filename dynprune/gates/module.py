@@ -156,6 +156,7 @@ class GateSet(nn.Module):
                 decision = self.estimator.expand(raw, gate.groups)  # [B, G]
             if site.name == self.router:  # a fixed router (the frozen-gate ablation) routes by its fixed width
                 self._routed = (logits, raw if raw is not None else self._tiers_of(site.name, decision))
+                self.estimator.on_route(self._routed[1])
             per_group = gate.channels // gate.groups
             mask = repeat(decision, "b g -> b (g k)", k=per_group)  # [B, C]
             self.logits[site.name] = logits
@@ -176,6 +177,7 @@ class GateSet(nn.Module):
 
     def _forget_route(self, module: nn.Module, args: tuple) -> None:
         self._routed = None
+        self.estimator.on_route(None)
 
     def _tiers_of(self, site: str, decision: torch.Tensor) -> torch.Tensor:
         """[B, G] prefix decisions of ``site`` -> [B, tiers] open tiers (the ordinal form the followers expand)."""
@@ -215,6 +217,7 @@ class GateSet(nn.Module):
         self.masks = {k: v.detach() for k, v in self.masks.items()}
         self.logits = {k: v.detach() for k, v in self.logits.items()}
         self._routed = None
+        self.estimator.on_route(None)
         self.cost_masks = {}
         for site_mask in self._site_masks.values():
             site_mask.mask = site_mask.mask.detach()

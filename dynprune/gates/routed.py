@@ -22,6 +22,7 @@ from torch import nn
 from ..fold import fold_bn
 from ..runtimes import OrtExecutor, export_onnx
 from ..sites import slice_sites
+from .switchable_bn import settle
 
 #: (module, example input, threads) -> a callable running it (``runtimes.RUNTIMES``' shape)
 MakeExecutor = Callable[[nn.Module, torch.Tensor, int], Callable[[torch.Tensor], torch.Tensor]]
@@ -54,7 +55,7 @@ def narrow_unfolded(model: nn.Module, width: int) -> nn.Module:
         gate = gate_set.gate(site.name)
         kept_groups = int((gate_set.tiers(site.name) <= width).sum())
         keep[site.name] = torch.arange(kept_groups * (gate.channels // gate.groups))
-    plain = without_gates(model)
+    plain = without_gates(model, width)
     slice_sites(plain, gate_set.sites, keep)
     return plain
 
@@ -91,13 +92,14 @@ class Router(nn.Module):
         return width_index(self.gate(self.prefix(x)) + self.shift)
 
 
-def without_gates(model: nn.Module) -> nn.Module:
-    """A copy of a gated model with its gates removed (the dense model), in eval mode."""
+def without_gates(model: nn.Module, width: int = -1) -> nn.Module:
+    """A copy of a gated model with its gates removed (the dense model), in eval mode; switchable BatchNorms
+    (``--width-switchable-bn``) keep their copy for width choice ``width`` (default: the widest)."""
     model.gate_set.detach_batch_state()  # a deep copy cannot copy a training step's graph
     plain = copy.deepcopy(model)
     plain.gate_set.remove()
     del plain.gate_set
-    return plain.eval()
+    return settle(plain, width).eval()
 
 
 def run_grouped(

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .module import GateSet
+from .switchable_bn import switched_norms
 
 
 def soft_cross_entropy(logits: torch.Tensor, soft_labels: torch.Tensor) -> torch.Tensor:
@@ -73,7 +74,9 @@ class Sandwich:
         held, fixed = gate_set.force_open, gate_set.fixed_decisions
         # what the training pass left (read after the step, e.g. by a loop of one's own): the extra passes' are not it
         batch_state = tuple(dict(d) for d in (gate_set.masks, gate_set.logits, gate_set.cost_masks, gate_set.activity))
-        norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        # a switchable BN's per-width copies learn each width's statistics from its own passes (slimmable networks)
+        own = switched_norms(model)
+        norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m not in own]
         momenta = [m.momentum for m in norms]
         gate_set.force_open = False
         for m in norms:

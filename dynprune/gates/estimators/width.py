@@ -27,6 +27,7 @@ from ...base import ConfigError, option
 from ...prune.criteria import ChannelGroup, Criterion
 from ...sites import permute_site
 from ..estimator import Estimator, SupernetPhase, logistic_noise, straight_through
+from ..switchable_bn import Route, switch_norms
 
 
 @dataclasses.dataclass
@@ -52,6 +53,11 @@ class WidthOptions:
         "by the first site's gate, DS-Net's router: the deployed model is a router over one static sub-network "
         "per width, the `routed` executor)",
     )
+    width_switchable_bn: bool = option(
+        False,
+        "width, network scope: one BatchNorm per width after the router (switchable BN, slimmable networks), "
+        "each input normalised by its width's; deploy folds each into its width's narrow model",
+    )
     width_gate_target: float = option(
         0.0,
         "width: weight of DS-Net's online gate target once the gates decide (narrowest width where the narrowest "
@@ -71,6 +77,8 @@ class WidthOptions:
             raise ConfigError(f"--width-supernet must be a fraction of the run in [0, 1), got {self.width_supernet}")
         if self.width_random < 0:
             raise ConfigError(f"--width-random must be >= 0, got {self.width_random}")
+        if self.width_switchable_bn and self.width_scope != "network":
+            raise ConfigError("--width-switchable-bn needs --width-scope network (one width per input for every BN)")
         if self.width_gate_target < 0:
             raise ConfigError(f"--width-gate-target must be >= 0, got {self.width_gate_target}")
 
@@ -95,6 +103,7 @@ class Width(Estimator):
         super().__init__(options)
         self.noise = 1.0
         self._tiers: dict[tuple[int, torch.device], torch.Tensor] = {}  # per site size and device, built once
+        self.route = Route()  # the router's choice in the current pass, read by switchable BatchNorms
 
     def schedule(self, progress: float) -> None:
         fade = self.options.width_noise_fade
@@ -130,6 +139,11 @@ class Width(Estimator):
     def prepare_sites(self, model: nn.Module, sites: Sequence[Any], rank: Criterion) -> None:
         for site in sites:  # the narrowest width keeps the channels ranked highest (default: largest L1 filters)
             permute_site(model, site, rank(ChannelGroup.of(model, site)).argsort(descending=True, stable=True))
+        if self.options.width_switchable_bn:
+            switch_norms(model, sites[0].producer, len(self.options.width_choices), self.route)
+
+    def on_route(self, tiers: torch.Tensor | None) -> None:
+        self.route.index = None if tiers is None else tiers.detach().sum(dim=1).long() - 1
 
     def supernet_phase(self) -> SupernetPhase | None:
         o = self.options
