@@ -48,6 +48,16 @@ def test_frozen_sets_take_the_mean_count_of_most_often_open_groups():
     assert frozen_sets(rates)["s"].tolist() == [1.0, 1.0, 0.0, 1.0]
 
 
+def test_nested_widths_freeze_to_the_nearest_width_they_were_trained_at():
+    tiers = {"s": torch.tensor([0, 0, 1, 1, 1, 1, 1, 1])}  # choices of 2, 8 groups (0.25, 1)
+    narrow_most = torch.tensor([1.0, 1.0, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3])  # mean open count 3.8: 2 is nearer
+    assert frozen_sets({"s": narrow_most}, tiers)["s"].tolist() == [1.0, 1.0] + [0.0] * 6
+    assert frozen_sets({"s": narrow_most})["s"].tolist() == [1.0] * 4 + [0.0] * 4  # channel gates: 4, untrained
+    halfway = torch.tensor([1.0, 1.0] + [0.5] * 6)  # 5 open: as near to 2 as to 8, the wider wins
+    assert frozen_sets({"s": halfway}, tiers)["s"].tolist() == [1.0] * 8
+    assert frozen_sets({"s": narrow_most}, {"s": None})["s"].tolist() == [1.0] * 4 + [0.0] * 4
+
+
 def test_gates_that_open_one_set_for_every_input_gain_exactly_nothing():
     model = small_gated_residual("topk")
     with torch.no_grad():

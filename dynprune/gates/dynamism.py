@@ -10,6 +10,7 @@ and what it buys:
   gates replaced by one fixed set, the k channel groups it opened most often on the validation split (k = its mean
   open count there; no retraining). Gates that open one set per site give exactly 0; a positive gain is the
   accuracy the per-input *channel choice* carries (a boosted gate's per-input scale stays on in the ablation).
+  Nested widths (``--gate width``) are frozen to the width choice nearest that count, one they were trained at.
 - ``site_class_spread``: per site, the mean over channels of the standard deviation across classes of the class
   open rates (ConvNet-AIG's class x gate map, summarised): 0 when every class opens the same channels as often.
 """
@@ -105,16 +106,32 @@ def class_spread(class_rates: torch.Tensor, class_sizes: torch.Tensor) -> float:
     return present.std(dim=0, unbiased=False).mean().item()
 
 
-def frozen_sets(val_rates: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """site -> [G] 0/1: the round(mean open count) groups opened most often (ties: the lower index first)."""
+def frozen_sets(
+    val_rates: dict[str, torch.Tensor], tiers: Mapping[str, torch.Tensor | None] | None = None
+) -> dict[str, torch.Tensor]:
+    """site -> [G] 0/1: the round(mean open count) groups opened most often (ties: the lower index first). A
+    site of nested widths (``tiers``: each group's tier) is frozen to the width choice nearest its mean open count
+    (ties: the wider), a prefix the model was trained at: k groups between two choices are a width it never ran."""
     frozen = {}
     for site, rates in val_rates.items():
+        site_tiers = (tiers or {}).get(site)
+        if site_tiers is not None:
+            frozen[site] = nearest_width(rates.sum().item(), site_tiers)
+            continue
         k = round(rates.sum().item())
         order = sorted(range(rates.numel()), key=lambda g: (-rates[g].item(), g))  # deterministic on ties
         fixed = torch.zeros(rates.numel())
         fixed[order[:k]] = 1.0
         frozen[site] = fixed
     return frozen
+
+
+def nearest_width(open_groups: float, tiers: torch.Tensor) -> torch.Tensor:
+    """[G] 0/1 prefix of the width choice whose group count is nearest ``open_groups`` (ties: the wider)."""
+    tiers = tiers.cpu()
+    ends = [int((tiers <= t).sum()) for t in range(int(tiers.max()) + 1)]
+    chosen = min(range(len(ends)), key=lambda t: (abs(ends[t] - open_groups), -t))
+    return (tiers <= chosen).float()
 
 
 def measure_dynamism(
@@ -130,7 +147,7 @@ def measure_dynamism(
     Three passes: test (the model as it is), validation (which sets to freeze), test with the frozen sets."""
     test = count_open(model, gate_set, test_loader, num_classes, macs_ratio, amp_dtype)
     val = count_open(model, gate_set, val_loader, num_classes, macs_ratio, amp_dtype)
-    gate_set.fixed_decisions = frozen_sets(val.open_rates())
+    gate_set.fixed_decisions = frozen_sets(val.open_rates(), {s.name: gate_set.tiers(s.name) for s in gate_set.sites})
     try:
         frozen = count_open(model, gate_set, test_loader, num_classes, macs_ratio, amp_dtype)
     finally:
