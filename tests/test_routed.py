@@ -136,7 +136,7 @@ def test_a_network_scope_run_trains_saves_and_rebuilds_to_the_routed_model(tmp_p
     out = tmp_path / "run"
     cfg = tiny_config(
         out, **TINY_RESNET, gate="width", width_scope="network", width_choices=CHOICES, target_macs=0.6, epochs=1,
-        width_switchable_bn=True,
+        width_switchable_bn=True, measure_dynamism=True,
     )  # fmt: skip
     result = run_training(cfg)
     model, _, ckpt = rebuild_from_checkpoint(str(out / "checkpoint.pt"))
@@ -147,6 +147,11 @@ def test_a_network_scope_run_trains_saves_and_rebuilds_to_the_routed_model(tmp_p
     shares = torch.stack(list(kept_share(model).values()))
     assert bool((shares == shares[0]).all())  # one width per input, every site
     torch.testing.assert_close(RoutedWidths(model)(x), masked, atol=1e-5, rtol=1e-5)
+    # what the router's choice is worth at the same MACs, measured on the saved model's own test pass
+    assert result["routed_top1"] == pytest.approx(result["top1"], abs=1e-6)
+    assert len(result["width_shares"]) == len(result["width_alone_top1"]) == len(CHOICES)
+    assert sum(result["width_shares"]) == pytest.approx(1.0)
+    assert result["routing_gain"] == pytest.approx(result["routed_top1"] - result["random_routing_top1"])
     rates = result["site_open_rates"]  # the test pass: every site kept the same share of its channels
     assert set(rates) == {s.name for s in model.gate_set.sites} and max(rates.values()) - min(rates.values()) < 0.02
     # the export: the router and one static model per width, checked on real test images as the executor runs them

@@ -14,6 +14,7 @@ import dynprune
 from dynprune.base import ConfigError
 from dynprune.gates.estimators.width import WidthOptions
 from dynprune.gates.routed import RoutedWidths, width_index
+from dynprune.gates.routing_gain import routing_gain
 from dynprune.gates.switchable_bn import Route, SwitchableBatchNorm2d
 from dynprune.models import create_model
 
@@ -94,3 +95,15 @@ def test_the_narrow_passes_train_their_own_statistics_and_leave_the_others_alone
 def test_switchable_batch_norm_needs_network_scope():
     with pytest.raises(ConfigError, match="--width-switchable-bn needs --width-scope network"):
         WidthOptions(width_switchable_bn=True).validate()
+
+
+def test_the_routing_gain_is_zero_where_every_width_scores_alike_and_positive_for_a_router_that_knows():
+    widths = torch.tensor([0, 0, 1, 1, 1, 0])
+    alike = torch.tensor([[1, 0, 1, 1, 0, 1], [1, 0, 1, 1, 0, 1]], dtype=torch.bool)  # [W, N]
+    fields = routing_gain(widths, alike)
+    assert fields["routing_gain"] == pytest.approx(0.0) and fields["routed_top1"] == pytest.approx(400 / 6)
+    knows = torch.tensor([[1, 1, 0, 0, 0, 1], [0, 0, 1, 1, 1, 0]], dtype=torch.bool)  # each image right at its width
+    fields = routing_gain(widths, knows, draws=20)
+    assert fields["routed_top1"] == 100.0 and 0 < fields["random_routing_top1"] < 100.0
+    assert fields["routing_gain"] == pytest.approx(100.0 - fields["random_routing_top1"])
+    assert fields["width_shares"] == [0.5, 0.5] and fields["width_alone_top1"] == [50.0, 50.0]

@@ -103,8 +103,8 @@ class Estimator:
         (nested widths at network scope), and the other sites' gates are not run."""
         return False
 
-    def on_route(self, tiers: torch.Tensor | None) -> None:
-        """A network-scope router decided: ``tiers`` [B, tiers] open tiers per input of the current forward pass
+    def on_route(self, widths: torch.Tensor | None) -> None:
+        """A network-scope router decided: ``widths`` [B] the width choice per input of the current forward pass
         (None: a new pass starts, nothing decided yet)."""
 
     def fixed_keep(self, groups: int, density: float) -> int | None:

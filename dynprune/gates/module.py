@@ -156,7 +156,7 @@ class GateSet(nn.Module):
                 decision = self.estimator.expand(raw, gate.groups)  # [B, G]
             if site.name == self.router:  # a fixed router (the frozen-gate ablation) routes by its fixed width
                 self._routed = (logits, raw if raw is not None else self._tiers_of(site.name, decision))
-                self.estimator.on_route(self._routed[1])
+                self.estimator.on_route(self.routed_widths)
             per_group = gate.channels // gate.groups
             mask = repeat(decision, "b g -> b (g k)", k=per_group)  # [B, C]
             self.logits[site.name] = logits
@@ -174,6 +174,11 @@ class GateSet(nn.Module):
             self._site_masks[site.name].mask = boosted  # what the channels are multiplied by
 
         return hook
+
+    @property
+    def routed_widths(self) -> torch.Tensor | None:
+        """[B] index of the width choice the router chose per input in the last forward pass (network scope)."""
+        return None if self._routed is None else self._routed[1].detach().sum(dim=1).long() - 1
 
     def _forget_route(self, module: nn.Module, args: tuple) -> None:
         self._routed = None

@@ -1,7 +1,8 @@
 """The gated method's evaluation part: what the gates did over an evaluation pass (open rates, conditional share,
 distinct channel sets: ``eval_account.py``), the per-sample MACs of their decisions, the logits a per-site
-calibration asks for, and after the test pass what their input-dependence is worth (``dynamism.py``) with the
-class x channel open-rate map. ``GatedMethod`` hands its evaluation hooks to one of these."""
+calibration asks for, and after the test pass what their input-dependence is worth (``dynamism.py``; for a
+network-scope router also at the same MACs: ``routing_gain.py``) with the class x channel open-rate map.
+``GatedMethod`` hands its evaluation hooks to one of these."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from ..plots import plot_class_open_rates
 from .dynamism import measure_dynamism
 from .eval_account import EvalAccount
 from .module import GateSet
+from .routing_gain import routed_correct, routing_gain
 
 
 class GateObserver:
@@ -82,6 +84,8 @@ class GateObserver:
         fields, self._class_rates = measure_dynamism(
             model, self.gate_set, val_loader, test_loader, num_classes, macs_ratio, amp_dtype
         )
+        if self.gate_set.router is not None:  # one width per input: what the choice is worth at the same MACs
+            fields.update(routing_gain(*routed_correct(model, self.gate_set, test_loader, amp_dtype)))
         return fields
 
     def figures(self, out_dir: Path, title: str) -> dict[str, Path]:

@@ -142,8 +142,8 @@ class Width(Estimator):
         if self.options.width_switchable_bn:
             switch_norms(model, sites[0].producer, len(self.options.width_choices), self.route)
 
-    def on_route(self, tiers: torch.Tensor | None) -> None:
-        self.route.index = None if tiers is None else tiers.detach().sum(dim=1).long() - 1
+    def on_route(self, widths: torch.Tensor | None) -> None:
+        self.route.index = widths
 
     def supernet_phase(self) -> SupernetPhase | None:
         o = self.options
