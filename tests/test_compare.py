@@ -14,7 +14,7 @@ from helpers import DATA_FLAGS, DATASET, REPO, run_module
 from dynprune.catalog import parse_train_cli
 from dynprune.checkpoints import CheckpointError
 from dynprune.compare.config import CompareConfig
-from dynprune.compare.methods import COMPARE_METHODS, width_for_macs
+from dynprune.compare.methods import COMPARE_METHODS, straddling_widths, width_for_macs
 from dynprune.compare.plan import build_plan
 from dynprune.config import ConfigError, build, to_dict
 from dynprune.cost import CostModel
@@ -29,7 +29,7 @@ VARIANTS = {f"{name}-{v}" for name, est in ESTIMATORS.items() for v in est.varia
 SAME_CELL_AS_A_KEPT_ONE = {
     *("l2-filter", "fpgm-filter", "random-filter", "global-filter", "slim-filter"),  # as l1-filter's
     *("l1-unstructured", "random-unstructured"),  # as global-unstructured's
-    *("ste", "hardconcrete", "width"),  # as gumbel's
+    *("ste", "hardconcrete"),  # as gumbel's
     "topk",  # as topk-rl's without its search (a GatedCompare cell of topk gates)
     "mobilenetv2",  # as narrow's (another zoo model: test_zoo_learns)
     "random-search",  # as rl's with --algo random (test_every_registered_comparison_method_plans_a_valid_cell)
@@ -110,6 +110,17 @@ def test_every_registered_comparison_method_plans_a_valid_cell(tmp_path):
     for flag in ("--episodes", "--val-subset", "--r-max", "--target-macs", "--init", "--criterion", "--actions"):
         assert value("rl", flag) == value("random-search", flag), flag
     assert {c.values["prune"] for c in cells if c.method in args} == {"slim-filter"}
+    # width gates as measured best: a router with a BN per width, choices straddling the target's site density
+    width = next(c.values for c in cells if c.method == "width")
+    assert (width["width_scope"], width["width_switchable_bn"], width["width_gate_target"]) == ("network", True, 1.0)
+    assert width["width_choices"] == [0.25, 0.75, 1.0]  # around ResNet-20's uniform density at 0.5 of the MACs
+
+
+def test_width_choices_straddle_the_site_density():
+    assert straddling_widths(0.25) == straddling_widths(0.24) == [0.125, 0.5, 1.0]
+    assert straddling_widths(0.09) == [0.0625, 0.1875, 1.0]  # never below one sixteenth
+    assert straddling_widths(0.75) == [0.375, 0.875, 1.0]  # the wide choice at most halfway to 1
+    assert straddling_widths(0.95) == [0.5, 1.0]
 
 
 def test_narrow_width_matches_the_mac_target():

@@ -140,6 +140,31 @@ class GatedCompare(CompareMethod):
         check_above_gated_floor(target, floor, f"{self.name}: target")
 
 
+class WidthCompare(GatedCompare):
+    """Width gates as measured best (BENCHMARKS, "Switchable BN for width gates"): one width per input for the
+    whole network (a router over static models), one BatchNorm per width, DS-Net's gate target, and width
+    choices that straddle the uniform density meeting the target (half and twice it, at most halfway to 1, in
+    sixteenths): a choice at the density itself draws every input to it (static pruning under another name)."""
+
+    def __init__(self, name: str, description: str) -> None:
+        super().__init__(name, "dynamic width gates at network scope: a router picks one of 3 nested widths per input")
+
+    def overrides(self, cfg: CompareConfig, target: float) -> dict[str, Any]:
+        routed = {"width_scope": "network", "width_switchable_bn": True, "width_gate_target": 1.0}
+        return {**super().overrides(cfg, target), **routed}
+
+    def prepare_cell(self, cell: Cell, cfg: CompareConfig, cost: CostModel, data_shape: tuple[int, int, int]) -> None:
+        density = 1.0 - max(solve_uniform_for_macs(cost, cell.target).values())
+        cell.values["width_choices"] = straddling_widths(density)
+
+
+def straddling_widths(density: float) -> list[float]:
+    """Width choices around a site density: half and twice it (at most halfway to 1), in sixteenths, then 1."""
+    narrow = max(1, round(8 * density)) / 16
+    wide = max(narrow + 1 / 16, round(16 * min(2 * density, (1 + density) / 2)) / 16)
+    return [narrow, wide, 1.0] if wide < 1 else [narrow, 1.0]
+
+
 class ScratchGates(GatedCompare):
     """Gates trained jointly with the backbone from scratch, for the whole budget of a fine-tuned row (the dense
     model's epochs + the fine-tune's, at the dense lr), the target sliding in over the first quarter. Fine-tuned
@@ -311,8 +336,10 @@ COMPARE_METHODS.add(DenseMethod("dense", "the unpruned model"))
 for _name, _pruner in PRUNERS.items():  # every static pruner; structured ones hard-pruned
     _how = "channels removed physically (--hard)" if _pruner.structured else "(MACs counted as nonzero-weight MACs)"
     COMPARE_METHODS.add(StaticMethod(_name, f"{_pruner.description}; {_how}", _pruner.structured))
+#: estimators whose comparison cell is its own class (every other one: ``GatedCompare`` with the estimator's recipe)
+GATED_CELLS: dict[str, type[GatedCompare]] = {"width": WidthCompare}
 for _name, _estimator in ESTIMATORS.items():  # every gate estimator, with its recipe for short fine-tunes
-    COMPARE_METHODS.add(GatedCompare(_name, f"dynamic {_name} gates: {_estimator.summary}"))
+    COMPARE_METHODS.add(GATED_CELLS.get(_name, GatedCompare)(_name, f"dynamic {_name} gates: {_estimator.summary}"))
     for _variant, (_recipe, _what) in _estimator.variants.items():  # other measured starts, named for what they are
         _recipe = {**_estimator.recipe, **_recipe}
         COMPARE_METHODS.add(GatedCompare(f"{_name}-{_variant}", f"{_name} gates, {_what}", _name, _recipe))

@@ -306,3 +306,12 @@ def to_deploy(model: nn.Module) -> DeployModel:
         return DeployLinear(linear, runtimes[in_site], copied.widths[in_site])
 
     return DeployModel(swap_layers(copied, make_conv, make_linear), runtimes)
+
+
+def routed_deploy(executor: nn.Module) -> DeployModel:
+    """A ``DeployModel`` that only ``executor`` computes (network-scope width gates: the routed executor). The
+    per-site strategies would run each site's own gate, not the router's decision, so no per-site copy is built
+    (it would fold BN into the convolutions, which a BN per width does not allow)."""
+    deploy = DeployModel(nn.Identity(), {})
+    deploy.add_executor("routed", executor, exclusive=True)
+    return deploy
