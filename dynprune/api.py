@@ -28,6 +28,7 @@ from .cost import CostModel
 from .evaluation import evaluate
 from .gates.fixed_k import FixedKUnsupported, to_fixed_k
 from .gates.method import GatedMethod
+from .gates.routed import RoutedWidths, export_routed
 from .methods import Method
 from .models.depgraph import attach_dependency_sites
 from .prune.method import StaticPruneMethod
@@ -70,7 +71,8 @@ class Exported:
     """An ONNX file written by ``Gates.export_onnx`` and which executor it holds."""
 
     path: Path
-    executor: str  # "fixed-k" (closed channels skipped) or "masked" (closed channels zeroed)
+    executor: str  # "fixed-k" (closed channels skipped), "routed" (the router; each width's model beside it) or
+    # "masked" (closed channels zeroed)
 
 
 def build_method(config: TrainConfig | dict[str, Any], recipe: bool = True) -> Method:
@@ -149,8 +151,13 @@ class Gates:
     def export_onnx(self, path: str | Path, batch: int = 1) -> Exported:
         """ONNX for a fixed batch size. Fixed-count gates on a model with static shapes (``topk`` on ResNets)
         export the fixed-k executor, which skips the closed channels; any other gated model exports as masked
-        (the gates computed, closed channels zeroed: the same outputs, no saving in the file's MACs)."""
+        (the gates computed, closed channels zeroed: the same outputs, no saving in the file's MACs). Width gates
+        at network scope export their router as ``path`` and each width's static model beside it
+        (``<stem>.width<i>.onnx``, any batch size), as ``python -m dynprune.export`` does."""
         example = torch.zeros(batch, *self.input_shape)
+        if self.method.gate_set.router is not None:
+            export_routed(RoutedWidths(self.model), example, Path(path))
+            return Exported(Path(path), "routed")
         try:
             return Exported(export_onnx(to_fixed_k(self.model), example, path), "fixed-k")
         except FixedKUnsupported:

@@ -13,7 +13,7 @@ from torch import nn
 import dynprune
 from dynprune.base import ConfigError
 from dynprune.gates.estimators.width import WidthOptions
-from dynprune.gates.routed import RoutedWidths, width_index
+from dynprune.gates.routed import OrtRouted, RoutedWidths, width_index
 from dynprune.gates.routing_gain import routing_gain
 from dynprune.gates.switchable_bn import Route, SwitchableBatchNorm2d
 from dynprune.models import create_model
@@ -107,3 +107,14 @@ def test_the_routing_gain_is_zero_where_every_width_scores_alike_and_positive_fo
     assert fields["routed_top1"] == 100.0 and 0 < fields["random_routing_top1"] < 100.0
     assert fields["routing_gain"] == pytest.approx(100.0 - fields["random_routing_top1"])
     assert fields["width_shares"] == [0.5, 0.5] and fields["width_alone_top1"] == [50.0, 50.0]
+
+
+def test_the_api_exports_the_router_and_one_static_model_per_width(tmp_path):
+    model, gates = switchable_gates()
+    exported = gates.export_onnx(tmp_path / "m.onnx")
+    files = [tmp_path / "m.onnx", *(tmp_path / f"m.width{w}.onnx" for w in range(len(CHOICES)))]
+    assert exported.executor == "routed" and exported.path == files[0] and all(f.is_file() for f in files)
+    x = varied_inputs(8)
+    with torch.no_grad():
+        expected = model.eval()(x)
+    torch.testing.assert_close(OrtRouted(files, 1)(x), expected, atol=1e-4, rtol=1e-4)

@@ -28,8 +28,8 @@ def routed_correct(
     pass and one pass per width choice with every site fixed to its prefix."""
     was_training = model.training
     model.eval()
-    router = gate_set.router
-    choices = int(gate_set.tiers(router).max()) + 1
+    router = gate_set.gate(gate_set.router)
+    choices = gate_set.estimator.logit_count(router.groups) + 1  # the router decides one of these per input
     widths, correct = [], []
     try:
         for x, y in loader:
