@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .module import GateSet
+from .routed import RoutedWidths
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -24,26 +25,20 @@ Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 def routed_correct(
     model: nn.Module, gate_set: GateSet, loader: Batches, amp_dtype: torch.dtype | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """([N] width index the router chose per image, [W, N] whether width w classifies image n right): one routed
-    pass and one pass per width choice with every site fixed to its prefix."""
+    """([N] width index the router chose per image, [W, N] whether width w classifies image n right): one pass of
+    the model as it is (its routing), and each width's static narrow model (``routed.py``'s branches: equal to the
+    model at that width, at that width's cost) on every image."""
     was_training = model.training
     model.eval()
-    router = gate_set.gate(gate_set.router)
-    choices = gate_set.estimator.logit_count(router.groups) + 1  # the router decides one of these per input
+    branches = RoutedWidths(model).branches
     widths, correct = [], []
     try:
         for x, y in loader:
             with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 model(x)
                 widths.append(gate_set.routed_widths.cpu())
-                row = []
-                for w in range(choices):
-                    gate_set.fixed_decisions = {s.name: (gate_set.tiers(s.name) <= w).float() for s in gate_set.sites}
-                    row.append(model(x).argmax(1).cpu() == y.cpu())
-                    gate_set.fixed_decisions = {}
-            correct.append(torch.stack(row))
+                correct.append(torch.stack([branch(x).argmax(1).cpu() == y.cpu() for branch in branches]))
     finally:
-        gate_set.fixed_decisions = {}
         model.train(was_training)
     return torch.cat(widths), torch.cat(correct, dim=1)
 
