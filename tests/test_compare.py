@@ -29,7 +29,8 @@ VARIANTS = {f"{name}-{v}" for name, est in ESTIMATORS.items() for v in est.varia
 SAME_CELL_AS_A_KEPT_ONE = {
     *("l2-filter", "fpgm-filter", "random-filter", "global-filter", "slim-filter"),  # as l1-filter's
     *("l1-unstructured", "random-unstructured"),  # as global-unstructured's
-    *("ste", "hardconcrete"),  # as gumbel's
+    # as width's, a GatedCompare cell with cell values of its own (every estimator: test_gates, test_recipes)
+    *("gumbel", "ste", "hardconcrete"),
     "topk",  # as topk-rl's without its search (a GatedCompare cell of topk gates)
     "mobilenetv2",  # as narrow's (another zoo model: test_zoo_learns)
     "random-search",  # as rl's with --algo random (test_every_registered_comparison_method_plans_a_valid_cell)

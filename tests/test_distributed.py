@@ -70,7 +70,7 @@ def test_two_gloo_ranks_train_like_one_process_on_the_global_batch(tmp_path):
 def test_gated_distributed_run_resumes_after_interrupt(tmp_path):
     """Gates' budget on the global batch, stopped after an epoch by Ctrl-C, continued with --resume."""
     out = tmp_path / "gated"
-    args = ("--model", "resnet20", "--width", "0.5", "--gate", "ste", "--target-macs", "0.6", "--epochs", "3")
+    args = ("--model", "resnet20", "--width", "0.5", "--gate", "ste", "--target-macs", "0.6", "--epochs", "2")
     args += ("--train-subset", "512", "--val-size", "500", "--batch-size", "64", *QUIET, *DATA_FLAGS, "--out", str(out))
     proc = subprocess.Popen(
         torchrun("-m", "dynprune.train", *args),
@@ -86,14 +86,14 @@ def test_gated_distributed_run_resumes_after_interrupt(tmp_path):
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches torchrun and both ranks
     proc.communicate(timeout=120)
     stopped_at = load_checkpoint(out / "checkpoint.pt")["epoch"]
-    assert 1 <= stopped_at < 3 and not (out / "result.json").exists()
+    assert stopped_at == 1 and not (out / "result.json").exists()
 
     resumed = run_torchrun(*args, "--resume")
     # a rank's own error comes before torchrun's summary: keep both ends of stderr in the message
     assert resumed.returncode == 0, resumed.stderr[:6000] + "\n...\n" + resumed.stderr[-3000:]
-    assert f"resumed {out} after epoch {stopped_at}/3" in resumed.stdout
+    assert f"resumed {out} after epoch 1/2" in resumed.stdout
     rows = metrics(out)
-    assert [r["epoch"] for r in rows][-1] == 3 and len({r["epoch"] for r in rows}) == 3
+    assert [r["epoch"] for r in rows][-1] == 2 and len({r["epoch"] for r in rows}) == 2
     result = json.loads((out / "result.json").read_text())
     assert result["distributed"]["max_weight_diff"] == 0.0
     assert abs(result["macs_ratio"] - 0.6) < 0.02  # the budget holds (calibrated on the validation split)
