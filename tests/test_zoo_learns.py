@@ -21,7 +21,19 @@ WIDTH = {"lenet5": 1.0}
 QUICK = ("lenet5", "resnet18", "vgg11")
 
 
-@pytest.mark.parametrize("model", [m if m in QUICK else pytest.param(m, marks=pytest.mark.slow) for m in list_models()])
+#: ResNet-20's recipe and blocks, two more per stage (BENCHMARKS: 66.9 +- 0.5 after the short epoch); CI time is spent
+#: on the models whose recipe is their own
+SAME_RECIPE_AND_BLOCKS = {"resnet32": "resnet20"}
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        m if m in QUICK else pytest.param(m, marks=pytest.mark.slow)
+        for m in list_models()
+        if m not in SAME_RECIPE_AND_BLOCKS
+    ],
+)
 def test_zoo_model_learns_in_one_short_epoch_with_its_recipe(tmp_path, model):
     args = ["--model", model, "--width", str(WIDTH.get(model, 0.25)), "--dataset", DATASET, "--epochs", "1"]
     args += ["--train-subset", "4800", "--batch-size", "64", "--val-size", "1000", "--no-latency"]
@@ -32,3 +44,8 @@ def test_zoo_model_learns_in_one_short_epoch_with_its_recipe(tmp_path, model):
     assert (cfg.lr, cfg.schedule, cfg.weight_decay) == tuple(recipe[k] for k in ("lr", "schedule", "weight_decay"))
     result = run_training(cfg)
     assert result["val_top1"] >= 30.0, (model, result["val_top1"])  # 3x chance after 75 steps
+
+
+def test_a_model_left_out_shares_its_stand_ins_recipe():
+    for model, stand_in in SAME_RECIPE_AND_BLOCKS.items():
+        assert dict(model_recipe(model)) == dict(model_recipe(stand_in)), model
