@@ -173,7 +173,8 @@ def format_report(title: str, rows: list[dict[str, Any]], targets: Sequence[floa
         "never agreed within 10% (the machine was busy): do not trust it. Gated rows: conditional share = mean over "
         "sites of the share of channels open for 1-99% of the test images (0: static pruning through gates); "
         "dynamic gain = top-1 points lost when each site is frozen to the channels it opened most often on the "
-        "validation split (same MACs, no retraining; a boosted gate keeps its per-input scale)."
+        "validation split (same MACs, no retraining; a boosted gate keeps its per-input scale; width gates: the "
+        "trained width nearest their mean, so other MACs, and result.json's routing_gain holds the MACs)."
     )
     return "\n".join(lines) + "\n"
 
