@@ -141,7 +141,7 @@ class GatedCompare(CompareMethod):
 
 
 class WidthCompare(GatedCompare):
-    """Width gates as measured best (BENCHMARKS, "Switchable BN for width gates"): one width per input for the
+    """Width gates as measured best (BENCHMARKS, "Switchable BN: one BatchNorm per width"): one width per input for the
     whole network (a router over static models), one BatchNorm per width, DS-Net's gate target, and width
     choices that straddle the uniform density meeting the target (half and twice it, at most halfway to 1, in
     sixteenths): a choice at the density itself draws every input to it (static pruning under another name)."""
