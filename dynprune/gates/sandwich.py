@@ -15,7 +15,8 @@ binary cross-entropy, while the budget term holds the mean cost.
 Widths are prefixes of each site's ordered channels (an ordinal estimator's tiers), set through the gate set's
 fixed decisions, so the extra passes need no second copy of the model. They leave the BN running statistics
 alone (momentum 0 while they run): a narrow pass's batch statistics are not the widest network's, and mixing them
-in wrecked the widest network's evaluation (BENCHMARKS, "Width gates trained as a supernet").
+in wrecked the widest network's evaluation (BENCHMARKS, "Width gates trained as a supernet"). The per-width
+copies of switchable BatchNorms (``--width-switchable-bn``) are the exception: each pass trains its own width's.
 """
 
 from __future__ import annotations
