@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..fold import fold_bn
-from ..gates.deploy import routed_deploy, to_deploy
+from ..gates.deploy import to_deploy
 from ..gates.fixed_k import FixedKUnsupported, to_fixed_k
 from ..gates.method import GatedMethod
 from ..gates.routed import RoutedWidths
@@ -62,10 +62,7 @@ class Executors:
         except FixedKUnsupported as exc:
             fixed_k, problem = None, str(exc)
         hard = hard_pruned_twin(case.model, case.method, case.inputs(64))
-        if case.model.gate_set.router is not None:  # network-scope widths: one static model per width, only
-            deploy = routed_deploy(RoutedWidths(case.model))
-        else:
-            deploy = to_deploy(case.model)
+        deploy = to_deploy(case.model)  # network-scope widths: one static model per width, only
         return cls(
             fold_bn(without_gates(case.model)).to(device),
             deploy.to(device),

@@ -42,6 +42,7 @@ from torch import nn
 
 from ..timing import interleaved_timing
 from .gated_copy import gated_copy, swap_layers
+from .routed import RoutedWidths
 from .site_runtime import DeployGate, SiteRuntime
 
 STRATEGIES = ("auto", "gather", "union", "grouped", "masked")
@@ -288,7 +289,10 @@ class DeployModel(nn.Module):
 
 
 def to_deploy(model: nn.Module) -> DeployModel:
-    """Convert a trained gated model (``model.gate_set``) to a ``DeployModel``; the original stays as is."""
+    """Convert a trained gated model (``model.gate_set``) to a ``DeployModel``; the original stays as is.
+    Network-scope width gates run as the routed executor only (``routed_deploy``)."""
+    if model.gate_set.router is not None:
+        return routed_deploy(RoutedWidths(model))
     copied = gated_copy(model)
     runtimes = {name: SiteRuntime(width, copied.gates[name].tiers is not None) for name, width in copied.widths.items()}
 

@@ -25,7 +25,7 @@ from ..cost import CostModel
 from ..methods import Method, MethodSpec, ParamGroup
 from ..prune.criteria import make_criterion
 from .density import check_above_gated_floor, gated_floor, site_densities
-from .deploy import routed_deploy, to_deploy
+from .deploy import to_deploy
 from .estimator import Estimator
 from .estimators import ESTIMATORS, create_estimator
 from .eval_account import EvalAccount
@@ -35,7 +35,7 @@ from .init import init_gates_like_l1_filter
 from .module import GateSet, attach_gates
 from .observe import GateObserver
 from .options import GateOptions
-from .routed import RoutedUnsupported, RoutedWidths, Router
+from .routed import RoutedUnsupported, Router
 from .sandwich import Sandwich
 from .schedule import GateSchedule
 from .training import GateTraining
@@ -172,9 +172,7 @@ class GatedMethod(Method):
         """The deploy executor; fixed-count gates on a model with static shapes (topk on ResNets, MobileNetV2)
         also get the fixed-k executor as its ``fixedk`` strategy, network-scope width gates the ``routed`` one
         (their default at every batch size)."""
-        if model.gate_set.router is not None:  # network-scope widths: a router over static sub-networks, only
-            return routed_deploy(RoutedWidths(model))
-        deploy = to_deploy(model)
+        deploy = to_deploy(model)  # network-scope widths: the routed executor, only (``routed_deploy``)
         with contextlib.suppress(FixedKUnsupported):  # threshold gates, chains of sites: data-dependent only
             deploy.add_executor("fixedk", to_fixed_k(model), batch1_default=True)  # fastest at b1: BENCHMARKS
         return deploy
