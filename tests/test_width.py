@@ -260,6 +260,46 @@ def test_the_gate_target_asks_for_the_narrowest_width_exactly_where_the_narrowes
     assert loss.requires_grad and not gate_set.fixed_decisions and not gate_set.force_open
 
 
+def test_the_ranked_label_sends_the_hardest_inputs_to_the_first_width_the_density_pays_for():
+    from dynprune.gates.sandwich import ranked_labels
+
+    widths = torch.tensor([0.125, 0.5, 1.0], dtype=torch.float64)
+    losses = torch.tensor([0.1, 2.0, 0.3, 1.5, 0.2, 0.05])
+    # density 0.25: the width-0.5 tier for a third of the batch (0.125 + 1/3 x 0.375 = 0.25), the two hardest
+    assert ranked_labels(losses, widths, 0.25).tolist() == [[0, 0], [1, 0], [0, 0], [1, 0], [0, 0], [0, 0]]
+    # density 0.75: the widest for round(0.625 / 0.875 x 6) = 4 inputs, both tier logits open
+    assert ranked_labels(losses, widths, 0.75)[:, 0].tolist() == [0, 1, 1, 1, 1, 0]
+    assert ranked_labels(losses, widths, 0.75)[:, 1].tolist() == [0, 1, 1, 1, 1, 0]
+    assert ranked_labels(losses, widths, 0.1).sum() == 0  # at or below the narrowest: every input narrowest
+
+
+def test_the_ranked_gate_target_labels_each_site_at_its_density_now():
+    import torch.nn.functional as F
+
+    from dynprune.gates.sandwich import ranked_labels
+
+    model, gates = supernet_gates(0.5, random=0, width_gate_target=2.0, width_gate_label="ranked")
+    sandwich, gate_set, schedule = gates.method.sandwich, model.gate_set, gates.method.schedule
+    model.train()
+    x = varied_inputs(6)
+    gates.step(8)
+    with torch.no_grad(), sandwich.fixed(model):
+        gate_set.fixed_decisions = sandwich.narrowest()
+        narrow = model(x)
+    out = model(x)
+    logits = dict(gate_set.logits)
+    losses = F.cross_entropy(narrow, LABELS, reduction="none")
+    densities = schedule.densities_at(8)
+    assert 0.25 < min(densities.values()) < 1.0  # mid-slide: some inputs wide, not all
+    terms = []
+    for site, v in logits.items():
+        target = ranked_labels(losses, sandwich.tier_widths(site), densities[site])
+        assert 0 < target[:, 0].sum() < 6
+        terms.append(F.binary_cross_entropy_with_logits(v, target))
+    _, logs = gates.method.extra_loss(model, out, 8, 1, inputs=x, labels=LABELS)
+    assert logs["gate_target_loss"] == pytest.approx(2.0 * torch.stack(terms).mean().item(), rel=1e-4)
+
+
 def test_width_terms_need_the_batch():
     model, gates = supernet_gates(0.5)
     model.train()

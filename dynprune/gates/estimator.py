@@ -27,11 +27,12 @@ from ..prune.criteria import Criterion
 class SupernetPhase:
     """The first ``share`` of the run trains the nested widths as one supernet (every gate held open, the
     sandwich rule: ``gates/sandwich.py``) before the gates decide; ``random`` random widths per step; after it,
-    ``gate_target`` weighs DS-Net's online gate target (0: off)."""
+    ``gate_target`` weighs the online gate target (0: off), ``label`` says which (``sandwich.py``)."""
 
     share: float
     random: int
     gate_target: float = 0.0
+    label: str = "correct"
 
 
 @dataclasses.dataclass

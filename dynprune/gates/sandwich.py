@@ -10,7 +10,11 @@ distils the others from the largest. A random pass draws one width per site, sin
 Once the gates decide, the gate target (weight ``gate_target``) runs the batch once more at the narrowest width
 without gradients: an input the narrowest network classifies right should run narrowest, any other widest
 (DS-Net's "sandwich gate sparsification" label); every tier logit of every site learns that 0/1 by
-binary cross-entropy, while the budget term holds the mean cost.
+binary cross-entropy, while the budget term holds the mean cost. DS-Net's label asks for fewer wide inputs than
+the budget allows where the narrowest network is nearly as good as the wide ones (89 % right at 0.25 of the MACs:
+the router ran every input narrowest for half the run, BENCHMARKS "Width gates: a label at the budget"); the
+``ranked`` label (``ranked_labels``) sends the batch's hardest inputs for the narrowest network (its highest
+losses) to the first width at or above the site's density, as many as that density pays for.
 
 Widths are prefixes of each site's ordered channels (an ordinal estimator's tiers), set through the gate set's
 fixed decisions, so the extra passes need no second copy of the model. They leave the BN running statistics
@@ -22,7 +26,7 @@ copies of switchable BatchNorms (``--width-switchable-bn``) are the exception: e
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -37,11 +41,26 @@ def soft_cross_entropy(logits: torch.Tensor, soft_labels: torch.Tensor) -> torch
     return -(soft_labels * F.log_softmax(logits.float(), dim=1)).sum(dim=1).mean()
 
 
+def ranked_labels(losses: torch.Tensor, widths: torch.Tensor, density: float) -> torch.Tensor:
+    """[B] the narrowest network's per-input losses, [T] each tier's width (fraction of the site's channels,
+    ascending), the site's density -> [B, T - 1] 0/1 target of every tier logit: tiers 1..j open for the
+    round(q * B) highest losses, j the first tier whose width is >= density, q the share at width j that with the
+    rest at the narrowest makes the mean width the density. A density at or below the narrowest: all shut."""
+    labels = losses.new_zeros(losses.shape[0], widths.numel() - 1)
+    if density <= widths[0]:
+        return labels
+    j = int((widths < density).sum().clamp(max=widths.numel() - 1))
+    share = min(1.0, (density - widths[0].item()) / (widths[j].item() - widths[0].item()))
+    hardest = losses.topk(round(share * losses.shape[0])).indices
+    labels[hardest, :j] = 1.0
+    return labels
+
+
 class Sandwich:
-    def __init__(self, gate_set: GateSet, random: int, gate_target: float = 0.0) -> None:
+    def __init__(self, gate_set: GateSet, random: int, gate_target: float = 0.0, label: str = "correct") -> None:
         if any(gate_set.tiers(s.name) is None for s in gate_set.sites):
             raise ValueError("the sandwich rule needs nested widths: an ordinal estimator (--gate width)")
-        self.gate_set, self.random, self.gate_target = gate_set, random, gate_target
+        self.gate_set, self.random, self.gate_target, self.label = gate_set, random, gate_target, label
 
     def prefix(self, site: str, tier: int) -> torch.Tensor:
         """[G] 0/1: the site's channel groups of tiers 0..tier open (a prefix of its ordered channels)."""
@@ -97,9 +116,10 @@ class Sandwich:
         supernet: bool,
         inputs: torch.Tensor | None,
         labels: torch.Tensor | None,
+        densities: Mapping[str, float] | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]] | None:
         """The terms in force for the training pass just made: the supernet phase's narrow passes, then the gate
-        target (None: neither is on)."""
+        target (None: neither is on); ``densities``: each site's density now (the ranked label's share)."""
         if not (supernet or self.gate_target > 0):
             return None
         if inputs is None or labels is None:
@@ -107,7 +127,9 @@ class Sandwich:
         # the plain model under DDP (the gate target; the supernet phase is refused under torchrun, its held-open
         # gates get no gradient): the extra pass runs without gradients, the training pass is DDP's one forward
         plain = getattr(model, "module", model)
-        return self.loss(plain, inputs, logits) if supernet else self.target_loss(plain, inputs, labels)
+        if supernet:
+            return self.loss(plain, inputs, logits)
+        return self.target_loss(plain, inputs, labels, densities or {})
 
     def loss(self, model: nn.Module, inputs: torch.Tensor, widest: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """The extra passes' summed distillation loss from the widest pass's ``widest`` logits, and its parts."""
@@ -123,17 +145,28 @@ class Sandwich:
         return total, logs
 
     def target_loss(
-        self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor
+        self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, densities: Mapping[str, float]
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """DS-Net's gate target for the training pass just made: BCE of every tier logit against 0 where the
-        narrowest network classifies the input right, 1 elsewhere (weighted by ``gate_target``)."""
+        """The gate target for the training pass just made, BCE of every tier logit (weighted by ``gate_target``)
+        against DS-Net's label (0 where the narrowest network classifies the input right, 1 elsewhere) or the
+        ranked one (``ranked_labels`` at each site's density in ``densities``)."""
         logits = dict(self.gate_set.logits)  # the training pass's, with their graph (the narrow pass overwrites)
         with torch.no_grad(), self.fixed(model):
             self.gate_set.fixed_decisions = self.narrowest()
-            wrong = (model(inputs).argmax(dim=1) != labels).float()  # [B]: 1 = needs more than the narrowest
-        terms = [
-            F.binary_cross_entropy_with_logits(site_logits.float(), wrong[:, None].expand_as(site_logits))
-            for site_logits in logits.values()
-        ]
+            narrow = model(inputs).float()
+        wrong = (narrow.argmax(dim=1) != labels).float()  # [B]: 1 = needs more than the narrowest
+        losses = F.cross_entropy(narrow, labels, reduction="none")
+        terms = []
+        for site, site_logits in logits.items():
+            if self.label == "ranked":
+                target = ranked_labels(losses, self.tier_widths(site), densities.get(site, 1.0))
+            else:
+                target = wrong[:, None].expand_as(site_logits)
+            terms.append(F.binary_cross_entropy_with_logits(site_logits.float(), target))
         loss = self.gate_target * torch.stack(terms).mean()
         return loss, {"gate_target_loss": loss.item(), "narrowest_wrong": wrong.mean().item()}
+
+    def tier_widths(self, site: str) -> torch.Tensor:
+        """[T] the width of each of the site's tiers, as a fraction of its channel groups."""
+        tiers = self.gate_set.tiers(site).cpu()
+        return torch.stack([(tiers <= t).double().mean() for t in range(int(tiers.max()) + 1)])

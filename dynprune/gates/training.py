@@ -37,7 +37,9 @@ class GateTraining:
         self.schedule = GateSchedule(options, target, dict(densities))
         self.losses = GateLosses(self.schedule, estimator, cost, dense_macs, gate_set)
         self.phase = estimator.supernet_phase()
-        self.sandwich = Sandwich(gate_set, self.phase.random, self.phase.gate_target) if self.phase else None
+        self.sandwich = (
+            Sandwich(gate_set, self.phase.random, self.phase.gate_target, self.phase.label) if self.phase else None
+        )
 
     def param_groups(self) -> list[ParamGroup]:
         """The gates' own group where their learning rate or weight decay differs from the backbone's."""
@@ -78,7 +80,8 @@ class GateTraining:
         loss, logs = self.losses(step, epoch)
         if self.sandwich is None:
             return loss, logs
-        extra = self.sandwich.terms(model, logits, self.schedule.in_supernet(step), inputs, labels)
+        supernet, densities = self.schedule.in_supernet(step), self.schedule.densities_at(step)
+        extra = self.sandwich.terms(model, logits, supernet, inputs, labels, densities)
         if extra is None:
             return loss, logs
         return (extra[0] if loss is None else loss + extra[0]), {**logs, **extra[1]}

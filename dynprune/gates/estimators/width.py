@@ -63,6 +63,12 @@ class WidthOptions:
         "width: weight of DS-Net's online gate target once the gates decide (narrowest width where the narrowest "
         "network classifies the input right, else widest); 0 = off",
     )
+    width_gate_label: Literal["correct", "ranked"] = option(
+        "correct",
+        "width: the gate target's label: correct (DS-Net: narrowest where the narrowest network is right, else "
+        "widest) | ranked (the batch's highest narrowest-network losses to the first width at or above the "
+        "site's density, as many as the density pays for; the rest narrowest)",
+    )
 
     def validate(self) -> None:
         c = self.width_choices
@@ -149,7 +155,7 @@ class Width(Estimator):
         o = self.options
         if o.width_supernet == 0 and o.width_gate_target == 0:
             return None
-        return SupernetPhase(o.width_supernet, o.width_random, o.width_gate_target)
+        return SupernetPhase(o.width_supernet, o.width_random, o.width_gate_target, o.width_gate_label)
 
     def shares_decision(self) -> bool:
         return self.options.width_scope == "network"
