@@ -300,6 +300,31 @@ def test_the_ranked_gate_target_labels_each_site_at_its_density_now():
     assert logs["gate_target_loss"] == pytest.approx(2.0 * torch.stack(terms).mean().item(), rel=1e-4)
 
 
+def test_the_narrowest_width_learns_every_input_from_the_routed_pass_when_asked():
+    import torch.nn.functional as F
+
+    from dynprune.gates.sandwich import soft_cross_entropy
+
+    model, gates = supernet_gates(0.5, random=0, width_narrowest_weight=0.5)
+    sandwich, gate_set = gates.method.sandwich, model.gate_set
+    model.train()
+    x = varied_inputs(6)
+    gates.step(8)
+    with torch.no_grad(), sandwich.fixed(model):
+        gate_set.fixed_decisions = sandwich.narrowest()
+        narrow = model(x)
+    out = model(x)
+    _, logs = gates.method.extra_loss(model, out, 8, 1, inputs=x, labels=LABELS)
+    expected = 0.5 * soft_cross_entropy(narrow, F.softmax(out.detach(), dim=1))
+    assert logs["narrowest_loss"] == pytest.approx(expected.item(), rel=1e-4)
+    assert logs["gate_target_loss"] == 0.0  # no gate target asked for: only the narrow pass's distillation
+    model.zero_grad()
+    out = model(x)  # the distillation's gradient alone (the budget term reaches every channel through the gates)
+    sandwich.target_loss(model, x, LABELS, {}, out)[0].backward()
+    conv = model.layer3[0].conv1  # its first channels are the narrowest width's; the last ones are not
+    assert conv.weight.grad[0].abs().sum() > 0 and conv.weight.grad[-1].abs().sum() == 0
+
+
 def test_width_terms_need_the_batch():
     model, gates = supernet_gates(0.5)
     model.train()

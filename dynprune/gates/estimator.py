@@ -27,12 +27,14 @@ from ..prune.criteria import Criterion
 class SupernetPhase:
     """The first ``share`` of the run trains the nested widths as one supernet (every gate held open, the
     sandwich rule: ``gates/sandwich.py``) before the gates decide; ``random`` random widths per step; after it,
-    ``gate_target`` weighs the online gate target (0: off), ``label`` says which (``sandwich.py``)."""
+    ``gate_target`` weighs the online gate target (0: off), ``label`` says which, ``narrowest`` the narrowest
+    width's distillation on every input once the gates decide (``sandwich.py``)."""
 
     share: float
     random: int
     gate_target: float = 0.0
     label: str = "correct"
+    narrowest: float = 0.0
 
 
 @dataclasses.dataclass

@@ -14,7 +14,10 @@ binary cross-entropy, while the budget term holds the mean cost. DS-Net's label 
 the budget allows where the narrowest network is nearly as good as the wide ones (89 % right at 0.25 of the MACs:
 the router ran every input narrowest for half the run, BENCHMARKS "Width gates: a label at the budget"); the
 ``ranked`` label (``ranked_labels``) sends the batch's hardest inputs for the narrowest network (its highest
-losses) to the first width at or above the site's density, as many as that density pays for.
+losses) to the first width at or above the site's density, as many as that density pays for. Routed so, the
+narrowest network learns from the easy inputs only; ``narrowest`` > 0 lets the gate target's narrow pass learn
+from every input too (with gradients, the routed pass's softmax as soft labels: in-place distillation from the
+model as it routes), as the supernet phase's narrow pass does.
 
 Widths are prefixes of each site's ordered channels (an ordinal estimator's tiers), set through the gate set's
 fixed decisions, so the extra passes need no second copy of the model. They leave the BN running statistics
@@ -57,10 +60,13 @@ def ranked_labels(losses: torch.Tensor, widths: torch.Tensor, density: float) ->
 
 
 class Sandwich:
-    def __init__(self, gate_set: GateSet, random: int, gate_target: float = 0.0, label: str = "correct") -> None:
+    def __init__(
+        self, gate_set: GateSet, random: int, gate_target: float = 0.0, label: str = "correct", narrowest: float = 0.0
+    ) -> None:
         if any(gate_set.tiers(s.name) is None for s in gate_set.sites):
             raise ValueError("the sandwich rule needs nested widths: an ordinal estimator (--gate width)")
         self.gate_set, self.random, self.gate_target, self.label = gate_set, random, gate_target, label
+        self.narrowest_weight = narrowest
 
     def prefix(self, site: str, tier: int) -> torch.Tensor:
         """[G] 0/1: the site's channel groups of tiers 0..tier open (a prefix of its ordered channels)."""
@@ -120,7 +126,7 @@ class Sandwich:
     ) -> tuple[torch.Tensor, dict[str, float]] | None:
         """The terms in force for the training pass just made: the supernet phase's narrow passes, then the gate
         target (None: neither is on); ``densities``: each site's density now (the ranked label's share)."""
-        if not (supernet or self.gate_target > 0):
+        if not (supernet or self.gate_target > 0 or self.narrowest_weight > 0):
             return None
         if inputs is None or labels is None:
             raise ValueError("width gates run the batch again at other widths: pass extra_loss(inputs=x, labels=y)")
@@ -129,7 +135,7 @@ class Sandwich:
         plain = getattr(model, "module", model)
         if supernet:
             return self.loss(plain, inputs, logits)
-        return self.target_loss(plain, inputs, labels, densities or {})
+        return self.target_loss(plain, inputs, labels, densities or {}, logits)
 
     def loss(self, model: nn.Module, inputs: torch.Tensor, widest: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """The extra passes' summed distillation loss from the widest pass's ``widest`` logits, and its parts."""
@@ -145,15 +151,28 @@ class Sandwich:
         return total, logs
 
     def target_loss(
-        self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, densities: Mapping[str, float]
+        self,
+        model: nn.Module,
+        inputs: torch.Tensor,
+        labels: torch.Tensor,
+        densities: Mapping[str, float],
+        routed: torch.Tensor,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """The gate target for the training pass just made, BCE of every tier logit (weighted by ``gate_target``)
         against DS-Net's label (0 where the narrowest network classifies the input right, 1 elsewhere) or the
-        ranked one (``ranked_labels`` at each site's density in ``densities``)."""
+        ranked one (``ranked_labels`` at each site's density in ``densities``); with ``narrowest`` > 0, the
+        narrow pass's distillation from ``routed`` (the training pass's logits) too."""
         logits = dict(self.gate_set.logits)  # the training pass's, with their graph (the narrow pass overwrites)
-        with torch.no_grad(), self.fixed(model):
+        learn = self.narrowest_weight > 0
+        with torch.set_grad_enabled(learn and torch.is_grad_enabled()), self.fixed(model):
             self.gate_set.fixed_decisions = self.narrowest()
             narrow = model(inputs).float()
+        logs: dict[str, float] = {}
+        distil = narrow.new_zeros(())
+        if learn:
+            distil = self.narrowest_weight * soft_cross_entropy(narrow, F.softmax(routed.detach().float(), dim=1))
+            logs["narrowest_loss"] = distil.item()
+            narrow = narrow.detach()
         wrong = (narrow.argmax(dim=1) != labels).float()  # [B]: 1 = needs more than the narrowest
         losses = F.cross_entropy(narrow, labels, reduction="none")
         terms = []
@@ -163,8 +182,9 @@ class Sandwich:
             else:
                 target = wrong[:, None].expand_as(site_logits)
             terms.append(F.binary_cross_entropy_with_logits(site_logits.float(), target))
-        loss = self.gate_target * torch.stack(terms).mean()
-        return loss, {"gate_target_loss": loss.item(), "narrowest_wrong": wrong.mean().item()}
+        target = self.gate_target * torch.stack(terms).mean()
+        logs |= {"gate_target_loss": target.item(), "narrowest_wrong": wrong.mean().item()}
+        return target + distil, logs
 
     def tier_widths(self, site: str) -> torch.Tensor:
         """[T] the width of each of the site's tiers, as a fraction of its channel groups."""

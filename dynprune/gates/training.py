@@ -38,7 +38,7 @@ class GateTraining:
         self.losses = GateLosses(self.schedule, estimator, cost, dense_macs, gate_set)
         self.phase = estimator.supernet_phase()
         self.sandwich = (
-            Sandwich(gate_set, self.phase.random, self.phase.gate_target, self.phase.label) if self.phase else None
+            Sandwich(gate_set, ph.random, ph.gate_target, ph.label, ph.narrowest) if (ph := self.phase) else None
         )
 
     def param_groups(self) -> list[ParamGroup]:

@@ -69,6 +69,11 @@ class WidthOptions:
         "widest) | ranked (the batch's highest narrowest-network losses to the first width at or above the "
         "site's density, as many as the density pays for; the rest narrowest)",
     )
+    width_narrowest_weight: float = option(
+        0.0,
+        "width: once the gates decide, the narrowest width also learns every input at this weight (soft labels: "
+        "the routed pass's softmax), not only the inputs routed to it; 0 = off",
+    )
 
     def validate(self) -> None:
         c = self.width_choices
@@ -87,6 +92,8 @@ class WidthOptions:
             raise ConfigError("--width-switchable-bn needs --width-scope network (one width per input for every BN)")
         if self.width_gate_target < 0:
             raise ConfigError(f"--width-gate-target must be >= 0, got {self.width_gate_target}")
+        if self.width_narrowest_weight < 0:
+            raise ConfigError(f"--width-narrowest-weight must be >= 0, got {self.width_narrowest_weight}")
 
 
 #: shared gate options that act on one logit per channel group, which width gates do not have
@@ -153,9 +160,10 @@ class Width(Estimator):
 
     def supernet_phase(self) -> SupernetPhase | None:
         o = self.options
-        if o.width_supernet == 0 and o.width_gate_target == 0:
+        if o.width_supernet == 0 and o.width_gate_target == 0 and o.width_narrowest_weight == 0:
             return None
-        return SupernetPhase(o.width_supernet, o.width_random, o.width_gate_target, o.width_gate_label)
+        target, label, narrowest = o.width_gate_target, o.width_gate_label, o.width_narrowest_weight
+        return SupernetPhase(o.width_supernet, o.width_random, target, label, narrowest)
 
     def shares_decision(self) -> bool:
         return self.options.width_scope == "network"
