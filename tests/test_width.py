@@ -300,6 +300,37 @@ def test_the_ranked_gate_target_labels_each_site_at_its_density_now():
     assert logs["gate_target_loss"] == pytest.approx(2.0 * torch.stack(terms).mean().item(), rel=1e-4)
 
 
+def test_the_gain_label_ranks_inputs_by_what_the_paid_for_width_saves():
+    import torch.nn.functional as F
+
+    from dynprune.gates.sandwich import paid_tier, ranked_labels
+
+    model, gates = supernet_gates(0.5, random=0, width_gate_target=1.0, width_gate_label="gain")
+    sandwich, gate_set, schedule = gates.method.sandwich, model.gate_set, gates.method.schedule
+    model.train()
+    x = varied_inputs(6)
+    gates.step(8)
+    densities = schedule.densities_at(8)
+    sites = [s.name for s in gate_set.sites]
+    losses = []
+    with torch.no_grad(), sandwich.fixed(model):
+        for tier_of in (lambda s: 0, lambda s: paid_tier(sandwich.tier_widths(s), densities[s])):
+            gate_set.fixed_decisions = {s: sandwich.prefix(s, tier_of(s)) for s in sites}
+            losses.append(F.cross_entropy(model(x), LABELS, reduction="none"))
+    assert paid_tier(torch.tensor([0.25, 0.5, 0.75, 1.0]), 0.6) == 2
+    out = model(x)
+    logits = dict(gate_set.logits)
+    saved = losses[0] - losses[1]
+    widths, density = sandwich.tier_widths(sites[0]), densities[sites[0]]
+    assert not torch.equal(ranked_labels(saved, widths, density), ranked_labels(losses[0], widths, density))
+    terms = [
+        F.binary_cross_entropy_with_logits(v, ranked_labels(saved, sandwich.tier_widths(s), densities[s]))
+        for s, v in logits.items()
+    ]
+    _, logs = gates.method.extra_loss(model, out, 8, 1, inputs=x, labels=LABELS)
+    assert logs["gate_target_loss"] == pytest.approx(torch.stack(terms).mean().item(), rel=1e-4)
+
+
 def test_the_narrowest_width_learns_every_input_from_the_routed_pass_when_asked():
     import torch.nn.functional as F
 

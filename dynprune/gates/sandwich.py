@@ -14,10 +14,11 @@ binary cross-entropy, while the budget term holds the mean cost. DS-Net's label 
 the budget allows where the narrowest network is nearly as good as the wide ones (89 % right at 0.25 of the MACs:
 the router ran every input narrowest for half the run, BENCHMARKS "Width gates: a label at the budget"); the
 ``ranked`` label (``ranked_labels``) sends the batch's hardest inputs for the narrowest network (its highest
-losses) to the first width at or above the site's density, as many as that density pays for. Routed so, the
-narrowest network learns from the easy inputs only; ``narrowest`` > 0 lets the gate target's narrow pass learn
-from every input too (with gradients, the routed pass's softmax as soft labels: in-place distillation from the
-model as it routes), as the supernet phase's narrow pass does.
+losses) to the first width at or above the site's density, as many as that density pays for; the ``gain``
+label ranks by what that width saves instead (the narrowest network's loss minus that width's: one more pass).
+Routed so, the narrowest network learns from the easy inputs only; ``narrowest`` > 0 lets the gate target's
+narrow pass learn from every input too (with gradients, the routed pass's softmax as soft labels: in-place
+distillation from the model as it routes), as the supernet phase's narrow pass does.
 
 Widths are prefixes of each site's ordered channels (an ordinal estimator's tiers), set through the gate set's
 fixed decisions, so the extra passes need no second copy of the model. They leave the BN running statistics
@@ -44,6 +45,11 @@ def soft_cross_entropy(logits: torch.Tensor, soft_labels: torch.Tensor) -> torch
     return -(soft_labels * F.log_softmax(logits.float(), dim=1)).sum(dim=1).mean()
 
 
+def paid_tier(widths: torch.Tensor, density: float) -> int:
+    """The first tier whose width ([T], ascending) is at or above ``density`` (the widest if none is)."""
+    return int((widths < density).sum().clamp(max=widths.numel() - 1))
+
+
 def ranked_labels(losses: torch.Tensor, widths: torch.Tensor, density: float) -> torch.Tensor:
     """[B] the narrowest network's per-input losses, [T] each tier's width (fraction of the site's channels,
     ascending), the site's density -> [B, T - 1] 0/1 target of every tier logit: tiers 1..j open for the
@@ -52,7 +58,7 @@ def ranked_labels(losses: torch.Tensor, widths: torch.Tensor, density: float) ->
     labels = losses.new_zeros(losses.shape[0], widths.numel() - 1)
     if density <= widths[0]:
         return labels
-    j = int((widths < density).sum().clamp(max=widths.numel() - 1))
+    j = paid_tier(widths, density)
     share = min(1.0, (density - widths[0].item()) / (widths[j].item() - widths[0].item()))
     hardest = losses.topk(round(share * losses.shape[0])).indices
     labels[hardest, :j] = 1.0
@@ -175,9 +181,15 @@ class Sandwich:
             narrow = narrow.detach()
         wrong = (narrow.argmax(dim=1) != labels).float()  # [B]: 1 = needs more than the narrowest
         losses = F.cross_entropy(narrow, labels, reduction="none")
+        if self.label == "gain":  # rank by what the width the density pays for saves, not by the narrow loss
+            sites = [site.name for site in self.gate_set.sites]
+            paid = {s: paid_tier(self.tier_widths(s), densities.get(s, 1.0)) for s in sites}
+            with torch.no_grad(), self.fixed(model):
+                self.gate_set.fixed_decisions = {s: self.prefix(s, paid[s]) for s in sites}
+                losses = losses - F.cross_entropy(model(inputs).float(), labels, reduction="none")
         terms = []
         for site, site_logits in logits.items():
-            if self.label == "ranked":
+            if self.label in ("ranked", "gain"):
                 target = ranked_labels(losses, self.tier_widths(site), densities.get(site, 1.0))
             else:
                 target = wrong[:, None].expand_as(site_logits)

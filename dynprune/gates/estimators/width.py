@@ -63,11 +63,12 @@ class WidthOptions:
         "width: weight of DS-Net's online gate target once the gates decide (narrowest width where the narrowest "
         "network classifies the input right, else widest); 0 = off",
     )
-    width_gate_label: Literal["correct", "ranked"] = option(
+    width_gate_label: Literal["correct", "ranked", "gain"] = option(
         "correct",
         "width: the gate target's label: correct (DS-Net: narrowest where the narrowest network is right, else "
         "widest) | ranked (the batch's highest narrowest-network losses to the first width at or above the "
-        "site's density, as many as the density pays for; the rest narrowest)",
+        "site's density, as many as the density pays for; the rest narrowest) | gain (ranked by the loss that "
+        "width saves over the narrowest: one more pass per step)",
     )
     width_narrowest_weight: float = option(
         0.0,
