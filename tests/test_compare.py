@@ -114,6 +114,7 @@ def test_every_registered_comparison_method_plans_a_valid_cell(tmp_path):
     # width gates as measured best: a router with a BN per width, choices straddling the target's site density
     width = next(c.values for c in cells if c.method == "width")
     assert (width["width_scope"], width["width_switchable_bn"], width["width_gate_target"]) == ("network", True, 1.0)
+    assert (width["width_gate_label"], width["width_narrowest_weight"]) == ("ranked", 1.0)
     assert width["width_choices"] == [0.25, 0.75, 1.0]  # around ResNet-20's uniform density at 0.5 of the MACs
 
 

@@ -141,16 +141,18 @@ class GatedCompare(CompareMethod):
 
 
 class WidthCompare(GatedCompare):
-    """Width gates as measured best (BENCHMARKS, "Switchable BN: one BatchNorm per width"): one width per input for the
-    whole network (a router over static models), one BatchNorm per width, DS-Net's gate target, and width
-    choices that straddle the uniform density meeting the target (half and twice it, at most halfway to 1, in
-    sixteenths): a choice at the density itself draws every input to it (static pruning under another name)."""
+    """Width gates as measured best (BENCHMARKS, "Width gates: a label at the budget"): one width per input for the
+    whole network (a router over static models), one BatchNorm per width, a gate target at the budget (the
+    ranked label) with the narrowest width learning every input, and width choices that straddle the uniform
+    density meeting the target (half and twice it, at most halfway to 1, in sixteenths): a choice at the density
+    itself draws every input to it (static pruning under another name)."""
 
     def __init__(self, name: str, description: str) -> None:
         super().__init__(name, "dynamic width gates at network scope: a router picks one of 3 nested widths per input")
 
     def overrides(self, cfg: CompareConfig, target: float) -> dict[str, Any]:
         routed = {"width_scope": "network", "width_switchable_bn": True, "width_gate_target": 1.0}
+        routed |= {"width_gate_label": "ranked", "width_narrowest_weight": 1.0}
         return {**super().overrides(cfg, target), **routed}
 
     def prepare_cell(self, cell: Cell, cfg: CompareConfig, cost: CostModel, data_shape: tuple[int, int, int]) -> None:
