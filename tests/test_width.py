@@ -374,6 +374,8 @@ def test_the_supernet_phase_is_refused_under_torchrun(monkeypatch):
     monkeypatch.setattr(gated, "current_distributed", lambda: DistContext(rank=0, world_size=2))
     with pytest.raises(ConfigError, match="--width-supernet is not supported under torchrun"):
         gates.method.begin(10, 5)
+    with pytest.raises(ConfigError, match="--width-narrowest-weight is not supported under torchrun"):
+        supernet_gates(0.0, width_narrowest_weight=1.0)  # its narrow pass learns outside DDP's wrapper
 
 
 def test_episode_credit_is_refused_for_an_agent_that_is_not_off_policy():

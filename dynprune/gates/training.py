@@ -55,6 +55,8 @@ class GateTraining:
             # DDP, built without find_unused_parameters, which needs every parameter used
             if supernet_share > 0:
                 raise ConfigError("--width-supernet is not supported under torchrun yet; train it in one process")
+            if self.phase and self.phase.narrowest > 0:  # a second forward with gradients, outside DDP's wrapper
+                raise ConfigError("--width-narrowest-weight is not supported under torchrun yet; train in one process")
             if self.estimator.shares_decision():
                 raise ConfigError("--width-scope network is not supported under torchrun yet; train it in one process")
         self.schedule.begin(total_steps, steps_per_epoch, supernet_share)
