@@ -96,6 +96,8 @@ def test_deploy_runs_prefixes_and_equals_the_masked_model(strategy):
     [
         ({"width_choices": [0.5, 0.25, 1.0]}, "--width-choices must be >= 2 ascending fractions"),
         ({"width_choices": [0.25, 0.5]}, "the last 1"),
+        ({"width_gate_label": "ranked"}, "--width-gate-label ranked needs --width-gate-target > 0"),
+        ({"width_narrowest_weight": -1.0}, "--width-narrowest-weight must be >= 0"),
         ({"gate_init": "pool"}, "--gate width has one logit per width, not per channel: --gate-init must be open"),
         ({"guide_weight": 1.0}, "--guide-weight must be 0.0"),
         ({"gate_boost": True}, "--gate-boost scales single channels"),

@@ -93,6 +93,8 @@ class WidthOptions:
             raise ConfigError("--width-switchable-bn needs --width-scope network (one width per input for every BN)")
         if self.width_gate_target < 0:
             raise ConfigError(f"--width-gate-target must be >= 0, got {self.width_gate_target}")
+        if self.width_gate_label != "correct" and self.width_gate_target == 0:
+            raise ConfigError(f"--width-gate-label {self.width_gate_label} needs --width-gate-target > 0 (its weight)")
         if self.width_narrowest_weight < 0:
             raise ConfigError(f"--width-narrowest-weight must be >= 0, got {self.width_narrowest_weight}")
 
