@@ -275,19 +275,30 @@ def test_the_ranked_label_sends_the_hardest_inputs_to_the_first_width_the_densit
     assert ranked_labels(losses, widths, 0.1).sum() == 0  # at or below the narrowest: every input narrowest
 
 
+def deciding_gates(**options) -> tuple[nn.Module, dynprune.Gates, torch.Tensor]:
+    """Width gates past a 5-step supernet phase, at step 8 of 10 (the budget mid-slide), and 6 varied inputs."""
+    model, gates = supernet_gates(0.5, random=0, **options)
+    model.train()
+    gates.step(8)
+    return model, gates, varied_inputs(6)
+
+
+def run_at(model: nn.Module, gates: dynprune.Gates, x: torch.Tensor, tier_of) -> torch.Tensor:
+    """The logits of ``x`` with every site held at the prefix of tier ``tier_of(site)``, no gradients."""
+    sandwich, gate_set = gates.method.sandwich, model.gate_set
+    with torch.no_grad(), sandwich.fixed(model):
+        gate_set.fixed_decisions = {s.name: sandwich.prefix(s.name, tier_of(s.name)) for s in gate_set.sites}
+        return model(x)
+
+
 def test_the_ranked_gate_target_labels_each_site_at_its_density_now():
     import torch.nn.functional as F
 
     from dynprune.gates.sandwich import ranked_labels
 
-    model, gates = supernet_gates(0.5, random=0, width_gate_target=2.0, width_gate_label="ranked")
+    model, gates, x = deciding_gates(width_gate_target=2.0, width_gate_label="ranked")
     sandwich, gate_set, schedule = gates.method.sandwich, model.gate_set, gates.method.schedule
-    model.train()
-    x = varied_inputs(6)
-    gates.step(8)
-    with torch.no_grad(), sandwich.fixed(model):
-        gate_set.fixed_decisions = sandwich.narrowest()
-        narrow = model(x)
+    narrow = run_at(model, gates, x, lambda site: 0)
     out = model(x)
     logits = dict(gate_set.logits)
     losses = F.cross_entropy(narrow, LABELS, reduction="none")
@@ -307,18 +318,14 @@ def test_the_gain_label_ranks_inputs_by_what_the_paid_for_width_saves():
 
     from dynprune.gates.sandwich import paid_tier, ranked_labels
 
-    model, gates = supernet_gates(0.5, random=0, width_gate_target=1.0, width_gate_label="gain")
+    model, gates, x = deciding_gates(width_gate_target=1.0, width_gate_label="gain")
     sandwich, gate_set, schedule = gates.method.sandwich, model.gate_set, gates.method.schedule
-    model.train()
-    x = varied_inputs(6)
-    gates.step(8)
     densities = schedule.densities_at(8)
     sites = [s.name for s in gate_set.sites]
-    losses = []
-    with torch.no_grad(), sandwich.fixed(model):
-        for tier_of in (lambda s: 0, lambda s: paid_tier(sandwich.tier_widths(s), densities[s])):
-            gate_set.fixed_decisions = {s: sandwich.prefix(s, tier_of(s)) for s in sites}
-            losses.append(F.cross_entropy(model(x), LABELS, reduction="none"))
+    losses = [
+        F.cross_entropy(run_at(model, gates, x, tier_of), LABELS, reduction="none")
+        for tier_of in (lambda s: 0, lambda s: paid_tier(sandwich.tier_widths(s), densities[s]))
+    ]
     assert paid_tier(torch.tensor([0.25, 0.5, 0.75, 1.0]), 0.6) == 2
     out = model(x)
     logits = dict(gate_set.logits)
@@ -338,14 +345,9 @@ def test_the_narrowest_width_learns_every_input_from_the_routed_pass_when_asked(
 
     from dynprune.gates.sandwich import soft_cross_entropy
 
-    model, gates = supernet_gates(0.5, random=0, width_narrowest_weight=0.5)
-    sandwich, gate_set = gates.method.sandwich, model.gate_set
-    model.train()
-    x = varied_inputs(6)
-    gates.step(8)
-    with torch.no_grad(), sandwich.fixed(model):
-        gate_set.fixed_decisions = sandwich.narrowest()
-        narrow = model(x)
+    model, gates, x = deciding_gates(width_narrowest_weight=0.5)
+    sandwich = gates.method.sandwich
+    narrow = run_at(model, gates, x, lambda site: 0)
     out = model(x)
     _, logs = gates.method.extra_loss(model, out, 8, 1, inputs=x, labels=LABELS)
     expected = 0.5 * soft_cross_entropy(narrow, F.softmax(out.detach(), dim=1))
