@@ -322,6 +322,7 @@ class TrainConfig:
     image_memory_gb: float = option(4.0, "imagefolder: a split bigger than this decoded is streamed from disk")
     val_size: int = option(5000, "validation images carved from the training set (fixed seed)")
     train_subset: int = option(0, "train on the first N training images only (0 = all); for smoke runs")
+    test_subset: int = option(0, "score the first N test images only (0 = all; result.json says how many); smoke runs")
     epochs: int = option(9, "training epochs")
     batch_size: int = option(128, "training batch size")
     eval_batch_size: int = option(512, "batch size for validation and test")
@@ -383,7 +384,7 @@ class TrainConfig:
         if self.dataset not in DATASET_NAMES:
             raise ConfigError(f"--dataset got {self.dataset!r}; known: {', '.join(DATASET_NAMES)}")
         check_positive(self, "epochs", "batch_size", "eval_batch_size", "lr", "width")
-        check_non_negative(self, "train_subset", "val_size", "weight_decay", "warmup_epochs")
+        check_non_negative(self, "train_subset", "test_subset", "val_size", "weight_decay", "warmup_epochs")
         check_threads(self.threads)
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")

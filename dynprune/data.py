@@ -301,9 +301,11 @@ def subset(arrays: Arrays, n: int) -> Arrays:
 def data_of_checkpoint(ckpt: dict, data_dir: str | None = None) -> DataSplits:
     """The data set (and validation split) a checkpoint was trained with, read from its saved config."""
     cfg = ckpt.get("config") or {}
-    return load_dataset(
+    splits = load_dataset(
         cfg.get("dataset", "fashion-mnist"),
         data_dir or cfg.get("data_dir"),
         cfg.get("val_size", 5000),
         image_size=cfg.get("image_size", 224),
     )
+    # the test images its result.json was scored on (a smoke run may have scored the first N only)
+    return dataclasses.replace(splits, test=subset(splits.test, cfg.get("test_subset", 0)))

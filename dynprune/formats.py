@@ -104,7 +104,7 @@ def cifar_reader(archive: str, inner: str, train: list[str], test: list[str], la
     return read
 
 
-def synthetic_arrays(n_train: int = 12000, n_test: int = 2000, seed: int = 0) -> tuple[Arrays, Arrays]:
+def synthetic_arrays(n_train: int = 12000, n_test: int = 1000, seed: int = 0) -> tuple[Arrays, Arrays]:
     """Procedural 10-class 1x28x28 images: each class is an oriented grating with its own frequency.
 
     Only for tests and smoke runs: learnable in a few hundred steps, no files needed.

@@ -257,7 +257,8 @@ def _final_result(
 ) -> tuple[dict[str, Any], torch.Tensor]:
     """(everything result.json records about the run, per-sample MACs / dense) from the one test evaluation."""
     model, method = parts.model, parts.method
-    test_loader = parts.loader(parts.data.test, cfg.eval_batch_size, train=False)
+    test_set = subset(parts.data.test, cfg.test_subset)
+    test_loader = parts.loader(test_set, cfg.eval_batch_size, train=False)
     test = evaluate(model, test_loader, method, parts.amp_dtype)
     macs = test.macs.double()
     dense_macs = method.dense_macs
@@ -270,6 +271,7 @@ def _final_result(
         "dataset": cfg.dataset,
         "top1": test.top1,
         "test_loss": test.loss,
+        "test_images": len(test.labels),
         "val_top1": state.history[-1]["val_acc"] if state.history else None,
         "macs": macs.mean().item(),
         "macs_dense": dense_macs,

@@ -170,7 +170,7 @@ def test_export_cli_writes_an_onnx_file_that_equals_pytorch_on_real_test_images(
 
     from dynprune.runner import run_training
 
-    cfg = dict(model="resnet20", width=0.25, epochs=1, train_subset=256, gate="topk", target_macs=0.5)
+    cfg = dict(model="resnet20", width=0.25, epochs=1, train_subset=256, test_subset=500, gate="topk", target_macs=0.5)
     run_training(tiny_config(tmp_path / "topk", **cfg, dataset=DATASET, data_dir=str(DATA), val_size=256))
     out = tmp_path / "model.onnx"
     args = ("--onnx", str(out), "--batch", "4", "--check-images", "32")

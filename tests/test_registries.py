@@ -71,8 +71,9 @@ def test_every_training_method_family_builds_from_a_config(tmp_path, family):
         # ends inside its budget warm-up (1 epoch of 1): the final k must be the one evaluated and saved
         {"gate": "topk", "target_macs": 0.5, "epochs": 1, "budget_warmup_epochs": 1.0},
         {"gate": "ste", "target_macs": 0.5},  # calibrated on the validation split, folded into the biases
+        {"test_subset": 300},  # a smoke run scored on the first 300 test images: the rebuild scores the same ones
     ],
-    ids=["dense", "hard", "masked", "topk-in-warmup", "ste"],
+    ids=["dense", "hard", "masked", "topk-in-warmup", "ste", "test-subset"],
 )
 def test_result_describes_the_saved_checkpoint(tmp_path, values):
     """Every family: the checkpoint, rebuilt alone and evaluated, gives result.json's top-1 and MACs."""
@@ -81,6 +82,7 @@ def test_result_describes_the_saved_checkpoint(tmp_path, values):
     data = data_of_checkpoint(ckpt)
     again = evaluate(model, BatchLoader(data.test, data, 256, train=False), method, None)
     assert again.top1 == pytest.approx(result["top1"], abs=1e-9)
+    assert len(again.labels) == result["test_images"] == values.get("test_subset", 1000)  # synthetic: 1000
     macs_ratio = again.macs.double().mean().item() / method.dense_macs
     assert macs_ratio == pytest.approx(result["macs_ratio"], rel=1e-6)
 

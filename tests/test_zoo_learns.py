@@ -37,6 +37,7 @@ SAME_RECIPE_AND_BLOCKS = {"resnet32": "resnet20"}
 def test_zoo_model_learns_in_one_short_epoch_with_its_recipe(tmp_path, model):
     args = ["--model", model, "--width", str(WIDTH.get(model, 0.25)), "--dataset", DATASET, "--epochs", "1"]
     args += ["--train-subset", "4800", "--batch-size", "64", "--val-size", "1000", "--no-latency"]
+    args += ["--test-subset", "1000"]  # the full test set's 10,000 images cost as much as the training
     args += ["--wandb", "disabled", "--threads", "1", "--no-progress", "--out", str(tmp_path / model)]
     cfg = parse_train_cli(args, "t", "")
     recipe = model_recipe(model)
