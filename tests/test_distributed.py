@@ -71,7 +71,7 @@ def test_gated_distributed_run_resumes_after_interrupt(tmp_path):
     """Gates' budget on the global batch, stopped after an epoch by Ctrl-C, continued with --resume."""
     out = tmp_path / "gated"
     args = ("--model", "resnet20", "--width", "0.5", "--gate", "ste", "--target-macs", "0.6", "--epochs", "2")
-    # the synthetic set: its 2,000 test images keep the two end phases (calibration, test pass) short
+    # the synthetic set: its 1,000 test images keep the two end phases (calibration, test pass) short
     args += ("--train-subset", "512", "--val-size", "500", "--batch-size", "64", *QUIET, "--dataset", "synthetic")
     args += ("--out", str(out))
     proc = subprocess.Popen(
