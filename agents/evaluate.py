@@ -10,7 +10,6 @@ set is never used for a decision).
 from __future__ import annotations
 
 import copy
-import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import torch
 from torch import nn
 
 from dynprune.base import ConfigError
+from dynprune.checkpoints import file_hash
 from dynprune.cost import CostModel
 from dynprune.data import DataSplits, data_of_checkpoint
 from dynprune.fold import fold_bn
@@ -65,14 +65,6 @@ def criterion_key(criterion: Criterion) -> str:
     every cache so far was written with), else the criterion's class (criteria of different classes never share a
     score; one class's parameters, e.g. a random criterion's seed, are not in the key)."""
     return "l1" if isinstance(criterion, L1Norm) else type(criterion).__name__
-
-
-def file_hash(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
 
 
 def _materialise(arrays: Arrays, data: DataSplits, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -7,6 +7,7 @@ checkpoint of another model is refused with a clear message; it is loaded with `
 from __future__ import annotations
 
 import errno
+import hashlib
 import io
 import json
 import os
@@ -71,6 +72,15 @@ def read_result(path: Path) -> dict[str, Any] | None:
     except (OSError, UnicodeDecodeError, ValueError):
         return None
     return data if isinstance(data, dict) and "top1" in data else None
+
+
+def file_hash(path: str | Path) -> str:
+    """The first 16 hex digits of the file's SHA-256: what a cache or a cascade records to notice a changed file."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -16,6 +16,7 @@ MAINS = {
     "dynprune.bench": "dynprune.bench.__main__",
     "dynprune.prune": "dynprune.prune.__main__",
     "dynprune.export": "dynprune.export",
+    "dynprune.cascade": "dynprune.cascade.__main__",
     "agents.bench": "agents.bench",
 }
 
@@ -39,6 +40,8 @@ MAINS = {
         (("dynprune.prune", "sensitivity", "--init", "x.pt", "--val-subset", "abc"), "--val-subset"),
         (("dynprune.export", "x.pt", "--onnx", "y.onnx", "--batch", "z"), "--batch"),
         (("dynprune.export", "x.pt"), "--onnx"),
+        (("dynprune.cascade", "a.pt", "b.pt", "--target-macs", "abc"), "--target-macs"),
+        (("dynprune.cascade", "a.pt", "b.pt", "--target-macs", "0.3", "--threads", "0"), "--threads"),
         (("agents.bench", "--init", "x.pt", "--target-macs", "abc"), "--target-macs"),
         (("agents.bench", "--target-macs", "0.5"), "--init"),
     ],

@@ -60,6 +60,7 @@ LAYERS: dict[str, int] = {
     "dynprune.train": 9,
     "dynprune.resume_args": 8,
     "dynprune.export": 9,
+    "dynprune.cascade": 8,  # a CLI over finished runs (rebuild), beside the harness
     # the RL search uses dynprune; dynprune never imports it
     "agents": 10,
 }

@@ -1,0 +1,91 @@
+"""A cascade of statically pruned models as one module, and the file that records it (``cascade.json``).
+
+Each member is a plain narrower model (a hard- or mask-pruned dynprune run, BN folded), so every branch is a
+static model that compiled runtimes and ONNX Runtime pre-pack: the per-input choice costs one softmax per stage
+and one gather of the inputs that go on, never a per-sample weight gather.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..checkpoints import CheckpointError, file_hash, write_json
+from ..fold import fold_bn
+from ..rebuild import is_gated_checkpoint, pruned_and_dense_from_checkpoint
+from .rule import confidence
+
+SPEC = "cascade.json"
+
+
+@dataclass(frozen=True)
+class Member:
+    checkpoint: str  # resolved path of the run's checkpoint.pt
+    sha256: str  # file_hash of it when the cascade was calibrated
+    macs_ratio: float  # the member's MACs over its dense model's
+
+
+class Cascade(nn.Module):
+    """Members in run order (cheapest first); an input stops at the first member whose confidence reaches
+    ``threshold``, the last member answers the rest."""
+
+    def __init__(self, members: Sequence[nn.Module], threshold: float) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.threshold = float(threshold)
+
+    def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits [B, classes], the member each input stopped at [B]): each member runs once, batched, on the
+        inputs still undecided."""
+        pending = torch.arange(x.shape[0], device=x.device)
+        stopped = torch.full_like(pending, len(self.members) - 1)
+        out: torch.Tensor | None = None
+        for i, member in enumerate(self.members):
+            logits = member(x[pending])
+            if out is None:
+                out = logits.new_empty(x.shape[0], logits.shape[1])
+            last = i == len(self.members) - 1
+            done = torch.ones_like(pending, dtype=torch.bool) if last else confidence(logits) >= self.threshold
+            out[pending[done]] = logits[done]
+            stopped[pending[done]] = i
+            pending = pending[~done]
+            if pending.numel() == 0:
+                break
+        assert out is not None
+        return out, stopped
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.route(x)[0]
+
+
+def load_member(path: str | Path) -> tuple[nn.Module, float, dict]:
+    """(the member's deploy model, BN folded; its MACs over its dense model's; its checkpoint)."""
+    if not Path(path).is_file():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    if is_gated_checkpoint(path):
+        raise CheckpointError(f"{path}: a gated run; a cascade's members are dense or statically pruned runs")
+    model, _, _, ratio, ckpt = pruned_and_dense_from_checkpoint(path)
+    return fold_bn(model).eval(), ratio, ckpt
+
+
+def save_spec(out_dir: Path, members: Sequence[Member], threshold: float, target: float) -> Path:
+    path = out_dir / SPEC
+    write_json(path, {"members": [asdict(m) for m in members], "threshold": threshold, "target_macs": target})
+    return path
+
+
+def load_cascade(path: str | Path) -> tuple[Cascade, dict]:
+    """(the cascade a ``cascade.json`` describes, the spec); a member changed since calibration is refused."""
+    spec = json.loads(Path(path).read_text())
+    models = []
+    for m in spec["members"]:
+        model, _, _ = load_member(m["checkpoint"])
+        if file_hash(m["checkpoint"]) != m["sha256"]:
+            raise CheckpointError(f"{m['checkpoint']} changed since {path} was calibrated: calibrate again")
+        models.append(model)
+    return Cascade(models, spec["threshold"]).eval(), spec

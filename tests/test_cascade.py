@@ -1,0 +1,114 @@
+"""Confidence cascades: the exit rule and its calibration on constructed confidences, the module against a
+per-input reference, and the CLI end to end on two tiny pruned runs (its figures are the saved cascade's)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from dynprune.base import ConfigError
+from dynprune.cascade import Cascade, load_cascade
+from dynprune.cascade.__main__ import main
+from dynprune.cascade.measure import run_cascade, top1
+from dynprune.cascade.rule import calibrate, exits, sample_macs
+from dynprune.checkpoints import CheckpointError
+from dynprune.data import data_of_checkpoint
+from dynprune.runner import run_training
+from tests.helpers import tiny_config
+
+MACS = [0.1, 0.4]  # two members: the second costs 0.4 on top of the first's 0.1
+CONF = torch.tensor([[0.9, 0.5, 0.8, 0.3], [0.6, 0.7, 0.95, 0.99]])  # [members, inputs]
+
+
+def test_each_input_stops_at_the_first_member_confident_enough():
+    assert exits(CONF, 0.6).tolist() == [0, 1, 0, 1]
+    assert exits(CONF, 0.0).tolist() == [0, 0, 0, 0]
+    assert exits(CONF, 2.0).tolist() == [1, 1, 1, 1]  # the last member answers whatever remains
+    assert sample_macs(CONF, MACS, 0.6).tolist() == pytest.approx([0.1, 0.5, 0.1, 0.5])
+
+
+@pytest.mark.parametrize(
+    ("target", "threshold", "mean"),
+    [(0.2, 0.5, 0.2), (0.25, 0.5, 0.2), (0.3, 0.8, 0.3), (0.1, 0.3, 0.1)],
+)
+def test_calibration_takes_the_largest_threshold_inside_the_target(target, threshold, mean):
+    t = calibrate(CONF, MACS, target)
+    assert t == pytest.approx(threshold)
+    assert sample_macs(CONF, MACS, t).mean().item() == pytest.approx(mean)
+
+
+def test_calibration_sends_every_input_on_when_the_target_allows_it_and_refuses_what_it_cannot_meet():
+    assert sample_macs(CONF, MACS, calibrate(CONF, MACS, 0.5)).mean().item() == pytest.approx(0.5)
+    with pytest.raises(ConfigError, match="below the cheapest member alone"):
+        calibrate(CONF, MACS, 0.05)
+    with pytest.raises(ConfigError, match="cheapest first"):
+        calibrate(CONF, [0.4, 0.1], 0.3)
+
+
+def test_the_cascade_gives_each_input_the_answer_of_the_member_it_stopped_at():
+    torch.manual_seed(0)
+    members = [nn.Sequential(nn.Flatten(), nn.Linear(12, 5)) for _ in range(3)]
+    x = torch.randn(32, 3, 2, 2) * 3
+    cascade = Cascade(members, threshold=0.6).eval()
+    with torch.no_grad():
+        logits, stopped = cascade.route(x)
+        every = torch.stack([m(x) for m in members])
+    conf = torch.softmax(every, dim=2).amax(dim=2)
+    assert stopped.tolist() == exits(conf, 0.6).tolist()
+    assert len(set(stopped.tolist())) == 3  # the case exercises every member
+    torch.testing.assert_close(logits, every[stopped, torch.arange(32)])
+
+
+@pytest.fixture(scope="module")
+def members(tmp_path_factory):
+    """Two tiny hard-pruned runs of one data set, at about 0.3 and 0.7 of the dense MACs."""
+    root = tmp_path_factory.mktemp("members")
+    paths = []
+    for target in (0.3, 0.7):
+        out = root / f"t{target}"
+        run_training(tiny_config(out, epochs=1, prune="l1-filter", target_macs=target, hard=True))
+        paths.append(out / "checkpoint.pt")
+    return paths
+
+
+def test_the_cli_calibrates_on_validation_and_its_figures_are_the_saved_cascades(members, tmp_path):
+    out = tmp_path / "cascade"
+    assert main([str(members[1]), str(members[0]), "--target-macs", "0.45", "--out", str(out), "--threads", "1"]) == 0
+    result = json.loads((out / "result.json").read_text())
+    assert result["val_macs_ratio"] <= 0.45 + 1e-9  # met where it was decided
+    assert result["member_macs"][0] < result["member_macs"][1]  # sorted cheapest first, whatever the order given
+    assert sum(result["exit_shares"]) == pytest.approx(1.0) and 0 < result["exit_shares"][0] < 1
+    assert result["routing_gain"] == pytest.approx(result["top1"] - result["random_exit_top1"])
+    assert (out / "cascade.png").stat().st_size > 0
+    cascade, spec = load_cascade(out / "cascade.json")  # a rebuild gives result.json's test figures
+    assert spec["threshold"] == result["threshold"] and cascade.threshold == result["threshold"]
+    data = data_of_checkpoint(torch.load(members[0], weights_only=True))
+    logits, stopped = run_cascade(cascade, data.test, data)
+    assert top1(logits, torch.as_tensor(data.test.labels)) == pytest.approx(result["top1"])
+    shares = torch.bincount(stopped, minlength=2).double() / len(stopped)
+    assert shares.tolist() == pytest.approx(result["exit_shares"])
+    members[0].write_bytes(members[0].read_bytes() + b"\0")  # a member changed since calibration
+    with pytest.raises(CheckpointError, match="calibrate again"):
+        load_cascade(out / "cascade.json")
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["one.pt", "--target-macs", "0.5"], "2 or more member checkpoints"),
+        (["a.pt", "b.pt"], "--target-macs is required"),
+        (["a.pt", "b.pt", "--target-macs", "1.5"], "--target-macs must be in (0, 1]"),
+        (["missing.pt", "other.pt", "--target-macs", "0.5"], "missing.pt: no such checkpoint"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args, says, tmp_path, capsys):
+    try:  # a flag's mistake stops in the parser (SystemExit), a file's in the run (the return code)
+        code = main([*args, "--out", str(tmp_path / "c")])
+    except SystemExit as stop:
+        code = stop.code
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert says in err and len(err.splitlines()) == 1
