@@ -4,6 +4,7 @@ per-input reference, and the CLI end to end on two tiny pruned runs (its figures
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -64,19 +65,23 @@ def test_the_cascade_gives_each_input_the_answer_of_the_member_it_stopped_at():
 
 @pytest.fixture(scope="module")
 def members(tmp_path_factory):
-    """Two tiny hard-pruned runs of one data set, at about 0.3 and 0.7 of the dense MACs."""
+    """Two tiny hard-pruned runs of one data set, at about 0.3 and 0.7 of the dense MACs, and a third run scored on
+    another validation split."""
     root = tmp_path_factory.mktemp("members")
     paths = []
-    for target in (0.3, 0.7):
+    for target, val_size in ((0.3, 500), (0.7, 500), (0.5, 400)):
         out = root / f"t{target}"
-        run_training(tiny_config(out, epochs=1, prune="l1-filter", target_macs=target, hard=True))
+        run_training(tiny_config(out, epochs=1, prune="l1-filter", target_macs=target, hard=True, val_size=val_size))
         paths.append(out / "checkpoint.pt")
     return paths
 
 
 def test_the_cli_calibrates_on_validation_and_its_figures_are_the_saved_cascades(members, tmp_path):
     out = tmp_path / "cascade"
-    assert main([str(members[1]), str(members[0]), "--target-macs", "0.45", "--out", str(out), "--threads", "1"]) == 0
+    small, big = tmp_path / "small.pt", tmp_path / "big.pt"  # copies: this test changes one at its end
+    shutil.copy(members[0], small)
+    shutil.copy(members[1], big)
+    assert main([str(big), str(small), "--target-macs", "0.45", "--out", str(out), "--threads", "1"]) == 0
     result = json.loads((out / "result.json").read_text())
     assert result["val_macs_ratio"] <= 0.45 + 1e-9  # met where it was decided
     assert result["member_macs"][0] < result["member_macs"][1]  # sorted cheapest first, whatever the order given
@@ -85,14 +90,22 @@ def test_the_cli_calibrates_on_validation_and_its_figures_are_the_saved_cascades
     assert (out / "cascade.png").stat().st_size > 0
     cascade, spec = load_cascade(out / "cascade.json")  # a rebuild gives result.json's test figures
     assert spec["threshold"] == result["threshold"] and cascade.threshold == result["threshold"]
-    data = data_of_checkpoint(torch.load(members[0], weights_only=True))
+    data = data_of_checkpoint(torch.load(small, weights_only=True))
     logits, stopped = run_cascade(cascade, data.test, data)
     assert top1(logits, torch.as_tensor(data.test.labels)) == pytest.approx(result["top1"])
     shares = torch.bincount(stopped, minlength=2).double() / len(stopped)
     assert shares.tolist() == pytest.approx(result["exit_shares"])
-    members[0].write_bytes(members[0].read_bytes() + b"\0")  # a member changed since calibration
+    small.write_bytes(small.read_bytes() + b"\0")  # a member changed since calibration
     with pytest.raises(CheckpointError, match="calibrate again"):
         load_cascade(out / "cascade.json")
+
+
+def test_members_of_other_data_are_refused_in_one_line(members, tmp_path, capsys):
+    args = [str(members[0]), str(members[2]), "--target-macs", "0.45", "--out", str(tmp_path / "c")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "was trained on other data" in err and "val_size" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "c" / "cascade.json").exists()
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ member alone and the random-exit baseline at the same exit shares) and DIR/casca
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import torch
 from ..base import ConfigError, check_target_macs, option
 from ..checkpoints import file_hash, write_json
 from ..cli import run_command
-from ..config import parse_cli
+from ..config import TrainConfig, parse_cli
 from ..data import data_of_checkpoint
 from ..outputs import prepare_folder
 from .measure import curve, member_logits, plot_curve, run_cascade, split_figures
@@ -54,9 +55,13 @@ class CascadeConfig:
 def _load(paths: Sequence[str]) -> tuple[list, list[Member], dict]:
     """(models, members, the first checkpoint) sorted cheapest first; members of other data are refused."""
     loaded = [(p, *load_member(p)) for p in paths]
-    first = loaded[0][3]["config"]
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}  # a run older than a setting lacks it
+
+    def data_of(ckpt: dict) -> list:
+        return [ckpt["config"].get(k, defaults[k]) for k in SAME_DATA]
+
     for path, _, _, ckpt in loaded[1:]:
-        differs = [k for k in SAME_DATA if ckpt["config"].get(k) != first.get(k)]
+        differs = [k for k, a, b in zip(SAME_DATA, data_of(ckpt), data_of(loaded[0][3]), strict=True) if a != b]
         if differs:
             raise ConfigError(f"{path} was trained on other data than {paths[0]} ({', '.join(differs)} differ)")
     loaded.sort(key=lambda row: row[2])
