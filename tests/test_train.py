@@ -235,7 +235,7 @@ def test_every_training_preset_parses_through_the_cli(preset):
 # ------------------------------------------------------------------ the README's main command on a fresh machine
 MAIN = ("--gate", "gumbel")  # the README's main command: python -m dynprune.train --gate gumbel
 SHORT = ("--epochs", "1", "--train-subset", "512", "--val-size", "1000", "--no-latency", "--wandb", "disabled")
-SHORT += ("--threads", "1")
+SHORT += ("--threads", "1", "--no-measure-dynamism")  # its three extra passes are test_dynamism's; here seconds
 
 
 @pytest.fixture
