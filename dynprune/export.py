@@ -1,12 +1,15 @@
 """python -m dynprune.export CHECKPOINT --onnx model.onnx: a run's deploy model as a fixed-shape ONNX file,
 checked against PyTorch on real test images with ONNX Runtime.
 
-Network-scope width gates (``--width-scope network``) export their router as FILE and one static model per
-width beside it (``<stem>.width<i>.onnx``), each for any batch size, checked by running them as the routed
-executor does. Other gated runs export their static-shape executor (``dynprune.gates.fixed_k``: gates, ``TopK``,
-weight ``Gather``s and narrow ``Conv``s, each sample only its own channels), so they need fixed-count gates
-(``--gate topk``); statically pruned runs export their physically narrower model, dense runs the dense one, BN
-folded in all. The batch size is part of the file (one grouped convolution per layer holds a group per sample).
+A cascade (``cascade.json`` of ``python -m dynprune.cascade``) exports one file per member (FILE for the first,
+``<stem>.member<i>.onnx`` beside it), each for any batch size, its threshold in the report, and is checked by
+running them as the cascade does. Network-scope width gates (``--width-scope network``) export their router as
+FILE and one static model per width beside it (``<stem>.width<i>.onnx``), each for any batch size, checked by
+running them as the routed executor does. Other gated runs export their static-shape executor
+(``dynprune.gates.fixed_k``: gates, ``TopK``, weight ``Gather``s and narrow ``Conv``s, each sample only its own
+channels), so they need fixed-count gates (``--gate topk``); statically pruned runs export their physically
+narrower model, dense runs the dense one, BN folded in all. The batch size is part of the file (one grouped
+convolution per layer holds a group per sample).
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ import torch
 from torch import nn
 
 from .base import ConfigError, option
+from .cascade import Cascade, load_cascade
+from .cascade.onnx import OrtCascade, export_cascade
+from .checkpoints import load_checkpoint
 from .cli import run_command
 from .config import parse_cli
 from .data import data_of_checkpoint
@@ -42,7 +48,10 @@ TOLERANCE = 1e-4
 
 
 def exportable(path: str) -> tuple[nn.Module, nn.Module, dict]:
-    """(module to export, the PyTorch reference it must equal, checkpoint)."""
+    """(module to export, the PyTorch reference it must equal, checkpoint; a cascade's: its first member's)."""
+    if path.endswith(".json"):  # a cascade.json: one file per member
+        cascade, spec = load_cascade(path)
+        return cascade, cascade, load_checkpoint(spec["members"][0]["checkpoint"])
     if is_gated_checkpoint(path):
         model, _, ckpt = gated_model_from_checkpoint(path)
         with contextlib.suppress(RoutedUnsupported):  # network-scope width gates: a router and a model per width
@@ -71,7 +80,7 @@ def check_images(ckpt: dict, batch: int, count: int, data_dir: str | None) -> li
 class ExportConfig:
     """python -m dynprune.export CHECKPOINT --onnx FILE: what to export, and how it is checked."""
 
-    checkpoint: str = option("", "checkpoint.pt of a dynprune run", positional=True)
+    checkpoint: str = option("", "checkpoint.pt of a dynprune run, or a cascade.json", positional=True)
     onnx: str | None = option(None, "the ONNX file to write; required")
     batch: int = option(1, "the batch size the file is exported for")
     check_images: int = option(256, "test images ONNX Runtime is checked on (0: no check)")
@@ -125,17 +134,23 @@ def export(args: ExportConfig) -> int:
     if isinstance(module, RoutedWidths):  # the router and one file per width, any batch size
         files = export_routed(module, example, out)
         print(f"wrote {', '.join(map(str, files))}: the router, then one static model per width (any batch size)")
+    elif isinstance(module, Cascade):  # one file per member, any batch size; the threshold in the report
+        files = export_cascade(module, example, out)
+        print(f"wrote {', '.join(map(str, files))}: one static model per member, cheapest first (any batch size)")
     else:
         export_onnx(module, example, out)
         files = [out]
         print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): input [{args.batch}, {', '.join(map(str, shape))}]")
     report = {"onnx": [str(f) for f in files] if len(files) > 1 else str(out), "batch": args.batch}
+    if isinstance(module, Cascade):
+        report["threshold"] = module.threshold
     report.update(input_shape=list(shape), checked_images=0)
     if args.check_images > 0:
-        routed = len(files) > 1
-        session: Callable[[torch.Tensor], torch.Tensor] = (
-            OrtRouted(files, args.threads) if routed else OrtExecutor(out, args.threads)
-        )
+        session: Callable[[torch.Tensor], torch.Tensor] = OrtExecutor(out, args.threads)
+        if isinstance(module, RoutedWidths):
+            session = OrtRouted(files, args.threads)
+        elif isinstance(module, Cascade):
+            session = OrtCascade(files, module.threshold, args.threads)
         report.update(check_against_pytorch(session, reference, ckpt, args))
     Path(f"{out}.json").write_text(json.dumps(report, indent=2) + "\n")
     return 0 if report.get("max_relative_error", 0.0) <= TOLERANCE else 1

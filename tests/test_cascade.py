@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,11 +15,20 @@ from dynprune.base import ConfigError
 from dynprune.cascade import Cascade, load_cascade
 from dynprune.cascade.__main__ import main
 from dynprune.cascade.measure import run_cascade, top1
+from dynprune.cascade.onnx import OrtCascade
 from dynprune.cascade.rule import calibrate, exits, sample_macs
 from dynprune.checkpoints import CheckpointError
+from dynprune.config import build
 from dynprune.data import data_of_checkpoint
+from dynprune.export import ExportConfig, export
+from dynprune.loader import BatchLoader
 from dynprune.runner import run_training
 from tests.helpers import tiny_config
+
+
+def report_files(report: dict) -> list[Path]:
+    return [Path(f) for f in report["onnx"]]
+
 
 MACS = [0.1, 0.4]  # two members: the second costs 0.4 on top of the first's 0.1
 CONF = torch.tensor([[0.9, 0.5, 0.8, 0.3], [0.6, 0.7, 0.95, 0.99]])  # [members, inputs]
@@ -95,6 +105,17 @@ def test_the_cli_calibrates_on_validation_and_its_figures_are_the_saved_cascades
     assert top1(logits, torch.as_tensor(data.test.labels)) == pytest.approx(result["top1"])
     shares = torch.bincount(stopped, minlength=2).double() / len(stopped)
     assert shares.tolist() == pytest.approx(result["exit_shares"])
+    # ONNX: one file per member, run with the same rule; checked on real test images by the export itself
+    onnx = tmp_path / "cascade.onnx"
+    assert export(build(ExportConfig, {"checkpoint": str(out / "cascade.json"), "onnx": str(onnx), "batch": 16})) == 0
+    report = json.loads((tmp_path / "cascade.onnx.json").read_text())
+    assert report["onnx"] == [str(onnx), str(tmp_path / "cascade.member1.onnx")]
+    assert report["threshold"] == result["threshold"] and report["max_relative_error"] <= 1e-4
+    x = next(iter(BatchLoader(data.test, data, 64, train=False)))[0]
+    with torch.no_grad():
+        assert (
+            OrtCascade(report_files(report), cascade.threshold, 1).route(x)[1].tolist() == cascade.route(x)[1].tolist()
+        )
     small.write_bytes(small.read_bytes() + b"\0")  # a member changed since calibration
     with pytest.raises(CheckpointError, match="calibrate again"):
         load_cascade(out / "cascade.json")

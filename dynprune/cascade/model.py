@@ -8,7 +8,7 @@ and one gather of the inputs that go on, never a per-sample weight gather.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,6 +30,29 @@ class Member:
     macs_ratio: float  # the member's MACs over its dense model's
 
 
+def route(
+    members: Sequence[Callable[[torch.Tensor], torch.Tensor]], threshold: float, x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits [B, classes], the member each input stopped at [B]) of ``members`` (PyTorch modules or runtime
+    sessions, cheapest first): each runs once, batched, on the inputs still undecided."""
+    pending = torch.arange(x.shape[0], device=x.device)
+    stopped = torch.full_like(pending, len(members) - 1)
+    out: torch.Tensor | None = None
+    for i, member in enumerate(members):
+        logits = member(x[pending]).to(x.device)
+        if out is None:
+            out = logits.new_empty(x.shape[0], logits.shape[1])
+        last = i == len(members) - 1
+        done = torch.ones_like(pending, dtype=torch.bool) if last else confidence(logits) >= threshold
+        out[pending[done]] = logits[done]
+        stopped[pending[done]] = i
+        pending = pending[~done]
+        if pending.numel() == 0:
+            break
+    assert out is not None
+    return out, stopped
+
+
 class Cascade(nn.Module):
     """Members in run order (cheapest first); an input stops at the first member whose confidence reaches
     ``threshold``, the last member answers the rest."""
@@ -40,24 +63,8 @@ class Cascade(nn.Module):
         self.threshold = float(threshold)
 
     def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits [B, classes], the member each input stopped at [B]): each member runs once, batched, on the
-        inputs still undecided."""
-        pending = torch.arange(x.shape[0], device=x.device)
-        stopped = torch.full_like(pending, len(self.members) - 1)
-        out: torch.Tensor | None = None
-        for i, member in enumerate(self.members):
-            logits = member(x[pending])
-            if out is None:
-                out = logits.new_empty(x.shape[0], logits.shape[1])
-            last = i == len(self.members) - 1
-            done = torch.ones_like(pending, dtype=torch.bool) if last else confidence(logits) >= self.threshold
-            out[pending[done]] = logits[done]
-            stopped[pending[done]] = i
-            pending = pending[~done]
-            if pending.numel() == 0:
-                break
-        assert out is not None
-        return out, stopped
+        """(logits [B, classes], the member each input stopped at [B])."""
+        return route(list(self.members), self.threshold, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.route(x)[0]
