@@ -1,5 +1,6 @@
 """A calibrated cascade's real speed against its static twin (the l1-filter run at the same MACs) and dense, on real
-test images (where inputs stop depends on them), eager PyTorch, interleaved rounds (``dynprune.timing``).
+test images (where inputs stop depends on them), in eager PyTorch and in ONNX Runtime (every model exported for
+any batch size; the cascade as ``OrtCascade`` runs it), interleaved rounds (``dynprune.timing``).
 
 Batch 1: the same 64 test images one at a time, per image. Batch 64: those 64 images in one call (the cascade
 runs its first member on all of them and the next one on the inputs that go on).
@@ -8,14 +9,18 @@ usage: python docs/cascade/speed.py CASCADE_JSON TWIN_CKPT DENSE_CKPT [THREADS]
 """
 
 import sys
+import tempfile
+from pathlib import Path
 
 import torch
 
 from dynprune.cascade import load_cascade
 from dynprune.cascade.model import load_member
+from dynprune.cascade.onnx import OrtCascade, export_cascade
 from dynprune.checkpoints import load_checkpoint
 from dynprune.data import data_of_checkpoint
 from dynprune.loader import BatchLoader
+from dynprune.runtimes import OrtExecutor, export_onnx
 from dynprune.timing import interleaved_timing, round_ratio
 
 
@@ -38,19 +43,28 @@ def main() -> None:
 
     print(f"64 test images: {int((stopped > 0).sum())} go past the first member; twin at {twin_macs:.3f}x MACs")
     members = " | ".join(f"member {i} ms/image" for i in range(len(cascade.members)))
-    head = "| batch | cascade ms/image | twin ms/image | dense ms/image | twin / cascade | dense / cascade"
+    head = "| runtime, batch | cascade ms/image | twin ms/image | dense ms/image | twin / cascade | dense / cascade"
     print(f"{head} | {members} |")
     print("|---|---|---|---|---|---|" + "---|" * len(cascade.members))
-    for batch, calls in ((1, {n: one_at_a_time(m) for n, m in models.items()}), (64, models)):
-        timed, rounds = interleaved_timing(calls, images, threads, min_run_time=1.0, min_rounds=5)
-        per = {n: t.ms / 64 for n, t in timed.items()}
-        flag = "" if all(t.stable for t in timed.values()) else " (unstable)"
-        print(
-            f"| {batch} | {per['cascade']:.3f} | {per['twin']:.3f} | {per['dense']:.3f} | "
-            f"{round_ratio(rounds, 'twin', 'cascade'):.2f} | {round_ratio(rounds, 'dense', 'cascade'):.2f}{flag} | "
-            + " | ".join(f"{per[f'member {i}']:.3f}" for i in range(len(cascade.members)))
-            + " |"
-        )
+    with tempfile.TemporaryDirectory() as folder:
+        ort = {
+            "cascade": OrtCascade(export_cascade(cascade, images, Path(folder) / "c.onnx"), cascade.threshold, threads)
+        }
+        for name in ("twin", "dense", *(f"member {i}" for i in range(len(cascade.members)))):
+            ort[name] = OrtExecutor(export_onnx(models[name], images, Path(folder) / f"{name}.onnx", True), threads)
+        for runtime, callables in (("eager", models), ("onnxruntime", ort)):
+            for batch in (1, 64):
+                calls = {n: one_at_a_time(m) for n, m in callables.items()} if batch == 1 else callables
+                timed, rounds = interleaved_timing(calls, images, threads, min_run_time=1.0, min_rounds=5)
+                per = {n: t.ms / 64 for n, t in timed.items()}
+                flag = "" if all(t.stable for t in timed.values()) else " (unstable)"
+                print(
+                    f"| {runtime}, {batch} | {per['cascade']:.3f} | {per['twin']:.3f} | {per['dense']:.3f} | "
+                    f"{round_ratio(rounds, 'twin', 'cascade'):.2f} | "
+                    f"{round_ratio(rounds, 'dense', 'cascade'):.2f}{flag} | "
+                    + " | ".join(f"{per[f'member {i}']:.3f}" for i in range(len(cascade.members)))
+                    + " |"
+                )
 
 
 if __name__ == "__main__":
