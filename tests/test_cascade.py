@@ -42,21 +42,26 @@ def test_each_input_stops_at_the_first_member_confident_enough():
 
 
 @pytest.mark.parametrize(
-    ("target", "threshold", "mean"),
-    [(0.2, 0.5, 0.2), (0.25, 0.5, 0.2), (0.3, 0.8, 0.3), (0.1, 0.3, 0.1)],
+    ("target", "threshold", "mean"),  # halfway between the confidence that decides and the next lower one
+    [(0.2, 0.4, 0.2), (0.25, 0.4, 0.2), (0.3, 0.65, 0.3), (0.1, 0.15, 0.1), (0.45, 0.85, 0.4)],
 )
-def test_calibration_takes_the_largest_threshold_inside_the_target(target, threshold, mean):
+def test_calibration_takes_the_costliest_threshold_inside_the_target(target, threshold, mean):
     t = calibrate(CONF, MACS, target)
     assert t == pytest.approx(threshold)
     assert sample_macs(CONF, MACS, t).mean().item() == pytest.approx(mean)
 
 
-def test_calibration_sends_every_input_on_when_the_target_allows_it_and_refuses_what_it_cannot_meet():
-    assert sample_macs(CONF, MACS, calibrate(CONF, MACS, 0.5)).mean().item() == pytest.approx(0.5)
-    with pytest.raises(ConfigError, match="below the cheapest member alone"):
-        calibrate(CONF, MACS, 0.05)
-    with pytest.raises(ConfigError, match="cheapest first"):
-        calibrate(CONF, [0.4, 0.1], 0.3)
+@pytest.mark.parametrize(
+    ("target", "macs", "says"),
+    [
+        (0.05, MACS, "below the cheapest member alone"),
+        (0.5, MACS, "lets every input run every member"),
+        (0.3, [0.4, 0.1], "cheapest first"),
+    ],
+)
+def test_calibration_refuses_what_it_cannot_or_should_not_meet(target, macs, says):
+    with pytest.raises(ConfigError, match=says):
+        calibrate(CONF, macs, target)
 
 
 def test_the_cascade_gives_each_input_the_answer_of_the_member_it_stopped_at():
@@ -97,6 +102,9 @@ def test_the_cli_calibrates_on_validation_and_its_figures_are_the_saved_cascades
     assert result["member_macs"][0] < result["member_macs"][1]  # sorted cheapest first, whatever the order given
     assert sum(result["exit_shares"]) == pytest.approx(1.0) and 0 < result["exit_shares"][0] < 1
     assert result["routing_gain"] == pytest.approx(result["top1"] - result["random_exit_top1"])
+    small_alone, large_alone = result["member_top1"]
+    share = (result["macs_ratio"] - result["member_macs"][0]) / (result["member_macs"][1] - result["member_macs"][0])
+    assert result["static_mix_top1"] == pytest.approx((1 - share) * small_alone + share * large_alone)
     assert (out / "cascade.png").stat().st_size > 0
     cascade, spec = load_cascade(out / "cascade.json")  # a rebuild gives result.json's test figures
     assert spec["threshold"] == result["threshold"] and cascade.threshold == result["threshold"]
@@ -119,6 +127,11 @@ def test_the_cli_calibrates_on_validation_and_its_figures_are_the_saved_cascades
     small.write_bytes(small.read_bytes() + b"\0")  # a member changed since calibration
     with pytest.raises(CheckpointError, match="calibrate again"):
         load_cascade(out / "cascade.json")
+    small.unlink()
+    with pytest.raises(CheckpointError, match="small.pt is not there"):
+        load_cascade(out / "cascade.json")
+    with pytest.raises(CheckpointError, match="not a cascade.json"):
+        load_cascade(out / "result.json")  # the other file of the folder, given by mistake
 
 
 def test_members_of_other_data_are_refused_in_one_line(members, tmp_path, capsys):

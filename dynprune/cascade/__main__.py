@@ -14,8 +14,10 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch import nn
 
 from ..base import ConfigError, check_target_macs, option
 from ..checkpoints import file_hash, write_json
@@ -37,7 +39,11 @@ class CascadeConfig:
     """python -m dynprune.cascade CHECKPOINT CHECKPOINT [...] --target-macs T --out DIR."""
 
     members: list[str] = option([], "checkpoint.pt of each member run (2 or more; any order)", positional=True)
-    target_macs: float | None = option(None, "the mean MACs, as a fraction of the dense model's; required")
+    target_macs: float | None = option(
+        None,
+        "the mean MACs over the validation split, as a fraction of the dense model's (an input pays for every "
+        "member it ran); required",
+    )
     out: str = option("runs/cascade", "folder for cascade.json, result.json and cascade.png")
     data_dir: str | None = option(None, "where the runs' data set is, if not where they were trained")
     threads: int = option(2, "torch threads")
@@ -52,7 +58,7 @@ class CascadeConfig:
             raise ConfigError(f"--threads must be >= 1, got {self.threads}")
 
 
-def _load(paths: Sequence[str]) -> tuple[list, list[Member], dict]:
+def _load(paths: Sequence[str]) -> tuple[list[nn.Module], list[Member], dict[str, Any]]:
     """(models, members, the first checkpoint) sorted cheapest first; members of other data are refused."""
     loaded = [(p, *load_member(p)) for p in paths]
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}  # a run older than a setting lacks it
@@ -61,6 +67,8 @@ def _load(paths: Sequence[str]) -> tuple[list, list[Member], dict]:
         return [ckpt["config"].get(k, defaults[k]) for k in SAME_DATA]
 
     for path, _, _, ckpt in loaded[1:]:
+        if ckpt["arch"] != loaded[0][3]["arch"]:  # each member's MACs ratio is against its own dense model
+            raise ConfigError(f"{path} prunes another model than {paths[0]}: a cascade's members share one dense model")
         differs = [k for k, a, b in zip(SAME_DATA, data_of(ckpt), data_of(loaded[0][3]), strict=True) if a != b]
         if differs:
             raise ConfigError(f"{path} was trained on other data than {paths[0]} ({', '.join(differs)} differ)")
@@ -74,11 +82,15 @@ def _load(paths: Sequence[str]) -> tuple[list, list[Member], dict]:
 
 def run(args: CascadeConfig) -> int:
     out = Path(args.out)
-    prepare_folder(out)
     models, members, ckpt = _load(args.members)
+    prepare_folder(out)  # after the members are accepted: a refused run leaves no folder
     macs = [m.macs_ratio for m in members]
     print(f"members, cheapest first: {', '.join(f'{m.checkpoint} ({m.macs_ratio:.3f}x)' for m in members)}")
     data = data_of_checkpoint(ckpt, args.data_dir)
+    if len(data.val) == 0:
+        raise ConfigError(
+            "the members were trained without a validation split (--val-size 0): a cascade is calibrated on it"
+        )
     val_every, val_labels = member_logits(models, data.val, data)
     threshold = calibrate(torch.stack([confidence(e) for e in val_every]), macs, args.target_macs)
     cascade = Cascade(models, threshold).eval()
@@ -103,7 +115,8 @@ def run(args: CascadeConfig) -> int:
     print(
         f"threshold {threshold:.4f}: test top1 {test['top1']:.2f}% at {test['macs_ratio']:.3f}x dense MACs "
         f"(validation {figures['val']['top1']:.2f}% at {figures['val']['macs_ratio']:.3f}x); exit shares {shares}; "
-        f"random exits at those shares {test['random_exit_top1']:.2f}% -> {out}/result.json"
+        f"random exits at those shares {test['random_exit_top1']:.2f}%, a static mix of the members at those MACs "
+        f"{test['static_mix_top1']:.2f}% -> {out}/result.json"
     )
     return 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -14,7 +15,7 @@ from ..formats import Arrays
 from ..loader import BatchLoader
 from ..plots import pyplot
 from .model import Cascade
-from .rule import confidence, exits, sample_macs
+from .rule import confidence, cumulative_macs, exits, sample_macs
 
 BATCH = 500
 
@@ -48,28 +49,37 @@ def top1(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 def split_figures(
     logits: torch.Tensor, stopped: torch.Tensor, labels: torch.Tensor, every: torch.Tensor, macs: Sequence[float]
-) -> dict:
-    """One split's figures: the cascade's top-1 and MACs (per input: the members it ran), each member alone, and
-    the same exit shares drawn at random (a static mix of the members: what the confidence rule adds over it)."""
-    cumulative = torch.tensor(macs, dtype=torch.float64).cumsum(0)
-    per_input = cumulative[stopped]
+) -> dict[str, Any]:
+    """One split's figures: the cascade's top-1 and MACs (per input: every member it ran), each member alone, and
+    two input-blind baselines from the same members: the same exit shares drawn at random (the same MACs: what
+    the confidence rule carries) and a static mix at the same mean MACs (a random share of the inputs run the
+    largest member alone, the rest the cheapest alone: the best a router blind to the input can do with them)."""
+    per_input = cumulative_macs(macs)[stopped]
+    mean_macs = per_input.mean().item()
     shares = torch.bincount(stopped, minlength=len(macs)).double() / len(stopped)
     alone = [top1(every[i], labels) for i in range(len(macs))]
     random_exit = float(sum(s * a for s, a in zip(shares.tolist(), alone, strict=True)))
+    large = min(1.0, max(0.0, (mean_macs - macs[0]) / (macs[-1] - macs[0])))
+    static_mix = (1 - large) * alone[0] + large * alone[-1]
     q = torch.quantile(per_input, torch.tensor([0.1, 0.5, 0.9, 0.99], dtype=torch.float64)).tolist()
     acc = top1(logits, labels)
     return {
         "top1": acc,
-        "macs_ratio": per_input.mean().item(),
+        "macs_ratio": mean_macs,
         "macs_ratio_p10_p50_p90_p99": q,
         "exit_shares": shares.tolist(),
         "member_top1": alone,
         "random_exit_top1": random_exit,
         "routing_gain": acc - random_exit,
+        "static_mix_top1": static_mix,
+        "static_mix_large_share": large,
+        "gain_over_static_mix": acc - static_mix,
     }
 
 
-def curve(every: torch.Tensor, labels: torch.Tensor, macs: Sequence[float], points: int = 41) -> list[tuple]:
+def curve(
+    every: torch.Tensor, labels: torch.Tensor, macs: Sequence[float], points: int = 41
+) -> list[tuple[float, float, float]]:
     """(threshold, mean MACs, top-1) as the threshold sweeps the confidences' quantiles."""
     conf = torch.stack([confidence(e) for e in every])
     picks = torch.quantile(conf[:-1].flatten().double(), torch.linspace(0, 1, points, dtype=torch.float64))
@@ -81,7 +91,9 @@ def curve(every: torch.Tensor, labels: torch.Tensor, macs: Sequence[float], poin
     return rows
 
 
-def plot_curve(rows: list[tuple], macs: Sequence[float], alone: Sequence[float], chosen: dict, path: Path) -> None:
+def plot_curve(
+    rows: list[tuple[float, float, float]], macs: Sequence[float], alone: Sequence[float], chosen: dict, path: Path
+) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot([r[1] for r in rows], [r[2] for r in rows], "-", label="cascade, threshold swept (test)")

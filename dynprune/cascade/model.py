@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -86,13 +87,22 @@ def save_spec(out_dir: Path, members: Sequence[Member], threshold: float, target
     return path
 
 
-def load_cascade(path: str | Path) -> tuple[Cascade, dict]:
+def load_cascade(path: str | Path) -> tuple[Cascade, dict[str, Any]]:
     """(the cascade a ``cascade.json`` describes, the spec); a member changed since calibration is refused."""
-    spec = json.loads(Path(path).read_text())
+    try:
+        spec = json.loads(Path(path).read_text())
+        entries = [(m["checkpoint"], m["sha256"]) for m in spec["members"]]
+        threshold = float(spec["threshold"])
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path}: not a cascade.json of python -m dynprune.cascade ({exc!r})") from None
     models = []
-    for m in spec["members"]:
-        model, _, _ = load_member(m["checkpoint"])
-        if file_hash(m["checkpoint"]) != m["sha256"]:
-            raise CheckpointError(f"{m['checkpoint']} changed since {path} was calibrated: calibrate again")
+    for checkpoint, sha256 in entries:
+        if not Path(checkpoint).is_file():
+            raise CheckpointError(f"{path}: its member {checkpoint} is not there (moved or deleted?)")
+        model, _, _ = load_member(checkpoint)
+        if file_hash(checkpoint) != sha256:
+            raise CheckpointError(f"{checkpoint} changed since {path} was calibrated: calibrate again")
         models.append(model)
-    return Cascade(models, spec["threshold"]).eval(), spec
+    return Cascade(models, threshold).eval(), spec

@@ -40,12 +40,15 @@ def sample_macs(confidences: torch.Tensor, member_macs: Sequence[float], thresho
 
 
 def calibrate(confidences: torch.Tensor, member_macs: Sequence[float], target: float) -> float:
-    """The largest threshold whose mean cost over these inputs ([M, N] confidences) is at most ``target``.
+    """The threshold with the largest mean cost over these inputs ([M, N] confidences) that is at most ``target``.
 
     Only thresholds at the inputs' own confidences change a decision, so the search runs over them (sorted, the
-    mean cost nondecreasing along them)."""
+    mean cost nondecreasing along them); the threshold returned lies halfway to the next lower confidence, so a
+    last-digit difference between runtimes or batch sizes does not flip the input it was calibrated on."""
     if len(member_macs) < 2:
         raise ConfigError("a cascade needs at least 2 members")
+    if confidences.shape[1] == 0:
+        raise ConfigError("the members' validation split is empty: a cascade is calibrated on it (--val-size > 0)")
     if any(b <= a for a, b in pairwise(member_macs)):
         raise ConfigError(f"the members must be given cheapest first; their MACs ratios are {list(member_macs)}")
     if member_macs[0] > target:
@@ -53,15 +56,18 @@ def calibrate(confidences: torch.Tensor, member_macs: Sequence[float], target: f
             f"--target-macs {target:g} is below the cheapest member alone ({member_macs[0]:.3f} of the dense "
             "MACs): add a cheaper member or raise the target"
         )
-    candidates = torch.unique(confidences[:-1].flatten())  # sorted; a threshold above them all sends every input on
-    lo, hi = 0, len(candidates) - 1  # cost(candidates[0]) = the cheapest member alone <= target
+    if target >= sum(member_macs):
+        raise ConfigError(
+            f"--target-macs {target:g} lets every input run every member ({sum(member_macs):.3f} of the dense MACs "
+            "together): the largest member alone is cheaper and as accurate; lower the target"
+        )
+    candidates = torch.unique(confidences[:-1].flatten())  # sorted; at the lowest, every input stops at member 0
+    lo, hi = 0, len(candidates) - 1
     while lo < hi:
         mid = (lo + hi + 1) // 2
         if sample_macs(confidences, member_macs, float(candidates[mid])).mean() <= target:
             lo = mid
         else:
             hi = mid - 1
-    everything = float(candidates[-1]) + 1e-6  # past every confidence: every input runs every member
-    if sample_macs(confidences, member_macs, everything).mean() <= target:
-        return everything
-    return float(candidates[lo])
+    below = float(candidates[lo - 1]) if lo > 0 else 0.0
+    return (below + float(candidates[lo])) / 2  # the same decisions on these inputs, with a margin
