@@ -1,5 +1,6 @@
-"""What a calibrated cascade scores: its figures on a split, the random-exit baseline at the same exit shares,
-and the accuracy-MACs curve as the threshold moves (a plot)."""
+"""What a calibrated cascade scores: its figures on a split beside two input-blind baselines from the same members
+(random exits at its exit shares, a static mix at its MACs), and the accuracy-MACs curve as the threshold moves
+(a plot)."""
 
 from __future__ import annotations
 
