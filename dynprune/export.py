@@ -125,33 +125,36 @@ def check_against_pytorch(
     return report
 
 
+def write_files(
+    module: nn.Module, example: torch.Tensor, out: Path, threads: int
+) -> tuple[list[Path], Callable[[], Callable[[torch.Tensor], torch.Tensor]], dict]:
+    """(the files written, how ONNX Runtime runs them as ``module`` runs, what the report adds) for each kind of
+    deploy model: routed width gates and cascades write one file per branch, any batch size."""
+    if isinstance(module, RoutedWidths):
+        files = export_routed(module, example, out)
+        print(f"wrote {', '.join(map(str, files))}: the router, then one static model per width (any batch size)")
+        return files, lambda: OrtRouted(files, threads), {}
+    if isinstance(module, Cascade):
+        files = export_cascade(module, example, out)
+        print(f"wrote {', '.join(map(str, files))}: one static model per member, cheapest first (any batch size)")
+        return files, lambda: OrtCascade(files, module.threshold, threads), {"threshold": module.threshold}
+    export_onnx(module, example, out)
+    shape = ", ".join(map(str, example.shape))
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): input [{shape}]")
+    return [out], lambda: OrtExecutor(out, threads), {}
+
+
 def export(args: ExportConfig) -> int:
     out = Path(args.onnx)
     check_output_file(out, "--onnx", "model.onnx")
     module, reference, ckpt = exportable(args.checkpoint)
     shape = input_shape(ckpt["arch"])
     example = torch.randn(args.batch, *shape)
-    if isinstance(module, RoutedWidths):  # the router and one file per width, any batch size
-        files = export_routed(module, example, out)
-        print(f"wrote {', '.join(map(str, files))}: the router, then one static model per width (any batch size)")
-    elif isinstance(module, Cascade):  # one file per member, any batch size; the threshold in the report
-        files = export_cascade(module, example, out)
-        print(f"wrote {', '.join(map(str, files))}: one static model per member, cheapest first (any batch size)")
-    else:
-        export_onnx(module, example, out)
-        files = [out]
-        print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): input [{args.batch}, {', '.join(map(str, shape))}]")
-    report = {"onnx": [str(f) for f in files] if len(files) > 1 else str(out), "batch": args.batch}
-    if isinstance(module, Cascade):
-        report["threshold"] = module.threshold
+    files, session, extra = write_files(module, example, out, args.threads)
+    report = {"onnx": [str(f) for f in files] if len(files) > 1 else str(out), "batch": args.batch, **extra}
     report.update(input_shape=list(shape), checked_images=0)
     if args.check_images > 0:
-        session: Callable[[torch.Tensor], torch.Tensor] = OrtExecutor(out, args.threads)
-        if isinstance(module, RoutedWidths):
-            session = OrtRouted(files, args.threads)
-        elif isinstance(module, Cascade):
-            session = OrtCascade(files, module.threshold, args.threads)
-        report.update(check_against_pytorch(session, reference, ckpt, args))
+        report.update(check_against_pytorch(session(), reference, ckpt, args))
     Path(f"{out}.json").write_text(json.dumps(report, indent=2) + "\n")
     return 0 if report.get("max_relative_error", 0.0) <= TOLERANCE else 1
 

@@ -92,7 +92,7 @@ def run(args: CascadeConfig) -> int:
             "the members were trained without a validation split (--val-size 0): a cascade is calibrated on it"
         )
     val_every, val_labels = member_logits(models, data.val, data)
-    threshold = calibrate(torch.stack([confidence(e) for e in val_every]), macs, args.target_macs)
+    threshold = calibrate(confidence(val_every), macs, args.target_macs)
     cascade = Cascade(models, threshold).eval()
     test_every, test_labels = member_logits(models, data.test, data)
     figures = {}

@@ -82,7 +82,7 @@ def curve(
     every: torch.Tensor, labels: torch.Tensor, macs: Sequence[float], points: int = 41
 ) -> list[tuple[float, float, float]]:
     """(threshold, mean MACs, top-1) as the threshold sweeps the confidences' quantiles."""
-    conf = torch.stack([confidence(e) for e in every])
+    conf = confidence(every)
     picks = torch.quantile(conf[:-1].flatten().double(), torch.linspace(0, 1, points, dtype=torch.float64))
     rows = []
     for t in [*picks.tolist(), 1.0 + 1e-6]:

@@ -17,8 +17,9 @@ from ..base import ConfigError
 
 
 def confidence(logits: torch.Tensor) -> torch.Tensor:
-    """[B] largest softmax probability of each row of [B, classes] logits (in float32)."""
-    return torch.softmax(logits.float(), dim=1).amax(dim=1)
+    """The largest softmax probability over the last dimension (classes), in float32: [B] for [B, classes]
+    logits, [M, N] for every member's [M, N, classes]."""
+    return torch.softmax(logits.float(), dim=-1).amax(dim=-1)
 
 
 def exits(confidences: torch.Tensor, threshold: float) -> torch.Tensor:
