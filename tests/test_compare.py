@@ -116,6 +116,22 @@ def test_every_registered_comparison_method_plans_a_valid_cell(tmp_path):
     assert (width["width_scope"], width["width_switchable_bn"], width["width_gate_target"]) == ("network", True, 1.0)
     assert (width["width_gate_label"], width["width_narrowest_weight"]) == ("ranked", 1.0)
     assert width["width_choices"] == [0.25, 0.75, 1.0]  # around ResNet-20's uniform density at 0.5 of the MACs
+    # a cascade: l1-filter members, calibrated to the MACs uniform l1-filter reaches at the target (just below it)
+    cascade = next(c for c in cells if c.method == "cascade")
+    assert (cascade.values["prune"], cascade.values["hard"], cascade.values["epochs"]) == (
+        "l1-filter",
+        True,
+        cfg.epochs,
+    )
+    assert 0.48 < cascade.method_data["calibrate_to"] <= 0.5
+
+
+def test_cascade_members_straddle_the_target_and_share_the_fine_tune_budget():
+    cascade = COMPARE_METHODS["cascade"]
+    assert cascade.member_targets(0.25) == (0.125, 0.5)
+    assert cascade.member_targets(0.5) == (0.25, 0.75)  # the big member at most halfway to 1
+    assert cascade.member_epochs(6) == (3, 3) and cascade.member_epochs(9) == (5, 4)  # the small one the odd epoch
+    assert cascade.member_epochs(1) == (1, 1)  # each trains at least one epoch
 
 
 def test_width_choices_straddle_the_site_density():
@@ -149,6 +165,13 @@ def test_quick_comparison_end_to_end_then_resumes(tmp_path):
             slack = 0.03 if COMPARE_METHODS[row["method"]].per_sample_cost else 0.01
             assert float(row["macs_ratio"]) <= 0.5 + slack, row["method"]
         assert float(row["latency_b64_ms"]) > 0
+    # the cascade cell: two members at half and twice the target, then the calibration into the cell's folder
+    cell = out / "cascade/t0.5/s0"
+    members = [json.loads((cell / f"members/t{t}/result.json").read_text()) for t in (0.25, 0.75)]
+    assert [round(m["macs_ratio"], 1) for m in members] == [0.2, 0.7] and [m["epochs"] for m in members] == [1, 1]
+    cascade = json.loads((cell / "result.json").read_text())
+    assert cascade["members"] == [str((cell / f"members/t{t}/checkpoint.pt").resolve()) for t in (0.25, 0.75)]
+    assert cascade["val_macs_ratio"] <= 0.5 and cascade["latency_ms"]["pass"] == "serial"
     report = (out / "report.md").read_text()
     assert "## 50% of dense MACs" in report and report.count("**") >= 2  # the best method in bold
     for name in ("pareto.png", "latency.png", "results.json"):

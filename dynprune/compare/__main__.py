@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cfg.dry_run:
             return 0
         run_cells(cells, cfg.workers)
-        if cfg.latency and cfg.workers > 1:
+        if cfg.latency:  # parallel cells and cascades (serial training cells timed themselves)
             retime_cells([c for c in cells if not c.external], cfg.cell_threads, cfg.latency_seconds)
         rows = collect_rows(cells)
         report = write_outputs(cfg.run_dir, f"{cfg.model} on {cfg.dataset}", rows, cfg.targets)

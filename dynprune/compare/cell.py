@@ -17,6 +17,8 @@ class Cell:
     run_dir: Path
     values: dict[str, Any]  # TrainConfig values of the cell's training run
     search_args: list[str] = field(default_factory=list)  # rl: arguments of python -m agents.search
+    # what a method's prepare_cell works out beside the TrainConfig values (a cascade: the MACs it calibrates to)
+    method_data: dict[str, Any] = field(default_factory=dict)
     external: bool = False  # the given dense checkpoint's own folder: read, never trained or written
     estimate_s: float = 0.0
 

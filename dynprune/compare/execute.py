@@ -15,9 +15,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any
 
-from ..catalog import train_config
 from ..orphans import die_with_parent
-from ..runner import run_training
 from .cell import Cell
 from .methods import cell_method
 
@@ -25,11 +23,11 @@ CELL_LOG = "train.log"
 
 
 def run_cell(cell: Cell) -> dict[str, Any]:
-    """One cell, start to result: the rl search if any, then its training run (resumed if interrupted)."""
-    cell_method(cell).before_training(cell)  # e.g. rl's policy search
-    values = dict(cell.values)
-    values["resume"] = (cell.run_dir / "checkpoint.pt").is_file()  # an interrupted cell continues
-    return run_training(train_config(values))
+    """One cell, start to result: the rl search if any, then its method's run (a training run, resumed if
+    interrupted; a cascade: its members' runs, then the calibration)."""
+    method = cell_method(cell)
+    method.before_training(cell)  # e.g. rl's policy search
+    return method.run(cell)
 
 
 def _run_cell_logged(cell: Cell) -> tuple[dict[str, Any], float]:
@@ -106,16 +104,16 @@ def retime_cells(cells: list[Cell], threads: int, seconds: float = 0.3) -> None:
     """Latency of every finished cell that has none, one cell at a time on an otherwise idle machine.
 
     Parallel cells skip their own latency: measured while another cell trains on the other cores it was noise
-    (a first run showed a narrow model at 0.35x of dense). Each cell is rebuilt from its checkpoint as it would be
-    deployed (gated: deploy mode; hard-pruned: narrower) and timed on real test images, as a serial cell is."""
+    (a first run showed a narrow model at 0.35x of dense); a cascade cell is timed here too, after its members
+    trained. Each cell is rebuilt as it would be deployed (``CompareMethod.deployable``: gated: deploy mode;
+    hard-pruned: narrower; a cascade from its cascade.json) and timed on real test images, as a serial cell is."""
     import json
 
     import torch
 
-    from ..checkpoints import CHECKPOINT, read_result, write_json
+    from ..checkpoints import read_result, write_json
     from ..data import data_of_checkpoint
     from ..loader import BatchLoader
-    from ..rebuild import deployable_from_checkpoint
     from ..runner import RESULT, latency_on_test_images, resolve_device
 
     todo = [c for c in cells if (read_result(c.run_dir / RESULT) or {}).get("latency_ms") is None]
@@ -126,7 +124,7 @@ def retime_cells(cells: list[Cell], threads: int, seconds: float = 0.3) -> None:
     print(f"latency pass: timing {len(todo)} cells one at a time", flush=True)
     data_cache: dict[tuple, Any] = {}
     for cell in todo:
-        model, ckpt = deployable_from_checkpoint(cell.run_dir / CHECKPOINT)
+        model, ckpt = cell_method(cell).deployable(cell)
         cfg = ckpt["config"]
         key = (cfg.get("dataset"), cfg.get("data_dir"), cfg.get("val_size"), cfg.get("image_size"))
         data = data_cache.get(key) or data_cache.setdefault(key, data_of_checkpoint(ckpt))

@@ -1,6 +1,8 @@
 """What each compared method is (a registry of objects that carry their own behaviour): the overrides of a cell's
-TrainConfig, how a MAC target is checked, what a cell costs, what runs before its training, what its report
-row shows. A new comparison method is one class (or one instance) registered here; nothing else switches on it.
+TrainConfig, how a MAC target is checked, what a cell costs, what runs before its training, what its run is (a
+training run; a cascade: its members' runs and the calibration), what model its latency is timed on, what its
+report row shows. A new comparison method is one class (or one instance; base: ``method_base.CompareMethod``)
+registered here; nothing else switches on it.
 
 Every method that starts from the dense model gets the same fine-tune budget (``epochs``, ``lr``); models
 trained from scratch (the dense model, and the compact architectures that answer "why not just train a smaller
@@ -29,44 +31,10 @@ from ..prune.pruners import PRUNERS
 from ..prune.ratios import keep_fractions, solve_uniform_for_macs
 from ..registry import Registry
 from ..solve import monotone_bracket
+from .cascade_method import CascadeMethod
 from .cell import Cell
 from .config import CompareConfig
-
-
-class CompareMethod:
-    """The base: a method fine-tuned from the dense checkpoint at each MAC target."""
-
-    family = "static"  # a label for the report's family column and --list
-    uses_target = True
-    from_dense = True  # fine-tuned from the dense checkpoint (else trained from scratch)
-    is_reference = False  # the dense model: trained first, every other cell starts from it
-    own_architecture = False  # trains another architecture: its own macs_dense is not the reference
-    per_sample_cost = False  # MACs differ per sample (the report shows their p99)
-    cost_factor = 1.0  # training step time relative to the dense model's
-    extra_val_passes = 3.0  # work after training, in validation passes (test set, latency, ...)
-
-    def __init__(self, name: str, description: str) -> None:
-        self.name, self.description = name, description
-
-    def overrides(self, cfg: CompareConfig, target: float) -> dict[str, Any]:
-        """TrainConfig values of a cell at ``target`` (on top of the comparison's shared ones)."""
-        return {}
-
-    def check_available(self) -> None:
-        """Raise ConfigError if something this method needs is not installed."""
-
-    def check_target(self, cfg: CompareConfig, cost: CostModel, target: float) -> None:
-        """Raise ConfigError if ``target`` cannot be reached by this method."""
-
-    def prepare_cell(self, cell: Cell, cfg: CompareConfig, cost: CostModel, data_shape: tuple[int, int, int]) -> None:
-        """Fill in what depends on the data or the model (a compact width, a search's arguments)."""
-
-    def extra_seconds(self, cfg: CompareConfig, cell: Cell, per_image_s: float) -> float:
-        """Estimated seconds outside training and evaluation (e.g. a policy search)."""
-        return 0.0
-
-    def before_training(self, cell: Cell) -> None:
-        """Runs before the cell's training run (e.g. the policy search whose output it fine-tunes)."""
+from .method_base import CompareMethod
 
 
 class DenseMethod(CompareMethod):
@@ -370,6 +338,9 @@ COMPARE_METHODS.add(
         "hybrid: per-site densities from an RL search (policy.json), topk gates choose the channels per input",
         gate="topk",
     )
+)
+COMPARE_METHODS.add(
+    CascadeMethod("cascade", "a confidence cascade of two l1-filter fine-tunes (half and twice the target), one budget")
 )
 COMPARE_METHODS.add(CompactMethod("narrow", "the same model at a width multiplier of matched MACs, from scratch", None))
 COMPARE_METHODS.add(CompactMethod("mobilenetv2", "MobileNetV2 at a width of matched MACs, from scratch", "mobilenetv2"))

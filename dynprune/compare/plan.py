@@ -17,7 +17,8 @@ from ..data import DataSplits, load_dataset
 from ..models import create_model
 from .cell import Cell
 from .config import CompareConfig
-from .methods import CompareMethod, cell_method, compare_method
+from .method_base import CompareMethod
+from .methods import cell_method, compare_method
 
 
 def _arch(cfg: CompareConfig, data: DataSplits) -> dict[str, Any]:

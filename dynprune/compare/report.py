@@ -174,7 +174,9 @@ def format_report(title: str, rows: list[dict[str, Any]], targets: Sequence[floa
         "sites of the share of channels open for 1-99% of the test images (0: static pruning through gates); "
         "dynamic gain = top-1 points lost when each site is frozen to the channels it opened most often on the "
         "validation split (same MACs, no retraining; a boosted gate keeps its per-input scale; width gates: the "
-        "trained width nearest their mean, so other MACs, and result.json's routing_gain holds the MACs)."
+        "trained width nearest their mean, so other MACs, and result.json's routing_gain holds the MACs). Cascades: "
+        "dynamic gain = top-1 minus a static mix of the same members at the same mean MACs (inputs sent to the big "
+        "member at random), p99 = the MACs of an input that ran every member."
     )
     return "\n".join(lines) + "\n"
 

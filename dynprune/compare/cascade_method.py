@@ -1,0 +1,75 @@
+"""The comparison's ``cascade`` method: a confidence cascade of two l1-filter fine-tunes per cell."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..base import ConfigError
+from ..cascade.build import build_cascade
+from ..cascade.model import SPEC, load_cascade, load_member
+from ..catalog import train_config
+from ..checkpoints import CHECKPOINT, read_result
+from ..cost import CostModel
+from ..prune.ratios import keep_fractions, solve_uniform_for_macs
+from ..runner import run_training
+from .cell import Cell
+from .config import CompareConfig
+from .method_base import CompareMethod
+
+
+class CascadeMethod(CompareMethod):
+    """A confidence cascade (``python -m dynprune.cascade``) of two l1-filter fine-tunes of the cell's dense model,
+    at half and twice the target (at most halfway to 1), that share the cell's fine-tune epochs (the smaller
+    member gets the odd one; each at least one): the same budget as every fine-tuned row. Calibrated on the
+    validation split to the MACs uniform l1-filter pruning reaches at the target (its channel counts are whole,
+    so l1-filter lands below the target: 0.086x at 0.1 on ResNet-20), so the two rows spend the same compute.
+    The members' run folders are ``<cell>/members/t<target>``; each is reused when finished, so a stopped cell
+    resumes. BENCHMARKS, "Confidence cascades": level with l1-filter at 0.25 at this budget, behind at 0.1; ahead
+    at both when each member gets the whole budget."""
+
+    family = "cascade"
+    per_sample_cost = True
+    extra_val_passes = 12.0  # every member on validation and test, the cascade on both, the curve
+    pruner = "l1-filter"
+
+    @staticmethod
+    def member_targets(target: float) -> tuple[float, float]:
+        return target / 2, min(2 * target, (1 + target) / 2)
+
+    @staticmethod
+    def member_epochs(epochs: int) -> tuple[int, int]:
+        return max(1, epochs - epochs // 2), max(1, epochs // 2)
+
+    def overrides(self, cfg: CompareConfig, target: float) -> dict[str, Any]:
+        return {"prune": self.pruner, "hard": True, "target_macs": target}
+
+    def check_target(self, cfg: CompareConfig, cost: CostModel, target: float) -> None:
+        for member in self.member_targets(target):
+            try:
+                solve_uniform_for_macs(cost, member)
+            except ConfigError as exc:
+                why = str(exc).replace("--target-macs", "target")
+                raise ConfigError(f"{self.name}: target {target}: its smaller member: {why}") from None
+
+    def prepare_cell(self, cell: Cell, cfg: CompareConfig, cost: CostModel, data_shape: tuple[int, int, int]) -> None:
+        ratios = solve_uniform_for_macs(cost, cell.target)
+        cell.method_data["calibrate_to"] = cost.macs(keep_fractions(cost, ratios)) / cost.dense_macs
+
+    def run(self, cell: Cell) -> dict[str, Any]:
+        paths = []
+        for target, epochs in zip(
+            self.member_targets(cell.target), self.member_epochs(cell.values["epochs"]), strict=True
+        ):
+            folder = cell.run_dir / "members" / f"t{target:g}"
+            if read_result(folder / "result.json") is None:
+                resume = (folder / CHECKPOINT).is_file()
+                values = {**cell.values, "target_macs": target, "epochs": epochs, "out": str(folder)}
+                run_training(train_config({**values, "latency": False, "resume": resume}))
+            paths.append(str(folder / CHECKPOINT))
+        return build_cascade(paths, cell.method_data["calibrate_to"], cell.run_dir, cell.values.get("data_dir"))
+
+    def deployable(self, cell: Cell) -> tuple[torch.nn.Module, dict[str, Any]]:
+        cascade, spec = load_cascade(cell.run_dir / SPEC)
+        return cascade, load_member(spec["members"][0]["checkpoint"])[2]
