@@ -124,6 +124,18 @@ def test_the_cli_calibrates_on_validation_and_its_figures_are_the_saved_cascades
         assert (
             OrtCascade(report_files(report), cascade.threshold, 1).route(x)[1].tolist() == cascade.route(x)[1].tolist()
         )
+    moved = tmp_path / "moved"  # cascade.json names its members relative to itself: a folder moved whole loads
+    shutil.copytree(out, moved / "cascade")
+    for member in (small, big):
+        shutil.copy(member, moved / member.name)
+    assert [m["checkpoint"] for m in json.loads((out / "cascade.json").read_text())["members"]] == [
+        "../small.pt",
+        "../big.pt",
+    ]
+    assert [Path(m["checkpoint"]) for m in load_cascade(moved / "cascade/cascade.json")[1]["members"]] == [
+        moved / "small.pt",
+        moved / "big.pt",
+    ]
     small.write_bytes(small.read_bytes() + b"\0")  # a member changed since calibration
     with pytest.raises(CheckpointError, match="calibrate again"):
         load_cascade(out / "cascade.json")

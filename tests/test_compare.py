@@ -52,6 +52,7 @@ def plan_config(tmp_path: Path, **kw) -> CompareConfig:
         ({"methods": ["l1-filter", "magic"]}, "unknown method 'magic'; known: "),
         ({"methods": ["l1-filter"], "targets": [0.01]}, "l1-filter: target 0.01 cannot be reached"),
         ({"methods": ["gumbel"], "targets": [0.01]}, "gumbel: target 0.01 is below what gates can reach"),
+        ({"methods": ["cascade"], "targets": [0.05]}, "cascade: target 0.05 cannot be reached: its smaller member"),
         ({"methods": ["l1-filter"], "dense": "nowhere/checkpoint.pt"}, "no such checkpoint"),
         ({"methods": ["l1-filter"], "dense": "dense-run/checkpoint.pt"}, "its run has not finished"),
         ({"methods": ["rl"], "search_algo": "bogus"}, "refuses its settings: search_algo got 'bogus'; allowed: "),
@@ -171,7 +172,8 @@ def test_quick_comparison_end_to_end_then_resumes(tmp_path):
     assert [round(m["macs_ratio"], 1) for m in members] == [0.2, 0.7] and [m["epochs"] for m in members] == [1, 1]
     cascade = json.loads((cell / "result.json").read_text())
     assert cascade["members"] == [str((cell / f"members/t{t}/checkpoint.pt").resolve()) for t in (0.25, 0.75)]
-    assert cascade["val_macs_ratio"] <= 0.5 and cascade["latency_ms"]["pass"] == "serial"
+    assert cascade["val_macs_ratio"] <= cascade["target_macs"] + 1e-9 and 0.48 < cascade["target_macs"] <= 0.5
+    assert cascade["latency_ms"]["pass"] == "serial" and cascade["params"] == sum(m["params"] for m in members)
     report = (out / "report.md").read_text()
     assert "## 50% of dense MACs" in report and report.count("**") >= 2  # the best method in bold
     for name in ("pareto.png", "latency.png", "results.json"):

@@ -85,11 +85,11 @@ def build_cascade(paths: Sequence[str], target: float, out: Path, data_dir: str 
         members=[m.checkpoint for m in members],
         member_macs=macs,
         # the fields every run's result.json has (the comparison's report reads them): MACs per sample, mean and
-        # p99, and the parameters of every member together (BN folded, as they are deployed)
+        # p99, and the parameters of every member together (BN unfolded, counted as every run counts them)
         macs=test["macs_ratio"] * dense_macs,
         macs_dense=dense_macs,
         macs_p99=test["macs_ratio_p10_p50_p90_p99"][3] * dense_macs,
-        params=sum(p.numel() for model in models for p in model.parameters()),
+        params=sum(p.numel() for m in members for p in load_member(m.checkpoint, folded=False)[0].parameters()),
         # the gates' name for what the per-input choice is worth over an input-blind use of the same compute
         dynamic_gain=test["gain_over_static_mix"],
         latency_ms=None,

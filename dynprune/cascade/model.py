@@ -8,6 +8,7 @@ and one gather of the inputs that go on, never a per-sample weight gather.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -71,24 +72,29 @@ class Cascade(nn.Module):
         return self.route(x)[0]
 
 
-def load_member(path: str | Path) -> tuple[nn.Module, float, dict]:
-    """(the member's deploy model, BN folded; its MACs over its dense model's; its checkpoint)."""
+def load_member(path: str | Path, folded: bool = True) -> tuple[nn.Module, float, dict]:
+    """(the member's deploy model, BN folded unless ``folded`` is False; its MACs over its dense model's; its
+    checkpoint). Unfolded: as every other run's latency and parameters are measured."""
     if not Path(path).is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
     if is_gated_checkpoint(path):
         raise CheckpointError(f"{path}: a gated run; a cascade's members are dense or statically pruned runs")
     model, _, _, ratio, ckpt = pruned_and_dense_from_checkpoint(path)
-    return fold_bn(model).eval(), ratio, ckpt
+    return (fold_bn(model) if folded else model).eval(), ratio, ckpt
 
 
 def save_spec(out_dir: Path, members: Sequence[Member], threshold: float, target: float) -> Path:
+    """cascade.json; each member's path relative to it, so a folder moved with its members still loads."""
     path = out_dir / SPEC
-    write_json(path, {"members": [asdict(m) for m in members], "threshold": threshold, "target_macs": target})
+    entries = [{**asdict(m), "checkpoint": os.path.relpath(m.checkpoint, out_dir.resolve())} for m in members]
+    write_json(path, {"members": entries, "threshold": threshold, "target_macs": target})
     return path
 
 
-def load_cascade(path: str | Path) -> tuple[Cascade, dict[str, Any]]:
-    """(the cascade a ``cascade.json`` describes, the spec); a member changed since calibration is refused."""
+def load_cascade(path: str | Path, folded: bool = True) -> tuple[Cascade, dict[str, Any]]:
+    """(the cascade a ``cascade.json`` describes, the spec with each member's checkpoint path resolved: the file
+    holds it relative to its own folder); a member changed since calibration is refused. ``folded``: as
+    ``load_member``."""
     try:
         spec = json.loads(Path(path).read_text())
         entries = [(m["checkpoint"], m["sha256"]) for m in spec["members"]]
@@ -97,12 +103,15 @@ def load_cascade(path: str | Path) -> tuple[Cascade, dict[str, Any]]:
         raise CheckpointError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     except (ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{path}: not a cascade.json of python -m dynprune.cascade ({exc!r})") from None
-    models = []
-    for checkpoint, sha256 in entries:
-        if not Path(checkpoint).is_file():
+    models, resolved = [], []
+    for written, sha256 in entries:
+        checkpoint = Path(path).parent / written  # an absolute path stays itself
+        if not checkpoint.is_file():
             raise CheckpointError(f"{path}: its member {checkpoint} is not there (moved or deleted?)")
-        model, _, _ = load_member(checkpoint)
+        model, _, _ = load_member(checkpoint, folded)
+        resolved.append(str(checkpoint.resolve()))
         if file_hash(checkpoint) != sha256:
             raise CheckpointError(f"{checkpoint} changed since {path} was calibrated: calibrate again")
         models.append(model)
-    return Cascade(models, threshold).eval(), spec
+    members = [{**m, "checkpoint": c} for m, c in zip(spec["members"], resolved, strict=True)]
+    return Cascade(models, threshold).eval(), {**spec, "members": members}

@@ -34,7 +34,8 @@ COLUMNS = (
     "dynamic_gain",
     "run_dir",
 )
-GATE_FIGURES = ("conditional_share", "dynamic_gain")  # how dynamic a gated row is (gates/dynamism.py); else empty
+# how dynamic a row is (gates/dynamism.py; a cascade has a dynamic gain of its own); else empty
+DYNAMISM_FIGURES = ("conditional_share", "dynamic_gain")
 
 
 def _is_reference(method: str) -> bool:
@@ -80,7 +81,7 @@ def collect_rows(cells: Sequence[Cell]) -> list[dict[str, Any]]:
                 "realization_b64": speedup * macs_ratio if speedup else None,
                 # older results have no verdict; their timing then counts as stable (it was not checked)
                 "latency_stable": bool(latency.get("stable", True)) if latency else None,
-                **{key: result.get(key) for key in GATE_FIGURES},
+                **{key: result.get(key) for key in DYNAMISM_FIGURES},
                 "run_dir": str(cell.run_dir),
             }
         )
@@ -107,7 +108,7 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[tuple[str, float], dict[str, A
         agg: dict[str, Any] = {"seeds": len(group), "family": group[0]["family"]}
         agg["latency_stable"] = all(r.get("latency_stable") is not False for r in group)
         numeric = ("top1", "macs_ratio", "macs_p99_ratio", "params", "latency_b1_ms", "latency_b64_ms", "speedup_b64")
-        for col in (*numeric, *GATE_FIGURES):
+        for col in (*numeric, *DYNAMISM_FIGURES):
             values = [r[col] for r in group if r.get(col) is not None]
             agg[col], agg[f"{col}_std"] = _mean_std(values) if values else (None, None)
         out[key] = agg

@@ -27,11 +27,16 @@ def uniform(cost: CostModel, ratio: float) -> dict[str, float]:
     return dict.fromkeys(cost.site_widths, ratio)
 
 
+def uniform_floor(cost: CostModel, dense_macs: float | None = None) -> float:
+    """The least MACs over dense a uniform ratio reaches (every site down to its last channel)."""
+    return cost.macs(keep_fractions(cost, dict.fromkeys(cost.site_widths, 0.999))) / (dense_macs or cost.dense_macs)
+
+
 def solve_uniform_for_macs(cost: CostModel, target: float, dense_macs: float | None = None) -> dict[str, float]:
     """The smallest uniform ratio whose structured-effective MACs are <= target x dense (bisection)."""
     dense = dense_macs or cost.dense_macs
     check_target_macs(target)
-    floor = cost.macs(keep_fractions(cost, dict.fromkeys(cost.site_widths, 0.999))) / dense
+    floor = uniform_floor(cost, dense)
     if target < floor:
         raise ConfigError(
             f"--target-macs {target} cannot be reached by pruning channel sites: the most a uniform ratio can do "
