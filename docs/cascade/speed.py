@@ -1,6 +1,7 @@
 """A calibrated cascade's real speed against its static twin (the l1-filter run at the same MACs) and dense, on real
-test images (where inputs stop depends on them), in eager PyTorch and in ONNX Runtime (every model exported for
-any batch size; the cascade as ``OrtCascade`` runs it), interleaved rounds (``dynprune.timing``).
+test images (where inputs stop depends on them), in eager PyTorch, compiled PyTorch (``torch.compile`` of every
+model and member, each input shape compiled before timing) and ONNX Runtime (every model exported for any batch
+size; the cascade as ``OrtCascade`` runs it), interleaved rounds (``dynprune.timing``).
 
 Batch 1: the same 64 test images one at a time, per image. Batch 64: those 64 images in one call (the cascade
 runs its first member on all of them and the next one on the inputs that go on).
@@ -15,12 +16,12 @@ from pathlib import Path
 import torch
 
 from dynprune.cascade import load_cascade
-from dynprune.cascade.model import load_member
+from dynprune.cascade.model import load_member, route
 from dynprune.cascade.onnx import OrtCascade, export_cascade
 from dynprune.checkpoints import load_checkpoint
 from dynprune.data import data_of_checkpoint
 from dynprune.loader import BatchLoader
-from dynprune.runtimes import OrtExecutor, export_onnx
+from dynprune.runtimes import OrtExecutor, compiled, export_onnx
 from dynprune.timing import interleaved_timing, round_ratio
 
 
@@ -52,7 +53,15 @@ def main() -> None:
         }
         for name in ("twin", "dense", *(f"member {i}" for i in range(len(cascade.members)))):
             ort[name] = OrtExecutor(export_onnx(models[name], images, Path(folder) / f"{name}.onnx", True), threads)
-        for runtime, callables in (("eager", models), ("onnxruntime", ort)):
+        fast = {n: compiled(m, images, threads) for n, m in models.items() if n != "cascade"}
+        members = [fast[f"member {i}"] for i in range(len(cascade.members))]
+        fast["cascade"] = lambda x: route(members, cascade.threshold, x)[0]
+        with torch.no_grad():  # every shape timing will see, compiled now: one image, the batch, the part going on
+            for model in fast.values():
+                for i in range(images.shape[0]):
+                    model(images[i : i + 1])
+                model(images)
+        for runtime, callables in (("eager", models), ("compiled", fast), ("onnxruntime", ort)):
             for batch in (1, 64):
                 calls = {n: one_at_a_time(m) for n, m in callables.items()} if batch == 1 else callables
                 timed, rounds = interleaved_timing(calls, images, threads, min_run_time=1.0, min_rounds=5)
