@@ -27,13 +27,15 @@ from dynprune.models import create_model
 # test_gates; every model: test_zoo_learns), which would add minutes of CI time and no code path
 VARIANTS = {f"{name}-{v}" for name, est in ESTIMATORS.items() for v in est.variants}
 SAME_CELL_AS_A_KEPT_ONE = {
-    *("l2-filter", "fpgm-filter", "random-filter", "global-filter", "slim-filter"),  # as l1-filter's
+    *("l2-filter", "fpgm-filter", "random-filter", "global-filter", "slim-filter", "sfp"),  # as l1-filter's
     *("l1-unstructured", "random-unstructured"),  # as global-unstructured's
     # as width's, a GatedCompare cell with cell values of its own (every estimator: test_gates, test_recipes)
     *("gumbel", "ste", "hardconcrete"),
     "topk",  # as topk-rl's without its search (a GatedCompare cell of topk gates)
     "mobilenetv2",  # as narrow's (another zoo model: test_zoo_learns)
     "random-search",  # as rl's with --algo random (test_every_registered_comparison_method_plans_a_valid_cell)
+    # topk-rl runs the same search before its training; the fine-tune of a policy.json: test_agents
+    "rl",
     "topk-scratch",  # topk's cell trained from scratch like narrow's (test_scratch_gates_get_the_whole_budget...)
 }
 assert set(COMPARE_METHODS.names()) >= SAME_CELL_AS_A_KEPT_ONE
