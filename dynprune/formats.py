@@ -4,6 +4,7 @@ files for tests."""
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import pickle
@@ -107,8 +108,15 @@ def cifar_reader(archive: str, inner: str, train: list[str], test: list[str], la
 def synthetic_arrays(n_train: int = 12000, n_test: int = 1000, seed: int = 0) -> tuple[Arrays, Arrays]:
     """Procedural 10-class 1x28x28 images: each class is an oriented grating with its own frequency.
 
-    Only for tests and smoke runs: learnable in a few hundred steps, no files needed.
+    Only for tests and smoke runs: learnable in a few hundred steps, no files needed. Made once per process (it
+    took most of a tiny run's time); every call gets its own copy of the tensors.
     """
+    train, test = _synthetic(n_train, n_test, seed)
+    return tuple(Arrays(a.images.clone(), a.labels.clone()) for a in (train, test))  # type: ignore[return-value]
+
+
+@functools.lru_cache(maxsize=4)
+def _synthetic(n_train: int, n_test: int, seed: int) -> tuple[Arrays, Arrays]:
     gen = torch.Generator().manual_seed(seed)
 
     def make(n: int) -> Arrays:
