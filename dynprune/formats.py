@@ -112,7 +112,12 @@ def synthetic_arrays(n_train: int = 12000, n_test: int = 1000, seed: int = 0) ->
     took most of a tiny run's time); every call gets its own copy of the tensors.
     """
     train, test = _synthetic(n_train, n_test, seed)
-    return tuple(Arrays(a.images.clone(), a.labels.clone()) for a in (train, test))  # type: ignore[return-value]
+    return _copy(train), _copy(test)
+
+
+def _copy(arrays: Arrays) -> Arrays:
+    assert isinstance(arrays.images, torch.Tensor)
+    return Arrays(arrays.images.clone(), arrays.labels.clone())
 
 
 @functools.lru_cache(maxsize=4)

@@ -184,3 +184,12 @@ def test_an_unreadable_data_file_is_one_line(tmp_path, data_root):
         D.verify_file(victim, "0" * 32, None)
     with pytest.raises(D.DataError, match="cannot read this data file"):
         formats.read_idx(victim)
+
+
+def test_the_synthetic_set_is_made_once_and_each_call_gets_its_own_copy():
+    first, _ = formats.synthetic_arrays(200, 50, seed=3)
+    first.images[:] = 0  # a caller that writes into its arrays
+    again, test = formats.synthetic_arrays(200, 50, seed=3)
+    assert int(again.images.max()) > 0 and len(test) == 50
+    fresh, _ = formats._synthetic.__wrapped__(200, 50, 3)  # made again from scratch: the same images
+    assert torch.equal(again.images, fresh.images) and torch.equal(again.labels, fresh.labels)
