@@ -16,6 +16,7 @@ from ..checkpoints import file_hash, write_json
 from ..config import TrainConfig
 from ..cost import CostModel
 from ..data import data_of_checkpoint
+from ..fold import fold_bn
 from ..models import input_shape, model_for_arch
 from ..outputs import prepare_folder
 from .measure import curve, member_logits, plot_curve, run_cascade, split_figures
@@ -26,9 +27,10 @@ from .rule import calibrate, confidence
 SAME_DATA = ("dataset", "val_size", "image_size", "test_subset")
 
 
-def load_members(paths: Sequence[str]) -> tuple[list[nn.Module], list[Member], dict[str, Any]]:
-    """(models, members, the first checkpoint) sorted cheapest first; members of other data are refused."""
-    loaded = [(p, *load_member(p)) for p in paths]
+def load_members(paths: Sequence[str]) -> tuple[list[nn.Module], list[Member], dict[str, Any], int]:
+    """(models with BN folded, members, the first checkpoint, the members' parameters as every run counts them:
+    BN unfolded) sorted cheapest first; members of other data are refused."""
+    loaded = [(p, *load_member(p, folded=False)) for p in paths]  # folded below, once its parameters are counted
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}  # a run older than a setting lacks it
 
     def data_of(ckpt: dict) -> list:
@@ -45,14 +47,15 @@ def load_members(paths: Sequence[str]) -> tuple[list[nn.Module], list[Member], d
     if len(set(ratios)) < len(ratios):
         raise ConfigError(f"two members cost the same MACs ({ratios}): a cascade needs members of different sizes")
     members = [Member(str(Path(p).resolve()), file_hash(p), r) for p, _, r, _ in loaded]
-    return [row[1] for row in loaded], members, loaded[0][3]
+    params = sum(p.numel() for row in loaded for p in row[1].parameters())
+    return [fold_bn(row[1]) for row in loaded], members, loaded[0][3], params
 
 
 def build_cascade(paths: Sequence[str], target: float, out: Path, data_dir: str | None = None) -> dict[str, Any]:
     """Calibrate the members at ``paths`` to ``target`` (mean MACs on the validation split over the dense
     model's), measure the cascade on validation and test, write its files into ``out``; returns result.json's
     contents (latency_ms None: the comparison times its cells afterwards, one at a time)."""
-    models, members, ckpt = load_members(paths)
+    models, members, ckpt, params = load_members(paths)
     prepare_folder(out)  # after the members are accepted: a refused run leaves no folder
     macs = [m.macs_ratio for m in members]
     print(f"members, cheapest first: {', '.join(f'{m.checkpoint} ({m.macs_ratio:.3f}x)' for m in members)}")
@@ -89,7 +92,7 @@ def build_cascade(paths: Sequence[str], target: float, out: Path, data_dir: str 
         macs=test["macs_ratio"] * dense_macs,
         macs_dense=dense_macs,
         macs_p99=test["macs_ratio_p10_p50_p90_p99"][3] * dense_macs,
-        params=sum(p.numel() for m in members for p in load_member(m.checkpoint, folded=False)[0].parameters()),
+        params=params,
         # the gates' name for what the per-input choice is worth over an input-blind use of the same compute
         dynamic_gain=test["gain_over_static_mix"],
         latency_ms=None,
