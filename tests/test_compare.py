@@ -275,9 +275,12 @@ def test_scratch_gates_get_the_whole_budget_of_a_fine_tuned_row_and_no_dense_sta
     cells = {c.method: c.values for c in build_plan(cfg)}
     scratch, tuned = cells["topk-scratch"], cells["topk"]
     assert (scratch["epochs"], scratch["lr"], scratch["budget_warmup_epochs"]) == (15, cfg.dense_lr, 15 / 4)
+    assert (scratch["gate_usage_weight"], scratch["gate_usage_floor"]) == (0.05, 0.02)  # the gentle usage floor
+    assert "gate_usage_weight" not in tuned  # the fine-tune recipe keeps it off (it cost 0.4-0.9 there)
     assert "init" not in scratch and tuned["init"].endswith("checkpoint.pt")  # topk fine-tunes the dense model
-    assert {k: v for k, v in scratch.items() if k not in {"epochs", "lr", "budget_warmup_epochs", "out"}} == {
-        k: v for k, v in tuned.items() if k not in {"epochs", "lr", "budget_warmup_epochs", "out", "init"}
+    own = {"epochs", "lr", "budget_warmup_epochs", "out", "gate_usage_weight", "gate_usage_floor"}
+    assert {k: v for k, v in scratch.items() if k not in own} == {
+        k: v for k, v in tuned.items() if k not in own | {"init"}
     }  # otherwise topk's own cell: its recipe, target and data
 
 
