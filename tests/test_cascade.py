@@ -171,3 +171,20 @@ def test_bad_input_is_one_line_and_exit_2(args, says, tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert says in err and len(err.splitlines()) == 1
+
+
+def test_members_of_different_models_count_their_macs_over_the_largest_dense_model(members, tmp_path):
+    shallow = tmp_path / "shallow"  # another model of the same data: LeNet-5 at half width, dense
+    run_training(tiny_config(shallow, epochs=1, width=0.5))
+    out = tmp_path / "cascade"
+    assert main([str(members[1]), str(shallow / "checkpoint.pt"), "--target-macs", "0.6", "--out", str(out)]) == 0
+    result = json.loads((out / "result.json").read_text())
+    big = json.loads((members[1].parent / "result.json").read_text())
+    full, half = big["macs_dense"], json.loads((shallow / "result.json").read_text())["macs"]
+    assert half < full  # the two runs' own counts: the half-width model's MACs, the full one's dense MACs
+    assert result["member_macs"] == pytest.approx([half / full, big["macs_ratio"]])  # over the larger dense model
+    assert result["macs_dense"] == full and result["val_macs_ratio"] <= 0.6 + 1e-9
+    cascade, _ = load_cascade(out / "cascade.json")
+    assert [type(m).__name__ for m in cascade.members] == ["LeNet5", "LeNet5"] and cascade.threshold == result[
+        "threshold"
+    ]

@@ -133,9 +133,10 @@ def test_mobilenetv2_narrow_width_has_no_stem_site_tied_to_a_residual():
 
 
 # Every supported zoo model family through ONNX Runtime at a quarter width (2-12 s each on 2 idle cores): a batch of
-# 4 (the per-sample grouped convolutions) for all, the batch-1 path (plain narrow convolutions) for two. ResNet-32
-# and ResNet-110 are ResNet-20's and ResNet-56's blocks repeated (the same sites and ops; ResNet-110 alone took 40 s)
-SAME_OPS_AS_A_KEPT_ONE = {"resnet32", "resnet110"}
+# 4 (the per-sample grouped convolutions) for all, the batch-1 path (plain narrow convolutions) for two. ResNet-8,
+# ResNet-32 and ResNet-110 are ResNet-20's and ResNet-56's blocks in other numbers (the same sites and ops;
+# ResNet-110 alone took 40 s)
+SAME_OPS_AS_A_KEPT_ONE = {"resnet8", "resnet32", "resnet110"}
 
 
 @pytest.mark.slow

@@ -1,10 +1,12 @@
 """python -m dynprune.cascade SMALL.pt BIG.pt --target-macs 0.25 --out DIR: a confidence cascade of pruned runs.
 
-The members (dense or statically pruned runs of one data set, any number from 2) run cheapest first; an input
-stops at the first member whose largest softmax probability reaches one threshold, calibrated on the validation
-split so that the mean MACs meet the target. Writes DIR/cascade.json (the members, their file hashes and the
-threshold: ``dynprune.cascade.load_cascade`` rebuilds it), DIR/result.json (test and validation figures, each
-member alone and the random-exit baseline at the same exit shares) and DIR/cascade.png (the accuracy-MACs curve).
+The members (dense or statically pruned runs of one data set, any number from 2, of one model or of several: a
+shallow network in front of a pruned deep one; MACs count over the largest dense model among theirs) run
+cheapest first; an input stops at the first member whose largest softmax probability reaches one threshold,
+calibrated on the validation split so that the mean MACs meet the target. Writes DIR/cascade.json (the members,
+their file hashes and the threshold: ``dynprune.cascade.load_cascade`` rebuilds it), DIR/result.json (test and
+validation figures, each member alone and the random-exit baseline at the same exit shares) and DIR/cascade.png
+(the accuracy-MACs curve).
 """
 
 from __future__ import annotations

@@ -27,9 +27,17 @@ from .rule import calibrate, confidence
 SAME_DATA = ("dataset", "val_size", "image_size", "test_subset")
 
 
+def dense_macs_of(ckpt: dict[str, Any]) -> int:
+    """The MACs of the dense model a run's checkpoint was pruned from (or is)."""
+    arch = ckpt["arch"]
+    return CostModel.from_model(model_for_arch(arch), input_shape(arch)).dense_macs
+
+
 def load_members(paths: Sequence[str]) -> tuple[list[nn.Module], list[Member], dict[str, Any], int]:
-    """(models with BN folded, members, the first checkpoint, the members' parameters as every run counts them:
-    BN unfolded) sorted cheapest first; members of other data are refused."""
+    """(models with BN folded, members, the reference checkpoint, the members' parameters as every run counts them:
+    BN unfolded) sorted cheapest first; members of other data are refused. Members may be different models (a
+    shallow network in front of a pruned deep one): every member's MACs are counted over the largest dense model
+    among theirs, the reference, whose checkpoint is returned."""
     loaded = [(p, *load_member(p, folded=False)) for p in paths]  # folded below, once its parameters are counted
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}  # a run older than a setting lacks it
 
@@ -37,24 +45,27 @@ def load_members(paths: Sequence[str]) -> tuple[list[nn.Module], list[Member], d
         return [ckpt["config"].get(k, defaults[k]) for k in SAME_DATA]
 
     for path, _, _, ckpt in loaded[1:]:
-        if ckpt["arch"] != loaded[0][3]["arch"]:  # each member's MACs ratio is against its own dense model
-            raise ConfigError(f"{path} prunes another model than {paths[0]}: a cascade's members share one dense model")
         differs = [k for k, a, b in zip(SAME_DATA, data_of(ckpt), data_of(loaded[0][3]), strict=True) if a != b]
         if differs:
             raise ConfigError(f"{path} was trained on other data than {paths[0]} ({', '.join(differs)} differ)")
-    loaded.sort(key=lambda row: row[2])
-    ratios = [row[2] for row in loaded]
-    if len(set(ratios)) < len(ratios):
-        raise ConfigError(f"two members cost the same MACs ({ratios}): a cascade needs members of different sizes")
-    members = [Member(str(Path(p).resolve()), file_hash(p), r) for p, _, r, _ in loaded]
+    dense = [dense_macs_of(ckpt) for _, _, _, ckpt in loaded]
+    reference = max(range(len(loaded)), key=dense.__getitem__)
+    ratios = [ratio * d / dense[reference] for (_, _, ratio, _), d in zip(loaded, dense, strict=True)]
+    order = sorted(range(len(loaded)), key=ratios.__getitem__)
+    if len({ratios[i] for i in order}) < len(order):
+        raise ConfigError(
+            f"two members cost the same MACs ({sorted(ratios)}): a cascade needs members of different sizes"
+        )
+    members = [Member(str(Path(loaded[i][0]).resolve()), file_hash(loaded[i][0]), ratios[i]) for i in order]
     params = sum(p.numel() for row in loaded for p in row[1].parameters())
-    return [fold_bn(row[1]) for row in loaded], members, loaded[0][3], params
+    return [fold_bn(loaded[i][1]) for i in order], members, loaded[reference][3], params
 
 
 def build_cascade(paths: Sequence[str], target: float, out: Path, data_dir: str | None = None) -> dict[str, Any]:
-    """Calibrate the members at ``paths`` to ``target`` (mean MACs on the validation split over the dense
-    model's), measure the cascade on validation and test, write its files into ``out``; returns result.json's
-    contents (latency_ms None: the comparison times its cells afterwards, one at a time)."""
+    """Calibrate the members at ``paths`` to ``target`` (mean MACs on the validation split over the reference
+    dense model's: ``load_members``), measure the cascade on validation and test, write its files into ``out``;
+    returns result.json's contents (latency_ms None: the comparison times its cells afterwards, one at a
+    time)."""
     models, members, ckpt, params = load_members(paths)
     prepare_folder(out)  # after the members are accepted: a refused run leaves no folder
     macs = [m.macs_ratio for m in members]
@@ -79,8 +90,7 @@ def build_cascade(paths: Sequence[str], target: float, out: Path, data_dir: str 
     plot_curve(rows, macs, figures["test"]["member_top1"], figures["test"], out / "cascade.png")
     save_spec(out, members, threshold, target)
     test = figures["test"]
-    arch = ckpt["arch"]
-    dense_macs = CostModel.from_model(model_for_arch(arch), input_shape(arch)).dense_macs
+    dense_macs = dense_macs_of(ckpt)  # the reference's: every member's MACs are over it
     result = {"method": "cascade", "target_macs": target, "threshold": threshold, **test}
     result.update(val_top1=figures["val"]["top1"], val_macs_ratio=figures["val"]["macs_ratio"], val=figures["val"])
     result.update(

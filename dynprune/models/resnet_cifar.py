@@ -97,6 +97,9 @@ CIFAR_RESNET_RECIPE = with_recipe(lr=0.2, schedule="onecycle", weight_decay=5e-4
 #: 128; He et al. needed a 0.01 warm-up for it)
 RESNET56_RECIPE = with_recipe(lr=0.1, schedule="onecycle", weight_decay=5e-4)
 RESNET110_RECIPE = with_recipe(lr=0.05, schedule="onecycle", weight_decay=5e-4)
+#: one block per stage: a cheap first member for a confidence cascade, whose time at 28x28 follows its few layers
+#: where a pruned ResNet-20's does not (BENCHMARKS, "A shallow first member")
+resnet8 = register_model(CIFAR_RESNET_RECIPE(_factory(8)))
 resnet20 = register_model(CIFAR_RESNET_RECIPE(_factory(20)))
 resnet32 = register_model(CIFAR_RESNET_RECIPE(_factory(32)))
 resnet56 = register_model(RESNET56_RECIPE(_factory(56)))
