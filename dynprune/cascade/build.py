@@ -50,7 +50,7 @@ def load_members(paths: Sequence[str]) -> tuple[list[nn.Module], list[Member], d
             raise ConfigError(f"{path} was trained on other data than {paths[0]} ({', '.join(differs)} differ)")
     dense = [dense_macs_of(ckpt) for _, _, _, ckpt in loaded]
     reference = max(range(len(loaded)), key=dense.__getitem__)
-    ratios = [ratio * d / dense[reference] for (_, _, ratio, _), d in zip(loaded, dense, strict=True)]
+    ratios = [ratio * (d / dense[reference]) for (_, _, ratio, _), d in zip(loaded, dense, strict=True)]  # 1.0: as is
     order = sorted(range(len(loaded)), key=ratios.__getitem__)
     if len({ratios[i] for i in order}) < len(order):
         raise ConfigError(
