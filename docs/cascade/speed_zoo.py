@@ -6,6 +6,9 @@ static twin at the cascade's mean MACs (SMALL + SHARE x BIG) and dense, eager Py
 Batch 1: 32 inputs one at a time, the first round(SHARE x 32) also through the big member (the confidence of
 each is computed as the cascade does). Batch B: one call on B inputs, the first round(SHARE x B) go on.
 
+SMALL may name a shallow dense model instead, MODEL@WIDTH (e.g. resnet8@1.0 in front of resnet56): its MACs count
+over MODEL's dense ones (README, "Confidence cascades": members of different models).
+
 usage: python docs/cascade/speed_zoo.py MODEL [SMALL BIG SHARE THREADS BATCH]   e.g. resnet18 0.128 0.5 0.26 2 1
 """
 
@@ -17,6 +20,7 @@ import torch
 from dynprune.api import static_prune
 from dynprune.bench.dynamic import BENCH_SHAPES, DEFAULT_SHAPE
 from dynprune.cascade.rule import confidence
+from dynprune.cost import CostModel
 from dynprune.fold import fold_bn
 from dynprune.models import create_model
 from dynprune.timing import interleaved_timing, round_ratio
@@ -30,15 +34,27 @@ def pruned(dense: torch.nn.Module, shape: tuple, target: float) -> tuple[torch.n
     return fold_bn(pruning.remove()).eval(), ratio
 
 
+def shallow(spec: str, dense: torch.nn.Module, shape: tuple, classes: int) -> tuple[torch.nn.Module, float]:
+    """A dense MODEL@WIDTH, BN folded, and its MACs over ``dense``'s."""
+    model_name, width = spec.split("@")
+    model = create_model(model_name, shape[0], classes, shape[-1], width=float(width)).eval()
+    macs = CostModel.from_model(model, shape).dense_macs / CostModel.from_model(dense, shape).dense_macs
+    return fold_bn(model).eval(), macs
+
+
 def main() -> None:
     name = sys.argv[1]
-    small_t, big_t, share, threads, batch = [float(a) for a in sys.argv[2:6]] + [int(a) for a in sys.argv[6:7]] or [
-        0.128, 0.5, 0.26, 2, 1]  # fmt: skip
+    small_arg = sys.argv[2] if len(sys.argv) > 2 else "0.128"
+    big_t, share, threads, batch = [float(a) for a in sys.argv[3:6]] + [int(a) for a in sys.argv[6:7]] or [
+        0.5, 0.26, 2, 1]  # fmt: skip
     torch.set_num_threads(int(threads))
     torch.manual_seed(0)
     shape, classes = BENCH_SHAPES.get(name, DEFAULT_SHAPE)
     dense = create_model(name, shape[0], classes, shape[-1]).eval()
-    small, small_r = pruned(dense, shape, small_t)
+    if "@" in small_arg:
+        small, small_r = shallow(small_arg, dense, shape, classes)
+    else:
+        small, small_r = pruned(dense, shape, float(small_arg))
     big, big_r = pruned(dense, shape, big_t)
     twin, twin_r = pruned(dense, shape, small_r + share * big_r)
     dense = fold_bn(dense).eval()
