@@ -52,7 +52,7 @@ def load_members(paths: Sequence[str]) -> tuple[list[nn.Module], list[Member], d
     reference = max(range(len(loaded)), key=dense.__getitem__)
     ratios = [ratio * (d / dense[reference]) for (_, _, ratio, _), d in zip(loaded, dense, strict=True)]  # 1.0: as is
     order = sorted(range(len(loaded)), key=ratios.__getitem__)
-    if len({ratios[i] for i in order}) < len(order):
+    if len(set(ratios)) < len(ratios):
         raise ConfigError(
             f"two members cost the same MACs ({sorted(ratios)}): a cascade needs members of different sizes"
         )
