@@ -343,7 +343,7 @@ class TrainConfig:
     target_macs: float = option(0.5, "gated and static: mean per-sample MACs / dense MACs (gate MACs included)")
     out: str | None = option(None, "run folder (default runs/<method>): config.yaml, checkpoint.pt, result.json")
     resume: bool = option(False, "continue the run in --out from its last checkpoint")
-    init: str | None = option(None, "start from the weights of this checkpoint (same model and shape)")
+    init: str | None = option(None, "start from this checkpoint's weights (same model, or a bigger CIFAR ResNet: cut)")
     distill: str | None = option(None, "knowledge distillation from this checkpoint's model (e.g. the dense run)")
     distill_temperature: float = option(4.0, "distill: softmax temperature T of teacher and student")
     distill_weight: float = option(0.5, "distill: weight w of T^2 KL; the task loss gets 1 - w")

@@ -15,7 +15,7 @@ import torch
 from .api import build_method, load_run
 from .base import ConfigError
 from .catalog import option_groups
-from .checkpoints import CHECKPOINT, CheckpointError, load_checkpoint, load_weights, read_result, write_json
+from .checkpoints import CHECKPOINT, CheckpointError, load_checkpoint, read_result, write_json
 from .config import TrainConfig, load_yaml, save_yaml, to_dict
 from .data import DataSplits, full_or_sample, load_dataset, subset
 from .distill import Distiller
@@ -29,6 +29,7 @@ from .distributed import (
 )
 from .engine import FINAL_RESULT, FitState, RunFolder, Trainer, check_resumable
 from .evaluation import evaluate
+from .init_weights import load_init
 from .loader import BatchLoader
 from .methods import Method
 from .models import input_shape, model_for_arch
@@ -114,8 +115,8 @@ def _setup(cfg: TrainConfig, device: torch.device, ctx: DistContext) -> RunParts
         "image_size": data.image_size,
     }
     model = model_for_arch(arch)
-    if cfg.init:  # the plain model's weights, before the method adds gates or masks
-        load_weights(model, load_checkpoint(cfg.init, arch)["model"], cfg.init)
+    if cfg.init and (cut := load_init(model, cfg.init, arch)):  # before the method adds gates or masks
+        print(cut, flush=True)
     if cfg.sync_bn and ctx.enabled:  # before the method hooks its masks onto the BN modules
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     method = build_method(cfg)

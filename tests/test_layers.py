@@ -41,6 +41,7 @@ LAYERS: dict[str, int] = {
     "dynprune.distributed": 2,
     "dynprune.config": 3,  # TrainConfig checks model and data-set names against their registries
     "dynprune.methods": 3,
+    "dynprune.init_weights": 3,  # --init: a checkpoint's weights, cut to the run's model when it is smaller
     "dynprune.evaluation": 4,
     "dynprune.optim": 4,
     "dynprune.train_callbacks": 1,

@@ -1,0 +1,37 @@
+"""``--init``: a run's starting weights, from a checkpoint of the same model or (CIFAR ResNets) of a deeper or
+wider one, cut to this run's model (``models/cut.py``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from .checkpoints import CheckpointError, load_checkpoint, load_weights
+from .models import model_for_arch
+from .models.cut import cut_into, cut_refusal
+
+#: what must agree for a cut: the data the weights were trained on (the model and its width may differ)
+SAME_DATA = ("in_channels", "num_classes", "image_size")
+
+
+def load_init(model: nn.Module, path: str | Path, arch: dict[str, Any]) -> str | None:
+    """Load ``path``'s weights into ``model`` (of ``arch``); returns a line to print when they were cut."""
+    state = load_checkpoint(path)
+    source_arch = state["arch"]
+    if source_arch == arch:
+        load_weights(model, state["model"], str(path))
+        return None
+    made_for = f"{path}: made for {source_arch}, but this run is {arch}"
+    if any(source_arch.get(key) != arch[key] for key in SAME_DATA):
+        raise CheckpointError(made_for)
+    source = model_for_arch(source_arch)
+    load_weights(source, state["model"], str(path))
+    if (why := cut_refusal(source, model)) is not None:
+        raise CheckpointError(f"{made_for} ({why})")
+    cut_into(model, source)
+    return (
+        f"--init {path}: {source_arch['model']} at width {source_arch.get('width', 1.0)} cut to {arch['model']} at "
+        f"width {arch['width']} (its first blocks per stage, its most important channels)"
+    )
