@@ -37,6 +37,9 @@ SAME_CELL_AS_A_KEPT_ONE = {
     # topk-rl runs the same search before its training; the fine-tune of a policy.json: test_agents
     "rl",
     "topk-scratch",  # topk's cell trained from scratch like narrow's (test_scratch_gates_get_the_whole_budget...)
+    # as cascade-shallow's: the same big member and calibration, and its small member an l1-filter run as the
+    # big one is (test_cascade_members_straddle_the_target_and_share_the_fine_tune_budget)
+    "cascade",
 }
 assert set(COMPARE_METHODS.names()) >= SAME_CELL_AS_A_KEPT_ONE
 QUICK_METHODS = set(COMPARE_METHODS.names()) - VARIANTS - SAME_CELL_AS_A_KEPT_ONE
@@ -55,6 +58,7 @@ def plan_config(tmp_path: Path, **kw) -> CompareConfig:
         ({"methods": ["l1-filter"], "targets": [0.01]}, "l1-filter: target 0.01 cannot be reached"),
         ({"methods": ["gumbel"], "targets": [0.01]}, "gumbel: target 0.01 is below what gates can reach"),
         ({"methods": ["cascade"], "targets": [0.05]}, "cascade: target 0.05 cannot be reached: its smaller member"),
+        ({"methods": ["cascade-shallow"], "model": "lenet5"}, "cascade-shallow: its first member is a resnet8 cut"),
         ({"methods": ["l1-filter"], "dense": "nowhere/checkpoint.pt"}, "no such checkpoint"),
         ({"methods": ["l1-filter"], "dense": "dense-run/checkpoint.pt"}, "its run has not finished"),
         ({"methods": ["rl"], "search_algo": "bogus"}, "refuses its settings: search_algo got 'bogus'; allowed: "),
@@ -127,6 +131,21 @@ def test_every_registered_comparison_method_plans_a_valid_cell(tmp_path):
         cfg.epochs,
     )
     assert 0.48 < cascade.method_data["calibrate_to"] <= 0.5
+    # the shallow cascade: a ResNet-8 cut out of the dense model (--init), within half the target, at the dense lr,
+    # 3 epochs for each the small member would get; the big member as cascade's
+    shallow_cell = next(c for c in cells if c.method == "cascade-shallow")
+    (small_dir, small), (big_dir, big) = COMPARE_METHODS["cascade-shallow"].members(shallow_cell)
+    (_, cascade_small), (cascade_big_dir, cascade_big) = COMPARE_METHODS["cascade"].members(cascade)
+    assert small_dir.name == "shallow" and (small["model"], small["lr"], small["init"]) == (
+        "resnet8",
+        cfg.dense_lr,
+        cascade.values["init"],
+    )
+    assert small["epochs"] == 3 * cascade_small["epochs"] and not {"prune", "hard", "target_macs"} & set(small)
+    shallow_macs = CostModel.from_model(create_model("resnet8", 1, 10, 28, width=small["width"]), (1, 28, 28))
+    dense_macs = CostModel.from_model(create_model("resnet20", 1, 10, 28), (1, 28, 28)).dense_macs
+    assert 0.2 < shallow_macs.dense_macs / dense_macs <= 0.25  # half the target 0.5
+    assert (big_dir.name, big) == (cascade_big_dir.name, {**cascade_big, "out": big["out"]})
 
 
 def test_cascade_members_straddle_the_target_and_share_the_fine_tune_budget():
@@ -168,12 +187,15 @@ def test_quick_comparison_end_to_end_then_resumes(tmp_path):
             slack = 0.03 if COMPARE_METHODS[row["method"]].per_sample_cost else 0.01
             assert float(row["macs_ratio"]) <= 0.5 + slack, row["method"]
         assert float(row["latency_b64_ms"]) > 0
-    # the cascade cell: two members at half and twice the target, then the calibration into the cell's folder
-    cell = out / "cascade/t0.5/s0"
-    members = [json.loads((cell / f"members/t{t}/result.json").read_text()) for t in (0.25, 0.75)]
-    assert [round(m["macs_ratio"], 1) for m in members] == [0.2, 0.7] and [m["epochs"] for m in members] == [1, 1]
+    # the cascade cell: a ResNet-8 cut out of the dense model (3 epochs per small-member epoch) and l1-filter at
+    # twice the target, then the calibration into the cell's folder
+    cell = out / "cascade-shallow/t0.5/s0"
+    folders = [cell / "members" / name for name in ("shallow", "t0.75")]
+    members = [json.loads((folder / "result.json").read_text()) for folder in folders]
+    assert [m["model"] for m in members] == ["resnet8", "resnet20"] and [m["epochs"] for m in members] == [3, 1]
     cascade = json.loads((cell / "result.json").read_text())
-    assert cascade["members"] == [str((cell / f"members/t{t}/checkpoint.pt").resolve()) for t in (0.25, 0.75)]
+    assert cascade["members"] == [str((folder / "checkpoint.pt").resolve()) for folder in folders]
+    assert cascade["member_macs"][0] <= 0.25 < cascade["member_macs"][1] and round(cascade["member_macs"][1], 1) == 0.7
     assert cascade["val_macs_ratio"] <= cascade["target_macs"] + 1e-9 and 0.48 < cascade["target_macs"] <= 0.5
     assert cascade["latency_ms"]["pass"] == "serial" and cascade["params"] == sum(m["params"] for m in members)
     report = (out / "report.md").read_text()

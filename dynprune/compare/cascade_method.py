@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -12,11 +13,14 @@ from ..cascade.model import SPEC, load_cascade, load_member
 from ..catalog import train_config
 from ..checkpoints import CHECKPOINT, read_result
 from ..cost import CostModel
+from ..models import create_model
+from ..models.cut import cut_refusal
 from ..prune.ratios import keep_fractions, solve_uniform_for_macs, uniform_floor
 from ..runner import run_training
 from .cell import Cell
 from .config import CompareConfig
 from .method_base import CompareMethod
+from .width_for_macs import width_for_macs
 
 
 class CascadeMethod(CompareMethod):
@@ -58,16 +62,20 @@ class CascadeMethod(CompareMethod):
         ratios = solve_uniform_for_macs(cost, cell.target)
         cell.method_data["calibrate_to"] = cost.macs(keep_fractions(cost, ratios)) / cost.dense_macs
 
+    def members(self, cell: Cell) -> list[tuple[Path, dict[str, Any]]]:
+        """(run folder, TrainConfig values) of each member, cheapest first."""
+        targets, epochs = self.member_targets(cell.target), self.member_epochs(cell.values["epochs"])
+        return [
+            (cell.run_dir / "members" / f"t{t:g}", {**cell.values, "target_macs": t, "epochs": e})
+            for t, e in zip(targets, epochs, strict=True)
+        ]
+
     def run(self, cell: Cell) -> dict[str, Any]:
         paths = []
-        for target, epochs in zip(
-            self.member_targets(cell.target), self.member_epochs(cell.values["epochs"]), strict=True
-        ):
-            folder = cell.run_dir / "members" / f"t{target:g}"
+        for folder, values in self.members(cell):
             if read_result(folder / "result.json") is None:
                 resume = (folder / CHECKPOINT).is_file()
-                values = {**cell.values, "target_macs": target, "epochs": epochs, "out": str(folder)}
-                run_training(train_config({**values, "latency": False, "resume": resume}))
+                run_training(train_config({**values, "out": str(folder), "latency": False, "resume": resume}))
             paths.append(str(folder / CHECKPOINT))
         return build_cascade(paths, cell.method_data["calibrate_to"], cell.run_dir, cell.values.get("data_dir"))
 
@@ -75,3 +83,39 @@ class CascadeMethod(CompareMethod):
         # BN unfolded, as every other row is timed (folding speeds a model up, and no other row gets it)
         cascade, spec = load_cascade(cell.run_dir / SPEC, folded=False)
         return cascade, load_member(spec["members"][0]["checkpoint"], folded=False)[2]
+
+
+class ShallowCascadeMethod(CascadeMethod):
+    """``cascade`` with a shallow first member: a ResNet-8 cut out of the cell's dense CIFAR ResNet (``--init``
+    cuts it: each stage's first block, each layer's most important channels) at the widest width within half the
+    target, trained at the dense model's learning rate. On small inputs a pruned ResNet-20's time does not follow
+    its MACs and a ResNet-8's does, so this cascade runs faster than its static twin at batch 1 where the
+    two-l1-filter one runs slower (BENCHMARKS, "A shallow first member"). Its budget is the l1-filter row's
+    training time: the ResNet-8 trains ``shallow_epochs_per_epoch`` epochs for each epoch the ``cascade`` rule
+    gives the small member, since on the 2-core CPU a ResNet-8 (0.625) epoch takes about a third of a ResNet-20
+    fine-tune epoch's time (BENCHMARKS, "A shallow first member cut out of the dense model"; in training MACs it
+    is 1.7x the row's)."""
+
+    shallow_model = "resnet8"
+    shallow_epochs_per_epoch = 3
+
+    def check_target(self, cfg: CompareConfig, cost: CostModel, target: float) -> None:
+        with torch.device("meta"):  # shapes only
+            why = cut_refusal(create_model(cfg.model), create_model(self.shallow_model))
+        if why is not None:
+            raise ConfigError(f"{self.name}: its first member is a {self.shallow_model} cut out of {cfg.model}: {why}")
+        super().check_target(cfg, cost, target)  # the big member is l1-filter's as in cascade
+
+    def prepare_cell(self, cell: Cell, cfg: CompareConfig, cost: CostModel, data_shape: tuple[int, int, int]) -> None:
+        super().prepare_cell(cell, cfg, cost, data_shape)
+        channels, size, classes = data_shape
+        small = self.member_targets(cell.target)[0] * cost.dense_macs
+        width = width_for_macs(self.shallow_model, small, channels, classes, size)
+        cell.method_data["shallow"] = {"model": self.shallow_model, "width": width, "lr": cfg.dense_lr}
+
+    def members(self, cell: Cell) -> list[tuple[Path, dict[str, Any]]]:
+        (_, small), big = super().members(cell)
+        static = ("prune", "hard", "target_macs")  # the shallow member is a plain model: their defaults
+        values = {k: v for k, v in small.items() if k not in static} | cell.method_data["shallow"]
+        values["epochs"] = self.shallow_epochs_per_epoch * small["epochs"]
+        return [(cell.run_dir / "members" / "shallow", values), big]
