@@ -19,7 +19,7 @@ SAME_DATA = ("in_channels", "num_classes", "image_size")
 def load_init(model: nn.Module, path: str | Path, arch: dict[str, Any]) -> str | None:
     """Load ``path``'s weights into ``model`` (of ``arch``); returns a line to print when they were cut."""
     state = load_checkpoint(path)
-    source_arch = state["arch"]
+    source_arch = {**state["arch"], "width": state["arch"].get("width") or 1.0}  # older runs: no width, full
     if source_arch == arch:
         load_weights(model, state["model"], str(path))
         return None
@@ -27,11 +27,17 @@ def load_init(model: nn.Module, path: str | Path, arch: dict[str, Any]) -> str |
     if any(source_arch.get(key) != arch[key] for key in SAME_DATA):
         raise CheckpointError(made_for)
     source = model_for_arch(source_arch)
-    load_weights(source, state["model"], str(path))
+    try:
+        load_weights(source, state["model"], str(path))
+    except CheckpointError:
+        raise CheckpointError(
+            f"{made_for}, and its weights are not its dense model's (a pruned or gated run?): a smaller model is "
+            "cut out of a dense run"
+        ) from None
     if (why := cut_refusal(source, model)) is not None:
         raise CheckpointError(f"{made_for} ({why})")
     cut_into(model, source)
     return (
-        f"--init {path}: {source_arch['model']} at width {source_arch.get('width', 1.0)} cut to {arch['model']} at "
+        f"--init {path}: {source_arch['model']} at width {source_arch['width']} cut to {arch['model']} at "
         f"width {arch['width']} (its first blocks per stage, its most important channels)"
     )

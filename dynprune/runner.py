@@ -115,7 +115,7 @@ def _setup(cfg: TrainConfig, device: torch.device, ctx: DistContext) -> RunParts
         "image_size": data.image_size,
     }
     model = model_for_arch(arch)
-    if cfg.init and (cut := load_init(model, cfg.init, arch)):  # before the method adds gates or masks
+    if cfg.init and (cut := load_init(model, cfg.init, arch)) and ctx.is_main:  # before gates or masks
         print(cut, flush=True)
     if cfg.sync_bn and ctx.enabled:  # before the method hooks its masks onto the BN modules
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)

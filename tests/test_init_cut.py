@@ -70,11 +70,14 @@ def hidden_smaller_model(source: torch.nn.Module, target: torch.nn.Module, seed:
             alive_prev = alive
 
 
-@pytest.mark.parametrize(("source_name", "target_width"), [("resnet20", 1.0), ("resnet20", 0.625), ("resnet32", 0.5)])
+@pytest.mark.parametrize(
+    ("source_name", "source_width", "target_width"),
+    [("resnet20", 1.0, 1.0), ("resnet20", 1.0, 0.625), ("resnet32", 1.0, 0.5), ("resnet32", 0.75, 0.5)],
+)
 def test_a_cut_model_computes_what_the_source_computes_when_the_rest_of_the_source_is_silent(
-    source_name: str, target_width: float
+    source_name: str, source_width: float, target_width: float
 ):
-    source = create_model(source_name, 3, 10, 32)
+    source = create_model(source_name, 3, 10, 32, width=source_width)
     target = create_model("resnet8", 3, 10, 32, width=target_width)
     randomise(source, seed=1)
     hidden_smaller_model(source, target, seed=2)
@@ -97,7 +100,7 @@ def test_the_same_depth_and_width_is_an_exact_copy():
 
 
 def save_run(tmp_path, model: torch.nn.Module, run_arch: dict):
-    path = tmp_path / f"{run_arch['model']}-{run_arch['width']}.pt"
+    path = tmp_path / f"{run_arch['model']}-{run_arch.get('width')}.pt"
     save_checkpoint(path, {"model": model.state_dict(), "arch": run_arch, "config": {}})
     return path
 
@@ -108,6 +111,8 @@ def save_run(tmp_path, model: torch.nn.Module, run_arch: dict):
         (arch("resnet8", 1.0), arch("resnet20", 1.0), "layer1 has 3 blocks here but 1 in the --init model"),
         (arch("resnet20", 0.5), arch("resnet8", 1.0), "layer1 is wider here than in the --init model"),
         (arch("lenet5", 1.0), arch("resnet8", 1.0), "only a CIFAR ResNet"),
+        # narrower overall, but its last stage adds 10 channels to the 9 the source's adds (widths round per stage)
+        (arch("resnet20", 0.3), arch("resnet8", 0.29), "layer3 is wider here than in the --init model"),
         ({**arch("resnet20", 1.0), "num_classes": 100}, arch("resnet8", 1.0), "made for"),
     ],
 )
@@ -129,3 +134,17 @@ def test_a_run_starts_from_a_cut_of_a_deeper_run(tmp_path, capsys):
     saved = load_checkpoint(tmp_path / "cut" / "checkpoint.pt")
     assert saved["arch"]["model"] == "resnet8" and saved["arch"]["width"] == 0.25
     assert result["macs"] < deep["macs"] / 4
+
+
+def test_a_pruned_or_gated_source_is_refused_and_an_old_checkpoint_without_width_still_loads(tmp_path):
+    narrow = create_model("resnet20", 3, 10, 32, width=0.5)  # weights of another shape than its arch says
+    pruned = save_run(tmp_path, narrow, arch("resnet20", 1.0))
+    with pytest.raises(CheckpointError, match="its weights are not its dense model's") as caught:
+        load_init(create_model("resnet8", 3, 10, 32), pruned, arch("resnet8", 1.0))
+    assert "\n" not in str(caught.value) and "size mismatch" not in str(caught.value)  # not torch's key list
+    model = create_model("resnet20", 3, 10, 32)
+    randomise(model, seed=6)
+    old = save_run(tmp_path, model, {k: v for k, v in arch("resnet20", 1.0).items() if k != "width"})
+    fresh = create_model("resnet20", 3, 10, 32)
+    assert load_init(fresh, old, arch("resnet20", 1.0)) is None  # the same model: loaded as it is, not cut
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in model.state_dict().items())

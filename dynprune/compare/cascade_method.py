@@ -47,6 +47,10 @@ class CascadeMethod(CompareMethod):
         return max(1, epochs - epochs // 2), max(1, epochs // 2)
 
     def overrides(self, cfg: CompareConfig, target: float) -> dict[str, Any]:
+        return self.static_options(target)
+
+    def static_options(self, target: float) -> dict[str, Any]:
+        """What makes a cell's run (and its members') a static l1-filter run at ``target``."""
         return {"prune": self.pruner, "hard": True, "target_macs": target}
 
     def check_target(self, cfg: CompareConfig, cost: CostModel, target: float) -> None:
@@ -65,9 +69,10 @@ class CascadeMethod(CompareMethod):
     def members(self, cell: Cell) -> list[tuple[Path, dict[str, Any]]]:
         """(run folder, TrainConfig values) of each member, cheapest first."""
         targets, epochs = self.member_targets(cell.target), self.member_epochs(cell.values["epochs"])
+        folders = [cell.run_dir / "members" / f"t{t:g}" for t in targets]
         return [
-            (cell.run_dir / "members" / f"t{t:g}", {**cell.values, "target_macs": t, "epochs": e})
-            for t, e in zip(targets, epochs, strict=True)
+            (folder, {**cell.values, "target_macs": t, "epochs": e, "out": str(folder)})
+            for folder, t, e in zip(folders, targets, epochs, strict=True)
         ]
 
     def run(self, cell: Cell) -> dict[str, Any]:
@@ -75,7 +80,7 @@ class CascadeMethod(CompareMethod):
         for folder, values in self.members(cell):
             if read_result(folder / "result.json") is None:
                 resume = (folder / CHECKPOINT).is_file()
-                run_training(train_config({**values, "out": str(folder), "latency": False, "resume": resume}))
+                run_training(train_config({**values, "latency": False, "resume": resume}))
             paths.append(str(folder / CHECKPOINT))
         return build_cascade(paths, cell.method_data["calibrate_to"], cell.run_dir, cell.values.get("data_dir"))
 
@@ -104,7 +109,14 @@ class ShallowCascadeMethod(CascadeMethod):
             why = cut_refusal(create_model(cfg.model), create_model(self.shallow_model))
         if why is not None:
             raise ConfigError(f"{self.name}: its first member is a {self.shallow_model} cut out of {cfg.model}: {why}")
-        super().check_target(cfg, cost, target)  # the big member is l1-filter's as in cascade
+        # the small member is the ResNet-8 (prepare_cell refuses a target below its narrowest); the big one is
+        # l1-filter's
+        big, floor = self.member_targets(target)[1], uniform_floor(cost)
+        if big < floor:
+            raise ConfigError(
+                f"{self.name}: target {target} cannot be reached: its big member runs at {big:g} of dense, and "
+                f"l1-filter reaches no less than {floor:.3f}; choose >= {floor / 2:.3f}"
+            )
 
     def prepare_cell(self, cell: Cell, cfg: CompareConfig, cost: CostModel, data_shape: tuple[int, int, int]) -> None:
         super().prepare_cell(cell, cfg, cost, data_shape)
@@ -115,7 +127,8 @@ class ShallowCascadeMethod(CascadeMethod):
 
     def members(self, cell: Cell) -> list[tuple[Path, dict[str, Any]]]:
         (_, small), big = super().members(cell)
-        static = ("prune", "hard", "target_macs")  # the shallow member is a plain model: their defaults
+        static = self.static_options(cell.target)  # the shallow member is a plain model: their defaults
+        folder = cell.run_dir / "members" / "shallow"
         values = {k: v for k, v in small.items() if k not in static} | cell.method_data["shallow"]
-        values["epochs"] = self.shallow_epochs_per_epoch * small["epochs"]
-        return [(cell.run_dir / "members" / "shallow", values), big]
+        values |= {"epochs": self.shallow_epochs_per_epoch * small["epochs"], "out": str(folder)}
+        return [(folder, values), big]

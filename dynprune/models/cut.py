@@ -27,14 +27,18 @@ def cut_refusal(source: nn.Module, target: nn.Module) -> str | None:
     """Why ``target`` cannot be cut out of ``source`` (None: it can)."""
     if not (isinstance(source, CifarResNet) and isinstance(target, CifarResNet)):
         return "only a CIFAR ResNet (resnet8 ... resnet110) can be cut out of another one"
+    prev_src = prev_dst = 0  # the stream a stage's shortcut carries in (the stem's channels are all new)
     for stage in STAGES:
         src, dst = getattr(source, stage), getattr(target, stage)
         if len(dst) > len(src):
             return f"{stage} has {len(dst)} blocks here but {len(src)} in the --init model, which must be as deep"
-        if stream_width(dst) > stream_width(src) or any(
-            b.conv1.out_channels > a.conv1.out_channels for a, b in zip(src, dst, strict=False)
+        if (
+            stream_width(dst) > stream_width(src)
+            or stream_width(dst) - prev_dst > stream_width(src) - prev_src  # the channels this stage adds
+            or any(b.conv1.out_channels > a.conv1.out_channels for a, b in zip(src, dst, strict=False))
         ):
-            return f"{stage} is wider here than in the --init model, which must be as wide"
+            return f"{stage} is wider here than in the --init model, which must be as wide in every stage"
+        prev_src, prev_dst = stream_width(src), stream_width(dst)
     if source.conv1.in_channels != target.conv1.in_channels or source.fc.out_features != target.fc.out_features:
         return "the --init model was made for other data (input channels or classes differ)"
     return None
@@ -62,7 +66,9 @@ def stream_channels(source: CifarResNet, target: CifarResNet) -> list[torch.Tens
             lo_src = (stream_width(src) - prev_src) // 2  # where the shortcut pads the previous stream in
             lo_dst = (stream_width(dst) - prev_dst) // 2
             carried = maps[-1] + lo_src
-            fresh_pool = torch.tensor([c for c in range(stream_width(src)) if not lo_src <= c < lo_src + prev_src])
+            fresh_pool = torch.tensor(
+                [c for c in range(stream_width(src)) if not lo_src <= c < lo_src + prev_src], dtype=torch.long
+            )
             fresh = fresh_pool[top(score[fresh_pool], stream_width(dst) - prev_dst)]
             maps.append(torch.cat([fresh[:lo_dst], carried, fresh[lo_dst:]]))
         prev_src, prev_dst = stream_width(src), stream_width(dst)
