@@ -36,22 +36,22 @@ def route(
     members: Sequence[Callable[[torch.Tensor], torch.Tensor]], threshold: float, x: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits [B, classes], the member each input stopped at [B]) of ``members`` (PyTorch modules or runtime
-    sessions, cheapest first): each runs once, batched, on the inputs still undecided."""
-    pending = torch.arange(x.shape[0], device=x.device)
-    stopped = torch.full_like(pending, len(members) - 1)
-    out: torch.Tensor | None = None
-    for i, member in enumerate(members):
-        logits = member(x[pending]).to(x.device)
-        if out is None:
-            out = logits.new_empty(x.shape[0], logits.shape[1])
-        last = i == len(members) - 1
-        done = torch.ones_like(pending, dtype=torch.bool) if last else confidence(logits) >= threshold
-        out[pending[done]] = logits[done]
-        stopped[pending[done]] = i
-        pending = pending[~done]
+    sessions, cheapest first): each runs once, batched, on the inputs still undecided.
+
+    Every input runs the first member as it is (no gather); an input that goes on to member i takes member i's
+    answer, kept if it stops there or the member is the last. At batch 1 every small op counts against a
+    member that takes a millisecond, so the inputs that stop are never copied."""
+    out = members[0](x).to(x.device)
+    stopped = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+    logits, pending = out, None  # None: every input, no index needed
+    for i in range(1, len(members)):
+        go_on = confidence(logits) < threshold
+        pending = go_on.nonzero().flatten() if pending is None else pending[go_on]
         if pending.numel() == 0:
             break
-    assert out is not None
+        logits = members[i](x.index_select(0, pending)).to(x.device)
+        out[pending] = logits
+        stopped[pending] = i
     return out, stopped
 
 
