@@ -99,7 +99,7 @@ class ShallowCascadeMethod(CascadeMethod):
     training time: the ResNet-8 trains ``shallow_epochs_per_epoch`` epochs for each epoch the ``cascade`` rule
     gives the small member, since on the 2-core CPU a ResNet-8 (0.625) epoch takes about a third of a ResNet-20
     fine-tune epoch's time (BENCHMARKS, "A shallow first member cut out of the dense model"; in training MACs it
-    is 1.7x the row's)."""
+    is 1.5-1.7x the row's)."""
 
     shallow_model = "resnet8"
     shallow_epochs_per_epoch = 3
