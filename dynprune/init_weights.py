@@ -27,6 +27,8 @@ def load_init(model: nn.Module, path: str | Path, arch: dict[str, Any]) -> str |
     if any(source_arch.get(key) != arch[key] for key in SAME_DATA):
         raise CheckpointError(made_for)
     source = model_for_arch(source_arch)
+    if (why := cut_refusal(source, model)) is not None:  # the shapes first: an unrelated model says so
+        raise CheckpointError(f"{made_for} ({why})")
     try:
         load_weights(source, state["model"], str(path))
     except CheckpointError:
@@ -34,8 +36,6 @@ def load_init(model: nn.Module, path: str | Path, arch: dict[str, Any]) -> str |
             f"{made_for}, and its weights are not its dense model's (a pruned or gated run?): a smaller model is "
             "cut out of a dense run"
         ) from None
-    if (why := cut_refusal(source, model)) is not None:
-        raise CheckpointError(f"{made_for} ({why})")
     cut_into(model, source)
     return (
         f"--init {path}: {source_arch['model']} at width {source_arch['width']} cut to {arch['model']} at "
